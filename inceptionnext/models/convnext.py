@@ -1,0 +1,156 @@
+"""The paper's ConvNeXt ablations (smaller kernels, partial depthwise convs) in the official ConvNeXt key layout.
+
+Layout as released: `downsample_layers.{i}` (stem = index 0), `stages.{i}.{j}` blocks with `dwconv`, `norm`,
+`pwconv1`, `pwconv2`, `gamma`; final `norm` and `head`. A partial conv keeps its weights under `dwconv.conv`.
+"""
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from timm.layers import DropPath, LayerNorm2d, SelectAdaptivePool2d, trunc_normal_
+from timm.models._features import feature_take_indices
+from timm.models import checkpoint_seq
+
+from .layers import DWConv2d, PartialDWConv2d
+from .model_api import TimmModelMixin, check_input_channels, drop_path_schedule
+
+
+class ConvNeXtBlock(nn.Module):
+    """dwconv -> (to NHWC) LayerNorm -> Linear 4x -> GELU -> Linear -> layer scale -> (to NCHW) -> residual."""
+
+    def __init__(self, dim: int, dwconv: nn.Module, drop_path: float = 0., ls_init_value: float = 1e-6):
+        super().__init__()
+        self.dwconv = dwconv
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(ls_init_value * torch.ones(dim)) if ls_init_value > 0 else None
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.dwconv(x).permute(0, 2, 3, 1)
+        x = self.pwconv2(self.act(self.pwconv1(self.norm(x))))
+        if self.gamma is not None:
+            x = x * self.gamma
+        return shortcut + self.drop_path(x.permute(0, 3, 1, 2))
+
+
+def make_dwconv(dim: int, kernel_size: int, conv_ratio: float, fast_path: Optional[bool]) -> nn.Module:
+    """Full depthwise conv at ratio 1 (key `dwconv.weight`), else a partial one (key `dwconv.conv.weight`)."""
+    if conv_ratio >= 1.0:
+        return DWConv2d(dim, kernel_size, fast_path=fast_path)
+    return PartialDWConv2d(dim, kernel_size, conv_ratio=conv_ratio, fast_path=fast_path)
+
+
+class ConvNeXt(TimmModelMixin, nn.Module):
+    def __init__(
+            self,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            depths: Tuple[int, ...] = (3, 3, 9, 3),
+            dims: Tuple[int, ...] = (96, 192, 384, 768),
+            kernel_size: int = 7,
+            conv_ratio: float = 1.0,
+            drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+            ls_init_value: float = 1e-6,
+            head_init_scale: float = 1.,
+            fast_path: Optional[bool] = None,
+    ):
+        super().__init__()
+        if len(dims) != len(depths):
+            raise ValueError(f"depths {tuple(depths)} and dims {tuple(dims)} must have the same length")
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.global_pool = global_pool
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+
+        self.downsample_layers = nn.ModuleList([nn.Sequential(
+            nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4), LayerNorm2d(dims[0], eps=1e-6))])
+        for i in range(len(dims) - 1):
+            self.downsample_layers.append(nn.Sequential(
+                LayerNorm2d(dims[i], eps=1e-6), nn.Conv2d(dims[i], dims[i + 1], kernel_size=2, stride=2)))
+        rates = drop_path_schedule(drop_path_rate, depths)
+        self.stages = nn.ModuleList([
+            nn.Sequential(*[
+                ConvNeXtBlock(dim, make_dwconv(dim, kernel_size, conv_ratio, fast_path), rates[i][j], ls_init_value)
+                for j in range(depth)])
+            for i, (depth, dim) in enumerate(zip(depths, dims))])
+        self.feature_info = [
+            dict(num_chs=dim, reduction=4 * 2 ** i, module=f'stages.{i}') for i, dim in enumerate(dims)]
+        self.num_features = self.head_hidden_size = dims[-1]
+        self.pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(self._init_weights)
+        if isinstance(self.head, nn.Linear):
+            self.head.weight.data.mul_(head_init_scale)
+            self.head.bias.data.mul_(head_init_scale)
+
+    @staticmethod
+    def _init_weights(m: nn.Module):
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            trunc_normal_(m.weight, std=.02)
+            nn.init.zeros_(m.bias)
+
+    # --- timm model API ---
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False):
+        return dict(
+            stem=r'^downsample_layers\.0\.',
+            blocks=[(r'^downsample_layers\.([1-9]\d*)', None), (r'^stages\.(\d+)', None)] if coarse else [
+                (r'^downsample_layers\.([1-9]\d*)', (0,)),
+                (r'^stages\.(\d+)\.(\d+)', None),
+                (r'^norm', (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True):
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+            self.global_pool = global_pool
+        ref = next(self.parameters())
+        self.head = (nn.Linear(self.num_features, num_classes).to(ref.device, ref.dtype)
+                     if num_classes > 0 else nn.Identity())
+
+    def _stem_and_stages(self):
+        stages = [self.stages[0]] + [
+            nn.Sequential(ds, stage) for ds, stage in zip(self.downsample_layers[1:], self.stages[1:])]
+        return self.downsample_layers[0], stages
+
+    def prune_intermediate_layers(
+            self, indices: Union[int, List[int]] = 1, prune_norm: bool = False, prune_head: bool = True):
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        self.stages = self.stages[:max_index + 1]
+        self.downsample_layers = self.downsample_layers[:max_index + 1]
+        self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+        if prune_norm or max_index < len(self.feature_info) - 1:
+            self.norm = nn.Identity()
+        if prune_head or max_index < len(self.feature_info) - 1:
+            self.reset_classifier(0)
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        check_input_channels(self, x)
+        for ds, stage in zip(self.downsample_layers, self.stages):
+            x = ds(x)
+            x = checkpoint_seq(stage, x) if self.grad_checkpointing and not torch.jit.is_scripting() else stage(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(self.norm(self.pool(x)))
+        return x if pre_logits else self.head(x)

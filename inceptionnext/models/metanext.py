@@ -1,0 +1,187 @@
+"""MetaNeXt: the block, the stage builder and the model that InceptionNeXt instantiates.
+
+Block: token mixer -> BatchNorm -> 1x1-conv MLP -> layer scale -> drop path -> residual.
+The module tree and state-dict keys match the official release and timm's `inception_next_*`.
+"""
+from functools import partial
+from typing import Callable, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from timm.layers import DropPath, trunc_normal_
+from timm.models._features import feature_take_indices
+from timm.models import checkpoint_seq
+
+from .layers import ConvMlp, InceptionDWConv2d, MlpClassifierHead
+from .model_api import TimmModelMixin, check_input_channels, drop_path_schedule
+
+
+class MetaNeXtBlock(nn.Module):
+    def __init__(
+            self,
+            dim: int,
+            token_mixer: Callable[[int], nn.Module] = InceptionDWConv2d,
+            norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+            mlp_ratio: float = 4,
+            act_layer=nn.GELU,
+            ls_init_value: Optional[float] = 1e-6,
+            drop_path: float = 0.,
+    ):
+        super().__init__()
+        self.token_mixer = token_mixer(dim)
+        self.norm = norm_layer(dim)
+        self.mlp = ConvMlp(dim, int(mlp_ratio * dim), act_layer=act_layer)
+        self.gamma = nn.Parameter(ls_init_value * torch.ones(dim)) if ls_init_value else None
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.mlp(self.norm(self.token_mixer(x)))
+        if self.gamma is not None:
+            x = x * self.gamma.reshape(1, -1, 1, 1)
+        return self.drop_path(x) + shortcut
+
+
+class MetaNeXtStage(nn.Module):
+    """Optional downsample (BatchNorm + 2x2 stride-2 conv) followed by `depth` blocks."""
+
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            depth: int,
+            downsample: bool = True,
+            drop_path_rates: Optional[Sequence[float]] = None,
+            norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+            **block_kwargs,
+    ):
+        super().__init__()
+        self.grad_checkpointing = False
+        if downsample:
+            self.downsample = nn.Sequential(norm_layer(in_chs), nn.Conv2d(in_chs, out_chs, kernel_size=2, stride=2))
+        elif in_chs != out_chs:
+            raise ValueError(f"a stage without downsampling cannot change width ({in_chs} -> {out_chs})")
+        else:
+            self.downsample = nn.Identity()
+        rates = list(drop_path_rates) if drop_path_rates is not None else [0.] * depth
+        self.blocks = nn.Sequential(*[
+            MetaNeXtBlock(out_chs, norm_layer=norm_layer, drop_path=rates[i], **block_kwargs) for i in range(depth)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
+
+
+class MetaNeXt(TimmModelMixin, nn.Module):
+    """MetaNeXt backbone + MLP head. Per-stage token mixers and MLP ratios; stem is a 4x4 stride-4 conv + BN.
+
+    `token_mixers` is one callable `dim -> nn.Module` or one per stage (e.g. partial(InceptionDWConv2d, ...)).
+    """
+
+    def __init__(
+            self,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            depths: Tuple[int, ...] = (3, 3, 9, 3),
+            dims: Tuple[int, ...] = (96, 192, 384, 768),
+            token_mixers: Union[Callable, Sequence[Callable]] = InceptionDWConv2d,
+            norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+            act_layer=nn.GELU,
+            mlp_ratios: Union[float, Sequence[float]] = (4, 4, 4, 3),
+            head_mlp_ratio: float = 3,
+            drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+            ls_init_value: Optional[float] = 1e-6,
+            fast_path: Optional[bool] = None,
+    ):
+        super().__init__()
+        num_stages = len(depths)
+        if len(dims) != num_stages:
+            raise ValueError(f"depths {tuple(depths)} and dims {tuple(dims)} must have the same length")
+        token_mixers = list(token_mixers) if isinstance(token_mixers, (list, tuple)) else [token_mixers] * num_stages
+        mlp_ratios = list(mlp_ratios) if isinstance(mlp_ratios, (list, tuple)) else [mlp_ratios] * num_stages
+        if fast_path is not None:
+            token_mixers = [partial(m, fast_path=fast_path) for m in token_mixers]
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.global_pool = global_pool
+        self.drop_rate = drop_rate
+
+        self.stem = nn.Sequential(nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4), norm_layer(dims[0]))
+        rates = drop_path_schedule(drop_path_rate, depths)
+        self.feature_info = []
+        stages, prev_chs, reduction = [], dims[0], 4
+        for i in range(num_stages):
+            reduction *= 2 if i > 0 else 1
+            stages.append(MetaNeXtStage(
+                prev_chs, dims[i], depths[i], downsample=i > 0, drop_path_rates=rates[i], norm_layer=norm_layer,
+                token_mixer=token_mixers[i], mlp_ratio=mlp_ratios[i], act_layer=act_layer,
+                ls_init_value=ls_init_value))
+            prev_chs = dims[i]
+            self.feature_info.append(dict(num_chs=prev_chs, reduction=reduction, module=f'stages.{i}'))
+        self.stages = nn.Sequential(*stages)
+        self.num_features = prev_chs
+        self.head = MlpClassifierHead(
+            self.num_features, num_classes, pool_type=global_pool, mlp_ratio=head_mlp_ratio, drop=drop_rate)
+        self.head_hidden_size = self.head.num_features
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module):
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    # --- timm model API ---
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False):
+        return dict(
+            stem=r'^stem',
+            blocks=r'^stages\.(\d+)' if coarse else [
+                (r'^stages\.(\d+)\.downsample', (0,)),
+                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
+            ],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True):
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc2
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None, reset_other: bool = False):
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool, reset_other=reset_other)
+        self.head_hidden_size = self.head.num_features
+        if global_pool is not None:
+            self.global_pool = global_pool
+
+    def _stem_and_stages(self):
+        return self.stem, list(self.stages)
+
+    def prune_intermediate_layers(
+            self, indices: Union[int, List[int]] = 1, prune_norm: bool = False, prune_head: bool = True):
+        """Drop the stages after the last requested feature; the head goes too (it is sized for the last stage)."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        if max_index < len(self.stages) - 1:
+            self.stages = self.stages[:max_index + 1]
+            self.num_features = self.feature_info[max_index]['num_chs']
+            self.head = MlpClassifierHead(self.num_features, 0, pool_type=self.global_pool)
+            prune_head = True
+        if prune_head:
+            self.reset_classifier(0, reset_other=True)
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        check_input_channels(self, x)
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)

@@ -1,0 +1,78 @@
+"""What every model of the zoo shares beyond its layers: timm's forward API, drop-path schedule, input checks
+and strict loading with errors that say what did not match."""
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from timm.models._features import feature_take_indices
+
+from ..weights import check_state_dict
+
+
+def drop_path_schedule(drop_path_rate: float, depths: Sequence[int]) -> List[List[float]]:
+    """Stochastic depth rising linearly from 0 over all blocks, split per stage."""
+    total = sum(depths)
+    rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+    out, start = [], 0
+    for d in depths:
+        out.append(rates[start:start + d])
+        start += d
+    return out
+
+
+def model_name(model: nn.Module) -> str:
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    return cfg.get('architecture') or type(model).__name__
+
+
+def check_input_channels(model: nn.Module, x: torch.Tensor) -> None:
+    if not torch.jit.is_scripting() and (x.dim() != 4 or x.shape[1] != model.in_chans):
+        raise ValueError(
+            f"{model_name(model)} expects a (batch, {model.in_chans}, height, width) image tensor, "
+            f"got shape {tuple(x.shape)}")
+
+
+class TimmModelMixin:
+    """forward / forward_intermediates / strict loading on top of `_stem_and_stages`, `forward_features`
+    and `forward_head`, which each model defines."""
+
+    def _stem_and_stages(self) -> Tuple[nn.Module, List[nn.Module]]:
+        raise NotImplementedError
+
+    @torch.jit.ignore
+    def no_weight_decay(self):
+        return set()
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ):
+        """Stage outputs at `indices` (last n if int, all if None); with the final features unless only asked for them."""
+        if output_fmt != 'NCHW':
+            raise ValueError(f"{model_name(self)} returns NCHW intermediates only, not {output_fmt!r}")
+        stem, stages = self._stem_and_stages()
+        take_indices, max_index = feature_take_indices(len(stages), indices)
+        check_input_channels(self, x)
+        x = stem(x)
+        if stop_early or intermediates_only:
+            stages = stages[:max_index + 1]
+        intermediates = []
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                intermediates.append(x)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As nn.Module's, but a strict load that does not fit raises an error naming the model and the keys."""
+        if strict:
+            check_state_dict(state_dict, self, model_name(self))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)

@@ -1,0 +1,239 @@
+"""Load, check and save weights from every real source: the official release (.pth over http(s) or file://),
+timm's Hugging Face hub copies, local files (raw state dicts, training checkpoints, safetensors).
+
+Everything is read weights-only (no arbitrary unpickling) and every failure names the file or model and what
+did not match. Models plug this into timm's `pretrained=True` path through `zoo.build`, which hands the state
+dict to timm's `build_model_with_cfg` so that timm still adapts the classifier, the stem and features_only.
+"""
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
+
+import torch
+
+PathLike = Union[str, os.PathLike]
+
+# Keys under which training checkpoints keep their weights, in the order they are preferred (EMA first, as timm).
+CHECKPOINT_KEYS = ('state_dict_ema', 'model_ema', 'state_dict', 'model')
+# Prefixes that wrappers add to every key: DDP/DataParallel and torch.compile.
+WRAPPER_PREFIXES = ('module.', '_orig_mod.')
+# sha256 of release files, where known; a file whose name carries a hash prefix (name-<hex>.pth) is checked too.
+KNOWN_SHA256: Dict[str, str] = {}
+_HASH_IN_NAME = re.compile(r'-([a-f0-9]{8,64})\.(pth|pt|bin|safetensors)$')
+
+
+class CheckpointError(ValueError):
+    """A weight file that cannot be read as a checkpoint, or whose contents do not fit the model."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# reading files
+
+
+def _unwrap(obj: Any, source: str) -> Dict[str, torch.Tensor]:
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{source}: holds a {type(obj).__name__}, not a state dict or training checkpoint")
+    for key in CHECKPOINT_KEYS:
+        if isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+            break
+    state_dict = {}
+    for key, value in obj.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise CheckpointError(
+                f"{source}: entry {key!r} is a {type(value).__name__}, not a tensor; expected a state dict or a "
+                f"training checkpoint with one of {CHECKPOINT_KEYS}")
+        for prefix in WRAPPER_PREFIXES:
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        state_dict[key] = value
+    if not state_dict:
+        raise CheckpointError(f"{source}: holds no tensors")
+    return state_dict
+
+
+def load_state_dict_file(path: PathLike) -> Dict[str, torch.Tensor]:
+    """A state dict from a .pth/.pt/.bin (torch, weights-only) or .safetensors file, unwrapped and de-prefixed."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"weight file not found: {path}")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: is not a file")
+    try:
+        if path.suffix == '.safetensors':
+            from safetensors.torch import load_file
+            obj = load_file(str(path), device='cpu')
+        else:
+            obj = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # truncated zip, not a checkpoint at all, disallowed pickled objects, bad header
+        raise CheckpointError(
+            f"{path}: cannot be read as a checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
+            "is the file complete, and a PyTorch or safetensors weight file?") from e
+    return _unwrap(obj, str(path))
+
+
+def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: PathLike) -> Path:
+    """Write weights atomically (temp file + rename): safetensors for .safetensors, torch.save otherwise."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    os.close(fd)
+    try:
+        if path.suffix == '.safetensors':
+            from safetensors.torch import save_file
+            save_file(tensors, tmp)
+        else:
+            torch.save(tensors, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def convert_checkpoint(src: PathLike, dst: PathLike) -> Path:
+    """Any readable checkpoint (official .pth, training checkpoint, safetensors) to a plain weights file."""
+    return save_state_dict(load_state_dict_file(src), dst)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# remote sources
+
+
+def _sha256(path: PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def expected_sha256(url: str) -> Optional[str]:
+    """The full sha256 pinned for `url`, else the hex prefix its file name carries (timm/torch.hub convention)."""
+    if url in KNOWN_SHA256:
+        return KNOWN_SHA256[url]
+    m = _HASH_IN_NAME.search(url.split('?')[0])
+    return m.group(1) if m else None
+
+
+def download_cached(url: str, cache_dir: Optional[PathLike] = None, progress: bool = True) -> Path:
+    """Download `url` (http, https or file) once into the torch hub cache, verifying its hash when one is known."""
+    cache = Path(cache_dir) if cache_dir else Path(torch.hub.get_dir()) / 'checkpoints'
+    cache.mkdir(parents=True, exist_ok=True)
+    dst = cache / os.path.basename(url.split('?')[0])
+    expected = expected_sha256(url)
+    if dst.is_file():
+        return dst
+    try:
+        torch.hub.download_url_to_file(url, str(dst), hash_prefix=None, progress=progress)
+    except Exception as e:
+        raise CheckpointError(f"cannot download weights from {url}: {type(e).__name__}: {e}") from e
+    if expected is not None:
+        actual = _sha256(dst)
+        if not actual.startswith(expected):
+            dst.unlink()
+            raise CheckpointError(
+                f"{url}: downloaded file's sha256 {actual[:16]}... does not match the expected {expected[:16]}...; "
+                "the download is corrupt or the file changed (nothing was cached)")
+    return dst
+
+
+def load_state_dict_from_hub(hf_hub_id: str, cache_dir: Optional[PathLike] = None) -> Dict[str, torch.Tensor]:
+    """timm's hub copy (safetensors preferred, then pytorch_model.bin), from the network or the local HF cache."""
+    from timm.models import load_state_dict_from_hf
+    try:
+        obj = load_state_dict_from_hf(hf_hub_id, weights_only=True, cache_dir=cache_dir)
+    except Exception as e:
+        raise CheckpointError(
+            f"cannot load hub weights {hf_hub_id} ({type(e).__name__}: {str(e).splitlines()[0][:300]})") from e
+    return _unwrap(obj, f"hf-hub:{hf_hub_id}")
+
+
+def load_pretrained_state_dict(
+        cfg: Mapping[str, Any], cache_dir: Optional[PathLike] = None) -> Tuple[Dict[str, torch.Tensor], str]:
+    """The state dict a pretrained config points to and a description of where it came from.
+
+    Order: a local `file`, then the hub copy (`hf_hub_id`), then the release `url`; a failing hub falls back to
+    the url, and an error lists every source tried.
+    """
+    name = cfg.get('architecture') or 'model'
+    if cfg.get('state_dict') is not None:
+        return _unwrap(cfg['state_dict'], f"{name} (state_dict override)"), 'state_dict'
+    if cfg.get('file'):
+        return load_state_dict_file(cfg['file']), str(cfg['file'])
+    errors = []
+    if cfg.get('hf_hub_id'):
+        try:
+            return load_state_dict_from_hub(cfg['hf_hub_id'], cache_dir), f"hf-hub:{cfg['hf_hub_id']}"
+        except CheckpointError as e:
+            errors.append(str(e))
+    if cfg.get('url'):
+        try:
+            path = download_cached(cfg['url'], cache_dir)
+            return load_state_dict_file(path), cfg['url']
+        except (CheckpointError, FileNotFoundError) as e:
+            errors.append(str(e))
+    if not errors:
+        raise CheckpointError(f"{name}: no pretrained weights are known for this name; use pretrained=False")
+    raise CheckpointError(f"{name}: no pretrained weights could be loaded:\n  " + "\n  ".join(errors))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checking a state dict against a model
+
+
+def _first(keys: Iterable[str], n: int = 5) -> str:
+    keys = sorted(keys)
+    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def check_state_dict(
+        state_dict: Mapping[str, torch.Tensor],
+        model: torch.nn.Module,
+        source: str,
+        adaptable: Iterable[str] = (),
+) -> None:
+    """Raise CheckpointError unless `state_dict` fits `model` exactly, except for `adaptable` keys
+    (classifier and stem, which timm re-initializes or adapts), which may be missing, extra or reshaped."""
+    adaptable = set(adaptable)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict and k not in adaptable]
+    unexpected = [k for k in state_dict if k not in expected and k not in adaptable]
+    shapes = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state_dict and k not in adaptable and tuple(state_dict[k].shape) != tuple(expected[k].shape)]
+    if not (missing or unexpected or shapes):
+        return
+    name = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture') or type(model).__name__
+    parts = [f"{source}: does not fit {name}"]
+    if missing:
+        parts.append(f"{len(missing)} missing keys: {_first(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys: {_first(unexpected)}")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatches: " + "; ".join(shapes[:3]) + (" ..." if len(shapes) > 3 else ""))
+    raise CheckpointError("; ".join(parts))
+
+
+def adaptable_keys(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any]) -> set:
+    """State-dict keys timm adapts after our filter: the classifier (new class count) and the first conv (in_chans)."""
+    keys = set()
+    for field in ('classifier', 'first_conv'):
+        names = pretrained_cfg.get(field) or ()
+        for module_name in ([names] if isinstance(names, str) else names):
+            keys.update({f"{module_name}.weight", f"{module_name}.bias"})
+    return keys
+
+
+def checkpoint_filter_fn(state_dict, model, source: str = 'checkpoint'):
+    """timm `pretrained_filter_fn`: unwrap training checkpoints and refuse any state dict that does not fit."""
+    state_dict = _unwrap(state_dict, source)
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    check_state_dict(state_dict, model, source, adaptable=adaptable_keys(model, cfg))
+    return state_dict
