@@ -1,0 +1,146 @@
+"""Training checkpoints: written atomically, read back with the checks that turn a mismatch into a clear error.
+
+One file holds everything a resumed run needs to continue as if never stopped: model, optimizer, scheduler,
+EMA, grad scaler, completed epochs, every rank's RNG states, the log history and the config. The model weights
+sit under ``state_dict`` (and ``state_dict_ema``), the layout timm's ``load_checkpoint`` reads.
+"""
+from __future__ import annotations
+
+import os
+import random
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable, or does not fit the model being trained."""
+
+
+def capture_rng() -> Dict[str, Any]:
+    """This process's RNG states (python, numpy, torch CPU and CUDA) as plain, weights_only-loadable values."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rng(state: Dict[str, Any]) -> None:
+    random.setstate(tuple(v if not isinstance(v, list) else tuple(v) for v in state["python"]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"].cpu())
+
+
+def save_atomic(obj: Any, path: str) -> None:
+    """torch.save to a temporary file beside path, flushed to disk, then renamed over path.
+
+    A run killed mid-write leaves the previous checkpoint intact rather than a truncated one.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint_file(path: str) -> Dict[str, Any]:
+    """Read a training checkpoint written by this engine (tensors and plain values only: weights_only)."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
+        raise CheckpointError(f"{path} is not a training checkpoint of this engine (no state_dict/epoch); "
+                              "to start from its weights use weights: <file> instead of resume")
+    return ckpt
+
+
+def is_training_checkpoint(path: str) -> bool:
+    """True for a file this engine wrote (so its own metadata, e.g. num_classes, can be trusted)."""
+    if path.endswith(".safetensors"):
+        return False
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+    return isinstance(ckpt, dict) and ckpt.get("format") == "inceptionnext.train" and "state_dict" in ckpt
+
+
+def read_checkpoint_config(path: str) -> Dict[str, Any]:
+    """The config a checkpoint was trained with, minus the keys that only described that one process."""
+    cfg = dict(load_checkpoint_file(path).get("config") or {})
+    for key in ("resume", "stop_after_epoch"):
+        cfg.pop(key, None)
+    return cfg
+
+
+def _describe_mismatch(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor]) -> str:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
+              for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:3])})")
+    return ", ".join(parts)
+
+
+def check_fits(ckpt: Dict[str, Any], path: str, model: torch.nn.Module, model_name: str, num_classes: int) -> None:
+    """Raise a CheckpointError saying how the checkpoint differs from the model this run builds."""
+    saved_name, saved_classes = ckpt.get("arch"), ckpt.get("num_classes")
+    problems = []
+    if saved_classes is not None and saved_classes != num_classes:
+        problems.append(f"it has {saved_classes} classes, this run has {num_classes}")
+    detail = _describe_mismatch(model, ckpt["state_dict"])
+    if detail:
+        problems.append(f"its weights do not fit {model_name}: {detail}")
+    if problems:
+        raise CheckpointError(f"cannot resume from {path} (written for {saved_name or 'an unknown model'} with "
+                              f"{saved_classes} classes): " + "; ".join(problems))
+
+
+def make_checkpoint(*, model, optimizer, scheduler, ema, scaler, epoch: int, model_name: str, num_classes: int,
+                    config: Dict[str, Any], history: List[Dict[str, Any]], best: Dict[str, Any],
+                    rng: List[Dict[str, Any]], data_config: Dict[str, Any]) -> Dict[str, Any]:
+    return {
+        "format": "inceptionnext.train",
+        "version": FORMAT_VERSION,
+        "arch": model_name,
+        "num_classes": num_classes,
+        "epoch": epoch,  # completed epochs: a resumed run starts with epoch index `epoch`
+        "state_dict": model.state_dict(),
+        "state_dict_ema": ema.module.state_dict() if ema is not None else None,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "rng": rng,  # one entry per rank
+        "config": config,
+        "history": history,
+        "best": best,
+        "data_config": data_config,
+    }
