@@ -18,6 +18,8 @@ import triton
 import triton.language as tl
 
 MAX_BRANCHES = 3
+# Grad-weight programs aimed for: enough to fill an H100 several times over; fewer means longer batch loops.
+WGRAD_TARGET_PROGRAMS = 1024
 
 
 @triton.jit
@@ -171,21 +173,29 @@ def _pow2(n: int) -> int:
     return triton.next_power_of_2(max(int(n), 1))
 
 
-def _tiling(x: torch.Tensor, num_channels: int) -> Tuple[bool, int, int, int, int]:
-    """(channels_fast, BLOCK_H, BLOCK_W, BLOCK_C, num_warps) for x's layout.
+def _tiling(x: torch.Tensor, num_channels: int, max_block_c: int = 64) -> Tuple[bool, int, int, int, int]:
+    """(channels_fast, BLOCK_H, BLOCK_W, BLOCK_C, num_warps) for x's layout; tiles of about 2048 elements.
 
-    NHWC: 32-64 channels x 8x8 pixels, so every load is a vector along C.
-    Otherwise one channel x up to 16x64 pixels, vectors along W.
+    NHWC: a channel block that wastes the fewest lanes (8 to 64 channels, the larger on ties) times
+    8 rows of pixels, so every load is a vector along C. Otherwise one channel times up to 16x64
+    pixels, vectors along W.
     """
     _, _, H, W = x.shape
     if x.stride(1) == 1 and num_channels > 1:
-        block_c = min(64, _pow2(num_channels))
-        block_w = min(8, _pow2(W))
+        sizes = [bc for bc in (64, 32, 16, 8) if bc <= max_block_c]
+        block_c = max(sizes, key=lambda bc: (num_channels / (triton.cdiv(num_channels, bc) * bc), bc))
+        block_c = min(block_c, _pow2(num_channels))
         block_h = min(8, _pow2(H))
-        return True, block_h, block_w, block_c, 4
+        block_w = min(max(2048 // (block_c * block_h), 1), 32, _pow2(W))
+        return True, block_h, block_w, block_c, _warps(block_h * block_w * block_c)
     block_w = min(64, _pow2(W))
     block_h = min(max(1024 // block_w, 1), _pow2(H))
-    return False, block_h, block_w, 1, 4
+    return False, block_h, block_w, 1, _warps(block_h * block_w)
+
+
+def _warps(tile_elements: int) -> int:
+    """At least 8 elements per thread: small late-stage tiles get fewer warps instead of idle lanes."""
+    return max(1, min(4, tile_elements // 256))
 
 
 def _branch_layout(num_channels: int, weights: Sequence[torch.Tensor]):
@@ -250,11 +260,10 @@ def dwconv_param_grads(
         if n == 0 or x.numel() == 0:
             grads += [torch.zeros_like(w), torch.zeros(n, dtype=w.dtype, device=w.device)]
             continue
-        channels_fast, bh, bw, bc, warps = _tiling(x, n)
-        bc = min(bc, 32) if channels_fast else 1
+        channels_fast, bh, bw, bc, warps = _tiling(x, n, max_block_c=32)
         n_cb, n_ht, n_wt = triton.cdiv(n, bc), triton.cdiv(H, bh), triton.cdiv(W, bw)
         # Enough programs to fill a large GPU, each summing a chunk of the batch.
-        chunks = max(1, min(B, 1024 // (n_cb * n_ht * n_wt)))
+        chunks = max(1, min(B, WGRAD_TARGET_PROGRAMS // (n_cb * n_ht * n_wt)))
         per_prog = triton.cdiv(B, chunks)
         chunks = triton.cdiv(B, per_prog)
         rows = chunks * n_ht * n_wt
