@@ -43,6 +43,10 @@ def fast_path_available(x: torch.Tensor) -> bool:
     return x.is_cuda or (_TRITON_INTERPRETED and x.device.type == "cpu")
 
 
+def _on_cuda(x: torch.Tensor) -> bool:
+    return x.is_cuda
+
+
 def _fast_unsupported(x: torch.Tensor, weights: Sequence[torch.Tensor]) -> Optional[str]:
     """Why the fused kernel cannot take this call, or None when it can."""
     if not fast_path_available(x):
@@ -62,7 +66,7 @@ def uses_fast_path(x: torch.Tensor, weights: Sequence[torch.Tensor] = (), fast: 
         return False
     reason = _fast_unsupported(x, weights)
     if choice is None:
-        return x.is_cuda and reason is None
+        return _on_cuda(x) and reason is None
     if reason is not None:
         raise RuntimeError(f"fast path forced (fast=True or {ENV_VAR}=1) but {reason}")
     return True
