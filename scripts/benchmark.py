@@ -1,0 +1,507 @@
+#!/usr/bin/env python3
+"""Throughput and peak memory of our InceptionNeXt beside timm's models, measured in one run.
+
+Our models (registered by ``import inceptionnext``) run in several variants: fused token-mixer kernel
+on/off (``INCEPTIONNEXT_FAST_PATH=1/0``; on CPU only the reference exists, so only "ref" runs and the
+table says so) and, for inference, folded on/off (``inceptionnext.deploy.reparameterize_model``).
+timm's models run as timm builds them. Flags follow timm's benchmark.py where they overlap.
+
+    python scripts/benchmark.py --model inceptionnext_t,inception_next_tiny,convnext_tiny,resnet50 \
+        --bench both --amp-dtype bfloat16 --channels-last --batch-size 128 --results-file out.json --plot fig1.png
+"""
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn as nn
+
+try:
+    import inceptionnext  # noqa: F401  registers our models with timm
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    import inceptionnext  # noqa: F401
+import timm
+from inceptionnext.deploy import reparameterize_model
+
+FAST_ENV = "INCEPTIONNEXT_FAST_PATH"
+
+# ImageNet-1k top-1 (%) from the InceptionNeXt paper (Table 1/2; ConvNeXt rows as reported there), keyed by
+# every name the model goes by here. The one place these figures live; the plot reads them.
+PAPER_TOP1: Dict[str, float] = {}
+for _names, _top1 in [
+    (("resnet50",), 78.4),
+    (("convnext_tiny",), 82.1),
+    (("convnext_tiny_k5",), 82.0),
+    (("convnext_tiny_k3",), 81.5),
+    (("convnext_tiny_k3_par1_2",), 81.4),
+    (("convnext_tiny_k3_par3_8",), 81.4),
+    (("convnext_tiny_k3_par1_4",), 81.3),
+    (("convnext_tiny_k3_par1_8",), 80.8),
+    (("convnext_tiny_k3_par1_16",), 80.1),
+    (("convnext_atto",), 75.7),
+    (("inceptionnext_a", "inceptionnext_atto", "inception_next_atto"), 75.3),
+    (("inceptionnext_t", "inceptionnext_tiny", "inception_next_tiny"), 82.3),
+    (("inceptionnext_s", "inceptionnext_small", "inception_next_small"), 83.5),
+    (("inceptionnext_b", "inceptionnext_base", "inception_next_base"), 84.0),
+    (("inceptionnext_b_384", "inceptionnext_base_384"), 85.2),
+]:
+    PAPER_TOP1.update(dict.fromkeys(_names, _top1))
+
+# our model -> timm's implementation of the same architecture (the "vs timm" ratio)
+TIMM_COUNTERPART = {
+    "inceptionnext_a": "inception_next_atto", "inceptionnext_atto": "inception_next_atto",
+    "inceptionnext_t": "inception_next_tiny", "inceptionnext_tiny": "inception_next_tiny",
+    "inceptionnext_s": "inception_next_small", "inceptionnext_small": "inception_next_small",
+    "inceptionnext_b": "inception_next_base", "inceptionnext_base": "inception_next_base",
+    "inceptionnext_b_384": "inception_next_base", "inceptionnext_base_384": "inception_next_base",
+    "convnext_tiny_k5": "convnext_tiny", "convnext_tiny_k3": "convnext_tiny",
+}
+BASELINE = "resnet50"
+DEFAULT_MODELS = "inceptionnext_a,inception_next_atto,convnext_atto,inceptionnext_t,inception_next_tiny,convnext_tiny,resnet50"
+AMP_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class Variant:
+    """How one model is run: fused kernel forced on/off (None: timm's model, nothing to force) and folding."""
+    label: str
+    fast: Optional[bool] = None
+    folded: bool = False
+    note: str = ""
+
+
+@dataclass
+class Result:
+    model: str
+    variant: str
+    bench: str
+    setting: str
+    batch_size: int
+    img_size: int
+    ours: bool
+    img_per_s: Optional[float] = None
+    ms_per_step: Optional[float] = None
+    ms_per_step_all: List[float] = field(default_factory=list)
+    peak_mem_mib: Optional[float] = None
+    vs_timm: Optional[float] = None
+    vs_resnet50: Optional[float] = None
+    note: str = ""
+    error: str = ""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", "-m", default=DEFAULT_MODELS, help="comma-separated timm model names")
+    p.add_argument("--bench", default="inference", choices=["inference", "train", "both", "mixer", "all"],
+                   help="what to time; 'mixer' times each MetaNeXt model's first token mixer alone, 'all' everything")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-size", "-b", type=int, default=128)
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--amp-dtype", default="float32", choices=list(AMP_DTYPES),
+                   help="float32 runs without autocast; bfloat16/float16 under torch.autocast")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format for model and input")
+    p.add_argument("--torchcompile", nargs="?", const="inductor", default=None, help="torch.compile backend")
+    p.add_argument("--torchcompile-mode", default=None, help="torch.compile mode, e.g. max-autotune")
+    p.add_argument("--num-warm-iter", type=int, default=10)
+    p.add_argument("--num-bench-iter", type=int, default=40)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for CPU runs")
+    p.add_argument("--variants", default="all",
+                   help="our variants to run: 'all' or a comma list of fast,ref,folded,unfolded")
+    p.add_argument("--results-file", default="", help="write the rows and environment as JSON here")
+    p.add_argument("--plot", default="", help="draw throughput vs the paper's top-1 as a PNG here")
+    p.add_argument("--plot-bench", default="", help="which bench the plot shows (default: the first measured)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    args.models = [m.strip() for m in args.model.split(",") if m.strip()]
+    if not args.models:
+        p.error("--model is empty")
+    unknown = [m for m in args.models if not timm.is_model(m)]
+    if unknown:
+        p.error(f"unknown model name(s) {unknown}; ours need `import inceptionnext` (done here), "
+                f"the rest come from timm.list_models()")
+    if args.batch_size < 1 or args.img_size < 8 or args.num_bench_iter < 1 or args.num_warm_iter < 0:
+        p.error("--batch-size and --num-bench-iter must be >= 1, --img-size >= 8, --num-warm-iter >= 0")
+    wanted = {v.strip() for v in args.variants.split(",") if v.strip()}
+    allowed = {"all", "fast", "ref", "folded", "unfolded"}
+    if not wanted or wanted - allowed:
+        p.error(f"--variants takes 'all' or a comma list of fast,ref,folded,unfolded; got {args.variants!r}")
+    args.variant_set = {"fast", "ref", "folded", "unfolded"} if "all" in wanted else wanted
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error("--device cuda asked for but CUDA is not available")
+    if args.amp_dtype == "float16" and args.device == "cpu":
+        p.error("--amp-dtype float16 is not supported on CPU; use bfloat16 or float32")
+    return args
+
+
+def is_ours(name: str) -> bool:
+    return timm.models.model_entrypoint(name).__module__.split(".")[0] == "inceptionnext"
+
+
+def fast_path_available(device: torch.device) -> bool:
+    try:
+        from inceptionnext.ops import fast_path_available as available
+    except ImportError:
+        return False
+    return bool(available(torch.empty(1, device=device)))
+
+
+def variants_for(name: str, bench: str, device: torch.device, wanted: set) -> List[Variant]:
+    """Ours: fast/ref x folded/unfolded (folding is inference-only); timm's: one plain variant."""
+    if not is_ours(name):
+        return [Variant("timm")]
+    fast_ok = fast_path_available(device)
+    kernels = []
+    if "fast" in wanted and fast_ok:
+        kernels.append((True, "fast", ""))
+    if "ref" in wanted or ("fast" in wanted and not fast_ok):
+        kernels.append((False, "ref", "" if fast_ok else f"fused kernel unavailable on {device.type}; reference path"))
+    folds = [f for f in (False, True) if ("folded" if f else "unfolded") in wanted] if bench == "inference" else [False]
+    if not folds:  # only 'folded' asked for a train bench: train the unfolded model
+        folds = [False]
+    return [Variant(f"ours {k}{' folded' if f else ''}", fast=fast, folded=f, note=note)
+            for fast, k, note in kernels for f in folds]
+
+
+@contextlib.contextmanager
+def fast_path_env(fast: Optional[bool]):
+    """Force our token mixer's path for the duration (timm's models ignore it)."""
+    old = os.environ.get(FAST_ENV)
+    if fast is not None:
+        os.environ[FAST_ENV] = "1" if fast else "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(FAST_ENV, None)
+        else:
+            os.environ[FAST_ENV] = old
+
+
+def setting_label(args) -> str:
+    dtype = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[args.amp_dtype]
+    parts = [dtype, "cl" if args.channels_last else "nchw", "compiled" if args.torchcompile else "eager"]
+    return " ".join(parts)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class PeakMemory:
+    """Peak memory of the timed steps, MiB: CUDA's allocator peak, or on CPU the process RSS high-water
+    mark above the RSS before the steps (Linux /proc; None elsewhere)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.start_rss = None
+
+    @staticmethod
+    def _status_kib(key: str) -> Optional[int]:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith(key + ":"):
+                        return int(line.split()[1])
+        except OSError:
+            return None
+        return None
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        try:  # "5" resets the peak RSS (VmHWM) to the current RSS
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.start_rss = self._status_kib("VmRSS")
+        except OSError:
+            self.start_rss = None
+
+    def peak_mib(self) -> Optional[float]:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2 ** 20
+        hwm = self._status_kib("VmHWM")
+        if self.start_rss is None or hwm is None:
+            return None
+        return max(hwm - self.start_rss, 0) / 1024
+
+
+def build_model(name: str, variant: Variant, args, device: torch.device, train: bool) -> nn.Module:
+    model = timm.create_model(name, pretrained=False, num_classes=args.num_classes)
+    model.to(device)
+    if train:
+        model.train()
+    else:
+        model.eval()
+        if variant.folded:
+            model = reparameterize_model(model, inplace=True)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if args.torchcompile:
+        model = torch.compile(model, backend=args.torchcompile, mode=args.torchcompile_mode)
+    return model
+
+
+def time_steps(step, args, device) -> (List[float], Optional[float]):
+    """timm's recipe: warm-up steps, then timed steps each closed by a device synchronize."""
+    for _ in range(args.num_warm_iter):
+        step()
+    synchronize(device)
+    peak = PeakMemory(device)
+    peak.reset()
+    times = []
+    for _ in range(args.num_bench_iter):
+        t0 = time.perf_counter()
+        step()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return times, peak.peak_mib()
+
+
+def autocast(args, device):
+    if args.amp_dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[args.amp_dtype])
+
+
+def make_input(args, device, shape=None) -> torch.Tensor:
+    shape = shape or (args.batch_size, 3, args.img_size, args.img_size)
+    x = torch.randn(shape, device=device)
+    return x.contiguous(memory_format=torch.channels_last) if args.channels_last else x
+
+
+def bench_model(name: str, variant: Variant, bench: str, args, device) -> Result:
+    """Time one (model, variant, bench) and return its row."""
+    row = Result(name, variant.label, bench, setting_label(args), args.batch_size, args.img_size,
+                 ours=variant.label != "timm", note=variant.note)
+    with fast_path_env(variant.fast):
+        if bench == "mixer":
+            return bench_mixer(name, variant, args, device, row)
+        train = bench == "train"
+        model = build_model(name, variant, args, device, train)
+        x = make_input(args, device)
+        if train:
+            target = torch.randint(0, args.num_classes, (args.batch_size,), device=device)
+            opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+            loss_fn = nn.CrossEntropyLoss()
+
+            def step():
+                with autocast(args, device):
+                    loss = loss_fn(model(x), target)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        else:
+            def step():
+                with torch.inference_mode(), autocast(args, device):
+                    model(x)
+        times, peak = time_steps(step, args, device)
+    return _fill(row, times, peak)
+
+
+def _fill(row: Result, times: List[float], peak: Optional[float]) -> Result:
+    med = statistics.median(times)
+    row.ms_per_step = med * 1e3
+    row.ms_per_step_all = [t * 1e3 for t in times]
+    row.img_per_s = row.batch_size / med
+    row.peak_mem_mib = peak
+    return row
+
+
+def first_token_mixer(model: nn.Module) -> Optional[nn.Module]:
+    for stage in getattr(model, "stages", []):
+        for block in getattr(stage, "blocks", []):
+            if hasattr(block, "token_mixer"):
+                return block.token_mixer
+    return None
+
+
+def bench_mixer(name, variant, args, device, row: Result) -> Result:
+    """The first stage's token mixer alone on its real input shape: forward (ms/step) and forward+backward
+    (reported in the note). Models without a MetaNeXt token mixer get a row saying so."""
+    model = timm.create_model(name, pretrained=False, num_classes=args.num_classes)
+    mixer = first_token_mixer(model)
+    if mixer is None:
+        row.error = "no MetaNeXt token mixer"
+        return row
+    chs = model.stages[0].blocks[0].mlp.fc1.in_channels
+    reduction = model.feature_info[0]["reduction"] if getattr(model, "feature_info", None) else 4
+    mixer = mixer.to(device)
+    if args.channels_last:
+        mixer = mixer.to(memory_format=torch.channels_last)
+    if args.torchcompile:
+        mixer = torch.compile(mixer, backend=args.torchcompile, mode=args.torchcompile_mode)
+    side = args.img_size // reduction
+    x = make_input(args, device, (args.batch_size, chs, side, side))
+
+    def fwd():
+        with torch.no_grad(), autocast(args, device):
+            mixer(x)
+    times, peak = time_steps(fwd, args, device)
+    _fill(row, times, peak)
+    xg = x.detach().requires_grad_(True)
+
+    def fwd_bwd():
+        with autocast(args, device):
+            out = mixer(xg)
+        out.float().sum().backward()
+    times_bwd, _ = time_steps(fwd_bwd, args, device)
+    fb = statistics.median(times_bwd) * 1e3
+    row.note = "; ".join(filter(None, [row.note, f"input {tuple(x.shape)}, fwd+bwd {fb:.3f} ms"]))
+    return row
+
+
+def add_ratios(rows: List[Result]) -> None:
+    """vs timm: our row / timm's counterpart (same bench and setting); vs resnet50 likewise."""
+    def speed(model, bench, setting):
+        for r in rows:
+            if r.model == model and r.bench == bench and r.setting == setting and r.variant == "timm" and r.img_per_s:
+                return r.img_per_s
+        return None
+    for r in rows:
+        if not r.img_per_s:
+            continue
+        if r.ours:
+            ref = speed(TIMM_COUNTERPART.get(r.model, ""), r.bench, r.setting)
+            r.vs_timm = r.img_per_s / ref if ref else None
+        base = speed(BASELINE, r.bench, r.setting)
+        if base and r.bench != "mixer":
+            r.vs_resnet50 = r.img_per_s / base
+
+
+def environment(args, device) -> Dict[str, str]:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = _cpu_name() + f", {torch.get_num_threads()} threads"
+    env = {"device": name, "python": platform.python_version(), "torch": torch.__version__,
+           "timm": timm.__version__, "inceptionnext": getattr(inceptionnext, "__version__", "unknown")}
+    try:
+        import triton
+        env["triton"] = triton.__version__
+    except ImportError:
+        env["triton"] = "not installed"
+    if device.type == "cuda":
+        env["cuda"] = str(torch.version.cuda)
+    env["command"] = " ".join(["python", "scripts/benchmark.py"] + sys.argv[1:]) if args.from_cli else ""
+    return env
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU"
+
+
+def _fmt(v, spec):
+    return "" if v is None else format(v, spec)
+
+
+def markdown_table(rows: List[Result], env: Dict[str, str]) -> str:
+    lines = [f"Device: {env['device']} | torch {env['torch']} | timm {env['timm']} | triton {env['triton']}"
+             + (f" | CUDA {env['cuda']}" if "cuda" in env else ""), ""]
+    if env.get("command"):
+        lines += [f"Command: `{env['command']}`", ""]
+    lines += ["| model | variant | bench | setting | batch | img/s | ms/step | peak mem (MiB) | vs timm | vs resnet50 | note |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        note = r.error or r.note
+        lines.append(f"| {r.model} | {r.variant} | {r.bench} | {r.setting} | {r.batch_size} | {_fmt(r.img_per_s, '.1f')} "
+                     f"| {_fmt(r.ms_per_step, '.2f')} | {_fmt(r.peak_mem_mib, '.0f')} | {_fmt(r.vs_timm, '.2f')}x "
+                     f"| {_fmt(r.vs_resnet50, '.2f')}x | {note} |".replace(" x |", " |"))
+    return "\n".join(lines)
+
+
+def plot(rows: List[Result], path: str, bench: str, env: Dict[str, str]) -> None:
+    """The paper's Figure 1 redrawn with our measurements: img/s (x) against the paper's top-1 (y)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = [r for r in rows if r.bench == bench and r.img_per_s and r.model in PAPER_TOP1]
+    # one point per (model, ours/timm): ours at its fastest variant
+    best: Dict[tuple, Result] = {}
+    for r in measured:
+        key = (r.model, r.ours)
+        if key not in best or r.img_per_s > best[key].img_per_s:
+            best[key] = r
+    pts = sorted(best.values(), key=lambda r: (PAPER_TOP1[r.model], r.img_per_s))
+    fig, ax = plt.subplots(figsize=(7, 5))
+    seen_top1: Dict[float, int] = {}
+    for r in pts:
+        top1 = PAPER_TOP1[r.model]
+        marker, color = ("*", "tab:red") if r.ours else ("o", "tab:blue")
+        ax.scatter(r.img_per_s, top1, marker=marker, s=120 if r.ours else 50, color=color,
+                   label="ours" if r.ours else "timm")
+        nth = seen_top1[top1] = seen_top1.get(top1, -1) + 1  # stagger labels of points at the same top-1
+        ax.annotate(f"{r.model} ({r.variant})", (r.img_per_s, top1), fontsize=7,
+                    xytext=(4, 3 - 10 * nth), textcoords="offset points")
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        uniq = dict(zip(labels, handles))
+        ax.legend(uniq.values(), uniq.keys(), loc="best", fontsize=8)
+    ax.set_xlabel(f"{bench} throughput (img/s), {pts[0].setting if pts else ''}, batch {rows[0].batch_size if rows else ''}")
+    ax.set_ylabel("ImageNet-1k top-1 (%, paper)")
+    ax.set_title(f"Throughput on {env['device']}\n(torch {env['torch']}, timm {env['timm']})", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(args) -> List[Result]:
+    from tqdm import tqdm
+
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    benches = {"both": ["inference", "train"], "all": ["inference", "train", "mixer"]}.get(args.bench, [args.bench])
+    jobs = [(m, v, b) for b in benches for m in args.models for v in variants_for(m, b, device, args.variant_set)]
+    rows = []
+    for name, variant, bench in tqdm(jobs, desc="benchmark", disable=args.no_progress, file=sys.stderr):
+        try:
+            rows.append(bench_model(name, variant, bench, args, device))
+        except Exception as e:  # one failing model (OOM, unsupported op) should not lose the others' rows
+            rows.append(Result(name, variant.label, bench, setting_label(args), args.batch_size, args.img_size,
+                               ours=variant.label != "timm", error=f"{type(e).__name__}: {e}"[:300]))
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    add_ratios(rows)
+    return rows
+
+
+def main(argv=None) -> List[Result]:
+    args = parse_args(argv)
+    args.from_cli = argv is None
+    rows = run(args)
+    env = environment(args, torch.device(args.device))
+    print(markdown_table(rows, env))
+    if args.results_file:
+        with open(args.results_file, "w") as f:
+            json.dump({"environment": env, "args": {k: v for k, v in vars(args).items() if k != "variant_set"},
+                       "results": [asdict(r) for r in rows]}, f, indent=2, default=str)
+    if args.plot:
+        plot_bench = args.plot_bench or (rows[0].bench if rows else "inference")
+        plot(rows, args.plot, plot_bench, env)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
