@@ -126,7 +126,8 @@ def check_fits(ckpt: Dict[str, Any], path: str, model: torch.nn.Module, model_na
 
 def make_checkpoint(*, model, optimizer, scheduler, ema, scaler, epoch: int, model_name: str, num_classes: int,
                     config: Dict[str, Any], history: List[Dict[str, Any]], best: Dict[str, Any],
-                    rng: List[Dict[str, Any]], data_config: Dict[str, Any]) -> Dict[str, Any]:
+                    rng: List[Dict[str, Any]], data_config: Dict[str, Any],
+                    class_to_idx: Optional[Dict[str, int]] = None) -> Dict[str, Any]:
     return {
         "format": "inceptionnext.train",
         "version": FORMAT_VERSION,
@@ -142,5 +143,6 @@ def make_checkpoint(*, model, optimizer, scheduler, ema, scaler, epoch: int, mod
         "config": config,
         "history": history,
         "best": best,
-        "data_config": data_config,
+        "data_config": data_config,  # the eval preprocessing (input_size, crop_pct, interpolation, mean, std)
+        "class_to_idx": class_to_idx,  # folder name -> class index, for ImageFolder data
     }

@@ -101,7 +101,6 @@ class TrainConfig:
     experiment: Optional[str] = None    # run folder name under output; None: <model>-<timestamp>
     resume: Optional[str] = None        # a checkpoint path, or "auto" for <run dir>/last.pth
     stop_after_epoch: Optional[int] = None  # end the process after this epoch (scheduled interruption)
-    val_every: int = 1
     progress: bool = True
     plot: bool = True
 
@@ -115,6 +114,7 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "clip_mode": ("norm", "value", "agc"),
     "mixup_mode": ("batch", "pair", "elem"),
+    "sched": ("cosine", "tanh", "step", "multistep", "poly", "constant", "wsd", "rsqrt", "none"),
 }
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -193,13 +193,24 @@ def apply_overrides(cfg: TrainConfig, values: Dict[str, Any], where: str) -> Tra
     return dataclasses.replace(cfg, **updates)
 
 
-def load_yaml(path: str) -> Dict[str, Any]:
+def load_yaml(path: str, _seen: Tuple[str, ...] = ()) -> Dict[str, Any]:
+    """A YAML config as a dict; ``_base_: other.yaml`` (relative to the file) is read first and overridden."""
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
+    if os.path.abspath(path) in _seen:
+        raise ConfigError(f"config file {path} includes itself through _base_")
     with open(path) as f:
-        data = yaml.safe_load(f) or {}
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of key: value, got {type(data).__name__}")
+    base = data.pop("_base_", None)
+    if base is not None:
+        merged = load_yaml(os.path.join(os.path.dirname(path), base), _seen + (os.path.abspath(path),))
+        merged.update(data)
+        data = merged
     return data
 
 
@@ -238,7 +249,7 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> TrainConfig:
     args, rest = parser.parse_known_args(argv)
     for token in rest:
         if token.startswith("--"):
-            raise unknown_key_error(token[2:].split("=")[0], "the command line")
+            raise unknown_key_error(token[2:].split("=")[0].replace("-", "_"), "the command line")
         raise ConfigError(f"unexpected command-line argument {token!r}; options look like --key value")
     cli = {k: v for k, v in vars(args).items() if k not in ("config", "set")}
     sets = {}

@@ -130,6 +130,16 @@ class CheckedImageFolder(ImageDataset):
         return img, target
 
 
+def check_image_dir(path: str, what: str = "image folder") -> str:
+    """Raise a DataError unless path is a folder holding at least one image below it."""
+    if not os.path.isdir(path):
+        raise DataError(f"{what} not found: {path}")
+    has_image = any(f.lower().endswith(IMG_EXTENSIONS) for _, _, files in os.walk(path) for f in files)
+    if not has_image:
+        raise DataError(f"no images found in {path}; expected {path}/<class>/<image> with one of {IMG_EXTENSIONS}")
+    return path
+
+
 def _split_dir(data_dir: Optional[str], split: str) -> str:
     if not data_dir:
         raise DataError("no data directory given: set data_dir (an ImageFolder root with train/ and val/ folders)")
@@ -140,16 +150,13 @@ def _split_dir(data_dir: Optional[str], split: str) -> str:
         present = sorted(d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d)))
         raise DataError(f"data directory {data_dir} has no '{split}' folder (found: {present or 'nothing'}); "
                         f"expected {data_dir}/{split}/<class>/<image>")
-    has_image = any(f.lower().endswith(IMG_EXTENSIONS) for _, _, files in os.walk(path) for f in files)
-    if not has_image:
-        raise DataError(f"no images found in {path}; expected {path}/<class>/<image> with one of {IMG_EXTENSIONS}")
-    return path
+    return check_image_dir(path)
 
 
-def image_folder(data_dir: Optional[str], split: str, on_error: str = "fail",
-                 class_map: Optional[Dict[str, int]] = None) -> CheckedImageFolder:
-    """One split of an ImageFolder tree, checked for existence and content first."""
-    path = _split_dir(data_dir, split)
+def image_folder(path: str, on_error: str = "fail", class_map: Optional[Dict[str, int]] = None,
+                 ) -> CheckedImageFolder:
+    """An ImageFolder (path/<class>/<image>), checked for existence and content first."""
+    check_image_dir(path)
     return CheckedImageFolder(path, on_error=on_error, class_map=class_map or "")
 
 
@@ -163,9 +170,9 @@ def build_datasets(cfg) -> Tuple[torch.utils.data.Dataset, torch.utils.data.Data
     if cfg.dataset == "digits":
         size = cfg.img_size or 32
         return DigitsDataset("train", size), DigitsDataset("val", size), DigitsDataset.num_classes
-    train = image_folder(cfg.data_dir, cfg.train_split, cfg.bad_images)
+    train = image_folder(_split_dir(cfg.data_dir, cfg.train_split), cfg.bad_images)
     classes = class_names(train)
-    val = image_folder(cfg.data_dir, cfg.val_split, cfg.bad_images, class_map=classes)
+    val = image_folder(_split_dir(cfg.data_dir, cfg.val_split), cfg.bad_images, class_map=classes)
     return train, val, len(classes)
 
 
@@ -191,7 +198,7 @@ def build_train_loader(dataset, cfg, data_cfg: Dict[str, Any], device: torch.dev
         re_prob=cfg.reprob, re_mode=cfg.remode, re_count=cfg.recount, scale=cfg.scale, ratio=cfg.ratio,
         hflip=cfg.hflip, color_jitter=cfg.color_jitter, auto_augment=cfg.aa,
         interpolation=cfg.interpolation or "random", mean=data_cfg["mean"], std=data_cfg["std"],
-        num_workers=cfg.workers, distributed=distributed, collate_fn=collate_mixup,
+        num_workers=min(cfg.workers, os.cpu_count() or 1), distributed=distributed, collate_fn=collate_mixup,
         pin_memory=cfg.pin_memory and device.type == "cuda", device=device,
         use_prefetcher=device.type == "cuda", persistent_workers=False,
     )
@@ -209,5 +216,6 @@ def build_eval_loader(dataset, data_cfg: Dict[str, Any], batch_size: int, worker
         crop_mode=data_cfg.get("crop_mode"))
     if world_size > 1:
         dataset = torch.utils.data.Subset(dataset, list(range(rank, len(dataset), world_size)))
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                                       num_workers=min(workers, os.cpu_count() or 1),
                                        pin_memory=device.type == "cuda", drop_last=False)

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from . import checkpoint as ckpt_lib
 from . import distributed as dist_lib
 from .config import TrainConfig, config_to_dict, effective_lr, save_config
-from .data import build_datasets, build_eval_loader, build_mixup, build_train_loader
+from .data import build_datasets, build_eval_loader, build_mixup, build_train_loader, class_names
 from .logs import plot_curves, write_csv
 
 
@@ -205,7 +205,7 @@ class Trainer:
             self.criterion = nn.CrossEntropyLoss()
 
         self.updates_per_epoch = math.ceil(len(self.train_loader) / cfg.grad_accum)
-        self.scheduler, _ = create_scheduler_v2(
+        self.scheduler, self.total_epochs = create_scheduler_v2(
             self.optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
             warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, cooldown_epochs=cfg.cooldown_epochs,
             step_on_epochs=False, updates_per_epoch=self.updates_per_epoch)
@@ -259,7 +259,7 @@ class Trainer:
         except (ValueError, KeyError) as e:
             raise ckpt_lib.CheckpointError(f"optimizer state in {path} does not fit this run's optimizer "
                                            f"({self.cfg.opt}): {e}") from e
-        if ckpt.get("scheduler") is not None:
+        if ckpt.get("scheduler") is not None and self.scheduler is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.scaler is not None and ckpt.get("scaler") is not None:
             self.scaler.load_state_dict(ckpt["scaler"])
@@ -290,7 +290,7 @@ class Trainer:
         num_updates = epoch * self.updates_per_epoch
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         seen = 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=None if (cfg.progress and env.is_main) else True,
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.total_epochs}", disable=None if (cfg.progress and env.is_main) else True,
                    leave=False, dynamic_ncols=True)
         self.optimizer.zero_grad(set_to_none=True)
         for i, (x, y) in enumerate(bar):
@@ -322,10 +322,12 @@ class Trainer:
                 num_updates += 1
                 if self.ema is not None:
                     self.ema.update(self.model, step=num_updates)
-                self.scheduler.step_update(num_updates=num_updates)
+                if self.scheduler is not None:
+                    self.scheduler.step_update(num_updates=num_updates)
             if not bar.disable and (i % 10 == 0 or i + 1 == n):
                 bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
-        self.scheduler.step(epoch + 1)
+        if self.scheduler is not None:
+            self.scheduler.step(epoch + 1)
         totals = dist_lib.all_reduce_sum(torch.stack([loss_sum, torch.tensor(float(seen), dtype=torch.float64,
                                                                              device=device)]), env)
         return {"train_loss": (totals[0] / totals[1]).item()}
@@ -362,7 +364,7 @@ class Trainer:
             model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, ema=self.ema,
             scaler=self.scaler, epoch=epoch_done, model_name=self.cfg.model, num_classes=self.num_classes,
             config=config_to_dict(self.cfg), history=self.history, best=self.best, rng=rng,
-            data_config=dict(self.data_cfg))
+            data_config=dict(self.data_cfg), class_to_idx=class_names(self.train_set))
         ckpt_lib.save_atomic(state, self.paths["last"])
         if is_best:
             ckpt_lib.save_atomic(state, self.paths["best"])
@@ -381,7 +383,7 @@ class Trainer:
         else:
             seed_everything(cfg.seed + env.rank + 1000 * self.start_epoch)
         best_key = "ema_val_top1" if (cfg.best_on == "ema" and self.ema is not None) else "val_top1"
-        for epoch in range(self.start_epoch, cfg.epochs):
+        for epoch in range(self.start_epoch, self.total_epochs):
             t0 = time.time()
             row: Dict[str, Any] = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
             row.update(self._train_epoch(epoch))
@@ -403,10 +405,10 @@ class Trainer:
             self._save(epoch + 1, is_best)
             ema_txt = f" | EMA top-1 {row['ema_val_top1']:.2f}" if self.ema is not None else ""
             skip_txt = f" | skipped {row['skipped_images']} unreadable images" if row["skipped_images"] else ""
-            self._log(f"epoch {epoch + 1}/{cfg.epochs} | train loss {row['train_loss']:.4f} | val loss "
+            self._log(f"epoch {epoch + 1}/{self.total_epochs} | train loss {row['train_loss']:.4f} | val loss "
                       f"{row['val_loss']:.4f} | top-1 {row['val_top1']:.2f} | top-5 {row['val_top5']:.2f}{ema_txt}"
                       f" | lr {row['lr']:.2e} | {row['epoch_time_s']:.1f}s{skip_txt}")
-            if cfg.stop_after_epoch is not None and epoch + 1 == cfg.stop_after_epoch and epoch + 1 < cfg.epochs:
+            if cfg.stop_after_epoch is not None and epoch + 1 == cfg.stop_after_epoch and epoch + 1 < self.total_epochs:
                 self._log(f"stopping after epoch {epoch + 1} as asked (stop_after_epoch); continue with "
                           f"--resume {self.paths['last']}")
                 break
@@ -427,7 +429,7 @@ class Trainer:
                 plot_curves(self.history, plot_path, title=f"{self.cfg.model} ({self.out_dir})")
         dist_lib.barrier(env)
         done = len(self.history)
-        self._log(f"done: {done}/{self.cfg.epochs} epochs; best val top-1 {self.best['top1']:.2f}% at epoch "
+        self._log(f"done: {done}/{self.total_epochs} epochs; best val top-1 {self.best['top1']:.2f}% at epoch "
                   f"{self.best['epoch']}\n"
                   f"  checkpoint: {self.paths['best']} (latest: {self.paths['last']})\n"
                   f"  log:        {self.paths['log']}\n"

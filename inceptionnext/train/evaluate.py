@@ -1,0 +1,94 @@
+"""Validation of a trained model: load any checkpoint the model library reads, preprocess the way the weights
+expect, and report top-1/top-5 on an ImageFolder (or the built-in digits)."""
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from timm.data import resolve_data_config
+
+from . import checkpoint as ckpt_lib
+from .data import DigitsDataset, build_eval_loader, image_folder
+from .distributed import resolve_device
+from .engine import TrainError, create_model, evaluate
+
+
+def _classifier_classes(path: str, model_name: str) -> Optional[int]:
+    """Class count of a foreign weight file, read off its classifier weight (None when it has none)."""
+    from timm.models import load_state_dict
+
+    probe = create_model(model_name, num_classes=1000)
+    classifier = (probe.pretrained_cfg or {}).get("classifier")
+    try:
+        state_dict = load_state_dict(path, use_ema=False)
+    except Exception as e:
+        raise ckpt_lib.CheckpointError(f"cannot read weight file {path}: {e}") from e
+    weight = state_dict.get(f"{classifier}.weight") if classifier else None
+    return int(weight.shape[0]) if weight is not None else None
+
+
+def load_for_eval(model_name: str, checkpoint: Optional[str] = None, num_classes: Optional[int] = None,
+                  use_ema: bool = False) -> Tuple[nn.Module, Dict[str, Any]]:
+    """The model with its weights, and what the checkpoint says about itself (data config, class map).
+
+    This engine's checkpoints carry their class count, class map and preprocessing; any other file (official
+    .pth, timm/hub state dict, safetensors) goes through timm's pretrained path with our loader behind it.
+    No checkpoint means the model's own pretrained weights.
+    """
+    if checkpoint is None:
+        return create_model(model_name, num_classes or 1000, pretrained=True), {}
+    if ckpt_lib.is_training_checkpoint(checkpoint):
+        ckpt = ckpt_lib.load_checkpoint_file(checkpoint)
+        classes = ckpt["num_classes"]
+        if num_classes is not None and num_classes != classes:
+            raise ckpt_lib.CheckpointError(f"{checkpoint} has {classes} classes, not num_classes={num_classes}")
+        model = create_model(model_name, classes)
+        key = "state_dict"
+        if use_ema:
+            if ckpt.get("state_dict_ema") is None:
+                raise ckpt_lib.CheckpointError(f"{checkpoint} holds no EMA weights (trained with ema: false)")
+            key = "state_dict_ema"
+        ckpt_lib.check_fits({**ckpt, "state_dict": ckpt[key]}, checkpoint, model, model_name, classes)
+        model.load_state_dict(ckpt[key])
+        info = {"data_config": ckpt.get("data_config"), "class_to_idx": ckpt.get("class_to_idx"),
+                "epoch": ckpt.get("epoch"), "arch": ckpt.get("arch"), "weights": key}
+        return model, info
+    classes = num_classes or _classifier_classes(checkpoint, model_name) or 1000
+    model = create_model(model_name, classes, weights=checkpoint)
+    return model, {}
+
+
+def run_validation(model_name: str, checkpoint: Optional[str] = None, data_dir: Optional[str] = None,
+                   dataset: str = "folder", num_classes: Optional[int] = None, use_ema: bool = False,
+                   batch_size: int = 128, workers: int = 4, amp: str = "none", channels_last: bool = False,
+                   device: str = "auto", img_size: Optional[int] = None, crop_pct: Optional[float] = None,
+                   interpolation: Optional[str] = None, mean=None, std=None, bad_images: str = "fail",
+                   progress: bool = True) -> Dict[str, Any]:
+    """Top-1/top-5/loss of a checkpoint; preprocessing from the checkpoint's own record, else the model's
+    pretrained config, each overridable."""
+    dev = resolve_device(device)
+    if amp == "fp16" and dev.type != "cuda":
+        raise TrainError("amp: fp16 needs a CUDA device; use bf16 or none on the CPU")
+    model, info = load_for_eval(model_name, checkpoint, num_classes, use_ema)
+    overrides = {"img_size": img_size, "crop_pct": crop_pct, "interpolation": interpolation, "mean": mean,
+                 "std": std}
+    base = info.get("data_config")
+    data_cfg = resolve_data_config(overrides, pretrained_cfg=dict(base) if base else None, model=model)
+    if dataset == "digits":
+        ds = DigitsDataset("val", data_cfg["input_size"][1])
+    else:
+        if not data_dir:
+            raise TrainError("no data directory given: pass the folder that holds <class>/<image> (e.g. .../val)")
+        ds = image_folder(data_dir, bad_images, class_map=info.get("class_to_idx"))
+    model.to(dev)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    loader = build_eval_loader(ds, data_cfg, batch_size, workers, dev)
+    t0 = time.time()
+    metrics = evaluate(model, loader, dev, amp=amp, channels_last=channels_last, progress=progress)
+    metrics.update(time_s=round(time.time() - t0, 2), model=model_name, checkpoint=checkpoint,
+                   data_config={k: data_cfg[k] for k in ("input_size", "interpolation", "crop_pct", "mean", "std")},
+                   skipped_images=getattr(ds, "skipped", 0))
+    return metrics

@@ -1,0 +1,285 @@
+"""The training engine on the CPU: an end-to-end epoch, learning, kill/resume, torchrun with gloo, the demo
+config, and every bad input the issue lists. Tiny images (32 px) and tiny datasets keep it fast."""
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import timm
+import torch
+import torch.nn as nn
+from PIL import Image
+from timm.models import register_model
+
+from inceptionnext.train import (CheckpointError, ConfigError, DataError, NonFiniteLossError, TrainConfig,
+                                 apply_overrides, fit, parse_config)
+from inceptionnext.train.checkpoint import load_checkpoint_file
+from inceptionnext.train.engine import create_model
+from inceptionnext.train.evaluate import run_validation
+from inceptionnext.train.logs import read_csv
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COLORS = [(220, 40, 40), (40, 200, 60), (50, 60, 230), (230, 220, 40)]
+
+
+def make_folder(root, classes=3, train=8, val=4, size=16, seed=0):
+    """A learnable ImageFolder: each class is a noisy patch of its own colour."""
+    rng = np.random.RandomState(seed)
+    for split, n in (("train", train), ("val", val)):
+        for c in range(classes):
+            d = root / split / f"class_{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                px = np.clip(np.array(COLORS[c]) + rng.randint(-40, 40, (size, size, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(px).save(d / f"{i}.png")
+    return root
+
+
+def toy_cfg(tmp_path, data, **kw):
+    base = dict(model="inceptionnext_a", dataset="folder", data_dir=str(data), img_size=32, batch_size=8,
+                workers=0, epochs=2, warmup_epochs=0, lr=2e-3, aa=None, reprob=0.0, mixup=0.0, cutmix=0.0,
+                color_jitter=0.0, scale=(0.5, 1.0), smoothing=0.0, output=str(tmp_path / "out"),
+                experiment="run", progress=False, seed=0, min_lr=1e-5, warmup_lr=1e-5)
+    base.update(kw)
+    return apply_overrides(TrainConfig(), base, "test")
+
+
+class _NanAfter(nn.Module):
+    """A tiny classifier whose training output turns NaN after `limit` training forwards."""
+    limit = 10 ** 9
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.fc = nn.Linear(8, num_classes)
+        self.calls = 0
+
+    def forward(self, x):
+        out = self.fc(self.features(x).flatten(1))
+        if self.training:
+            self.calls += 1
+            if self.calls > self.limit:
+                out = out * float("nan")
+        return out
+
+
+@register_model
+def _test_tiny_net(pretrained=False, num_classes=10, **kwargs):
+    return _NanAfter(num_classes)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_folder(tmp_path_factory.mktemp("toy"))
+
+
+def test_one_epoch_end_to_end_then_validate(tmp_path, data):
+    cfg = toy_cfg(tmp_path, data, epochs=1, grad_accum=2, ema=True, ema_decay=0.9)
+    res = fit(cfg)
+    for p in (res.last_checkpoint, res.best_checkpoint, res.log_path, res.plot_path, res.config_path):
+        assert os.path.isfile(p), p
+    assert res.plot_path.endswith(".png") and open(res.plot_path, "rb").read(4) == b"\x89PNG"
+    rows = read_csv(res.log_path)
+    assert [r["epoch"] for r in rows] == [1.0] and rows[0]["ema_val_top1"] is not None
+    # the saved config is the effective one and reloads to the same values
+    assert parse_config(["--config", res.config_path]) == cfg
+    ckpt = load_checkpoint_file(res.best_checkpoint)
+    assert ckpt["epoch"] == 1 and ckpt["num_classes"] == 3 and ckpt["state_dict_ema"] is not None
+    assert {"optimizer", "scheduler", "rng", "config", "class_to_idx"} <= set(ckpt)
+    r = run_validation("inceptionnext_a", res.best_checkpoint, data_dir=str(data / "val"), workers=0, progress=False)
+    assert r["count"] == 12
+    assert r["top1"] == pytest.approx(rows[0]["val_top1"]) and r["loss"] == pytest.approx(rows[0]["val_loss"])
+    assert r["data_config"]["input_size"] == (3, 32, 32)
+
+
+def test_loss_falls_on_learnable_toy(tmp_path, data):
+    res = fit(toy_cfg(tmp_path, data, epochs=4, plot=False))
+    losses = [r["train_loss"] for r in res.history]
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert res.history[-1]["val_top1"] > 70
+
+
+def _final_state(path):
+    ckpt = load_checkpoint_file(path)
+    return ckpt["state_dict"], ckpt["state_dict_ema"], ckpt["optimizer"]["state"]
+
+
+def test_kill_after_epoch_1_and_resume_equals_uninterrupted(tmp_path, data):
+    # randomness everywhere it can hide: drop path, RandAugment, random erasing, mixup/cutmix, EMA
+    kw = dict(epochs=2, drop_path=0.1, aa="rand-m5-inc1", reprob=0.25, mixup=0.2, cutmix=1.0, ema=True,
+              ema_decay=0.9, warmup_epochs=1, plot=False)
+    full = fit(toy_cfg(tmp_path, data, experiment="full", **kw))
+    stopped = fit(toy_cfg(tmp_path, data, experiment="killed", stop_after_epoch=1, **kw))
+    assert stopped.epochs_done == 1 and load_checkpoint_file(stopped.last_checkpoint)["epoch"] == 1
+    # resume as a user would: only --resume, the checkpoint supplies the rest of the config
+    resumed = fit(parse_config(["--resume", stopped.last_checkpoint]))
+    assert resumed.out_dir == stopped.out_dir
+    assert [r["epoch"] for r in read_csv(resumed.log_path)] == [1.0, 2.0]
+    a, b = _final_state(full.last_checkpoint), _final_state(resumed.last_checkpoint)
+    for part_a, part_b in zip(a[:2], b[:2]):
+        assert part_a.keys() == part_b.keys()
+        for k in part_a:
+            assert torch.equal(part_a[k], part_b[k]), k
+    for i in a[2]:
+        for k, v in a[2][i].items():
+            assert torch.equal(torch.as_tensor(v), torch.as_tensor(b[2][i][k])), (i, k)
+    assert full.history[-1]["val_loss"] == resumed.history[-1]["val_loss"]
+
+
+LAUNCHER = textwrap.dedent("""
+    import builtins, os, sys
+    rank = os.environ["RANK"]
+    _open, _replace = builtins.open, os.replace
+    def spy_open(file, mode="r", *a, **k):
+        if any(c in mode for c in "wax+"):
+            print(f"WRITE rank={rank} {os.path.abspath(str(file))}", flush=True)
+        return _open(file, mode, *a, **k)
+    def spy_replace(src, dst, *a, **k):
+        print(f"WRITE rank={rank} {os.path.abspath(str(dst))}", flush=True)
+        return _replace(src, dst, *a, **k)
+    builtins.open, os.replace = spy_open, spy_replace
+    sys.path.insert(0, REPO_PATH)
+    from inceptionnext.train import fit, parse_config
+    from inceptionnext.train.engine import state_digest
+    res = fit(parse_config(sys.argv[1:]))
+    print(f"DIGEST rank={rank} {state_digest(res.model)}", flush=True)
+""")
+
+
+def test_torchrun_two_processes_gloo(tmp_path, data):
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(LAUNCHER.replace("REPO_PATH", repr(REPO)))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(launcher),
+           "--model", "inceptionnext_a", "--data-dir", str(data), "--img-size", "32", "--batch-size", "4",
+           "--workers", "0", "--epochs", "2", "--warmup-epochs", "0", "--lr", "2e-3", "--drop-path", "0.1",
+           "--color-jitter", "0", "--output", str(out), "--experiment", "ddp", "--progress", "false",
+           "--ema", "true", "--ema-decay", "0.9"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    digests = dict(re.findall(r"DIGEST (rank=\d) ([0-9a-f]{64})", p.stdout))  # ranks' lines may interleave
+    assert set(digests) == {"rank=0", "rank=1"} and digests["rank=0"] == digests["rank=1"]
+    assert "weights identical on all 2 ranks: yes" in p.stdout
+    writes = re.findall(r"WRITE (rank=\d) (/\S+?)(?=WRITE|DIGEST|\s|$)", p.stdout)
+    in_out = [(r, path) for r, path in writes if path.startswith(str(out))]
+    assert in_out and all(r == "rank=0" for r, _ in in_out), in_out
+    assert {os.path.basename(path) for _, path in in_out} >= {"last.pth", "model_best.pth", "log.csv", "config.yaml"}
+    rows = read_csv(str(out / "ddp" / "log.csv"))
+    assert [r["epoch"] for r in rows] == [1.0, 2.0]
+    # validation counted each of the 12 images once across the two ranks
+    ckpt = load_checkpoint_file(str(out / "ddp" / "last.pth"))
+    assert len(ckpt["rng"]) == 2 and ckpt["config"]["batch_size"] == 4
+
+
+@pytest.mark.slow
+def test_demo_config_reaches_95_percent(tmp_path):
+    cmd = [sys.executable, os.path.join(REPO, "scripts", "train.py"), "--config",
+           os.path.join(REPO, "configs", "demo", "digits_inceptionnext_a.yaml"), "--output", str(tmp_path),
+           "--progress", "false"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    run = tmp_path / "digits_inceptionnext_a"
+    for name in ("model_best.pth", "log.csv", "curves.png"):
+        assert str(run / name) in p.stdout, f"the demo must print where {name} went"
+        assert (run / name).is_file()
+    best = max(r["val_top1"] for r in read_csv(str(run / "log.csv")))
+    assert best >= 95.0, p.stdout[-2000:]
+    # and validate.py agrees with the training log on the best checkpoint
+    v = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "validate.py"), "--model", "inceptionnext_a",
+                        "--checkpoint", str(run / "model_best.pth"), "--dataset", "digits", "--no-progress"],
+                       capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert v.returncode == 0, v.stderr[-2000:]
+    assert f"top-1 {best:.3f}" in v.stdout
+
+
+def test_finetune_from_weight_file_reinitializes_head(tmp_path):
+    src = timm.create_model("inceptionnext_a", num_classes=1000)
+    path = tmp_path / "atto.pth"
+    torch.save(src.state_dict(), path)
+    model = create_model("inceptionnext_a", 5, weights=str(path))
+    assert model.head.fc2.weight.shape[0] == 5
+    sd, own = src.state_dict(), model.state_dict()
+    body = [k for k in own if not k.startswith("head.fc2")]
+    assert all(torch.equal(own[k], sd[k]) for k in body)
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+
+
+def test_missing_data_dir(tmp_path):
+    with pytest.raises(DataError, match="data directory not found: .*nowhere"):
+        fit(toy_cfg(tmp_path, tmp_path / "nowhere"))
+
+
+def test_empty_data_dir(tmp_path):
+    (tmp_path / "d" / "train" / "cat").mkdir(parents=True)
+    (tmp_path / "d" / "val").mkdir(parents=True)
+    with pytest.raises(DataError, match="no images found in .*train"):
+        fit(toy_cfg(tmp_path, tmp_path / "d"))
+
+
+def test_missing_val_split(tmp_path):
+    root = make_folder(tmp_path / "d", train=2, val=1)
+    (root / "val").rename(root / "valid_set")
+    with pytest.raises(DataError, match="has no 'val' folder"):
+        fit(toy_cfg(tmp_path, root))
+
+
+@pytest.fixture()
+def corrupt_data(tmp_path):
+    root = make_folder(tmp_path / "d")
+    (root / "train" / "class_1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    good = (root / "train" / "class_2" / "0.png").read_bytes()
+    (root / "train" / "class_2" / "truncated.png").write_bytes(good[: len(good) // 2])
+    return root
+
+
+def test_corrupt_images_fail_names_the_file(tmp_path, corrupt_data):
+    with pytest.raises(DataError, match=r"cannot read image .*(broken|truncated)\.png"):
+        fit(toy_cfg(tmp_path, corrupt_data, epochs=1, bad_images="fail"))
+
+
+def test_corrupt_images_skip_and_count(tmp_path, corrupt_data):
+    res = fit(toy_cfg(tmp_path, corrupt_data, epochs=1, bad_images="skip", amp="bf16", plot=False))
+    assert res.history[0]["skipped_images"] == 2  # each bad file once per epoch
+
+
+def test_resume_with_other_class_count_or_model(tmp_path, data):
+    res = fit(toy_cfg(tmp_path, data, epochs=1, plot=False))
+    four = make_folder(tmp_path / "four", classes=4, train=2, val=1)
+    with pytest.raises(CheckpointError, match="3 classes, this run has 4"):
+        fit(toy_cfg(tmp_path, four, resume=res.last_checkpoint, experiment="x"))
+    with pytest.raises(CheckpointError, match="do not fit _test_tiny_net"):
+        fit(toy_cfg(tmp_path, data, model="_test_tiny_net", resume=res.last_checkpoint, experiment="y"))
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        fit(toy_cfg(tmp_path, data, resume=str(tmp_path / "nope.pth"), experiment="z"))
+
+
+def test_unknown_config_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: inceptionnext_a\nlearning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="unknown config key 'learning_rate' in .*bad.yaml"):
+        parse_config(["--config", str(bad)])
+    with pytest.raises(ConfigError, match="unknown config key 'drop_pth'.*did you mean drop_path"):
+        parse_config(["--drop-pth", "0.1"])
+    with pytest.raises(ConfigError, match="config key 'epochs': cannot use 'many'"):
+        parse_config(["--epochs", "many"])
+    p = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "train.py"), "--config", str(bad)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "error: unknown config key 'learning_rate'" in p.stderr
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data):
+    _NanAfter.limit = 3  # 24 images / batch 8 = 3 steps: epoch 1 is clean, epoch 2 goes NaN
+    try:
+        with pytest.raises(NonFiniteLossError, match=r"loss became nan at epoch 2, step 1.*last good checkpoint"):
+            fit(toy_cfg(tmp_path, data, model="_test_tiny_net", epochs=3))
+    finally:
+        _NanAfter.limit = 10 ** 9
+    ckpt = load_checkpoint_file(str(tmp_path / "out" / "run" / "last.pth"))
+    assert ckpt["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
