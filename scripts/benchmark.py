@@ -487,16 +487,35 @@ def run(args) -> List[Result]:
     return rows
 
 
+def mixer_micro_benchmark(args) -> List[dict]:
+    """On CUDA with --bench mixer/all, also the ops engineer's token-mixer micro-benchmark (fused vs timm vs
+    one tensor copy) at the first stage's shape of InceptionNeXt-T; empty elsewhere."""
+    if args.bench not in ("mixer", "all") or not args.device.startswith("cuda"):
+        return []
+    try:
+        from inceptionnext.ops.bench import benchmark_token_mixer
+    except ImportError:
+        return []
+    dtype = AMP_DTYPES[args.amp_dtype]
+    return benchmark_token_mixer(batch=args.batch_size, channels=96, size=args.img_size // 4, dtype=dtype,
+                                 channels_last=args.channels_last, device=args.device)
+
+
 def main(argv=None) -> List[Result]:
     args = parse_args(argv)
     args.from_cli = argv is None
     rows = run(args)
     env = environment(args, torch.device(args.device))
     print(markdown_table(rows, env))
+    micro = mixer_micro_benchmark(args)
+    if micro:
+        from inceptionnext.ops.bench import format_rows
+        print()
+        print(format_rows(micro, "Token mixer alone (inceptionnext.ops.bench, triton do_bench, median ms)"))
     if args.results_file:
         with open(args.results_file, "w") as f:
             json.dump({"environment": env, "args": {k: v for k, v in vars(args).items() if k != "variant_set"},
-                       "results": [asdict(r) for r in rows]}, f, indent=2, default=str)
+                       "results": [asdict(r) for r in rows], "mixer_micro": micro}, f, indent=2, default=str)
     if args.plot:
         plot_bench = args.plot_bench or (rows[0].bench if rows else "inference")
         plot(rows, args.plot, plot_bench, env)
