@@ -1,0 +1,106 @@
+"""scripts/benchmark.py on the CPU with a tiny config: rows, ratios, JSON, plot, argument errors."""
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "benchmark.py"
+TINY = ["--batch-size", "2", "--img-size", "64", "--num-warm-iter", "1", "--num-bench-iter", "2", "--no-progress",
+        "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("inceptionnext_benchmark_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_end_to_end_writes_json_table_and_plot(tmp_path):
+    results, png = tmp_path / "bench.json", tmp_path / "fig1.png"
+    cmd = [sys.executable, str(SCRIPT), "--model", "inceptionnext_a,inception_next_atto", "--bench", "both",
+           "--channels-last", "--threads", "1", "--results-file", str(results), "--plot", str(png), *TINY]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "| model | variant | bench |" in out and "torch " + torch.__version__ in out
+    assert "Command: `python scripts/benchmark.py --model inceptionnext_a" in out
+
+    data = json.loads(results.read_text())
+    assert data["environment"]["torch"] == torch.__version__ and "timm" in data["environment"]
+    rows = {(r["model"], r["variant"], r["bench"]): r for r in data["results"]}
+    # no fused kernel on CPU: only the reference path runs, and the rows say so
+    assert set(rows) == {
+        ("inceptionnext_a", "ours ref", "inference"), ("inceptionnext_a", "ours ref folded", "inference"),
+        ("inception_next_atto", "timm", "inference"),
+        ("inceptionnext_a", "ours ref", "train"), ("inception_next_atto", "timm", "train"),
+    }
+    for r in rows.values():
+        assert not r["error"], r["error"]
+        assert r["img_per_s"] > 0 and len(r["ms_per_step_all"]) == 2
+        assert r["setting"] == "fp32 cl eager"
+        assert r["img_per_s"] == pytest.approx(2 / (statistics.median(r["ms_per_step_all"]) / 1e3))
+    ours, timm_row = rows[("inceptionnext_a", "ours ref folded", "inference")], rows[("inception_next_atto", "timm", "inference")]
+    assert "reference path" in ours["note"]
+    assert ours["vs_timm"] == pytest.approx(ours["img_per_s"] / timm_row["img_per_s"])
+    assert timm_row["vs_timm"] is None
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mixer_bench_times_the_first_token_mixer(bench):
+    rows = bench.main(["--model", "inceptionnext_a,resnet50", "--bench", "mixer", *TINY])
+    by_model = {r.model: r for r in rows}
+    assert by_model["inceptionnext_a"].img_per_s > 0
+    assert "input (2, 40, 16, 16)" in by_model["inceptionnext_a"].note and "fwd+bwd" in by_model["inceptionnext_a"].note
+    assert by_model["resnet50"].error == "no MetaNeXt token mixer"
+
+
+def test_variants(bench, monkeypatch):
+    cpu = torch.device("cpu")
+    everything = {"fast", "ref", "folded", "unfolded"}
+    assert [v.label for v in bench.variants_for("resnet50", "inference", cpu, everything)] == ["timm"]
+    assert [v.label for v in bench.variants_for("inceptionnext_a", "inference", cpu, everything)] == \
+        ["ours ref", "ours ref folded"]
+    monkeypatch.setattr(bench, "fast_path_available", lambda device: True)
+    inference = bench.variants_for("inceptionnext_a", "inference", cpu, everything)
+    assert [(v.label, v.fast, v.folded) for v in inference] == [
+        ("ours fast", True, False), ("ours fast folded", True, True),
+        ("ours ref", False, False), ("ours ref folded", False, True)]
+    assert [v.label for v in bench.variants_for("inceptionnext_a", "train", cpu, everything)] == ["ours fast", "ours ref"]
+    assert [v.label for v in bench.variants_for("inceptionnext_a", "inference", cpu, {"fast", "folded"})] == \
+        ["ours fast folded"]
+
+
+def test_fast_path_env_is_restored(bench, monkeypatch):
+    monkeypatch.delenv(bench.FAST_ENV, raising=False)
+    with bench.fast_path_env(False):
+        assert os.environ[bench.FAST_ENV] == "0"
+    assert bench.FAST_ENV not in os.environ
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "no_such_model"], "unknown model"),
+    (["--model", ","], "--model is empty"),
+    (["--variants", "fastest"], "--variants"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--amp-dtype", "float16", "--device", "cpu"], "float16"),
+])
+def test_bad_arguments_are_named(bench, capsys, argv, message):
+    with pytest.raises(SystemExit):
+        bench.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_paper_top1_covers_the_default_models(bench):
+    for name in bench.DEFAULT_MODELS.split(","):
+        assert name in bench.PAPER_TOP1
+    assert bench.PAPER_TOP1["inceptionnext_t"] == bench.PAPER_TOP1["inception_next_tiny"] == 82.3
