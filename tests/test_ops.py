@@ -33,6 +33,9 @@ INTERPRETER_CASES = {
     "full_k5_nhwc_bf16": ((2, 10, 6, 5), [(10, 5, 5, False)], "nhwc", "bf16"),
     "full_k9_nhwc_fp32": ((1, 5, 5, 4), [(5, 9, 9, True)], "nhwc", "fp32"),
     "sliced_input_nchw_fp32": ((2, 9, 7, 6), [(2, 3, 3, True), (3, 1, 5, True)], "sliced", "fp32"),
+    "grad_layout_differs_nhwc_fp32": ((2, 12, 5, 6), [(3, 3, 3, True), (3, 1, 5, True), (3, 5, 1, True)],
+                                      "nhwc_x_nchw_grad", "fp32"),
+    "single_row_nhwc_fp32": ((2, 8, 1, 3), [(2, 3, 3, True), (2, 1, 5, True), (2, 5, 1, True)], "nhwc", "fp32"),
     "batch_loop_wgrad_nhwc_fp32": ((5, 12, 6, 6), [(4, 3, 3, True), (4, 1, 5, True), (4, 5, 1, True)], "nhwc", "fp32"),
 }
 
@@ -47,14 +50,15 @@ def _make_inputs(shape, branches, layout, dtype, device="cpu", seed=0):
     weights = [torch.randn(n, 1, kh, kw, generator=gen) / (kh * kw) ** 0.5 for n, kh, kw, _ in branches]
     biases = [torch.randn(n, generator=gen) if has_b else None for n, _, _, has_b in branches]
     grad = torch.randn(B, C, H, W, generator=gen)
-    fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
+    fmt = torch.channels_last if layout.startswith("nhwc") else torch.contiguous_format
 
     def prep(t):
         if t is None:
             return None
         t = t.to(device=device, dtype=dtype)
         return t.contiguous(memory_format=fmt) if (t.dim() == 4 and layout != "sliced") else t
-    return prep(x), [prep(w) for w in weights], [prep(b) for b in biases], prep(grad)
+    grad = grad.to(device=device, dtype=dtype) if layout.endswith("nchw_grad") else prep(grad)
+    return prep(x), [prep(w) for w in weights], [prep(b) for b in biases], grad
 
 
 def _forward_and_grads(x, weights, biases, grad, fast):
@@ -87,7 +91,7 @@ def compare_fast_to_reference(shape, branches, layout, dtype_name, device="cpu")
     errors = {k: _rel_err(fast[k], ref[k]) for k in ref}
     errors["dtype_kept"] = float(fast["out"].dtype == x.dtype and fast["grad_x"].dtype == x.dtype)
     errors["layout_kept"] = float(fast["out"].is_contiguous(memory_format=torch.channels_last)
-                                  == (layout == "nhwc"))
+                                  == layout.startswith("nhwc"))
     return errors
 
 
@@ -281,6 +285,70 @@ def test_interpreted_kernel_compiles_fullgraph_and_autocasts(interpreter_results
     assert "error" not in r, r.get("error")
     assert r["compile_out"] <= _TOL["fp32"] and r["compile_grad_x"] <= _TOL["fp32"]
     assert r["autocast_dtype_ok"] == 1.0 and r["autocast_err"] <= _TOL["bf16"]
+
+
+# ----------------------------------------------------------------------------------------------
+# The real (non-interpreted) kernels compiled for an H100 without one: catches what the interpreter
+# cannot (compile errors, lost vectorization)
+
+def _compile_for_sm90(kernel, ptr_types, ints, meta, num_warps):
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    sig, consts, attrs = {}, {}, {}
+    for i, name in enumerate(kernel.arg_names):
+        if name in ptr_types:
+            sig[name] = "*" + ptr_types[name]
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        elif name in ints and ints[name] != 1:
+            sig[name] = "i32"
+            if ints[name] % 16 == 0:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+        else:  # launch specializes ints equal to 1 as constants too
+            sig[name] = "constexpr"
+            consts[name] = ints[name] if name in ints else meta[name]
+    compiled = triton.compile(ASTSource(kernel, sig, consts, attrs), target=GPUTarget("cuda", 90, 32),
+                              options={"num_warps": num_warps})
+    return compiled.asm["ptx"]
+
+
+def _sm90_ptx(kind, layout, dtype="bf16"):
+    """PTX of the kernel for InceptionNeXt-T's first stage (C=96, 56x56, branches 12/12/12)."""
+    import triton
+    import inceptionnext.ops.triton_dwconv as K
+    x = torch.empty(2, 96, 56, 56)
+    if layout == "nhwc":
+        x = x.contiguous(memory_format=torch.channels_last)
+    shape_args, layout_meta = K._shape_args(x)
+    if kind == "fwd":
+        bh, bw, bc, warps = K._tiling(x, 96)
+        ints = dict(zip(["C_q", "H", "W_q", "s_b"], shape_args), n_cb=triton.cdiv(96, bc),
+                    n_ht=triton.cdiv(56, bh), n_wt=triton.cdiv(56, bw))
+        meta = dict(ID_END=60, NUM_BRANCHES=3, FLIP=False, BLOCK_H=bh, BLOCK_W=bw, BLOCK_C=bc, **layout_meta)
+        for i, (kh, kw) in enumerate([(3, 3), (1, 11), (11, 1)]):
+            meta.update({f"OFF{i}": 60 + 12 * i, f"N{i}": 12, f"KH{i}": kh, f"KW{i}": kw, f"BIAS{i}": True})
+        ptrs = {n: dtype for n in ["x_ptr", "out_ptr", "w0_ptr", "b0_ptr", "w1_ptr", "b1_ptr", "w2_ptr", "b2_ptr"]}
+        return _compile_for_sm90(K._inception_dwconv_fwd_kernel, ptrs, ints, meta, warps)
+    bh, bw, bc, warps = K._tiling(x, 12, max_block_c=32)
+    ints = dict(zip(["C_q", "H", "W_q", "sb"], shape_args), B=2, n_cb=triton.cdiv(12, bc),
+                n_ht=triton.cdiv(56, bh), n_wt=triton.cdiv(56, bw), batch_per_prog=2)
+    meta = dict(OFF=72, N=12, KH=1, KW=11, BLOCK_H=bh, BLOCK_W=bw, BLOCK_C=bc, **layout_meta)
+    ptrs = {"g_ptr": dtype, "x_ptr": dtype, "pw_ptr": "fp32", "pb_ptr": "fp32"}
+    return _compile_for_sm90(K._dwconv_param_grad_kernel, ptrs, ints, meta, warps)
+
+
+@pytest.mark.skipif(ops._TRITON_INTERPRETED, reason="kernels are interpreted in this process")
+@pytest.mark.parametrize("kind,layout", [("fwd", "nhwc"), ("fwd", "nchw"), ("wgrad", "nhwc")])
+def test_kernels_compile_for_h100_with_vector_accesses(kind, layout):
+    pytest.importorskip("triton")
+    import re
+    ptx = _sm90_ptx(kind, layout)
+    assert ".local" not in ptx, "register spills"
+    # bf16: v2.b32 = 4 elements (8 bytes), v4.b32 = 8 elements (16 bytes)
+    vector_loads = re.findall(r"ld\.global(?:\.\w+)*\.v[24]\.b32", ptx)
+    assert vector_loads, "no vectorized loads along the contiguous dim"
+    if kind == "fwd":
+        assert re.search(r"st\.global(?:\.\w+)*\.v4\.b32", ptx), "output not stored as 16-byte vectors"
 
 
 # ----------------------------------------------------------------------------------------------

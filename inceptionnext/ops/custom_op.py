@@ -54,9 +54,6 @@ def _backward(ctx, grad):
                            "double backward through the fused kernel is not supported")
     x, *weights = ctx.saved_tensors
     needs_x, needs_w, needs_b, _ = ctx.needs_input_grad
-    if grad.stride() != x.stride():
-        # One layout for both operands keeps the kernels' loads coalesced.
-        grad = torch.empty_like(x).copy_(grad)
     grad_x = None
     if needs_x:
         grad_x = inception_dwconv_fused(grad, weights, [w.new_empty(0) for w in weights], True)
