@@ -41,6 +41,9 @@ def _bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm):
         raise TypeError(f"expected a BatchNorm module, got {type(bn).__name__}")
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError("cannot fold a BatchNorm without running statistics (track_running_stats=False)")
+    if bn.training:  # reachable through timm.utils.reparameterize_model, which does not check the mode
+        warnings.warn("folding a BatchNorm that is in train mode: the fold uses its running statistics, so the "
+                      "folded model matches the eval-mode model, not train mode", stacklevel=3)
     mean = bn.running_mean.double()
     scale = torch.rsqrt(bn.running_var.double() + bn.eps)
     if bn.weight is not None:

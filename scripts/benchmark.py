@@ -90,6 +90,7 @@ class Result:
     img_per_s: Optional[float] = None
     ms_per_step: Optional[float] = None
     ms_per_step_all: List[float] = field(default_factory=list)
+    img_per_s_rounds: List[float] = field(default_factory=list)
     peak_mem_mib: Optional[float] = None
     vs_timm: Optional[float] = None
     vs_resnet50: Optional[float] = None
@@ -114,6 +115,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--torchcompile-mode", default=None, help="torch.compile mode, e.g. max-autotune")
     p.add_argument("--num-warm-iter", type=int, default=10)
     p.add_argument("--num-bench-iter", type=int, default=40)
+    p.add_argument("--repeats", type=int, default=1,
+                   help="run the whole model list this many times, interleaved (steadier on a shared machine)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for CPU runs")
     p.add_argument("--variants", default="all",
                    help="our variants to run: 'all' or a comma list of fast,ref,folded,unfolded")
@@ -129,8 +132,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown model name(s) {unknown}; ours need `import inceptionnext` (done here), "
                 f"the rest come from timm.list_models()")
-    if args.batch_size < 1 or args.img_size < 8 or args.num_bench_iter < 1 or args.num_warm_iter < 0:
-        p.error("--batch-size and --num-bench-iter must be >= 1, --img-size >= 8, --num-warm-iter >= 0")
+    if args.batch_size < 1 or args.img_size < 8 or args.num_bench_iter < 1 or args.num_warm_iter < 0 \
+            or args.repeats < 1:
+        p.error("--batch-size, --num-bench-iter and --repeats must be >= 1, --img-size >= 8, --num-warm-iter >= 0")
     wanted = {v.strip() for v in args.variants.split(",") if v.strip()}
     allowed = {"all", "fast", "ref", "folded", "unfolded"}
     if not wanted or wanted - allowed:
@@ -473,18 +477,40 @@ def run(args) -> List[Result]:
         torch.set_num_threads(args.threads)
     benches = {"both": ["inference", "train"], "all": ["inference", "train", "mixer"]}.get(args.bench, [args.bench])
     jobs = [(m, v, b) for b in benches for m in args.models for v in variants_for(m, b, device, args.variant_set)]
-    rows = []
-    for name, variant, bench in tqdm(jobs, desc="benchmark", disable=args.no_progress, file=sys.stderr):
+    # --repeats runs the whole list several times, interleaved, so a slow spell on a shared machine hits
+    # every model alike; the steps of all rounds are pooled into one median
+    rounds: List[List[Result]] = [[] for _ in jobs]
+    schedule = [(r, i) for r in range(args.repeats) for i in range(len(jobs))]
+    for _, i in tqdm(schedule, desc="benchmark", disable=args.no_progress, file=sys.stderr):
+        name, variant, bench = jobs[i]
         try:
-            rows.append(bench_model(name, variant, bench, args, device))
+            rounds[i].append(bench_model(name, variant, bench, args, device))
         except Exception as e:  # one failing model (OOM, unsupported op) should not lose the others' rows
-            rows.append(Result(name, variant.label, bench, setting_label(args), args.batch_size, args.img_size,
-                               ours=variant.label != "timm", error=f"{type(e).__name__}: {e}"[:300]))
+            rounds[i].append(Result(name, variant.label, bench, setting_label(args), args.batch_size, args.img_size,
+                                    ours=variant.label != "timm", note=variant.note,
+                                    error=f"{type(e).__name__}: {e}"[:300]))
         finally:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+    rows = [_merge_rounds(r) for r in rounds]
     add_ratios(rows)
     return rows
+
+
+def _merge_rounds(results: List[Result]) -> Result:
+    """One row from a job's rounds: all timed steps pooled, per-round img/s kept to show the spread."""
+    row = results[0]
+    failed = [r for r in results if r.error]
+    if failed:
+        row.error = failed[0].error
+        return row
+    if len(results) > 1:
+        row.img_per_s_rounds = [r.img_per_s for r in results]
+        peaks = [r.peak_mem_mib for r in results if r.peak_mem_mib is not None]
+        _fill(row, [t / 1e3 for r in results for t in r.ms_per_step_all], max(peaks) if peaks else None)
+    else:
+        row.img_per_s_rounds = [row.img_per_s]
+    return row
 
 
 def mixer_micro_benchmark(args) -> List[dict]:

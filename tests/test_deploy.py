@@ -152,6 +152,11 @@ def test_refuses_train_mode():
         reparameterize_model(model)
 
 
+def test_fold_function_warns_on_a_train_mode_batchnorm():
+    with pytest.warns(UserWarning, match="train mode"):
+        fold_bn_after_conv(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+
+
 def test_warns_when_nothing_to_fold():
     model = nn.Sequential(nn.Conv2d(3, 3, 3), nn.ReLU()).eval()
     with pytest.warns(UserWarning, match="nothing to fold"):
