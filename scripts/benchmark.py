@@ -123,6 +123,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--results-file", default="", help="write the rows and environment as JSON here")
     p.add_argument("--plot", default="", help="draw throughput vs the paper's top-1 as a PNG here")
     p.add_argument("--plot-bench", default="", help="which bench the plot shows (default: the first measured)")
+    p.add_argument("--no-cpu-memory", dest="cpu_memory", action="store_false",
+                   help="skip the profiled extra step that measures peak memory on CPU")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     args.models = [m.strip() for m in args.model.split(",") if m.strip()]
@@ -202,43 +204,20 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class PeakMemory:
-    """Peak memory of the timed steps, MiB: CUDA's allocator peak, or on CPU the process RSS high-water
-    mark above the RSS before the steps (Linux /proc; None elsewhere)."""
+def cpu_peak_mib(step) -> Optional[float]:
+    """Peak of live CPU tensor memory (parameters included, like CUDA's allocator peak) over one extra step,
+    from the profiler's memory timeline. Untimed; None when the profiler cannot say."""
+    try:
+        from torch.profiler import ProfilerActivity, profile
+        from torch.profiler._memory_profiler import MemoryProfileTimeline
 
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.start_rss = None
-
-    @staticmethod
-    def _status_kib(key: str) -> Optional[int]:
-        try:
-            with open("/proc/self/status") as f:
-                for line in f:
-                    if line.startswith(key + ":"):
-                        return int(line.split()[1])
-        except OSError:
-            return None
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                     with_stack=True) as prof:
+            step()
+        _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline("cpu")
+        return max(sum(s) for s in sizes) / 2 ** 20 if sizes else None
+    except Exception:  # a private API: losing the memory column must not lose the timing
         return None
-
-    def reset(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            return
-        try:  # "5" resets the peak RSS (VmHWM) to the current RSS
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            self.start_rss = self._status_kib("VmRSS")
-        except OSError:
-            self.start_rss = None
-
-    def peak_mib(self) -> Optional[float]:
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device) / 2 ** 20
-        hwm = self._status_kib("VmHWM")
-        if self.start_rss is None or hwm is None:
-            return None
-        return max(hwm - self.start_rss, 0) / 1024
 
 
 def build_model(name: str, variant: Variant, args, device: torch.device, train: bool) -> nn.Module:
@@ -258,19 +237,22 @@ def build_model(name: str, variant: Variant, args, device: torch.device, train: 
 
 
 def time_steps(step, args, device) -> (List[float], Optional[float]):
-    """timm's recipe: warm-up steps, then timed steps each closed by a device synchronize."""
+    """timm's recipe: warm-up steps, then timed steps each closed by a device synchronize; then the peak
+    memory (CUDA: the allocator's peak over the timed steps; CPU: one profiled extra step)."""
     for _ in range(args.num_warm_iter):
         step()
     synchronize(device)
-    peak = PeakMemory(device)
-    peak.reset()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     times = []
     for _ in range(args.num_bench_iter):
         t0 = time.perf_counter()
         step()
         synchronize(device)
         times.append(time.perf_counter() - t0)
-    return times, peak.peak_mib()
+    if device.type == "cuda":
+        return times, torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return times, cpu_peak_mib(step) if args.cpu_memory else None
 
 
 def autocast(args, device):
@@ -422,6 +404,9 @@ def markdown_table(rows: List[Result], env: Dict[str, str]) -> str:
              + (f" | CUDA {env['cuda']}" if "cuda" in env else ""), ""]
     if env.get("command"):
         lines += [f"Command: `{env['command']}`", ""]
+    lines += ["img/s and ms/step: median over timed steps. Peak mem: " + (
+        "CUDA allocator peak over the timed steps." if "cuda" in env else
+        "peak live tensor memory (parameters included) of one profiled step."), ""]
     lines += ["| model | variant | bench | setting | batch | img/s | ms/step | peak mem (MiB) | vs timm | vs resnet50 | note |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -48,6 +48,7 @@ def test_cli_end_to_end_writes_json_table_and_plot(tmp_path):
         assert not r["error"], r["error"]
         assert r["img_per_s"] > 0 and len(r["ms_per_step_all"]) == 2
         assert r["setting"] == "fp32 cl eager"
+        assert r["peak_mem_mib"] > 4.1e6 * 4 / 2 ** 20  # parameters alone are ~16 MiB (4.2M floats)
         assert r["img_per_s"] == pytest.approx(2 / (statistics.median(r["ms_per_step_all"]) / 1e3))
     ours, timm_row = rows[("inceptionnext_a", "ours ref folded", "inference")], rows[("inception_next_atto", "timm", "inference")]
     assert "reference path" in ours["note"]
@@ -57,12 +58,14 @@ def test_cli_end_to_end_writes_json_table_and_plot(tmp_path):
 
 
 def test_mixer_bench_times_the_first_token_mixer_over_repeats(bench):
-    rows = bench.main(["--model", "inceptionnext_a,resnet50", "--bench", "mixer", "--repeats", "2", *TINY])
+    rows = bench.main(["--model", "inceptionnext_a,resnet50", "--bench", "mixer", "--repeats", "2", "--no-cpu-memory",
+                       *TINY])
     by_model = {r.model: r for r in rows}
     mixer = by_model["inceptionnext_a"]
     assert len(mixer.img_per_s_rounds) == 2 and len(mixer.ms_per_step_all) == 4  # rounds pooled into one row
     assert mixer.img_per_s == pytest.approx(2 / (statistics.median(mixer.ms_per_step_all) / 1e3))
     assert "input (2, 40, 16, 16)" in by_model["inceptionnext_a"].note and "fwd+bwd" in by_model["inceptionnext_a"].note
+    assert mixer.peak_mem_mib is None  # --no-cpu-memory
     assert by_model["resnet50"].error == "no MetaNeXt token mixer"
 
 
