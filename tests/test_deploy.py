@@ -171,3 +171,17 @@ def test_folding_twice_is_harmless():
     x = torch.randn(1, 3, 64, 64)
     with torch.inference_mode():
         assert torch.equal(again(x), folded(x))
+
+
+def test_timm_reparameterize_model_folds_like_ours():
+    """timm.utils.reparameterize_model calls the models' reparameterize() hooks, which use these folds."""
+    model = random_eval_model("inceptionnext_a")
+    if not hasattr(model.stages[0].blocks[0], "reparameterize"):
+        pytest.skip("the model classes have no reparameterize() hooks yet")
+    from timm.utils import reparameterize_model as timm_reparameterize_model
+
+    theirs, ours = timm_reparameterize_model(model), reparameterize_model(model, fuse=False)
+    assert set(theirs.state_dict()) == set(ours.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert rel_err(theirs(x), model(x)) < 1e-5
