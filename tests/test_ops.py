@@ -280,6 +280,12 @@ def test_interpreted_kernel_matches_reference(interpreter_results, case):
     assert not bad, f"{case}: relative errors above {_TOL[dtype]}: {bad}"
 
 
+def test_custom_ops_pass_torch_opcheck(interpreter_results):
+    r = interpreter_results["opcheck"]
+    assert "error" not in r, r.get("error")
+    assert r == {"fwd": 1.0, "fwd_transposed": 1.0, "param_grads": 1.0}
+
+
 def test_interpreted_kernel_compiles_fullgraph_and_autocasts(interpreter_results):
     r = interpreter_results["compile_autocast"]
     assert "error" not in r, r.get("error")
@@ -429,6 +435,19 @@ def _interpreter_worker():
             results[name] = compare_fast_to_reference(shape, branches, layout, dtype)
         except Exception as e:  # reported by the test that owns the case
             results[name] = {"error": f"{type(e).__name__}: {e}"}
+    try:  # PyTorch's own checks of a custom op: schema, fake tensors, autograd registration, AOT dispatch
+        x, w, b, g = _make_inputs((2, 12, 5, 6), [(3, 3, 3, True), (3, 1, 5, False)], "nhwc", torch.float32)
+        x_t = x.transpose(2, 3)  # dense but neither NCHW nor NHWC: the kernels take an NCHW copy
+        checks = {}
+        for name, args in [("fwd", (x.requires_grad_(), [t.requires_grad_() for t in w], [b[0], x.new_empty(0)], False)),
+                           ("fwd_transposed", (x_t.detach(), w, [b[0], x.new_empty(0)], False)),
+                           ("param_grads", (g, x.detach(), [t.detach() for t in w]))]:
+            op = (torch.ops.inceptionnext.inception_dwconv_param_grads if name == "param_grads"
+                  else torch.ops.inceptionnext.inception_dwconv).default
+            checks[name] = float(all(v == "SUCCESS" for v in torch.library.opcheck(op, args).values()))
+        results["opcheck"] = checks
+    except Exception as e:
+        results["opcheck"] = {"error": f"{type(e).__name__}: {e}"}
     try:
         results["compile_autocast"] = _compile_and_autocast_checks()
     except Exception as e:

@@ -9,7 +9,7 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
-from .triton_dwconv import dwconv_forward, dwconv_param_grads
+from .triton_dwconv import _as_dense, dwconv_forward, dwconv_param_grads
 
 
 @torch.library.custom_op("inceptionnext::inception_dwconv", mutates_args=())
@@ -24,7 +24,7 @@ def inception_dwconv_fused(x: Tensor, weights: List[Tensor], biases: List[Tensor
 
 @inception_dwconv_fused.register_fake
 def _(x, weights, biases, flip):
-    return torch.empty_like(x)
+    return torch.empty_like(_as_dense(x))
 
 
 @torch.library.custom_op("inceptionnext::inception_dwconv_param_grads", mutates_args=())

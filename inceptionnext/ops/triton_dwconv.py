@@ -310,7 +310,7 @@ def dwconv_param_grads(
     grads: List[torch.Tensor] = []
     for w, (off, n, kh, kw) in zip(weights, layout):
         if n == 0 or x.numel() == 0:
-            grads += [torch.zeros_like(w), torch.zeros(n, dtype=w.dtype, device=w.device)]
+            grads += [torch.zeros_like(w, memory_format=torch.contiguous_format), w.new_zeros(n)]
             continue
         bh, bw, bc, warps = _tiling(x, n, max_block_c=32)
         n_cb, n_ht, n_wt = triton.cdiv(n, bc), triton.cdiv(H, bh), triton.cdiv(W, bw)
@@ -325,6 +325,6 @@ def dwconv_param_grads(
             grad, x, pw, pb, B, *shape_args, n_cb, n_ht, n_wt, per_prog,
             OFF=off, N=n, KH=kh, KW=kw,
             BLOCK_H=bh, BLOCK_W=bw, BLOCK_C=bc, num_warps=warps, **layout_meta)
-        grads.append(pw.sum(0).t().reshape(w.shape).to(w.dtype))
+        grads.append(pw.sum(0).t().contiguous().view(w.shape).to(w.dtype))
         grads.append(pb.sum(0).to(w.dtype))
     return grads
