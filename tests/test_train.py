@@ -96,7 +96,7 @@ def test_one_epoch_end_to_end_then_validate(tmp_path, data):
 
 
 def test_loss_falls_on_learnable_toy(tmp_path, data):
-    res = fit(toy_cfg(tmp_path, data, epochs=4, plot=False))
+    res = fit(toy_cfg(tmp_path, data, epochs=4, plot=False, channels_last=True))
     losses = [r["train_loss"] for r in res.history]
     assert losses[-1] < 0.6 * losses[0], losses
     assert res.history[-1]["val_top1"] > 70
@@ -170,9 +170,13 @@ def test_torchrun_two_processes_gloo(tmp_path, data):
     assert {os.path.basename(path) for _, path in in_out} >= {"last.pth", "model_best.pth", "log.csv", "config.yaml"}
     rows = read_csv(str(out / "ddp" / "log.csv"))
     assert [r["epoch"] for r in rows] == [1.0, 2.0]
-    # validation counted each of the 12 images once across the two ranks
     ckpt = load_checkpoint_file(str(out / "ddp" / "last.pth"))
     assert len(ckpt["rng"]) == 2 and ckpt["config"]["batch_size"] == 4
+    # validation summed over both ranks counts each of the 12 images once, and agrees with a 1-process run
+    assert ckpt["history"][-1]["val_count"] == 12
+    r = run_validation("inceptionnext_a", str(out / "ddp" / "last.pth"), data_dir=str(data / "val"), workers=0,
+                       progress=False)
+    assert r["top1"] == pytest.approx(rows[-1]["val_top1"]) and r["loss"] == pytest.approx(rows[-1]["val_loss"])
 
 
 @pytest.mark.slow

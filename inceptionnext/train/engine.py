@@ -93,7 +93,9 @@ def evaluate(model: nn.Module, loader, device: torch.device, env: Optional[dist_
     was_training = model.training
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct@1, correct@5, count
-    for x, y in tqdm(loader, desc=desc, disable=None if (progress and env.is_main) else True, leave=False, dynamic_ncols=True):
+    bar = tqdm(loader, desc=desc, disable=None if (progress and env.is_main) else True, leave=False,
+               dynamic_ncols=True)  # None: shown on a terminal, silent in logs
+    for x, y in bar:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -290,8 +292,8 @@ class Trainer:
         num_updates = epoch * self.updates_per_epoch
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         seen = 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.total_epochs}", disable=None if (cfg.progress and env.is_main) else True,
-                   leave=False, dynamic_ncols=True)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.total_epochs}", leave=False, dynamic_ncols=True,
+                   disable=None if (cfg.progress and env.is_main) else True)
         self.optimizer.zero_grad(set_to_none=True)
         for i, (x, y) in enumerate(bar):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # no-op after the prefetcher
@@ -391,7 +393,7 @@ class Trainer:
                 distribute_bn(self.model, env.world_size, reduce=True)  # one set of BN statistics for all ranks
             val = evaluate(self.eval_model, self.val_loader, self.device, env, cfg.amp, cfg.channels_last,
                            cfg.progress, desc=f"val {epoch + 1}")
-            row.update({f"val_{k}": v for k, v in val.items() if k != "count"})
+            row.update({f"val_{k}": v for k, v in val.items()})
             if self.ema is not None:
                 ema_val = evaluate(self.ema.module, self.val_loader, self.device, env, cfg.amp, cfg.channels_last,
                                    cfg.progress, desc=f"val EMA {epoch + 1}")

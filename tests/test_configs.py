@@ -1,0 +1,86 @@
+"""The YAML recipes hold the paper's numbers, every config file parses, and overrides follow their precedence."""
+import glob
+import os
+
+import pytest
+import timm
+
+import inceptionnext  # noqa: F401  (registers the models the configs name)
+from inceptionnext.train.config import (ConfigError, TrainConfig, apply_overrides, effective_lr, load_yaml,
+                                        parse_config)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True)
+                 if not os.path.basename(p).startswith("_"))
+
+
+def cfg_of(rel):
+    return parse_config(["--config", os.path.join(REPO, "configs", rel)])
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, REPO))
+def test_every_config_parses_and_names_a_registered_model(path):
+    cfg = parse_config(["--config", path])
+    assert timm.is_model(cfg.model), cfg.model
+
+
+def test_imagenet_recipe_numbers():
+    expected_drop_path = {"inceptionnext_t": 0.1, "inceptionnext_s": 0.3, "inceptionnext_b": 0.4}
+    for name, dp in expected_drop_path.items():
+        c = cfg_of(f"imagenet/{name}.yaml")
+        assert (c.model, c.drop_path, c.opt, c.weight_decay, c.epochs, c.warmup_epochs, c.sched) == \
+            (name, dp, "adamw", 0.05, 300, 20, "cosine")
+        assert (c.aa, c.mixup, c.cutmix, c.smoothing, c.reprob) == ("rand-m9-mstd0.5-inc1", 0.8, 1.0, 0.1, 0.25)
+        assert c.batch_size * 8 * c.grad_accum == 4096 and effective_lr(c, 8) == pytest.approx(4e-3)
+        assert not c.ema
+
+
+def test_atto_recipe():
+    c = cfg_of("imagenet/inceptionnext_a.yaml")
+    assert (c.epochs, c.lr, c.lr_batch, c.warmup_epochs, c.aa, c.mixup, c.reprob, c.color_jitter) == \
+        (600, 1e-3, 1280, 5, "rand-m5-inc1-mstd101", 0.2, 0.1, 0.0)
+    assert c.warmup_lr == c.min_lr == 5e-7
+    assert effective_lr(c, 8) == pytest.approx(1e-3)  # 160 x 8 GPUs = 1280
+
+
+@pytest.mark.parametrize("variant", ["k5", "k3", "k3_par1_2", "k3_par1_4", "k3_par1_8", "k3_par1_16", "k3_par3_8"])
+def test_convnext_variants_use_ema(variant):
+    c = cfg_of(f"imagenet/convnext_tiny_{variant}.yaml")
+    assert c.model == f"convnext_tiny_{variant}" and c.ema and c.ema_decay == 0.9999 and c.lr == 4e-3
+
+
+def test_finetune_384_recipe():
+    c = cfg_of("finetune/inceptionnext_b_384.yaml")
+    assert (c.img_size, c.epochs, c.lr, c.sched, c.warmup_epochs, c.mixup, c.cutmix) == \
+        (384, 30, 5e-5, "constant", 0, 0.0, 0.0)
+    assert (c.ema, c.ema_decay, c.drop_path, c.drop, c.pretrained) == (True, 0.9999, 0.7, 0.5, True)
+    assert c.batch_size * 8 * c.grad_accum == 1024 and effective_lr(c, 8) == pytest.approx(5e-5)
+
+
+def test_lr_scales_linearly_with_global_batch():
+    c = cfg_of("imagenet/inceptionnext_t.yaml")
+    assert effective_lr(c, 4) == pytest.approx(2e-3)  # half the GPUs: half the global batch, half the lr
+    c2 = apply_overrides(c, {"grad_accum": 8}, "test")
+    assert effective_lr(c2, 4) == pytest.approx(4e-3)
+    assert effective_lr(apply_overrides(c, {"lr_batch": None}, "test"), 4) == 4e-3  # absolute lr
+
+
+def test_precedence_defaults_yaml_cli_set(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("_base_: base.yaml\nepochs: 7\nlr: 1e-3\n")
+    (tmp_path / "base.yaml").write_text("epochs: 5\nbatch_size: 16\nmean: [0.5, 0.5, 0.5]\n")
+    c = parse_config(["--config", str(y), "--lr", "2e-3", "--set", "epochs=9", "--data-dir", "/x"])
+    assert (c.epochs, c.batch_size, c.lr, c.data_dir, c.mean) == (9, 16, 2e-3, "/x", (0.5, 0.5, 0.5))
+    assert c.weight_decay == TrainConfig().weight_decay
+    assert parse_config(["--ema", "yes", "--weights", "none"]).ema is True
+
+
+def test_bad_values_are_named():
+    with pytest.raises(ConfigError, match="'amp'.*not one of none, bf16, fp16"):
+        parse_config(["--amp", "fp8"])
+    with pytest.raises(ConfigError, match="'scale'.*expected 2 values"):
+        parse_config(["--scale", "0.1,0.5,0.9"])
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_yaml("/nonexistent.yaml")
+    with pytest.raises(ConfigError, match="--set expects KEY=VALUE"):
+        parse_config(["--set", "epochs"])
