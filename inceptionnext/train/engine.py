@@ -56,9 +56,10 @@ def seed_everything(seed: int) -> None:
 
 
 def create_model(name: str, num_classes: int, pretrained: bool = False, weights: Optional[str] = None,
-                 **kwargs) -> nn.Module:
+                 keep_classifier: bool = False, **kwargs) -> nn.Module:
     """timm.create_model by name; a local weight file goes through timm's pretrained path (our loader plugs in
-    there), which drops the classifier and leaves a fresh head when the class count differs."""
+    there), which drops the classifier and leaves a fresh head when the class count differs from the weights'
+    config (1000). keep_classifier declares the file's head to have num_classes outputs, so it is loaded."""
     _import_model_library()
     if not timm.is_model(name):
         close = [m for m in timm.list_models(f"*{name.split('_')[0]}*")][:8]
@@ -68,6 +69,8 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, weights:
         if not os.path.isfile(weights):
             raise TrainError(f"weight file not found: {weights}")
         overlay = dict(file=os.path.abspath(weights))
+        if keep_classifier:
+            overlay["num_classes"] = num_classes
         pretrained = True
     try:
         return timm.create_model(name, pretrained=pretrained, num_classes=num_classes,

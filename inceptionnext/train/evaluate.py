@@ -56,7 +56,7 @@ def load_for_eval(model_name: str, checkpoint: Optional[str] = None, num_classes
                 "epoch": ckpt.get("epoch"), "arch": ckpt.get("arch"), "weights": key}
         return model, info
     classes = num_classes or _classifier_classes(checkpoint, model_name) or 1000
-    model = create_model(model_name, classes, weights=checkpoint)
+    model = create_model(model_name, classes, weights=checkpoint, keep_classifier=True)
     return model, {}
 
 
