@@ -218,9 +218,13 @@ class FusedMetaNeXtBlock(nn.Module):
         )
         self.train(block.training)
 
-    def _use_fused(self, x: torch.Tensor) -> bool:
+    def _use_fused(self, x: torch.Tensor, shortcut: torch.Tensor) -> bool:
         if not self._fusable or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16):
             return False
+        if shortcut.dtype != x.dtype or shortcut.shape != x.shape:
+            return False
+        if self.mlp.fc1.weight.dtype != x.dtype and not torch.is_autocast_enabled("cpu"):
+            return False  # mixed dtypes outside autocast: let the plain modules raise their usual error
         if self.training and not isinstance(self.drop_path, nn.Identity):
             return False
         # the fused oneDNN ops have no autograd formula
@@ -230,12 +234,13 @@ class FusedMetaNeXtBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.token_mixer(x)
-        if self._use_fused(x):
-            fc1, fc2 = self.mlp.fc1, self.mlp.fc2
+        if self._use_fused(x, shortcut):
+            # under autocast the oneDNN ops see the autocast dtype, as autocast's own conv would
+            w1, b1, w2, b2 = (None if t is None else t.to(x.dtype) for t in (
+                self.mlp.fc1.weight, self.mlp.fc1.bias, self.mlp.fc2.weight, self.mlp.fc2.bias))
             zero, one = [0, 0], [1, 1]
-            x = _MKLDNN_CONV(x, fc1.weight, fc1.bias, zero, one, one, 1, "gelu", [], "none")
-            return _MKLDNN_CONV.binary(
-                x, shortcut, fc2.weight, fc2.bias, zero, one, one, 1, "add", None, None, [], None)
+            x = _MKLDNN_CONV(x, w1, b1, zero, one, one, 1, "gelu", [], "none")
+            return _MKLDNN_CONV.binary(x, shortcut, w2, b2, zero, one, one, 1, "add", None, None, [], None)
         return self.drop_path(self.mlp(x)) + shortcut
 
 

@@ -115,13 +115,23 @@ def test_fused_block_takes_the_fused_path_only_without_autograd():
     block = folded.stages[0].blocks[0]
     x = torch.randn(1, 40, 8, 8)
     with torch.no_grad():
-        assert block._use_fused(x)
+        assert block._use_fused(x, x)
         no_grad_out = block(x)
-    assert not block._use_fused(x)  # parameters require grad: the plain modules, which autograd can follow
+    assert not block._use_fused(x, x)  # parameters require grad: the plain modules, which autograd can follow
     out = block(x)
     out.sum().backward()
     assert block.mlp.fc1.weight.grad is not None
     assert rel_err(no_grad_out, out.detach()) < 1e-5
+
+
+def test_folded_model_runs_under_cpu_bfloat16_autocast():
+    model = random_eval_model("inceptionnext_a")
+    folded = reparameterize_model(model)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ref, out = model(x), folded(x)
+    assert out.dtype == ref.dtype == torch.bfloat16
+    assert rel_err(out.float(), ref.float()) < 0.05  # bf16 rounding, folded in a different order
 
 
 def test_timm_inception_next_folds_too():
