@@ -4,6 +4,7 @@ Which path runs: `fast=True/False` forces it; with `fast=None` the environment v
 INCEPTIONNEXT_FAST_PATH=1/0 forces it; otherwise the fused Triton kernel runs on CUDA tensors when
 Triton imports, and the reference everywhere else.
 """
+import contextlib
 import os
 from typing import Optional, Sequence
 
@@ -87,10 +88,20 @@ def _check_args(x, weights, biases):
     branch_split_sizes(x.shape[1], weights)  # raises if the branches need more channels than x has
 
 
+def _has_autocast(device_type: str) -> bool:
+    """Whether autocast exists for this device type (not for 'meta', used to count FLOPs without memory)."""
+    check = getattr(torch.amp, "is_autocast_available", None)
+    return check(device_type) if check is not None else device_type in ("cpu", "cuda")
+
+
+def _no_autocast(x):
+    return torch.autocast(x.device.type, enabled=False) if _has_autocast(x.device.type) else contextlib.nullcontext()
+
+
 def _autocast(x, weights, biases):
     """Cast like autocast casts nn.Conv2d: every floating tensor to the autocast dtype of x's device."""
     device_type = x.device.type
-    if not torch.is_autocast_enabled(device_type):
+    if not _has_autocast(device_type) or not torch.is_autocast_enabled(device_type):
         return x, weights, biases
     dtype = torch.get_autocast_dtype(device_type)
     cast = lambda t: t.to(dtype) if (t is not None and t.is_floating_point()) else t  # noqa: E731
@@ -111,11 +122,11 @@ def inception_dwconv(
     _check_args(x, weights, biases)
     x, weights, biases = _autocast(x, list(weights), list(biases))
     if uses_fast_path(x, weights, fast):
-        with torch.autocast(x.device.type, enabled=False):
+        with _no_autocast(x):
             no_bias = x.new_empty(0)
             return _fused.inception_dwconv_fused(
                 x, weights, [no_bias if b is None else b for b in biases], False)
-    with torch.autocast(x.device.type, enabled=False):
+    with _no_autocast(x):
         return inception_dwconv_reference(x, weights, biases)
 
 
