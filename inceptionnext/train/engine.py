@@ -235,7 +235,7 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------- set-up
     def _run_dir(self) -> str:
         cfg = self.cfg
-        if cfg.resume and cfg.resume != "auto" and cfg.experiment is None:
+        if cfg.resume and cfg.resume != "auto":  # continue in the folder the checkpoint lives in
             return os.path.dirname(os.path.abspath(cfg.resume))
         name = cfg.experiment
         if name is None:
