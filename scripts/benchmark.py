@@ -117,6 +117,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-bench-iter", type=int, default=40)
     p.add_argument("--repeats", type=int, default=1,
                    help="run the whole model list this many times, interleaved (steadier on a shared machine)")
+    p.add_argument("--interleave", action="store_true",
+                   help="build every model first, then time one step of each in turn (fair on a noisy machine)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for CPU runs")
     p.add_argument("--variants", default="all",
                    help="our variants to run: 'all' or a comma list of fast,ref,folded,unfolded")
@@ -236,23 +238,31 @@ def build_model(name: str, variant: Variant, args, device: torch.device, train: 
     return model
 
 
+def timed_step(step, device) -> float:
+    t0 = time.perf_counter()
+    step()
+    synchronize(device)
+    return time.perf_counter() - t0
+
+
+def peak_memory_mib(step, args, device) -> Optional[float]:
+    """Peak memory of one extra, untimed step: CUDA's allocator peak, or on CPU the profiler's timeline."""
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        synchronize(device)
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return cpu_peak_mib(step) if args.cpu_memory else None
+
+
 def time_steps(step, args, device) -> (List[float], Optional[float]):
-    """timm's recipe: warm-up steps, then timed steps each closed by a device synchronize; then the peak
-    memory (CUDA: the allocator's peak over the timed steps; CPU: one profiled extra step)."""
+    """timm's recipe: warm-up steps, then timed steps each closed by a device synchronize; then the peak memory."""
     for _ in range(args.num_warm_iter):
         step()
     synchronize(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(args.num_bench_iter):
-        t0 = time.perf_counter()
-        step()
-        synchronize(device)
-        times.append(time.perf_counter() - t0)
-    if device.type == "cuda":
-        return times, torch.cuda.max_memory_allocated(device) / 2 ** 20
-    return times, cpu_peak_mib(step) if args.cpu_memory else None
+    times = [timed_step(step, device) for _ in range(args.num_bench_iter)]
+    return times, peak_memory_mib(step, args, device)
 
 
 def autocast(args, device):
@@ -267,33 +277,76 @@ def make_input(args, device, shape=None) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if args.channels_last else x
 
 
-def bench_model(name: str, variant: Variant, bench: str, args, device) -> Result:
-    """Time one (model, variant, bench) and return its row."""
-    row = Result(name, variant.label, bench, setting_label(args), args.batch_size, args.img_size,
-                 ours=variant.label != "timm", note=variant.note)
+def new_row(name: str, variant: Variant, bench: str, args, error: str = "") -> Result:
+    return Result(name, variant.label, bench, setting_label(args), args.batch_size, args.img_size,
+                  ours=variant.label != "timm", note=variant.note, error=error)
+
+
+def make_step(name: str, variant: Variant, bench: str, args, device):
+    """One inference or training step of a freshly built model, run with the variant's kernel choice."""
     with fast_path_env(variant.fast):
-        if bench == "mixer":
-            return bench_mixer(name, variant, args, device, row)
         train = bench == "train"
         model = build_model(name, variant, args, device, train)
-        x = make_input(args, device)
-        if train:
-            target = torch.randint(0, args.num_classes, (args.batch_size,), device=device)
-            opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-            loss_fn = nn.CrossEntropyLoss()
+    x = make_input(args, device)
+    if train:
+        target = torch.randint(0, args.num_classes, (args.batch_size,), device=device)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+        loss_fn = nn.CrossEntropyLoss()
 
-            def step():
-                with autocast(args, device):
-                    loss = loss_fn(model(x), target)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-        else:
-            def step():
-                with torch.inference_mode(), autocast(args, device):
-                    model(x)
-        times, peak = time_steps(step, args, device)
+        def run():
+            with autocast(args, device):
+                loss = loss_fn(model(x), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    else:
+        def run():
+            with torch.inference_mode(), autocast(args, device):
+                model(x)
+
+    def step():
+        with fast_path_env(variant.fast):  # the ops read the switch at call time
+            run()
+    return step
+
+
+def bench_model(name: str, variant: Variant, bench: str, args, device) -> Result:
+    """Time one (model, variant, bench) on its own and return its row."""
+    row = new_row(name, variant, bench, args)
+    if bench == "mixer":
+        with fast_path_env(variant.fast):
+            return bench_mixer(name, variant, args, device, row)
+    times, peak = time_steps(make_step(name, variant, bench, args, device), args, device)
     return _fill(row, times, peak)
+
+
+def bench_interleaved(jobs, args, device) -> List[Result]:
+    """All models built first, then each timed step goes round the models in turn, so a slow spell of a shared
+    machine lands on every model alike (model and mixer benches; one row per job)."""
+    rows, steps = [], []
+    for name, variant, bench in jobs:
+        try:
+            if bench == "mixer":
+                rows.append(bench_model(name, variant, bench, args, device))
+                steps.append(None)
+                continue
+            step = make_step(name, variant, bench, args, device)
+            for _ in range(args.num_warm_iter):
+                step()
+            rows.append(new_row(name, variant, bench, args))
+            steps.append(step)
+        except Exception as e:
+            rows.append(new_row(name, variant, bench, args, error=f"{type(e).__name__}: {e}"[:300]))
+            steps.append(None)
+    times = [[] for _ in jobs]
+    for _ in range(args.num_bench_iter):
+        for i, step in enumerate(steps):
+            if step is not None:
+                times[i].append(timed_step(step, device))
+    for row, step, t in zip(rows, steps, times):
+        if step is not None:
+            _fill(row, t, peak_memory_mib(step, args, device))
+    return rows
 
 
 def _fill(row: Result, times: List[float], peak: Optional[float]) -> Result:
@@ -462,21 +515,24 @@ def run(args) -> List[Result]:
         torch.set_num_threads(args.threads)
     benches = {"both": ["inference", "train"], "all": ["inference", "train", "mixer"]}.get(args.bench, [args.bench])
     jobs = [(m, v, b) for b in benches for m in args.models for v in variants_for(m, b, device, args.variant_set)]
-    # --repeats runs the whole list several times, interleaved, so a slow spell on a shared machine hits
-    # every model alike; the steps of all rounds are pooled into one median
+    # --repeats runs the whole list several times so a slow spell on a shared machine hits every model
+    # alike; the steps of all rounds are pooled into one median per row
     rounds: List[List[Result]] = [[] for _ in jobs]
-    schedule = [(r, i) for r in range(args.repeats) for i in range(len(jobs))]
-    for _, i in tqdm(schedule, desc="benchmark", disable=args.no_progress, file=sys.stderr):
-        name, variant, bench = jobs[i]
-        try:
-            rounds[i].append(bench_model(name, variant, bench, args, device))
-        except Exception as e:  # one failing model (OOM, unsupported op) should not lose the others' rows
-            rounds[i].append(Result(name, variant.label, bench, setting_label(args), args.batch_size, args.img_size,
-                                    ours=variant.label != "timm", note=variant.note,
-                                    error=f"{type(e).__name__}: {e}"[:300]))
-        finally:
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+    if args.interleave:
+        for _ in tqdm(range(args.repeats), desc="benchmark rounds", disable=args.no_progress, file=sys.stderr):
+            for i, row in enumerate(bench_interleaved(jobs, args, device)):
+                rounds[i].append(row)
+    else:
+        schedule = [i for _ in range(args.repeats) for i in range(len(jobs))]
+        for i in tqdm(schedule, desc="benchmark", disable=args.no_progress, file=sys.stderr):
+            name, variant, bench = jobs[i]
+            try:
+                rounds[i].append(bench_model(name, variant, bench, args, device))
+            except Exception as e:  # one failing model (OOM, unsupported op) should not lose the others' rows
+                rounds[i].append(new_row(name, variant, bench, args, error=f"{type(e).__name__}: {e}"[:300]))
+            finally:
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
     rows = [_merge_rounds(r) for r in rounds]
     add_ratios(rows)
     return rows

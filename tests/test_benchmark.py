@@ -110,3 +110,13 @@ def test_paper_top1_covers_the_default_models(bench):
     for name in bench.DEFAULT_MODELS.split(","):
         assert name in bench.PAPER_TOP1
     assert bench.PAPER_TOP1["inceptionnext_t"] == bench.PAPER_TOP1["inception_next_tiny"] == 82.3
+
+
+def test_interleaved_rounds_time_every_model_each_step(bench):
+    rows = bench.main(["--model", "inceptionnext_a,inception_next_atto", "--bench", "inference", "--interleave",
+                       "--repeats", "2", "--variants", "folded", "--no-cpu-memory", *TINY])
+    assert [(r.model, r.variant) for r in rows] == [("inceptionnext_a", "ours ref folded"),
+                                                    ("inception_next_atto", "timm")]
+    for r in rows:
+        assert not r.error and len(r.img_per_s_rounds) == 2 and len(r.ms_per_step_all) == 4
+    assert rows[0].vs_timm == pytest.approx(rows[0].img_per_s / rows[1].img_per_s)
