@@ -62,8 +62,8 @@ TIMM_COUNTERPART = {
     "inceptionnext_s": "inception_next_small", "inceptionnext_small": "inception_next_small",
     "inceptionnext_b": "inception_next_base", "inceptionnext_base": "inception_next_base",
     "inceptionnext_b_384": "inception_next_base", "inceptionnext_base_384": "inception_next_base",
-    "convnext_tiny_k5": "convnext_tiny", "convnext_tiny_k3": "convnext_tiny",
 }
+TIMM_COUNTERPART.update({name: "convnext_tiny" for name in PAPER_TOP1 if name.startswith("convnext_tiny_")})
 BASELINE = "resnet50"
 DEFAULT_MODELS = "inceptionnext_a,inception_next_atto,convnext_atto,inceptionnext_t,inception_next_tiny,convnext_tiny,resnet50"
 AMP_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -180,7 +180,9 @@ def variants_for(name: str, bench: str, device: torch.device, wanted: set) -> Li
         kernels.append((False, "ref", "" if fast_ok else f"fused kernel unavailable on {device.type}; reference path"))
     fold_axis = wanted & {"folded", "unfolded"} or {"folded", "unfolded"}
     folds = [f for f in (False, True) if ("folded" if f else "unfolded") in fold_axis]
-    if bench != "inference":  # a folded model has no BatchNorm to train: train and mixer use the unfolded one
+    # a folded model has no BatchNorm to train (train and mixer use the unfolded one); the ConvNeXt
+    # ablations use LayerNorm, which has nothing to fold
+    if bench != "inference" or not name.startswith("inceptionnext"):
         folds = [False]
     return [Variant(f"ours {k}{' folded' if f else ''}", fast=fast, folded=f, note=note)
             for fast, k, note in kernels for f in folds]

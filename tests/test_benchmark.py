@@ -83,6 +83,9 @@ def test_variants(bench, monkeypatch):
     assert [v.label for v in bench.variants_for("inceptionnext_a", "train", cpu, everything)] == ["ours fast", "ours ref"]
     assert [v.label for v in bench.variants_for("inceptionnext_a", "inference", cpu, {"fast", "folded"})] == \
         ["ours fast folded"]
+    assert [v.label for v in bench.variants_for("convnext_tiny_k3", "inference", cpu, everything)] == \
+        ["ours fast", "ours ref"]  # LayerNorm: nothing to fold
+    assert bench.TIMM_COUNTERPART["convnext_tiny_k3_par1_2"] == "convnext_tiny"
 
 
 def test_fast_path_env_is_restored(bench, monkeypatch):
