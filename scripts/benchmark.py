@@ -502,6 +502,9 @@ def plot(rows: List[Result], path: str, bench: str, env: Dict[str, str]) -> None
         nth = seen_top1[top1] = seen_top1.get(top1, -1) + 1  # stagger labels of points at the same top-1
         ax.annotate(f"{r.model} ({r.variant})", (r.img_per_s, top1), fontsize=7,
                     xytext=(4, 3 - 10 * nth), textcoords="offset points")
+    speeds = [r.img_per_s for r in pts]
+    if speeds and max(speeds) > 4 * min(speeds):  # atto beside tiny/base: spread the slow end
+        ax.set_xscale("log")
     handles, labels = ax.get_legend_handles_labels()
     if handles:
         uniq = dict(zip(labels, handles))
