@@ -30,40 +30,28 @@ except ImportError:  # run from a checkout without installing
     import inceptionnext  # noqa: F401
 import timm
 from inceptionnext.deploy import reparameterize_model
+from inceptionnext.models.zoo import get_entry, paper_figures
 
 FAST_ENV = "INCEPTIONNEXT_FAST_PATH"
 
 # ImageNet-1k top-1 (%) from the InceptionNeXt paper (Table 1/2; ConvNeXt rows as reported there), keyed by
 # every name the model goes by here. The one place these figures live; the plot reads them.
-PAPER_TOP1: Dict[str, float] = {}
-for _names, _top1 in [
-    (("resnet50",), 78.4),
-    (("convnext_tiny",), 82.1),
-    (("convnext_tiny_k5",), 82.0),
-    (("convnext_tiny_k3",), 81.5),
-    (("convnext_tiny_k3_par1_2",), 81.4),
-    (("convnext_tiny_k3_par3_8",), 81.4),
-    (("convnext_tiny_k3_par1_4",), 81.3),
-    (("convnext_tiny_k3_par1_8",), 80.8),
-    (("convnext_tiny_k3_par1_16",), 80.1),
-    (("convnext_atto",), 75.7),
-    (("inceptionnext_a", "inceptionnext_atto", "inception_next_atto"), 75.3),
-    (("inceptionnext_t", "inceptionnext_tiny", "inception_next_tiny"), 82.3),
-    (("inceptionnext_s", "inceptionnext_small", "inception_next_small"), 83.5),
-    (("inceptionnext_b", "inceptionnext_base", "inception_next_base"), 84.0),
-    (("inceptionnext_b_384", "inceptionnext_base_384"), 85.2),
-]:
-    PAPER_TOP1.update(dict.fromkeys(_names, _top1))
 
-# our model -> timm's implementation of the same architecture (the "vs timm" ratio)
-TIMM_COUNTERPART = {
-    "inceptionnext_a": "inception_next_atto", "inceptionnext_atto": "inception_next_atto",
-    "inceptionnext_t": "inception_next_tiny", "inceptionnext_tiny": "inception_next_tiny",
-    "inceptionnext_s": "inception_next_small", "inceptionnext_small": "inception_next_small",
-    "inceptionnext_b": "inception_next_base", "inceptionnext_base": "inception_next_base",
-    "inceptionnext_b_384": "inception_next_base", "inceptionnext_base_384": "inception_next_base",
-}
-TIMM_COUNTERPART.update({name: "convnext_tiny" for name in PAPER_TOP1 if name.startswith("convnext_tiny_")})
+
+def paper_top1(name: str) -> Optional[float]:
+    """The paper's ImageNet top-1 for a model name (ours, its official alias, timm's own, or a reference)."""
+    figures = paper_figures(name)
+    return figures["top1"] if figures else None
+
+
+def timm_counterpart(name: str) -> str:
+    """timm's implementation of the same architecture as our model `name` (the "vs timm" ratio), or ''."""
+    try:
+        return get_entry(name).timm_name or ""
+    except KeyError:
+        return ""
+
+
 BASELINE = "resnet50"
 DEFAULT_MODELS = "inceptionnext_a,inception_next_atto,convnext_atto,inceptionnext_t,inception_next_tiny,convnext_tiny,resnet50"
 AMP_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -420,7 +408,7 @@ def add_ratios(rows: List[Result]) -> None:
         if not r.img_per_s:
             continue
         if r.ours:
-            ref = speed(TIMM_COUNTERPART.get(r.model, ""), r.bench, r.setting)
+            ref = speed(timm_counterpart(r.model), r.bench, r.setting)
             r.vs_timm = r.img_per_s / ref if ref else None
         base = speed(BASELINE, r.bench, r.setting)
         if base and r.bench != "mixer":
@@ -484,18 +472,18 @@ def plot(rows: List[Result], path: str, bench: str, env: Dict[str, str]) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    measured = [r for r in rows if r.bench == bench and r.img_per_s and r.model in PAPER_TOP1]
+    measured = [r for r in rows if r.bench == bench and r.img_per_s and paper_top1(r.model) is not None]
     # one point per (model, ours/timm): ours at its fastest variant
     best: Dict[tuple, Result] = {}
     for r in measured:
         key = (r.model, r.ours)
         if key not in best or r.img_per_s > best[key].img_per_s:
             best[key] = r
-    pts = sorted(best.values(), key=lambda r: (PAPER_TOP1[r.model], r.img_per_s))
+    pts = sorted(best.values(), key=lambda r: (paper_top1(r.model), r.img_per_s))
     fig, ax = plt.subplots(figsize=(7, 5))
     seen_top1: Dict[float, int] = {}
     for r in pts:
-        top1 = PAPER_TOP1[r.model]
+        top1 = paper_top1(r.model)
         marker, color = ("*", "tab:red") if r.ours else ("o", "tab:blue")
         ax.scatter(r.img_per_s, top1, marker=marker, s=120 if r.ours else 50, color=color,
                    label="ours" if r.ours else "timm")

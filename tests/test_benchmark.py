@@ -85,7 +85,9 @@ def test_variants(bench, monkeypatch):
         ["ours fast folded"]
     assert [v.label for v in bench.variants_for("convnext_tiny_k3", "inference", cpu, everything)] == \
         ["ours fast", "ours ref"]  # LayerNorm: nothing to fold
-    assert bench.TIMM_COUNTERPART["convnext_tiny_k3_par1_2"] == "convnext_tiny"
+    assert bench.timm_counterpart("convnext_tiny_k3_par1_2") == "convnext_tiny"
+    assert bench.timm_counterpart("inceptionnext_base_384") == "inception_next_base"
+    assert bench.timm_counterpart("resnet50") == ""
 
 
 def test_fast_path_env_is_restored(bench, monkeypatch):
@@ -111,8 +113,10 @@ def test_bad_arguments_are_named(bench, capsys, argv, message):
 
 def test_paper_top1_covers_the_default_models(bench):
     for name in bench.DEFAULT_MODELS.split(","):
-        assert name in bench.PAPER_TOP1
-    assert bench.PAPER_TOP1["inceptionnext_t"] == bench.PAPER_TOP1["inception_next_tiny"] == 82.3
+        assert bench.paper_top1(name) is not None, name
+    assert bench.paper_top1("inceptionnext_t") == bench.paper_top1("inception_next_tiny") == 82.3
+    assert bench.paper_top1("convnext_tiny") == 82.1 and bench.paper_top1("convnext_tiny_k3") == 81.5
+    assert bench.paper_top1("no_such_model") is None
 
 
 def test_interleaved_rounds_time_every_model_each_step(bench):

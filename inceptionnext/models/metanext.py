@@ -12,8 +12,17 @@ from timm.layers import DropPath, trunc_normal_
 from timm.models._features import feature_take_indices
 from timm.models import checkpoint_seq
 
+from ..deploy import fold_metanext_block, fold_sequential
 from .layers import ConvMlp, InceptionDWConv2d, MlpClassifierHead
 from .model_api import TimmModelMixin, check_input_channels, drop_path_schedule
+
+
+class FoldableSequential(nn.Sequential):
+    """A conv + BatchNorm (stem) or BatchNorm + conv (downsample) pair; `reparameterize()` folds the BN for
+    inference, the hook `timm.utils.reparameterize_model` looks for. Keys stay `0` and `1`."""
+
+    def reparameterize(self):
+        fold_sequential(self)
 
 
 class MetaNeXtBlock(nn.Module):
@@ -41,6 +50,10 @@ class MetaNeXtBlock(nn.Module):
             x = x * self.gamma.reshape(1, -1, 1, 1)
         return self.drop_path(x) + shortcut
 
+    def reparameterize(self):
+        """Inference form: BatchNorm folded into mlp.fc1, layer scale into mlp.fc2 (see inceptionnext.deploy)."""
+        fold_metanext_block(self)
+
 
 class MetaNeXtStage(nn.Module):
     """Optional downsample (BatchNorm + 2x2 stride-2 conv) followed by `depth` blocks."""
@@ -58,7 +71,8 @@ class MetaNeXtStage(nn.Module):
         super().__init__()
         self.grad_checkpointing = False
         if downsample:
-            self.downsample = nn.Sequential(norm_layer(in_chs), nn.Conv2d(in_chs, out_chs, kernel_size=2, stride=2))
+            self.downsample = FoldableSequential(
+                norm_layer(in_chs), nn.Conv2d(in_chs, out_chs, kernel_size=2, stride=2))
         elif in_chs != out_chs:
             raise ValueError(f"a stage without downsampling cannot change width ({in_chs} -> {out_chs})")
         else:
@@ -110,7 +124,7 @@ class MetaNeXt(TimmModelMixin, nn.Module):
         self.global_pool = global_pool
         self.drop_rate = drop_rate
 
-        self.stem = nn.Sequential(nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4), norm_layer(dims[0]))
+        self.stem = FoldableSequential(nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4), norm_layer(dims[0]))
         rates = drop_path_schedule(drop_path_rate, depths)
         self.feature_info = []
         stages, prev_chs, reduction = [], dims[0], 4

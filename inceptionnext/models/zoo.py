@@ -30,6 +30,7 @@ class ZooEntry:
     arch: Dict[str, Any]            # builder arguments
     release_file: str               # file name in the official release
     hf_hub_id: Optional[str] = None  # timm's copy on the Hugging Face hub
+    timm_name: Optional[str] = None  # timm's own implementation of the same architecture (for benchmarks)
     cfg: Dict[str, Any] = field(default_factory=dict)  # preprocessing overrides (input size, crop_pct, ...)
     paper: Dict[str, float] = field(default_factory=dict)  # params (M), MACs (G), top-1, throughputs (A100)
 
@@ -50,23 +51,25 @@ _BASE = dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024))
 ZOO: Tuple[ZooEntry, ...] = (
     ZooEntry('inceptionnext_a', 'inceptionnext_atto', 'inceptionnext',
              _inception(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320), band_kernel_size=9, branch_ratio=0.25),
-             'inceptionnext_atto.pth', 'timm/inception_next_atto.sail_in1k',
+             'inceptionnext_atto.pth', 'timm/inception_next_atto.sail_in1k', 'inception_next_atto',
              paper=dict(params=4.2, macs=0.51, top1=75.3, train_ips=2661, infer_ips=9876)),
     ZooEntry('inceptionnext_t', 'inceptionnext_tiny', 'inceptionnext', _inception(**_TINY),
-             'inceptionnext_tiny.pth', 'timm/inception_next_tiny.sail_in1k',
+             'inceptionnext_tiny.pth', 'timm/inception_next_tiny.sail_in1k', 'inception_next_tiny',
              paper=dict(params=28, macs=4.2, top1=82.3, train_ips=901, infer_ips=2900)),
     ZooEntry('inceptionnext_s', 'inceptionnext_small', 'inceptionnext', _inception(**_SMALL),
-             'inceptionnext_small.pth', 'timm/inception_next_small.sail_in1k',
+             'inceptionnext_small.pth', 'timm/inception_next_small.sail_in1k', 'inception_next_small',
              paper=dict(params=49, macs=8.4, top1=83.5, train_ips=521, infer_ips=1750)),
     ZooEntry('inceptionnext_b', 'inceptionnext_base', 'inceptionnext', _inception(**_BASE),
-             'inceptionnext_base.pth', 'timm/inception_next_base.sail_in1k', cfg=dict(crop_pct=0.95),
+             'inceptionnext_base.pth', 'timm/inception_next_base.sail_in1k', 'inception_next_base',
+             cfg=dict(crop_pct=0.95),
              paper=dict(params=87, macs=14.9, top1=84.0, train_ips=375, infer_ips=1244)),
     ZooEntry('inceptionnext_b_384', 'inceptionnext_base_384', 'inceptionnext', _inception(**_BASE),
-             'inceptionnext_base_384.pth', 'timm/inception_next_base.sail_in1k_384',
+             'inceptionnext_base_384.pth', 'timm/inception_next_base.sail_in1k_384', 'inception_next_base',
              cfg=dict(input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0),
              paper=dict(params=87, macs=43.6, top1=85.2, train_ips=139, infer_ips=428)),
 ) + tuple(
     ZooEntry(name, None, 'convnext', dict(_TINY, kernel_size=k, conv_ratio=ratio), f'{name}_1k_224_ema.pth',
+             timm_name='convnext_tiny',
              paper=dict(params=params, macs=macs, top1=top1, train_ips=train, infer_ips=infer))
     for name, k, ratio, params, macs, top1, train, infer in (
         ('convnext_tiny_k5', 5, 1.0, 29, 4.4, 82.0, 675, 2704),
@@ -94,6 +97,17 @@ def get_entry(name: str) -> ZooEntry:
         if base in entry.names:
             return entry
     raise KeyError(f"{name!r} is not an inceptionnext model; known: {', '.join(n for e in ZOO for n in e.names)}")
+
+
+def paper_figures(name: str) -> Optional[Dict[str, float]]:
+    """The paper's figures for a zoo name, its official alias, timm's implementation of it, or a reference model."""
+    base = name.split('.')[0]
+    if base in PAPER_REFERENCE:
+        return PAPER_REFERENCE[base]
+    for entry in ZOO:
+        if base in entry.names or base == entry.timm_name:
+            return entry.paper
+    return None
 
 
 def _pretrained_cfg(entry: ZooEntry) -> Dict[str, Any]:
