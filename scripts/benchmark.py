@@ -202,6 +202,20 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@contextlib.contextmanager
+def silenced_stderr():
+    """The profiler's C++ side prints start/stop lines straight to file descriptor 2; keep them off the report."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def cpu_peak_mib(step) -> Optional[float]:
     """Peak of live CPU tensor memory (parameters included, like CUDA's allocator peak) over one extra step,
     from the profiler's memory timeline. Untimed; None when the profiler cannot say."""
@@ -209,8 +223,8 @@ def cpu_peak_mib(step) -> Optional[float]:
         from torch.profiler import ProfilerActivity, profile
         from torch.profiler._memory_profiler import MemoryProfileTimeline
 
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
-                     with_stack=True) as prof:
+        with silenced_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True,
+                                        record_shapes=True, with_stack=True) as prof:
             step()
         _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline("cpu")
         return max(sum(s) for s in sizes) / 2 ** 20 if sizes else None
