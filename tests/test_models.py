@@ -204,3 +204,16 @@ def test_wrong_input_channels_is_a_clear_error():
         model(torch.randn(2, 1, 32, 32))
     gray = timm.create_model('inceptionnext_a', in_chans=1)
     assert gray(torch.randn(2, 1, 32, 32)).shape == (2, 1000)
+
+
+@pytest.mark.parametrize('name', ['inceptionnext_a', 'convnext_tiny_k3_par1_2', 'convnext_tiny_k5'])
+def test_fast_path_argument_reaches_every_mixer(name):
+    from inceptionnext.models import DWConv2d, PartialDWConv2d
+    mixers = (InceptionDWConv2d, PartialDWConv2d, DWConv2d)
+    for choice in (False, None):
+        model = timm.create_model(name, fast_path=choice)
+        found = [m.fast_path for m in model.modules() if isinstance(m, mixers)]
+        assert found and all(f is choice for f in found)
+    if not torch.cuda.is_available():  # a CPU tensor cannot take the fused kernel: a clear refusal, not a fallback
+        with pytest.raises(RuntimeError, match='fast path forced'):
+            timm.create_model(name, fast_path=True)(torch.randn(1, 3, 32, 32))
