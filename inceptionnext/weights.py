@@ -125,9 +125,9 @@ def download_cached(url: str, cache_dir: Optional[PathLike] = None, progress: bo
     cache = Path(cache_dir) if cache_dir else Path(torch.hub.get_dir()) / 'checkpoints'
     cache.mkdir(parents=True, exist_ok=True)
     dst = cache / os.path.basename(url.split('?')[0])
-    expected = expected_sha256(url)
-    if dst.is_file():
+    if dst.is_file():  # only verified files are ever left in the cache
         return dst
+    expected = expected_sha256(url)
     try:
         torch.hub.download_url_to_file(url, str(dst), hash_prefix=None, progress=progress)
     except Exception as e:
