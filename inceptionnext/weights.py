@@ -5,7 +5,6 @@ Everything is read weights-only (no arbitrary unpickling) and every failure name
 did not match. Models plug this into timm's `pretrained=True` path through `zoo.build`, which hands the state
 dict to timm's `build_model_with_cfg` so that timm still adapts the classifier, the stem and features_only.
 """
-import hashlib
 import os
 import re
 import tempfile
@@ -104,14 +103,6 @@ def convert_checkpoint(src: PathLike, dst: PathLike) -> Path:
 # remote sources
 
 
-def _sha256(path: PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def expected_sha256(url: str) -> Optional[str]:
     """The full sha256 pinned for `url`, else the hex prefix its file name carries (timm/torch.hub convention)."""
     if url in KNOWN_SHA256:
@@ -128,17 +119,16 @@ def download_cached(url: str, cache_dir: Optional[PathLike] = None, progress: bo
     if dst.is_file():  # only verified files are ever left in the cache
         return dst
     expected = expected_sha256(url)
-    try:
-        torch.hub.download_url_to_file(url, str(dst), hash_prefix=None, progress=progress)
+    try:  # torch.hub downloads to a temp file and moves it into the cache only once its sha256 prefix matches
+        torch.hub.download_url_to_file(url, str(dst), hash_prefix=expected, progress=progress)
+    except RuntimeError as e:
+        if expected is not None and 'invalid hash value' in str(e):
+            raise CheckpointError(
+                f"{url}: downloaded file's sha256 does not match the expected {expected[:16]}...; the download is "
+                "corrupt or the file changed (nothing was cached)") from e
+        raise CheckpointError(f"cannot download weights from {url}: {type(e).__name__}: {e}") from e
     except Exception as e:
         raise CheckpointError(f"cannot download weights from {url}: {type(e).__name__}: {e}") from e
-    if expected is not None:
-        actual = _sha256(dst)
-        if not actual.startswith(expected):
-            dst.unlink()
-            raise CheckpointError(
-                f"{url}: downloaded file's sha256 {actual[:16]}... does not match the expected {expected[:16]}...; "
-                "the download is corrupt or the file changed (nothing was cached)")
     return dst
 
 
