@@ -15,7 +15,8 @@ from PIL import Image
 from timm.models import register_model
 
 from inceptionnext.train import (CheckpointError, ConfigError, DataError, NonFiniteLossError, TrainConfig,
-                                 apply_overrides, fit, parse_config)
+                                 Trainer, apply_overrides, fit, parse_config)
+from inceptionnext.train.distributed import DistEnv
 from inceptionnext.train.checkpoint import load_checkpoint_file
 from inceptionnext.train.engine import create_model
 from inceptionnext.train.evaluate import run_validation
@@ -288,3 +289,20 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data):
     ckpt = load_checkpoint_file(str(tmp_path / "out" / "run" / "last.pth"))
     assert ckpt["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_fp16_grad_scaler_state_is_checkpointed_and_restored(tmp_path, data):
+    # fp16 trains through timm's NativeScaler (torch's GradScaler runs on the CPU too); with grad_accum 2 over
+    # 3 micro-batches the scaler steps twice per epoch, and clipping goes through the scaler's unscale
+    cfg = toy_cfg(tmp_path, data, model="_test_tiny_net", epochs=2, stop_after_epoch=1, amp="fp16", grad_accum=2,
+                  clip_grad=1.0, plot=False)
+    res = fit(cfg)
+    ckpt = load_checkpoint_file(res.last_checkpoint)
+    assert ckpt["scaler"]["scale"] == 65536.0 and ckpt["scaler"]["_growth_tracker"] == 2, ckpt["scaler"]
+    # a resumed run takes the scaler's state from the checkpoint, not a fresh scaler
+    ckpt["scaler"].update(scale=1024.0, _growth_tracker=7)
+    torch.save(ckpt, res.last_checkpoint)
+    trainer = Trainer(parse_config(["--resume", res.last_checkpoint]), DistEnv())
+    assert trainer.scaler is not None and trainer.start_epoch == 1
+    state = trainer.scaler.state_dict()
+    assert (state["scale"], state["_growth_tracker"]) == (1024.0, 7)

@@ -150,8 +150,6 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, env: dist_lib.DistEnv):
         self.cfg, self.env = cfg, env
         self.device = env.device
-        if cfg.amp == "fp16" and self.device.type != "cuda":
-            raise TrainError("amp: fp16 needs a CUDA device; use amp: bf16 or none on the CPU")
         if cfg.sync_bn and env.distributed and self.device.type != "cuda":
             raise TrainError("sync_bn needs CUDA devices (SyncBatchNorm has no CPU kernel); set sync_bn: false")
         if cfg.grad_accum < 1 or cfg.batch_size < 1 or cfg.epochs < 1:
@@ -178,6 +176,7 @@ class Trainer:
         self.lr = effective_lr(cfg, env.world_size)
         self.optimizer = create_optimizer_v2(self.model, opt=cfg.opt, lr=self.lr, weight_decay=cfg.weight_decay,
                                              momentum=cfg.momentum, layer_decay=cfg.layer_decay)
+        # fp16 needs loss scaling; torch's GradScaler runs on CUDA and on the CPU alike
         self.scaler = NativeScaler(device=self.device.type) if cfg.amp == "fp16" else None
 
         self.train_model: nn.Module = self.model
