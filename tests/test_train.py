@@ -97,10 +97,16 @@ def test_one_epoch_end_to_end_then_validate(tmp_path, data):
 
 
 def test_loss_falls_on_learnable_toy(tmp_path, data):
-    res = fit(toy_cfg(tmp_path, data, epochs=4, plot=False, channels_last=True))
+    res = fit(toy_cfg(tmp_path, data, epochs=4, plot=False, channels_last=True, ema=True, ema_decay=0.9999))
     losses = [r["train_loss"] for r in res.history]
     assert losses[-1] < 0.6 * losses[0], losses
     assert res.history[-1]["val_top1"] > 70
+    # with EMA on, model_best.pth is chosen by the EMA's top-1 (best_on: auto), as the EMA recipes keep it; the
+    # EMA (a copy of the weights after the first update, then barely moving) peaks at another epoch than the model
+    ema_top1, top1 = [r["ema_val_top1"] for r in res.history], [r["val_top1"] for r in res.history]
+    assert ema_top1.index(max(ema_top1)) != top1.index(max(top1)), (ema_top1, top1)
+    assert res.best_top1 == max(ema_top1) and res.best_epoch == 1 + ema_top1.index(max(ema_top1))
+    assert load_checkpoint_file(res.best_checkpoint)["epoch"] == res.best_epoch
 
 
 def _final_state(path):

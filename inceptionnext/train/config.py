@@ -87,7 +87,7 @@ class TrainConfig:
     ema: bool = False
     ema_decay: float = 0.9999
     ema_warmup: bool = False
-    best_on: str = "model"              # pick model_best.pth by the "model" or the "ema" top-1
+    best_on: str = "auto"               # pick model_best.pth by the "model" or the "ema" top-1; auto: ema if on
 
     # --- speed
     amp: str = "none"                   # "none", "bf16" or "fp16" (fp16 uses a grad scaler)
@@ -110,7 +110,7 @@ CHOICES = {
     "dataset": ("folder", "digits"),
     "bad_images": ("fail", "skip"),
     "amp": ("none", "bf16", "fp16"),
-    "best_on": ("model", "ema"),
+    "best_on": ("auto", "model", "ema"),
     "device": ("auto", "cpu", "cuda"),
     "clip_mode": ("norm", "value", "agc"),
     "mixup_mode": ("batch", "pair", "elem"),

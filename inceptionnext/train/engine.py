@@ -386,7 +386,8 @@ class Trainer:
             ckpt_lib.restore_rng(self._resume_rng)
         else:
             seed_everything(cfg.seed + env.rank + 1000 * self.start_epoch)
-        best_key = "ema_val_top1" if (cfg.best_on == "ema" and self.ema is not None) else "val_top1"
+        # with EMA on, the EMA weights are the ones a recipe keeps (timm's train.py tracks them too)
+        best_key = "ema_val_top1" if (cfg.best_on in ("auto", "ema") and self.ema is not None) else "val_top1"
         for epoch in range(self.start_epoch, self.total_epochs):
             t0 = time.time()
             row: Dict[str, Any] = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
