@@ -72,6 +72,23 @@ def _test_tiny_net(pretrained=False, num_classes=10, **kwargs):
     return _NanAfter(num_classes)
 
 
+class _PlainNet(nn.Module):
+    """No BatchNorm and no randomness: its gradient over a batch is the mean of its micro-batches' gradients."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.features(x).flatten(1))
+
+
+@register_model
+def _test_plain_net(pretrained=False, num_classes=10, **kwargs):
+    return _PlainNet(num_classes)
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return make_folder(tmp_path_factory.mktemp("toy"))
@@ -134,6 +151,53 @@ def test_kill_after_epoch_1_and_resume_equals_uninterrupted(tmp_path, data):
         for k, v in a[2][i].items():
             assert torch.equal(torch.as_tensor(v), torch.as_tensor(b[2][i][k])), (i, k)
     assert full.history[-1]["val_loss"] == resumed.history[-1]["val_loss"]
+
+
+def test_grad_accumulation_equals_the_larger_batch(tmp_path, data):
+    # 24 images: 3 steps of 8, or 6 micro-batches of 4 accumulated in pairs; same sample order and augmentation
+    kw = dict(model="_test_plain_net", epochs=1, opt="momentum", lr=0.5, weight_decay=0.0, plot=False)
+    big = fit(toy_cfg(tmp_path, data, experiment="big", batch_size=8, **kw))
+    accum = fit(toy_cfg(tmp_path, data, experiment="accum", batch_size=4, grad_accum=2, **kw))
+    small = fit(toy_cfg(tmp_path, data, experiment="small", batch_size=4, **kw))
+    a, b, c = (load_checkpoint_file(r.last_checkpoint)["state_dict"] for r in (big, accum, small))
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
+    assert any(not torch.allclose(c[k], a[k], atol=1e-4) for k in a)  # 6 plain steps of 4 do differ
+
+
+def _params(model):
+    return torch.cat([p.detach().reshape(-1).clone() for p in model.parameters()])
+
+
+def test_grad_clipping_bounds_the_update(tmp_path, data):
+    # one SGD step (its first momentum step is lr * grad) with the norm clipped to 1e-3: the weights move by
+    # exactly lr * 1e-3, far less than the unclipped gradient would move them
+    cfg = toy_cfg(tmp_path, data, model="_test_plain_net", epochs=1, batch_size=24, opt="momentum", lr=1.0,
+                  weight_decay=0.0, clip_grad=1e-3)
+    trainer = Trainer(cfg, DistEnv())
+    before = _params(trainer.model)
+    trainer._train_epoch(0)
+    step = (_params(trainer.model) - before).norm().item()
+    assert step == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_layer_decay_reaches_the_optimizer_groups(tmp_path, data):
+    # timm's create_optimizer_v2 groups parameters by the model's group_matcher; the scheduler keeps lr_scale
+    cfg = toy_cfg(tmp_path, data, epochs=1, batch_size=24, layer_decay=0.5, lr=1e-3, warmup_epochs=0)
+    trainer = Trainer(cfg, DistEnv())
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    scale_of = {names[id(p)]: g["lr_scale"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert set(scale_of) == set(names.values())
+    order = [scale_of[n] for n, _ in trainer.model.named_parameters()]
+    assert order == sorted(order) and len(set(order)) >= 8  # stem smallest, rising stage by stage to the head
+    assert scale_of["head.fc2.weight"] == 1.0 and scale_of["stem.0.weight"] == pytest.approx(0.5 ** (len(set(order)) - 1))
+    for g in trainer.optimizer.param_groups:  # the scheduler set each group's lr to lr * lr_scale
+        assert g["lr"] == pytest.approx(1e-3 * g["lr_scale"])
+    trainer._train_epoch(0)
+    head_lr = next(g["lr"] for g in trainer.optimizer.param_groups if g["lr_scale"] == 1.0)
+    assert 0 < head_lr < 1e-3  # cosine has moved on, and every group follows at its own scale
+    for g in trainer.optimizer.param_groups:
+        assert g["lr"] == pytest.approx(head_lr * g["lr_scale"])
 
 
 LAUNCHER = textwrap.dedent("""
