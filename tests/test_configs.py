@@ -4,8 +4,12 @@ import os
 
 import pytest
 import timm
+import torch
+from timm.data import resolve_data_config
+from timm.layers import DropPath
 
 import inceptionnext  # noqa: F401  (registers the models the configs name)
+from inceptionnext.train.engine import create_model
 from inceptionnext.train.config import (ConfigError, TrainConfig, apply_overrides, effective_lr, load_yaml,
                                         parse_config)
 
@@ -19,9 +23,21 @@ def cfg_of(rel):
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, REPO))
-def test_every_config_parses_and_names_a_registered_model(path):
+def test_every_config_parses_and_builds_its_model(path):
+    """Build each config's model the way the engine does (drop path, dropout, a new class count), on the meta
+    device so even base costs nothing, and run a small input through it."""
     cfg = parse_config(["--config", path])
     assert timm.is_model(cfg.model), cfg.model
+    with torch.device("meta"):
+        model = create_model(cfg.model, 7, drop_path_rate=cfg.drop_path, drop_rate=cfg.drop)
+        assert model(torch.empty(2, 3, 64, 64)).shape == (2, 7)
+    drop_paths = [m.drop_prob for m in model.modules() if isinstance(m, DropPath)]
+    assert max(drop_paths, default=0.0) == pytest.approx(cfg.drop_path)
+    dropouts = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert (cfg.drop in dropouts) if cfg.drop else not any(dropouts), dropouts  # the head's dropout
+    size = cfg.img_size or (32 if cfg.dataset == "digits" else None)
+    data_cfg = resolve_data_config({"img_size": size, "crop_pct": cfg.crop_pct}, model=model)
+    assert data_cfg["input_size"] == (3, size or 224, size or 224)
 
 
 def test_imagenet_recipe_numbers():
