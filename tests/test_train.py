@@ -18,6 +18,7 @@ from inceptionnext.train import (CheckpointError, ConfigError, DataError, NonFin
                                  Trainer, apply_overrides, fit, parse_config)
 from inceptionnext.train.distributed import DistEnv
 from inceptionnext.train.checkpoint import load_checkpoint_file
+from inceptionnext.train.config import save_config
 from inceptionnext.train.engine import create_model
 from inceptionnext.train.evaluate import run_validation
 from inceptionnext.train.logs import read_csv
@@ -198,6 +199,44 @@ def test_layer_decay_reaches_the_optimizer_groups(tmp_path, data):
     assert 0 < head_lr < 1e-3  # cosine has moved on, and every group follows at its own scale
     for g in trainer.optimizer.param_groups:
         assert g["lr"] == pytest.approx(head_lr * g["lr_scale"])
+
+
+KILLED_MID_EPOCH = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, REPO_PATH)
+    from inceptionnext.train import fit, parse_config
+    from inceptionnext.train.engine import Trainer
+    check = Trainer._check_finite
+    def check_then_die(self, loss, epoch, step):  # a hard kill in the middle of the second epoch
+        if (epoch, step) == (1, 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return check(self, loss, epoch, step)
+    Trainer._check_finite = check_then_die
+    fit(parse_config(sys.argv[1:]))
+""")
+
+
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, data):
+    kw = dict(epochs=3, drop_path=0.1, aa="rand-m5-inc1", reprob=0.25, mixup=0.2, cutmix=1.0, ema=True,
+              ema_decay=0.9, warmup_epochs=1, plot=False)
+    full = fit(toy_cfg(tmp_path, data, experiment="full", **kw))
+    cfg_file = tmp_path / "killed.yaml"
+    save_config(toy_cfg(tmp_path, data, experiment="killed", **kw), str(cfg_file))
+    script = tmp_path / "die.py"
+    script.write_text(KILLED_MID_EPOCH.replace("REPO_PATH", repr(REPO)))
+    p = subprocess.run([sys.executable, str(script), "--config", str(cfg_file)], capture_output=True, text=True,
+                       timeout=300, env=dict(os.environ, OMP_NUM_THREADS="2"))
+    assert p.returncode == -9, p.stderr[-2000:]
+    last = tmp_path / "out" / "killed" / "last.pth"
+    assert load_checkpoint_file(str(last))["epoch"] == 1  # epoch 2 died half-way: nothing of it was saved
+    assert [r["epoch"] for r in read_csv(str(last.parent / "log.csv"))] == [1.0]
+    resumed = fit(parse_config(["--resume", str(last)]))
+    assert [r["epoch"] for r in read_csv(resumed.log_path)] == [1.0, 2.0, 3.0]  # none lost, none repeated
+    a, b = _final_state(full.last_checkpoint), _final_state(resumed.last_checkpoint)
+    for part_a, part_b in zip(a[:2], b[:2]):
+        for k in part_a:
+            assert torch.equal(part_a[k], part_b[k]), k
+    assert full.history[-1]["val_loss"] == resumed.history[-1]["val_loss"]
 
 
 def _optimizer_steps(ckpt):
