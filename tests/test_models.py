@@ -217,3 +217,11 @@ def test_fast_path_argument_reaches_every_mixer(name):
     if not torch.cuda.is_available():  # a CPU tensor cannot take the fused kernel: a clear refusal, not a fallback
         with pytest.raises(RuntimeError, match='fast path forced'):
             timm.create_model(name, fast_path=True)(torch.randn(1, 3, 32, 32))
+
+
+def test_device_and_dtype_arguments():
+    meta = timm.create_model('inceptionnext_a', device='meta')
+    assert all(p.device.type == 'meta' for p in meta.parameters())
+    half = timm.create_model('convnext_tiny_k3_par1_2', dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in half.parameters())
+    assert half(torch.randn(1, 3, 32, 32, dtype=torch.bfloat16)).dtype == torch.bfloat16

@@ -3,11 +3,13 @@
 A name goes to its spec, the spec to the builder, the builder to timm's `build_model_with_cfg`, which loads
 weights (from `weights.load_pretrained_state_dict`) and handles num_classes, in_chans and features_only.
 """
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Dict, Optional, Tuple
 
+import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._builder import resolve_pretrained_cfg
@@ -141,6 +143,7 @@ def build(variant: str, pretrained: bool = False, **kwargs):
     entry = get_entry(variant)
     cfg = resolve_pretrained_cfg(variant, kwargs.pop('pretrained_cfg', None), kwargs.pop('pretrained_cfg_overlay', None))
     cache_dir = kwargs.pop('cache_dir', None)
+    device, dtype = kwargs.pop('device', None), kwargs.pop('dtype', None)  # timm's create_model(device=, dtype=)
     source = 'checkpoint'
     if pretrained:
         state_dict, source = weights.load_pretrained_state_dict(cfg.to_dict(), cache_dir=cache_dir)
@@ -149,10 +152,13 @@ def build(variant: str, pretrained: bool = False, **kwargs):
         model_cls, feature_cfg = MetaNeXt, dict(out_indices=(0, 1, 2, 3), flatten_sequential=True)
     else:
         model_cls, feature_cfg = ConvNeXt, dict(out_indices=(0, 1, 2, 3), feature_cls='getter')
-    model = build_model_with_cfg(
-        model_cls, variant, pretrained, pretrained_cfg=cfg,
-        pretrained_filter_fn=partial(weights.checkpoint_filter_fn, source=source),
-        feature_cfg=feature_cfg, **dict(_model_kwargs(entry), **kwargs))
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        model = build_model_with_cfg(
+            model_cls, variant, pretrained, pretrained_cfg=cfg,
+            pretrained_filter_fn=partial(weights.checkpoint_filter_fn, source=source),
+            feature_cfg=feature_cfg, **dict(_model_kwargs(entry), **kwargs))
+    if dtype is not None:
+        model = model.to(dtype=dtype)
     # the state dict rode in the config only to reach timm's loader; do not keep a second copy of the weights
     for m in {model, getattr(model, 'model', model)}:
         if isinstance(getattr(m, 'pretrained_cfg', None), dict):
