@@ -243,7 +243,7 @@ class Payload:
 def test_arbitrary_pickles_are_never_executed(tmp_path, capsys):
     path = tmp_path / 'evil.pth'
     with open(path, 'wb') as f:
-        pickle.dump({'stem.0.weight': Payload()}, f)
+        pickle.dump({'stem.0.weight': Payload()}, f, protocol=2)  # torch.save's protocol
     with pytest.raises(CheckpointError, match='evil.pth: cannot be read'):
         weights.load_state_dict_file(path)
     assert 'this must never run' not in capsys.readouterr().out
