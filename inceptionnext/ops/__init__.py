@@ -98,14 +98,12 @@ def _no_autocast(x):
     return torch.autocast(x.device.type, enabled=False) if _has_autocast(x.device.type) else contextlib.nullcontext()
 
 
-def _autocast(x, weights, biases):
-    """Cast like autocast casts nn.Conv2d: every floating tensor to the autocast dtype of x's device."""
+def _autocast_dtype(x) -> Optional[torch.dtype]:
+    """The dtype autocast would give nn.Conv2d on x's device, or None when autocast is off there."""
     device_type = x.device.type
     if not _has_autocast(device_type) or not torch.is_autocast_enabled(device_type):
-        return x, weights, biases
-    dtype = torch.get_autocast_dtype(device_type)
-    cast = lambda t: t.to(dtype) if (t is not None and t.is_floating_point()) else t  # noqa: E731
-    return cast(x), [cast(w) for w in weights], [cast(b) for b in biases]
+        return None
+    return torch.get_autocast_dtype(device_type)
 
 
 def inception_dwconv(
@@ -120,14 +118,20 @@ def inception_dwconv(
     Under autocast, inputs are cast to the autocast dtype (as for nn.Conv2d) and so is the output.
     """
     _check_args(x, weights, biases)
-    x, weights, biases = _autocast(x, list(weights), list(biases))
-    if uses_fast_path(x, weights, fast):
-        with _no_autocast(x):
-            no_bias = x.new_empty(0)
-            return _fused.inception_dwconv_fused(
-                x, weights, [no_bias if b is None else b for b in biases], False)
+    weights, biases = list(weights), list(biases)
+    dtype = _autocast_dtype(x)
+    if dtype is None:  # the common case: no autocast to cast for or to switch off
+        return _dispatch(x, weights, biases, fast)
+    cast = lambda t: t.to(dtype) if (t is not None and t.is_floating_point()) else t  # noqa: E731
     with _no_autocast(x):
-        return inception_dwconv_reference(x, weights, biases)
+        return _dispatch(cast(x), [cast(w) for w in weights], [cast(b) for b in biases], fast)
+
+
+def _dispatch(x, weights, biases, fast):
+    if uses_fast_path(x, weights, fast):
+        no_bias = x.new_empty(0)
+        return _fused.inception_dwconv_fused(x, weights, [no_bias if b is None else b for b in biases], False)
+    return inception_dwconv_reference(x, weights, biases)
 
 
 __all__ = [
