@@ -221,6 +221,8 @@ class FusedMetaNeXtBlock(nn.Module):
     def _use_fused(self, x: torch.Tensor, shortcut: torch.Tensor) -> bool:
         if not self._fusable or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16):
             return False
+        if torch.compiler.is_compiling():
+            return False  # the oneDNN ops have no fake-tensor kernel (graph break); the compiler fuses the plain path
         if shortcut.dtype != x.dtype or shortcut.shape != x.shape:
             return False
         if self.mlp.fc1.weight.dtype != x.dtype and not torch.is_autocast_enabled("cpu"):

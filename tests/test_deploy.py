@@ -197,3 +197,15 @@ def test_timm_reparameterize_model_folds_like_ours():
     x = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
         assert rel_err(theirs(x), model(x)) < 1e-5
+
+
+def test_folded_model_compiles_as_one_graph():
+    """torch.compile(fullgraph=True) must trace a folded model: the fused oneDNN ops have no fake-tensor kernel,
+    so under compilation the block takes its plain path (which the compiler fuses itself)."""
+    folded = reparameterize_model(random_eval_model("inceptionnext_a"))
+    block = folded.stages[0].blocks[0]
+    x = torch.randn(1, 40, 8, 8)
+    torch._dynamo.reset()
+    compiled = torch.compile(block, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        assert rel_err(compiled(x), block(x)) < 1e-5
