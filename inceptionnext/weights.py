@@ -5,6 +5,7 @@ Everything is read weights-only (no arbitrary unpickling) and every failure name
 did not match. Models plug this into timm's `pretrained=True` path through `zoo.build`, which hands the state
 dict to timm's `build_model_with_cfg` so that timm still adapts the classifier, the stem and features_only.
 """
+import argparse
 import os
 import re
 import tempfile
@@ -66,7 +67,9 @@ def load_state_dict_file(path: PathLike) -> Dict[str, torch.Tensor]:
             from safetensors.torch import load_file
             obj = load_file(str(path), device='cpu')
         else:
-            obj = torch.load(path, map_location='cpu', weights_only=True)
+            # timm's train.py (and the official repos' main.py) keep their argparse.Namespace under 'args'
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # truncated zip, not a checkpoint at all, disallowed pickled objects, bad header
         raise CheckpointError(
             f"{path}: cannot be read as a checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "

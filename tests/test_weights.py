@@ -271,3 +271,15 @@ def test_save_and_convert_roundtrip(source, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['atto.safetensors', 'train.pth']  # no temp files left
     model = timm.create_model(NAME, pretrained=True, pretrained_cfg_overlay=dict(file=str(out)))
     assert_same_weights(model, source)
+
+
+def test_timm_train_checkpoint_with_argparse_args_loads(tmp_path):
+    """timm's train.py saves its argparse.Namespace under 'args'; weights-only loading must still read it."""
+    import argparse
+    model = timm.create_model(NAME)
+    sd = model.state_dict()
+    path = tmp_path / 'model_best.pth.tar'
+    torch.save({'epoch': 3, 'arch': NAME, 'state_dict': sd, 'version': 2, 'metric': 75.0,
+                'args': argparse.Namespace(lr=0.1, model=NAME, epochs=300), 'state_dict_ema': None}, path)
+    loaded = weights.load_state_dict_file(path)
+    assert loaded.keys() == sd.keys() and all(torch.equal(loaded[k], sd[k]) for k in sd)
