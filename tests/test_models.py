@@ -225,3 +225,16 @@ def test_device_and_dtype_arguments():
     half = timm.create_model('convnext_tiny_k3_par1_2', dtype=torch.bfloat16)
     assert all(p.dtype == torch.bfloat16 for p in half.parameters())
     assert half(torch.randn(1, 3, 32, 32, dtype=torch.bfloat16)).dtype == torch.bfloat16
+
+
+def test_convnext_refuses_pools_its_head_norm_cannot_take():
+    """ConvNeXt's LayerNorm follows the pool: a width-changing or disabled pool is a clear error, not a shape crash."""
+    from inceptionnext.models import ConvNeXt
+    for pool in ('catavgmax', ''):
+        with pytest.raises(ValueError, match=f"global_pool must keep that width.*{pool!r}"):
+            ConvNeXt(depths=(1, 1), dims=(8, 16), global_pool=pool)
+    model = ConvNeXt(depths=(1, 1), dims=(8, 16), num_classes=3).eval()
+    with pytest.raises(ValueError, match="global_pool must keep that width"):
+        model.reset_classifier(4, global_pool='catavgmax')
+    model.reset_classifier(4, global_pool='max')
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 4)

@@ -44,6 +44,16 @@ def make_dwconv(dim: int, kernel_size: int, conv_ratio: float, fast_path: Option
     return PartialDWConv2d(dim, kernel_size, conv_ratio=conv_ratio, fast_path=fast_path)
 
 
+def make_pool(global_pool: str) -> SelectAdaptivePool2d:
+    """The head's global pool; the LayerNorm after it needs one vector of width C per image."""
+    pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+    if not global_pool or pool.feat_mult() != 1:
+        raise ValueError(
+            f"ConvNeXt's head norms the pooled C-wide features, so global_pool must keep that width "
+            f"('avg', 'max', 'avgmax', ...), got {global_pool!r}")
+    return pool
+
+
 class ConvNeXt(TimmModelMixin, nn.Module):
     def __init__(
             self,
@@ -83,7 +93,7 @@ class ConvNeXt(TimmModelMixin, nn.Module):
         self.feature_info = [
             dict(num_chs=dim, reduction=4 * 2 ** i, module=f'stages.{i}') for i, dim in enumerate(dims)]
         self.num_features = self.head_hidden_size = dims[-1]
-        self.pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.pool = make_pool(global_pool)
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
@@ -119,10 +129,10 @@ class ConvNeXt(TimmModelMixin, nn.Module):
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
-        self.num_classes = num_classes
         if global_pool is not None:
-            self.pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+            self.pool = make_pool(global_pool)
             self.global_pool = global_pool
+        self.num_classes = num_classes
         ref = next(self.parameters())
         self.head = (nn.Linear(self.num_features, num_classes).to(ref.device, ref.dtype)
                      if num_classes > 0 else nn.Identity())
