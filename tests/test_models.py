@@ -238,3 +238,17 @@ def test_convnext_refuses_pools_its_head_norm_cannot_take():
         model.reset_classifier(4, global_pool='catavgmax')
     model.reset_classifier(4, global_pool='max')
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 4)
+
+
+def test_reset_classifier_keeps_the_model_dtype_and_device():
+    """reset_other drops fc1, and a pruned head has no parameters: the new classifier must still match the model."""
+    x = torch.randn(1, 3, 32, 32, dtype=torch.bfloat16)
+    model = timm.create_model('inceptionnext_a', device='meta')
+    model.reset_classifier(5, reset_other=True)
+    assert model.head.fc2.weight.device.type == 'meta'
+    model = timm.create_model('inceptionnext_a', num_classes=3).to(torch.bfloat16).eval()
+    model.reset_classifier(5, reset_other=True)
+    assert model(x).dtype == torch.bfloat16 and model(x).shape == (1, 5)
+    model.prune_intermediate_layers(indices=(1,))
+    model.reset_classifier(4)
+    assert model.head.fc2.weight.dtype == torch.bfloat16 and model(x).shape == (1, 4)

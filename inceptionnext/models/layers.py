@@ -126,6 +126,7 @@ class MlpClassifierHead(nn.Module):
 
     def reset(self, num_classes: int, pool_type: Optional[str] = None, reset_other: bool = False):
         """New classifier (fine-tuning); `reset_other` also drops the pre-logits MLP (pool -> classifier only)."""
+        ref = next(self.parameters(), None)  # the new classifier's device and dtype, read before fc1 can go
         if pool_type is not None:
             if not pool_type:
                 raise ValueError("MlpClassifierHead needs a global pool type; it cannot be disabled")
@@ -136,10 +137,9 @@ class MlpClassifierHead(nn.Module):
         if reset_other:
             self.fc1, self.act, self.norm = nn.Identity(), nn.Identity(), nn.Identity()
             self.num_features = self.in_features * self.global_pool.feat_mult()
-        ref = self.fc1 if isinstance(self.fc1, nn.Linear) else None
         fc2 = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         if ref is not None:
-            fc2 = fc2.to(device=ref.weight.device, dtype=ref.weight.dtype)
+            fc2 = fc2.to(device=ref.device, dtype=ref.dtype)
         self.fc2 = fc2.train(self.training)
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

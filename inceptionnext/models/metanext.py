@@ -171,8 +171,10 @@ class MetaNeXt(TimmModelMixin, nn.Module):
         return self.head.fc2
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None, reset_other: bool = False):
-        self.num_classes = num_classes
         self.head.reset(num_classes, global_pool, reset_other=reset_other)
+        self.num_classes = num_classes
+        ref = next(self.parameters())
+        self.head.to(device=ref.device, dtype=ref.dtype)  # a head left without parameters (pruned) had no reference
         self.head_hidden_size = self.head.num_features
         if global_pool is not None:
             self.global_pool = global_pool
