@@ -6,6 +6,7 @@ did not match. Models plug this into timm's `pretrained=True` path through `zoo.
 dict to timm's `build_model_with_cfg` so that timm still adapts the classifier, the stem and features_only.
 """
 import argparse
+import contextlib
 import os
 import re
 import tempfile
@@ -68,7 +69,8 @@ def load_state_dict_file(path: PathLike) -> Dict[str, torch.Tensor]:
             obj = load_file(str(path), device='cpu')
         else:
             # timm's train.py (and the official repos' main.py) keep their argparse.Namespace under 'args'
-            with torch.serialization.safe_globals([argparse.Namespace]):
+            allow = getattr(torch.serialization, 'safe_globals', None)  # torch >= 2.5
+            with allow([argparse.Namespace]) if allow else contextlib.nullcontext():
                 obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # truncated zip, not a checkpoint at all, disallowed pickled objects, bad header
         raise CheckpointError(
