@@ -26,6 +26,7 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, NativeScaler, dispatch_clip_grad, distribute_bn
 from tqdm import tqdm
 
+from .. import models as _models  # noqa: F401  (registers this library's models with timm)
 from . import checkpoint as ckpt_lib
 from . import distributed as dist_lib
 from .config import TrainConfig, config_to_dict, effective_lr, save_config
@@ -41,14 +42,6 @@ class NonFiniteLossError(TrainError):
     pass
 
 
-def _import_model_library() -> None:
-    """Register this project's models with timm (import side effect), if the package provides them."""
-    try:
-        import inceptionnext  # noqa: F401
-    except ImportError:
-        pass
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -60,7 +53,6 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, weights:
     """timm.create_model by name; a local weight file goes through timm's pretrained path (our loader plugs in
     there), which drops the classifier and leaves a fresh head when the class count differs from the weights'
     config (1000). keep_classifier declares the file's head to have num_classes outputs, so it is loaded."""
-    _import_model_library()
     if not timm.is_model(name):
         close = [m for m in timm.list_models(f"*{name.split('_')[0]}*")][:8]
         raise TrainError(f"unknown model {name!r}" + (f"; similar: {', '.join(close)}" if close else ""))
