@@ -187,6 +187,12 @@ def _first(keys: Iterable[str], n: int = 5) -> str:
     return ", ".join(keys[:n]) + more
 
 
+def model_name(model: torch.nn.Module) -> str:
+    """The registered name a model was built under (its pretrained config's architecture), else its class."""
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    return cfg.get('architecture') or type(model).__name__
+
+
 def check_state_dict(
         state_dict: Mapping[str, torch.Tensor],
         model: torch.nn.Module,
@@ -205,8 +211,7 @@ def check_state_dict(
         if k in state_dict and k not in adaptable and tuple(state_dict[k].shape) != tuple(expected[k].shape)]
     if not (missing or unexpected or shapes):
         return
-    name = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture') or type(model).__name__
-    parts = [f"{source}: does not fit {name}"]
+    parts = [f"{source}: does not fit {model_name(model)}"]
     if missing:
         parts.append(f"{len(missing)} missing keys: {_first(missing)}")
     if unexpected:

@@ -64,7 +64,6 @@ class PartialDWConv2d(nn.Module):
         if not 1 <= conv_chs <= in_chs:
             raise ValueError(f"PartialDWConv2d: conv_ratio {conv_ratio} gives {conv_chs} of {in_chs} channels")
         self.conv = _depthwise(conv_chs, kernel_size)
-        self.split_indices = (in_chs - conv_chs, conv_chs)
         self.fast_path = fast_path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

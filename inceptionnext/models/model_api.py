@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 from timm.models._features import feature_take_indices
 
-from ..weights import check_state_dict
+from ..weights import check_state_dict, model_name
 
 
 def drop_path_schedule(drop_path_rate: float, depths: Sequence[int]) -> List[List[float]]:
@@ -18,11 +18,6 @@ def drop_path_schedule(drop_path_rate: float, depths: Sequence[int]) -> List[Lis
         out.append(rates[start:start + d])
         start += d
     return out
-
-
-def model_name(model: nn.Module) -> str:
-    cfg = getattr(model, 'pretrained_cfg', None) or {}
-    return cfg.get('architecture') or type(model).__name__
 
 
 def check_input_channels(model: nn.Module, x: torch.Tensor) -> None:
@@ -74,5 +69,5 @@ class TimmModelMixin:
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """As nn.Module's, but a strict load that does not fit raises an error naming the model and the keys."""
         if strict:
-            check_state_dict(state_dict, self, model_name(self))
+            check_state_dict(state_dict, self, 'state dict')
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
