@@ -11,7 +11,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -79,24 +79,31 @@ def load_state_dict_file(path: PathLike) -> Dict[str, torch.Tensor]:
     return _unwrap(obj, str(path))
 
 
-def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: PathLike) -> Path:
-    """Write weights atomically (temp file + rename): safetensors for .safetensors, torch.save otherwise."""
+def write_atomically(path: PathLike, write: Callable[[str], None]) -> Path:
+    """`write(tmp)` to a temp file beside `path`, flushed to disk, then renamed over `path`: a crash mid-write
+    leaves the previous file intact, never a truncated one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     os.close(fd)
     try:
-        if path.suffix == '.safetensors':
-            from safetensors.torch import save_file
-            save_file(tensors, tmp)
-        else:
-            torch.save(tensors, tmp)
+        write(tmp)
+        with open(tmp, 'rb') as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: PathLike) -> Path:
+    """Write weights atomically: safetensors for .safetensors, torch.save otherwise."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    if Path(path).suffix == '.safetensors':
+        from safetensors.torch import save_file
+        return write_atomically(path, lambda tmp: save_file(tensors, tmp))
+    return write_atomically(path, lambda tmp: torch.save(tensors, tmp))
 
 
 def convert_checkpoint(src: PathLike, dst: PathLike) -> Path:
@@ -193,14 +200,10 @@ def model_name(model: torch.nn.Module) -> str:
     return cfg.get('architecture') or type(model).__name__
 
 
-def check_state_dict(
-        state_dict: Mapping[str, torch.Tensor],
-        model: torch.nn.Module,
-        source: str,
-        adaptable: Iterable[str] = (),
-) -> None:
-    """Raise CheckpointError unless `state_dict` fits `model` exactly, except for `adaptable` keys
-    (classifier and stem, which timm re-initializes or adapts), which may be missing, extra or reshaped."""
+def describe_mismatch(
+        state_dict: Mapping[str, torch.Tensor], model: torch.nn.Module, adaptable: Iterable[str] = ()) -> List[str]:
+    """How `state_dict` differs from `model`'s own (missing, unexpected keys, shape mismatches), ignoring
+    `adaptable` keys; empty when it fits."""
     adaptable = set(adaptable)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict and k not in adaptable]
@@ -209,16 +212,27 @@ def check_state_dict(
         f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
         for k in expected
         if k in state_dict and k not in adaptable and tuple(state_dict[k].shape) != tuple(expected[k].shape)]
-    if not (missing or unexpected or shapes):
-        return
-    parts = [f"{source}: does not fit {model_name(model)}"]
+    parts = []
     if missing:
         parts.append(f"{len(missing)} missing keys: {_first(missing)}")
     if unexpected:
         parts.append(f"{len(unexpected)} unexpected keys: {_first(unexpected)}")
     if shapes:
         parts.append(f"{len(shapes)} shape mismatches: " + "; ".join(shapes[:3]) + (" ..." if len(shapes) > 3 else ""))
-    raise CheckpointError("; ".join(parts))
+    return parts
+
+
+def check_state_dict(
+        state_dict: Mapping[str, torch.Tensor],
+        model: torch.nn.Module,
+        source: str,
+        adaptable: Iterable[str] = (),
+) -> None:
+    """Raise CheckpointError unless `state_dict` fits `model` exactly, except for `adaptable` keys
+    (classifier and stem, which timm re-initializes or adapts), which may be missing, extra or reshaped."""
+    parts = describe_mismatch(state_dict, model, adaptable)
+    if parts:
+        raise CheckpointError("; ".join([f"{source}: does not fit {model_name(model)}"] + parts))
 
 
 def adaptable_keys(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any]) -> set:

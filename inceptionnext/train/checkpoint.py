@@ -13,6 +13,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
+from ..weights import describe_mismatch, write_atomically
+
 FORMAT_VERSION = 1
 
 
@@ -43,22 +45,8 @@ def restore_rng(state: Dict[str, Any]) -> None:
 
 
 def save_atomic(obj: Any, path: str) -> None:
-    """torch.save to a temporary file beside path, flushed to disk, then renamed over path.
-
-    A run killed mid-write leaves the previous checkpoint intact rather than a truncated one.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """torch.save, atomically: a run killed mid-write leaves the previous checkpoint intact."""
+    write_atomically(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_checkpoint_file(path: str) -> Dict[str, Any]:
@@ -94,31 +82,15 @@ def read_checkpoint_config(path: str) -> Dict[str, Any]:
     return cfg
 
 
-def _describe_mismatch(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor]) -> str:
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
-              for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
-    if shapes:
-        parts.append(f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:3])})")
-    return ", ".join(parts)
-
-
 def check_fits(ckpt: Dict[str, Any], path: str, model: torch.nn.Module, model_name: str, num_classes: int) -> None:
     """Raise a CheckpointError saying how the checkpoint differs from the model this run builds."""
     saved_name, saved_classes = ckpt.get("arch"), ckpt.get("num_classes")
     problems = []
     if saved_classes is not None and saved_classes != num_classes:
         problems.append(f"it has {saved_classes} classes, this run has {num_classes}")
-    detail = _describe_mismatch(model, ckpt["state_dict"])
+    detail = describe_mismatch(ckpt["state_dict"], model)
     if detail:
-        problems.append(f"its weights do not fit {model_name}: {detail}")
+        problems.append(f"its weights do not fit {model_name}: {', '.join(detail)}")
     if problems:
         raise CheckpointError(f"cannot resume from {path} (written for {saved_name or 'an unknown model'} with "
                               f"{saved_classes} classes): " + "; ".join(problems))
