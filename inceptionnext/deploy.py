@@ -32,6 +32,7 @@ __all__ = [
     "reparameterize_model",
     "create_deploy_model",
     "is_metanext_block",
+    "is_folded",
 ]
 
 
@@ -244,6 +245,12 @@ class FusedMetaNeXtBlock(nn.Module):
             x = _MKLDNN_CONV(x, w1, b1, zero, one, one, 1, "gelu", [], "none")
             return _MKLDNN_CONV.binary(x, shortcut, w2, b2, zero, one, one, 1, "add", None, None, [], None)
         return self.drop_path(self.mlp(x)) + shortcut
+
+
+def is_folded(model: nn.Module) -> bool:
+    """Whether `model` holds folded MetaNeXt blocks (its state dict then lacks the block BatchNorms and gamma)."""
+    return any(isinstance(m, FusedMetaNeXtBlock) or (is_metanext_block(m) and isinstance(m.norm, nn.Identity)
+                                                        and m.gamma is None) for m in model.modules())
 
 
 def reparameterize_model(model: nn.Module, inplace: bool = False, fuse: bool = True) -> nn.Module:

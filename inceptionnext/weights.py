@@ -34,7 +34,8 @@ class CheckpointError(ValueError):
 # reading files
 
 
-def _unwrap(obj: Any, source: str) -> Dict[str, torch.Tensor]:
+def unwrap_state_dict(obj: Any, source: str) -> Dict[str, torch.Tensor]:
+    """The state dict inside a training checkpoint (EMA first, as timm) or a plain one, wrapper prefixes removed."""
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{source}: holds a {type(obj).__name__}, not a state dict or training checkpoint")
     for key in CHECKPOINT_KEYS:
@@ -56,8 +57,9 @@ def _unwrap(obj: Any, source: str) -> Dict[str, torch.Tensor]:
     return state_dict
 
 
-def load_state_dict_file(path: PathLike) -> Dict[str, torch.Tensor]:
-    """A state dict from a .pth/.pt/.bin (torch, weights-only) or .safetensors file, unwrapped and de-prefixed."""
+def read_weight_file(path: PathLike) -> Tuple[Any, Dict[str, str]]:
+    """What a .pth/.pt/.bin (torch, weights-only) or .safetensors file holds, as stored, and the safetensors
+    metadata (empty for torch files); errors name the file and say why it cannot be read."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"weight file not found: {path}")
@@ -65,18 +67,24 @@ def load_state_dict_file(path: PathLike) -> Dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: is not a file")
     try:
         if path.suffix == '.safetensors':
+            from safetensors import safe_open
             from safetensors.torch import load_file
-            obj = load_file(str(path), device='cpu')
-        else:
-            # timm's train.py (and the official repos' main.py) keep their argparse.Namespace under 'args'
-            allow = getattr(torch.serialization, 'safe_globals', None)  # torch >= 2.5
-            with allow([argparse.Namespace]) if allow else contextlib.nullcontext():
-                obj = torch.load(path, map_location='cpu', weights_only=True)
+            with safe_open(str(path), framework='pt') as f:
+                metadata = dict(f.metadata() or {})
+            return load_file(str(path), device='cpu'), metadata
+        # timm's train.py (and the official repos' main.py) keep their argparse.Namespace under 'args'
+        allow = getattr(torch.serialization, 'safe_globals', None)  # torch >= 2.5
+        with allow([argparse.Namespace]) if allow else contextlib.nullcontext():
+            return torch.load(path, map_location='cpu', weights_only=True), {}
     except Exception as e:  # truncated zip, not a checkpoint at all, disallowed pickled objects, bad header
         raise CheckpointError(
             f"{path}: cannot be read as a checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
             "is the file complete, and a PyTorch or safetensors weight file?") from e
-    return _unwrap(obj, str(path))
+
+
+def load_state_dict_file(path: PathLike) -> Dict[str, torch.Tensor]:
+    """A state dict from a .pth/.pt/.bin (torch, weights-only) or .safetensors file, unwrapped and de-prefixed."""
+    return unwrap_state_dict(read_weight_file(path)[0], str(path))
 
 
 def write_atomically(path: PathLike, write: Callable[[str], None]) -> Path:
@@ -152,7 +160,7 @@ def load_state_dict_from_hub(hf_hub_id: str, cache_dir: Optional[PathLike] = Non
     except Exception as e:
         raise CheckpointError(
             f"cannot load hub weights {hf_hub_id} ({type(e).__name__}: {str(e).splitlines()[0][:300]})") from e
-    return _unwrap(obj, f"hf-hub:{hf_hub_id}")
+    return unwrap_state_dict(obj, f"hf-hub:{hf_hub_id}")
 
 
 def load_pretrained_state_dict(
@@ -164,7 +172,7 @@ def load_pretrained_state_dict(
     """
     name = cfg.get('architecture') or 'model'
     if cfg.get('state_dict') is not None:
-        return _unwrap(cfg['state_dict'], f"{name} (state_dict override)"), 'state_dict'
+        return unwrap_state_dict(cfg['state_dict'], f"{name} (state_dict override)"), 'state_dict'
     if cfg.get('file'):
         return load_state_dict_file(cfg['file']), str(cfg['file'])
     errors = []
@@ -247,7 +255,7 @@ def adaptable_keys(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any]) ->
 
 def checkpoint_filter_fn(state_dict, model, source: str = 'checkpoint'):
     """timm `pretrained_filter_fn`: unwrap training checkpoints and refuse any state dict that does not fit."""
-    state_dict = _unwrap(state_dict, source)
+    state_dict = unwrap_state_dict(state_dict, source)
     cfg = getattr(model, 'pretrained_cfg', None) or {}
     check_state_dict(state_dict, model, source, adaptable=adaptable_keys(model, cfg))
     return state_dict

@@ -1,5 +1,4 @@
-"""scripts/benchmark.py on the CPU with a tiny config: rows, ratios, JSON, plot, argument errors."""
-import importlib.util
+"""The benchmark (inceptionnext.benchmark, scripts/benchmark.py) on the CPU with a tiny config: rows, ratios, JSON, plot, argument errors."""
 import json
 import os
 import statistics
@@ -18,10 +17,8 @@ TINY = ["--batch-size", "2", "--img-size", "64", "--num-warm-iter", "1", "--num-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("inceptionnext_benchmark_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    import inceptionnext.benchmark
+    return inceptionnext.benchmark
 
 
 def test_cli_end_to_end_writes_json_table_and_plot(tmp_path):

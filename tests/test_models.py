@@ -3,9 +3,9 @@ import pytest
 import timm
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from inceptionnext.models import ZOO, InceptionDWConv2d, get_entry
+from inceptionnext.models.complexity import count_params_and_macs
 
 ALL_NAMES = [n for e in ZOO for n in e.names]
 INCEPTION_NAMES = [n for e in ZOO if e.family == 'inceptionnext' for n in e.names]
@@ -44,22 +44,12 @@ def test_features_only(name):
     assert [64 // f.shape[-1] for f in feats] == [4, 8, 16, 32]
 
 
-def _count(name):
-    with torch.device('meta'):  # shapes only: counting needs no memory or arithmetic
-        model = timm.create_model(name).eval()
-        size = model.pretrained_cfg['input_size']
-        counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
-            model(torch.randn(1, *size))
-    return sum(p.numel() for p in model.parameters()), counter.get_total_flops() / 2
-
-
 # timm's exact figures (shared/ANCHORS.md): params in M, MACs in G, both to two decimals.
 @pytest.mark.parametrize('name,params,macs', [
     ('inceptionnext_a', 4.16, 0.50), ('inceptionnext_t', 28.06, 4.19), ('inceptionnext_s', 49.37, 8.36),
     ('inceptionnext_b', 86.67, 14.84), ('inceptionnext_b_384', 86.67, 43.60)])
 def test_params_and_macs_match_paper(name, params, macs):
-    n_params, n_macs = _count(name)
+    n_params, n_macs = count_params_and_macs(name)
     assert round(n_params / 1e6, 2) == params
     assert round(n_macs / 1e9, 2) == macs
     paper = get_entry(name).paper

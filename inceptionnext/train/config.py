@@ -229,9 +229,9 @@ def save_config(cfg: TrainConfig, path: str, extra_comment: str = "") -> None:
     os.replace(tmp, path)
 
 
-def build_parser(description: str = "Train an image classifier") -> argparse.ArgumentParser:
+def build_parser(description: str = "Train an image classifier", prog: Optional[str] = None) -> argparse.ArgumentParser:
     """One --key option per config field (dashes or underscores), plus --config and --set key=value."""
-    parser = argparse.ArgumentParser(description=description, argument_default=argparse.SUPPRESS,
+    parser = argparse.ArgumentParser(prog=prog, description=description, argument_default=argparse.SUPPRESS,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", "-c", help="YAML file of config keys", default=None)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -243,9 +243,9 @@ def build_parser(description: str = "Train an image classifier") -> argparse.Arg
     return parser
 
 
-def parse_config(argv: Optional[Sequence[str]] = None) -> TrainConfig:
+def parse_config(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> TrainConfig:
     """Defaults < checkpoint's config (when resuming without --config) < YAML file < --key value < --set."""
-    parser = build_parser()
+    parser = build_parser(prog=prog)
     args, rest = parser.parse_known_args(argv)
     for token in rest:
         if token.startswith("--"):

@@ -1,0 +1,50 @@
+"""The `inceptionnext` command: one entry point for listing, inspecting, predicting, converting, exporting,
+training, validating and benchmarking. Each subcommand lives in its own module and has its own --help."""
+import difflib
+import importlib
+import sys
+from typing import Optional, Sequence
+
+# subcommand -> (module, one-line summary); modules are imported only when their command runs
+COMMANDS = {
+    'list': ('inceptionnext.cli.list_models', 'model names, params, MACs, pretrained tags, paper top-1'),
+    'info': ('inceptionnext.cli.info', 'one model: stages, feature channels and strides, preprocessing, weights'),
+    'predict': ('inceptionnext.cli.predict', 'top-5 ImageNet classes (or the model\'s own) for image files'),
+    'convert': ('inceptionnext.cli.convert', 'any weight file to safetensors/.pth that rebuilds the model, '
+                                            'optionally folded'),
+    'export': ('inceptionnext.cli.export', 'ONNX, TorchScript or torch.export file, checked against PyTorch'),
+    'train': ('inceptionnext.cli.train', 'train or fine-tune from a YAML config (torchrun for multi-GPU)'),
+    'validate': ('inceptionnext.cli.validate', 'top-1/top-5 of weights on an image folder'),
+    'benchmark': ('inceptionnext.benchmark', 'throughput beside timm\'s models, in one run'),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: inceptionnext <command> [options]   (inceptionnext <command> --help for its options)", "",
+             "InceptionNeXt models for timm, from the shell.", "", "commands:"]
+    lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ('-h', '--help'):
+        print(usage(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    if argv[0] == '--version':
+        from .. import __version__
+        print(f"inceptionnext {__version__}")
+        return 0
+    command = argv[0]
+    if command not in COMMANDS:
+        close = difflib.get_close_matches(command, COMMANDS, n=2)
+        hint = f"; did you mean {' or '.join(close)}?" if close else f"; commands: {', '.join(COMMANDS)}"
+        print(f"inceptionnext: unknown command {command!r}{hint}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    return module.cli(argv[1:], prog=f"inceptionnext {command}")
+
+
+if __name__ == '__main__':
+    sys.exit(main())

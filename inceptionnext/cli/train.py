@@ -1,0 +1,19 @@
+"""`inceptionnext train`: train or fine-tune an image classifier from a YAML config; any config key can be
+overridden as --key value.
+
+    inceptionnext train --config configs/demo/digits_inceptionnext_a.yaml
+    torchrun --nproc_per_node 8 scripts/train.py --config configs/imagenet/inceptionnext_t.yaml --data-dir /data/imagenet
+"""
+import sys
+
+from ..train import CheckpointError, ConfigError, DataError, TrainError, fit, parse_config
+
+
+def cli(argv=None, prog: str = "inceptionnext train") -> int:
+    try:
+        cfg = parse_config(argv, prog=prog)
+        fit(cfg)
+    except (ConfigError, DataError, CheckpointError, TrainError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
+    return 0
