@@ -24,6 +24,7 @@ import torch.nn as nn
 
 import timm
 
+from . import __version__
 from .deploy import reparameterize_model
 from .models.zoo import get_entry, paper_figures
 
@@ -430,7 +431,7 @@ def environment(args, device) -> Dict[str, str]:
     else:
         name = _cpu_name() + f", {torch.get_num_threads()} threads"
     env = {"device": name, "python": platform.python_version(), "torch": torch.__version__,
-           "timm": timm.__version__, "inceptionnext": getattr(inceptionnext, "__version__", "unknown")}
+           "timm": timm.__version__, "inceptionnext": __version__}
     try:
         import triton
         env["triton"] = triton.__version__

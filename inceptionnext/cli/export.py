@@ -1,0 +1,52 @@
+"""`inceptionnext export`: the model as an ONNX, TorchScript or torch.export file with a dynamic batch,
+checked against PyTorch's own outputs (onnxruntime for ONNX) before it is kept.
+
+    inceptionnext export inceptionnext_t --weights inceptionnext_t.safetensors --format onnx --output model.onnx
+    inceptionnext export inceptionnext_t --weights inceptionnext_t.safetensors --format torch.export --deploy
+"""
+import argparse
+
+from ..deploy import is_folded, reparameterize_model
+from ..export import FORMATS, SUFFIXES, ExportError, export_model
+from .common import add_model_args, model_from_args, reports_errors
+
+
+def build_parser(prog=None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0].split(': ', 1)[1])
+    add_model_args(p)
+    p.add_argument('--format', default='onnx', choices=FORMATS)
+    p.add_argument('--output', '-o', default=None,
+                   help="output file; default <model><suffix> (" + ", ".join(f"{k}: {v}" for k, v in SUFFIXES.items())
+                        + ")")
+    p.add_argument('--deploy', action='store_true', help="fold BatchNorm and layer scale first (inference form)")
+    p.add_argument('--img-size', type=int, default=None, help="example input size; default: the weights' input size")
+    p.add_argument('--batch-size', '-b', type=int, default=2, help="batch of the example input")
+    p.add_argument('--static-batch', action='store_true', help="fix the batch size instead of a dynamic one")
+    p.add_argument('--opset', type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument('--no-check', dest='check', action='store_false',
+                   help="skip reloading the file and comparing it with PyTorch")
+    p.add_argument('--atol', type=float, default=1e-4)
+    p.add_argument('--rtol', type=float, default=1e-3)
+    return p
+
+
+@reports_errors(ExportError)
+def cli(argv=None, prog: str = 'inceptionnext export') -> int:
+    a = build_parser(prog).parse_args(argv)
+    model = model_from_args(a)
+    if a.deploy and not is_folded(model):
+        model = reparameterize_model(model, inplace=True)
+    chans, height, width = model.pretrained_cfg.get('input_size') or (model.in_chans, 224, 224)
+    size = (chans, a.img_size, a.img_size) if a.img_size else (chans, height, width)
+    output = a.output or f"{a.model}{'_deploy' if a.deploy else ''}{SUFFIXES[a.format]}"
+    report = export_model(model, output, a.format, input_size=size, batch_size=a.batch_size,
+                          dynamic_batch=not a.static_batch, opset=a.opset, check=a.check, atol=a.atol, rtol=a.rtol)
+    line = (f"wrote {report.path} ({a.format}, {report.file_bytes / 2**20:.1f} MiB, input "
+            f"{'N' if not a.static_batch else a.batch_size}x{'x'.join(map(str, size))})")
+    if report.checked_with:
+        line += (f"; checked with {report.checked_with} at batch {report.check_batch_size}: max abs diff "
+                 f"{report.max_abs_diff:.2e}")
+    print(line)
+    return 0
+
+

@@ -1,0 +1,51 @@
+"""`inceptionnext predict`: top-k classes of image files, preprocessed the way the weights expect.
+
+    inceptionnext predict inceptionnext_t cat.jpg dog.png                      # the pretrained weights
+    inceptionnext predict inceptionnext_t --weights inceptionnext_tiny.pth cat.jpg --top-k 3 --json
+"""
+import argparse
+import json
+
+from ..inference import classify_files
+from .common import add_model_args, model_from_args, reports_errors, resolve_device
+
+
+def floats(text):
+    return tuple(float(v) for v in text.replace(',', ' ').split())
+
+
+def build_parser(prog=None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0].split(': ', 1)[1])
+    add_model_args(p)
+    p.add_argument('images', nargs='+', metavar='IMAGE', help="image files (JPEG, PNG, or anything PIL reads)")
+    p.add_argument('--top-k', '--topk', dest='top_k', type=int, default=5, help="classes to show per image")
+    p.add_argument('--batch-size', '-b', type=int, default=16)
+    p.add_argument('--device', default='auto', help="auto, cpu, cuda or cuda:N")
+    p.add_argument('--img-size', type=int, default=None, help="override the weights' input size")
+    p.add_argument('--crop-pct', type=float, default=None, help="override the weights' center-crop fraction")
+    p.add_argument('--interpolation', default=None, help="override the weights' resize interpolation")
+    p.add_argument('--mean', type=floats, default=None, help="override the normalization mean, e.g. '0.5,0.5,0.5'")
+    p.add_argument('--std', type=floats, default=None)
+    p.add_argument('--json', action='store_true', help="print the predictions as JSON")
+    p.add_argument('--no-progress', action='store_true')
+    return p
+
+
+@reports_errors()
+def cli(argv=None, prog: str = 'inceptionnext predict') -> int:
+    a = build_parser(prog).parse_args(argv)
+    if a.top_k < 1 or a.batch_size < 1:
+        raise ValueError("--top-k and --batch-size must be at least 1")
+    device = resolve_device(a.device)
+    model = model_from_args(a).to(device)
+    overrides = {k: getattr(a, k) for k in ('img_size', 'crop_pct', 'interpolation', 'mean', 'std')}
+    results = classify_files(model, a.images, a.top_k, a.batch_size, device,
+                             {k: v for k, v in overrides.items() if v is not None}, progress=not a.no_progress)
+    if a.json:
+        print(json.dumps({'model': a.model, 'weights': a.weights or 'pretrained', 'predictions': results}, indent=2))
+        return 0
+    for r in results:
+        print(r['file'])
+        for t in r['top_k']:
+            print(f"  {100 * t['probability']:6.2f}%  {t['label']}  ({t['index']})")
+    return 0
