@@ -224,6 +224,8 @@ class FusedMetaNeXtBlock(nn.Module):
             return False
         if torch.compiler.is_compiling():
             return False  # the oneDNN ops have no fake-tensor kernel (graph break); the compiler fuses the plain path
+        if torch.jit.is_tracing():
+            return False  # torch.jit.trace cannot record them ("unsupported input list type"); trace the plain path
         if shortcut.dtype != x.dtype or shortcut.shape != x.shape:
             return False
         if self.mlp.fc1.weight.dtype != x.dtype and not torch.is_autocast_enabled("cpu"):

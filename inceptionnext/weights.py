@@ -87,6 +87,12 @@ def load_state_dict_file(path: PathLike) -> Dict[str, torch.Tensor]:
     return unwrap_state_dict(read_weight_file(path)[0], str(path))
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(path: PathLike, write: Callable[[str], None]) -> Path:
     """`write(tmp)` to a temp file beside `path`, flushed to disk, then renamed over `path`: a crash mid-write
     leaves the previous file intact, never a truncated one."""
@@ -96,6 +102,7 @@ def write_atomically(path: PathLike, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only; give it an ordinary file's mode
         with open(tmp, 'rb') as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -283,3 +283,24 @@ def test_timm_train_checkpoint_with_argparse_args_loads(tmp_path):
                 'args': argparse.Namespace(lr=0.1, model=NAME, epochs=300), 'state_dict_ema': None}, path)
     loaded = weights.load_state_dict_file(path)
     assert loaded.keys() == sd.keys() and all(torch.equal(loaded[k], sd[k]) for k in sd)
+
+
+def test_write_atomically_keeps_the_old_file_on_failure_and_gives_an_ordinary_mode(tmp_path):
+    from inceptionnext.weights import write_atomically
+    target = tmp_path / 'w.pth'
+    torch.save({'a': torch.ones(1)}, target)
+
+    def crash(tmp):
+        with open(tmp, 'wb') as f:
+            f.write(b'half a file')
+        raise OSError('disk full')
+
+    with pytest.raises(OSError, match='disk full'):
+        write_atomically(target, crash)
+    assert torch.equal(torch.load(target)['a'], torch.ones(1)) and os.listdir(tmp_path) == ['w.pth']
+    old = os.umask(0o022)
+    try:
+        write_atomically(target, lambda tmp: torch.save({'a': torch.zeros(1)}, tmp))
+    finally:
+        os.umask(old)
+    assert (target.stat().st_mode & 0o777) == 0o644  # not mkstemp's owner-only 0600
