@@ -145,7 +145,8 @@ def load_model(path: PathLike, model_name: Optional[str] = None, *, num_classes:
         raise CheckpointError(f"{path}: holds weights for {mf.model_name}, not {model_name}")
     name = model_name or mf.model_name
     if not name:
-        raise CheckpointError(f"{path}: a plain state dict does not say which model it is for; name the model")
+        raise CheckpointError(f"{path}: a plain state dict does not say which model it is for; name the model "
+                              "(--model, model_name=)")
     check_model_name(name)
     cfg = timm.models.get_pretrained_cfg(name)
     cfg = dict(cfg.to_dict() if cfg is not None else {}, **mf.pretrained_cfg)

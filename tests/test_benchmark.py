@@ -1,4 +1,5 @@
-"""The benchmark (inceptionnext.benchmark, scripts/benchmark.py) on the CPU with a tiny config: rows, ratios, JSON, plot, argument errors."""
+"""The benchmark (inceptionnext.benchmark; scripts/benchmark.py) on the CPU with a tiny config: rows, ratios,
+JSON, plot, argument errors."""
 import json
 import os
 import statistics

@@ -316,7 +316,7 @@ def test_export_errors(files, tmp_path, capsys):
     assert code == 1 and "does not fit inceptionnext_t" in err and not (tmp_path / 'm.onnx').exists()
 
 
-# ------------------------------------------------------------------------------------------------ train, validate, benchmark
+# ------------------------------------------------------------------------------ train, validate, benchmark
 
 
 def test_train_then_predict_and_validate_through_the_entry_point(tmp_path, capsys):
@@ -336,6 +336,13 @@ def test_train_then_predict_and_validate_through_the_entry_point(tmp_path, capsy
                          data / 'val', '--workers', '0', '--no-progress')
     assert code == 0, err
     assert "top-1" in out and "on 6 images" in out
+    top1 = out.split("top-1 ")[1].split()[0]
+    # the same weights converted and folded validate the same (the file carries classes and preprocessing)
+    assert run(capsys, 'convert', best, tmp_path / 'deploy.safetensors', '--deploy')[0] == 0
+    code, out, err = run(capsys, 'validate', '--model', 'inceptionnext_a', '--checkpoint',
+                         tmp_path / 'deploy.safetensors', '--data-dir', data / 'val', '--workers', '0', '--no-progress')
+    assert code == 0, err
+    assert f"top-1 {top1}" in out and "on 6 images" in out and "32px" in out
 
 
 def test_benchmark_through_the_entry_point_prints_its_command(capsys):

@@ -9,33 +9,22 @@ import torch
 import torch.nn as nn
 from timm.data import resolve_data_config
 
+from ..model_file import load_model
+from ..weights import CheckpointError
 from . import checkpoint as ckpt_lib
 from .data import DigitsDataset, build_eval_loader, image_folder
 from .distributed import resolve_device
 from .engine import TrainError, create_model, evaluate
 
 
-def _classifier_classes(path: str, model_name: str) -> Optional[int]:
-    """Class count of a foreign weight file, read off its classifier weight (None when it has none)."""
-    from timm.models import load_state_dict
-
-    probe = create_model(model_name, num_classes=1000)
-    classifier = (probe.pretrained_cfg or {}).get("classifier")
-    try:
-        state_dict = load_state_dict(path, use_ema=False)
-    except Exception as e:
-        raise ckpt_lib.CheckpointError(f"cannot read weight file {path}: {e}") from e
-    weight = state_dict.get(f"{classifier}.weight") if classifier else None
-    return int(weight.shape[0]) if weight is not None else None
-
-
 def load_for_eval(model_name: str, checkpoint: Optional[str] = None, num_classes: Optional[int] = None,
                   use_ema: bool = False) -> Tuple[nn.Module, Dict[str, Any]]:
     """The model with its weights, and what the checkpoint says about itself (data config, class map).
 
-    This engine's checkpoints carry their class count, class map and preprocessing; any other file (official
-    .pth, timm/hub state dict, safetensors) goes through timm's pretrained path with our loader behind it.
-    No checkpoint means the model's own pretrained weights.
+    This engine's checkpoints carry their class count, class map and preprocessing; files written by
+    `inceptionnext convert` rebuild themselves (folded ones included) and may carry class names; any other file
+    (official .pth, timm/hub state dict, safetensors) has its class count read off its classifier. No
+    checkpoint means the model's own pretrained weights.
     """
     if checkpoint is None:
         return create_model(model_name, num_classes or 1000, pretrained=True), {}
@@ -55,9 +44,12 @@ def load_for_eval(model_name: str, checkpoint: Optional[str] = None, num_classes
         info = {"data_config": ckpt.get("data_config"), "class_to_idx": ckpt.get("class_to_idx"),
                 "epoch": ckpt.get("epoch"), "arch": ckpt.get("arch"), "weights": key}
         return model, info
-    classes = num_classes or _classifier_classes(checkpoint, model_name) or 1000
-    model = create_model(model_name, classes, weights=checkpoint, keep_classifier=True)
-    return model, {}
+    try:
+        model = load_model(checkpoint, model_name, num_classes=num_classes)
+    except CheckpointError as e:
+        raise ckpt_lib.CheckpointError(str(e)) from e
+    names = model.pretrained_cfg.get("label_names")
+    return model, ({"class_to_idx": {n: i for i, n in enumerate(names)}} if names else {})
 
 
 def run_validation(model_name: str, checkpoint: Optional[str] = None, data_dir: Optional[str] = None,
