@@ -359,3 +359,20 @@ def test_scripts_still_run_from_a_checkout():
         p = subprocess.run([sys.executable, str(REPO / 'scripts' / script), '--help'], capture_output=True,
                            text=True, timeout=300, env={**os.environ, 'PYTHONPATH': ''}, cwd=str(REPO))
         assert p.returncode == 0 and f"usage: python scripts/{script}" in p.stdout, p.stderr[-1000:]
+
+
+def test_predict_preprocessing_can_be_overridden(files, capsys):
+    d, model, _ = files
+    code, out, err = run(capsys, 'predict', 'inceptionnext_a', '--weights', d / 'raw.pth', d / 'photo.jpg',
+                         '--img-size', '96', '--crop-pct', '1.0', '--interpolation', 'bilinear', '--json', '--top-k', '5',
+                         '--no-progress')
+    assert code == 0, err
+    top = json.loads(out)['predictions'][0]['top_k']
+    idx, probs = expected_top(model, d / 'photo.jpg', 5, data_config=dict(
+        input_size=(3, 96, 96), crop_pct=1.0, interpolation='bilinear', mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225)))
+    assert [t['index'] for t in top] == idx
+    assert [t['probability'] for t in top] == pytest.approx(probs, abs=1e-5)
+    default = json.loads(run(capsys, 'predict', 'inceptionnext_a', '--weights', d / 'raw.pth', d / 'photo.jpg',
+                             '--json', '--no-progress')[1])['predictions'][0]['top_k']
+    assert [t['probability'] for t in default] != pytest.approx([t['probability'] for t in top], abs=1e-6)
