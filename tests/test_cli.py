@@ -364,8 +364,8 @@ def test_scripts_still_run_from_a_checkout():
 def test_predict_preprocessing_can_be_overridden(files, capsys):
     d, model, _ = files
     code, out, err = run(capsys, 'predict', 'inceptionnext_a', '--weights', d / 'raw.pth', d / 'photo.jpg',
-                         '--img-size', '96', '--crop-pct', '1.0', '--interpolation', 'bilinear', '--json', '--top-k', '5',
-                         '--no-progress')
+                         '--img-size', '96', '--crop-pct', '1.0', '--interpolation', 'bilinear', '--json',
+                         '--top-k', '5', '--no-progress')
     assert code == 0, err
     top = json.loads(out)['predictions'][0]['top_k']
     idx, probs = expected_top(model, d / 'photo.jpg', 5, data_config=dict(
