@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 from PIL import Image, UnidentifiedImageError
 from timm.data import ImageNetInfo, create_transform, resolve_data_config
+from timm.data.readers.img_extensions import get_img_extensions
 from tqdm import tqdm
 
 IMAGENET_CLASSES = 1000
@@ -29,6 +30,21 @@ def load_image(path) -> Image.Image:
         raise ImageError(f"{path}: cannot be read as an image ({type(e).__name__}: {e})") from e
 
 
+def expand_image_paths(paths: Sequence) -> List[Path]:
+    """The files as given; a folder stands for the image files below it (timm's image extensions), sorted."""
+    out: List[Path] = []
+    extensions = get_img_extensions(as_set=True)
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(f for f in path.rglob('*') if f.suffix.lower() in extensions and f.is_file())
+            if not found:
+                raise ImageError(f"{path}: no image files ({', '.join(sorted(extensions))}) in this folder")
+            out += found
+        else:
+            out.append(path)
+    return out
+
+
 def class_names(model: nn.Module) -> List[str]:
     """Names for the model's outputs: its pretrained config's label names, ImageNet's for 1000 classes,
     else 'class <i>'."""
@@ -48,11 +64,12 @@ def class_names(model: nn.Module) -> List[str]:
 def classify_files(model: nn.Module, paths: Sequence, top_k: int = 5, batch_size: int = 16,
                    device: Optional[torch.device] = None, data_overrides: Optional[Dict[str, Any]] = None,
                    progress: bool = True) -> List[Dict[str, Any]]:
-    """Top-k classes and probabilities for each file, in the order given.
+    """Top-k classes and probabilities for each file, in the order given (folders: their images, sorted).
 
     Every file is read before the model runs, so a bad one fails the call at once, naming the file.
     `data_overrides` (img_size, crop_pct, interpolation, mean, std) change the model's own preprocessing.
     """
+    paths = expand_image_paths(paths)
     if not paths:
         raise ImageError("no image files given")
     images = [load_image(p) for p in paths]

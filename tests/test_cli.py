@@ -376,3 +376,20 @@ def test_predict_preprocessing_can_be_overridden(files, capsys):
     default = json.loads(run(capsys, 'predict', 'inceptionnext_a', '--weights', d / 'raw.pth', d / 'photo.jpg',
                              '--json', '--no-progress')[1])['predictions'][0]['top_k']
     assert [t['probability'] for t in default] != pytest.approx([t['probability'] for t in top], abs=1e-6)
+
+
+def test_predict_takes_a_folder_of_images(files, tmp_path, capsys):
+    d, _, _ = files
+    folder = tmp_path / 'album'
+    (folder / 'sub').mkdir(parents=True)
+    (folder / 'b.jpg').write_bytes((d / 'photo.jpg').read_bytes())
+    (folder / 'sub' / 'a.PNG').write_bytes((d / 'rgba.png').read_bytes())
+    (folder / 'notes.txt').write_text('not an image')
+    code, out, err = run(capsys, 'predict', 'inceptionnext_a', '--weights', d / 'raw.pth', folder, d / 'gray.png',
+                         '--json', '--no-progress')
+    assert code == 0, err
+    assert [p['file'] for p in json.loads(out)['predictions']] == [
+        str(folder / 'b.jpg'), str(folder / 'sub' / 'a.PNG'), str(d / 'gray.png')]
+    (tmp_path / 'empty').mkdir()
+    code, _, err = run(capsys, 'predict', 'inceptionnext_a', '--weights', d / 'raw.pth', tmp_path / 'empty')
+    assert code == 1 and "no image files" in err

@@ -17,7 +17,7 @@ def floats(text):
 def build_parser(prog=None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0].split(': ', 1)[1])
     add_model_args(p)
-    p.add_argument('images', nargs='+', metavar='IMAGE', help="image files (JPEG, PNG, or anything PIL reads)")
+    p.add_argument('images', nargs='+', metavar='IMAGE', help="image files (JPEG, PNG, or anything PIL reads), or folders of them")
     p.add_argument('--top-k', '--topk', dest='top_k', type=int, default=5, help="classes to show per image")
     p.add_argument('--batch-size', '-b', type=int, default=16)
     p.add_argument('--device', default='auto', help="auto, cpu, cuda or cuda:N")
