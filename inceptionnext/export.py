@@ -24,6 +24,7 @@ __all__ = ["FORMATS", "SUFFIXES", "ExportError", "ExportReport", "export_model",
 
 FORMATS = ("onnx", "torchscript", "torch.export")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "torch.export": ".pt2"}
+MIN_OPSET = 18  # the dynamo exporter's lowest opset
 _INSTALL_HINT = 'pip install "inceptionnext[export]"'
 
 
@@ -166,8 +167,21 @@ def check_export(path, fmt, model, input_size=(3, 224, 224), batch_size=1, atol=
 
 
 def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()  # no terminal colour codes
     return re.sub(r"\s+", " ", lines[0])[:300] if lines else ""
+
+
+def _onnx_opset(path: str) -> Optional[int]:
+    import onnx
+    model = onnx.load(path, load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _root_cause(e: BaseException) -> BaseException:
+    """The innermost cause: the exporters wrap the real error in banners of their own."""
+    while e.__cause__ is not None and e.__cause__ is not e:
+        e = e.__cause__
+    return e
 
 
 def export_model(model, path, fmt, input_size=(3, 224, 224), batch_size=2, dynamic_batch=True, opset=None,
@@ -191,12 +205,22 @@ def export_model(model, path, fmt, input_size=(3, 224, 224), batch_size=2, dynam
     plain = plain_copy(model)
     trace_batch = max(batch_size, 2) if dynamic_batch else batch_size
     check_batch = (batch_size if batch_size != trace_batch else trace_batch + 1) if dynamic_batch else batch_size
+    if fmt == "onnx" and opset is not None and opset < MIN_OPSET:
+        raise ExportError(f"onnx opset {opset}: the exporter (torch.onnx, dynamo) writes opset {MIN_OPSET} or newer")
+    example = _random_input(trace_batch, input_size, seed=0)
+    try:  # run eagerly first: a model that cannot take this input fails here with PyTorch's own message
+        with torch.no_grad():
+            plain(example)
+    except Exception as e:
+        raise ExportError(f"{type(model).__name__} cannot run on a {tuple(example.shape)} input: "
+                          f"{type(e).__name__}: {_first_line(e)}") from e
     try:
         with torch.no_grad():
-            save = _export(plain, fmt, _random_input(trace_batch, input_size, seed=0), dynamic_batch, opset)
+            save = _export(plain, fmt, example, dynamic_batch, opset)
     except Exception as e:
+        root = _root_cause(e)
         raise ExportError(f"{fmt} export of {type(model).__name__} to {path} failed: "
-                          f"{type(e).__name__}: {_first_line(e)}") from e
+                          f"{type(root).__name__}: {_first_line(root)}") from e
     result = {}
 
     def write(tmp: str) -> None:
@@ -204,6 +228,10 @@ def export_model(model, path, fmt, input_size=(3, 224, 224), batch_size=2, dynam
             save(tmp)
         except Exception as e:
             raise ExportError(f"writing the {fmt} file {path} failed: {type(e).__name__}: {_first_line(e)}") from e
+        if fmt == "onnx" and opset is not None:
+            written = _onnx_opset(tmp)
+            if written != opset:
+                raise ExportError(f"onnx file {path}: asked for opset {opset}, the exporter wrote {written}")
         if check:  # before the rename, so a file that fails is never left at `path`
             result["check"] = _check(tmp, fmt, plain, input_size, check_batch, atol, rtol, name=path)
 

@@ -3,30 +3,50 @@ pretrained config, through timm's transforms), and ranked top-k with class names
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
-from PIL import Image, UnidentifiedImageError
-from timm.data import ImageNetInfo, create_transform, resolve_data_config
+from PIL import Image, ImageOps, UnidentifiedImageError
+from timm.data import ImageNetInfo, create_transform, infer_imagenet_subset, resolve_data_config
 from timm.data.readers.img_extensions import get_img_extensions
 from tqdm import tqdm
 
-IMAGENET_CLASSES = 1000
+_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 class ImageError(ValueError):
     """An image file that is missing or cannot be decoded."""
 
 
-def load_image(path) -> Image.Image:
-    """An RGB image, fully decoded now so a truncated or corrupt file fails here, naming the file."""
-    path = Path(path)
+def _open(path: Path) -> Image.Image:
     if not path.is_file():
         raise ImageError(f"image not found: {path}" if not path.exists() else f"{path}: is not a file")
     try:
-        with Image.open(path) as img:
+        return Image.open(path)
+    except _DECODE_ERRORS as e:
+        raise ImageError(f"{path}: cannot be read as an image ({type(e).__name__}: {e})") from e
+
+
+def check_image(path) -> None:
+    """Fail now, naming the file, if it is missing or not an image (reads the header only)."""
+    _open(Path(path)).close()
+
+
+def load_image(path, channels: int = 3) -> Image.Image:
+    """The image fully decoded (so a truncated file fails here, naming it), turned upright by its EXIF
+    orientation, as RGB (3 channels) or grayscale (1); 16-bit and 32-bit images are scaled to 8 bits."""
+    path = Path(path)
+    if channels not in (1, 3):
+        raise ImageError(f"images can feed models with 1 or 3 input channels, not {channels}")
+    img = _open(path)
+    try:
+        with img:
             img.load()
-            return img.convert('RGB')
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ('I;16', 'I;16B', 'I;16L', 'I'):  # 16-bit PNG/TIFF: convert() would clip at 255
+                img = Image.fromarray((np.asarray(img, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8))
+            return img.convert('RGB' if channels == 3 else 'L')
+    except _DECODE_ERRORS as e:
         raise ImageError(f"{path}: cannot be read as an image ({type(e).__name__}: {e})") from e
 
 
@@ -46,18 +66,43 @@ def expand_image_paths(paths: Sequence) -> List[Path]:
 
 
 def class_names(model: nn.Module) -> List[str]:
-    """Names for the model's outputs: its pretrained config's label names, ImageNet's for 1000 classes,
-    else 'class <i>'."""
+    """Names for the model's outputs: its pretrained config's label names, ImageNet's (1k, 12k, 22k ...) by
+    timm's ImageNetInfo, else 'class <i>'."""
     cfg = getattr(model, 'pretrained_cfg', None) or {}
     num_classes = model.num_classes
     for key in ('label_descriptions', 'label_names'):
         names = cfg.get(key)
         if names and len(names) == num_classes:
             return [str(n) for n in (names.values() if isinstance(names, dict) else names)]
-    if num_classes == IMAGENET_CLASSES:
-        info = ImageNetInfo()
-        return [info.index_to_description(i) for i in range(num_classes)]
+    subset = infer_imagenet_subset(model)
+    if subset:
+        info = ImageNetInfo(subset)
+        if info.num_classes() == num_classes:
+            return [info.index_to_description(i) for i in range(num_classes)]
     return [f"class {i}" for i in range(num_classes)]
+
+
+def data_config_for(model: nn.Module, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The model's preprocessing (pretrained config, then `overrides`), with one normalization value per
+    input channel (a 1-channel model gets the mean of RGB statistics)."""
+    for key in ('mean', 'std'):  # timm asserts on a wrong count; say what is wrong instead
+        given = (overrides or {}).get(key)
+        if given is not None and len(given) not in (1, model.in_chans):
+            raise ValueError(f"{key} has {len(given)} values for a model with {model.in_chans} input channels")
+    crop_pct = (overrides or {}).get('crop_pct')
+    if crop_pct is not None and not 0 < crop_pct <= 1:  # timm would quietly ignore a 0
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    cfg = resolve_data_config(dict(overrides or {}), model=model)
+    chans = cfg['input_size'][0]
+    for key in ('mean', 'std'):
+        values = tuple(cfg[key])
+        if len(values) != chans:
+            if chans == 1 and len(values) == 3 and key not in (overrides or {}):
+                values = (sum(values) / 3,)
+            else:
+                raise ValueError(f"{key} has {len(values)} values for a model with {chans} input channels")
+        cfg[key] = values
+    return cfg
 
 
 @torch.no_grad()
@@ -66,26 +111,30 @@ def classify_files(model: nn.Module, paths: Sequence, top_k: int = 5, batch_size
                    progress: bool = True) -> List[Dict[str, Any]]:
     """Top-k classes and probabilities for each file, in the order given (folders: their images, sorted).
 
-    Every file is read before the model runs, so a bad one fails the call at once, naming the file.
-    `data_overrides` (img_size, crop_pct, interpolation, mean, std) change the model's own preprocessing.
+    Every file is opened before the model runs, so a missing or non-image file fails the call at once,
+    naming it; images are decoded one batch at a time. `data_overrides` (img_size, crop_pct, interpolation,
+    mean, std) change the model's own preprocessing.
     """
     paths = expand_image_paths(paths)
     if not paths:
         raise ImageError("no image files given")
-    images = [load_image(p) for p in paths]
-    data_config = resolve_data_config(dict(data_overrides or {}), model=model)
+    for path in paths:
+        check_image(path)
+    data_config = data_config_for(model, data_overrides)
     transform = create_transform(**data_config, is_training=False)
+    channels = data_config['input_size'][0]
     names = class_names(model)
     k = max(1, min(top_k, model.num_classes))
     device = device or next(model.parameters()).device
     model.eval()
     results = []
-    starts = range(0, len(images), batch_size)
-    for start in tqdm(starts, desc='predict', disable=None if progress else True, leave=False):
-        batch = torch.stack([transform(img) for img in images[start:start + batch_size]]).to(device)
+    for start in tqdm(range(0, len(paths), batch_size), desc='predict', disable=None if progress else True,
+                      leave=False):
+        chunk = paths[start:start + batch_size]
+        batch = torch.stack([transform(load_image(p, channels)) for p in chunk]).to(device)
         probs = model(batch).float().softmax(dim=-1).cpu()
         top_p, top_i = probs.topk(k, dim=-1)
-        for path, ps, idx in zip(paths[start:start + batch_size], top_p.tolist(), top_i.tolist()):
+        for path, ps, idx in zip(chunk, top_p.tolist(), top_i.tolist()):
             results.append({'file': str(path), 'top_k': [
                 {'index': i, 'label': names[i], 'probability': p} for i, p in zip(idx, ps)]})
     return results

@@ -12,7 +12,7 @@ import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import timm
 import torch
@@ -24,6 +24,7 @@ from .weights import (CheckpointError, PathLike, describe_mismatch, read_weight_
 
 FORMAT = 'inceptionnext.model'
 TRAINING_FORMAT = 'inceptionnext.train'
+EMA_KEYS = ('state_dict_ema', 'model_ema')
 WEIGHT_SUFFIXES = ('.safetensors', '.pth', '.pt', '.bin')
 # Pretrained-config keys that say where the original weights came from: they do not describe a saved file.
 _SOURCE_KEYS = ('url', 'file', 'state_dict', 'hf_hub_id', 'hf_hub_filename', 'source', 'custom_load')
@@ -53,17 +54,20 @@ def check_model_name(name: str) -> str:
 
 def _same_model(a: str, b: str) -> bool:
     """Same architecture: equal names, or an inceptionnext short name and its official alias."""
-    from .models.zoo import get_entry
+    from .models.zoo import ZOO, get_entry
     if a.split('.')[0] == b.split('.')[0]:
         return True
-    try:
-        return get_entry(a) == get_entry(b)
-    except KeyError:
-        return False
+    def entry(name):
+        try:
+            return get_entry(name)
+        except KeyError:  # timm's own inception_next_* has our keys: the same weights fit it
+            return next((e for e in ZOO if e.family == 'inceptionnext' and e.timm_name == name.split('.')[0]), None)
+    return entry(a) is not None and entry(a) == entry(b)
 
 
-def portable_cfg(cfg: Optional[Mapping[str, Any]], num_classes: int) -> Dict[str, Any]:
-    """A model's pretrained config as JSON-safe values, minus where its original weights came from."""
+def portable_cfg(cfg: Optional[Mapping[str, Any]], num_classes: int, in_chans: int = 3) -> Dict[str, Any]:
+    """A model's pretrained config as JSON-safe values, minus where its original weights came from, with the
+    model's own class count and input channels."""
     out = {}
     for key, value in (cfg or {}).items():
         if key in _SOURCE_KEYS or value is None:
@@ -76,6 +80,8 @@ def portable_cfg(cfg: Optional[Mapping[str, Any]], num_classes: int) -> Dict[str
             continue
         out[key] = value
     out['num_classes'] = num_classes
+    if out.get('input_size'):
+        out['input_size'] = [in_chans] + list(out['input_size'][1:])
     return out
 
 
@@ -101,12 +107,14 @@ def _from_training_checkpoint(path: str, obj: Mapping[str, Any], use_ema: bool) 
 def read_model_file(path: PathLike, use_ema: bool = False) -> ModelFile:
     """Read any weight file the library loads, with its record of the model where it has one.
 
-    `use_ema` picks the EMA weights of a training checkpoint (an error when it has none); other files hold one
-    set of weights (timm's convention of preferring EMA applies to foreign checkpoints).
+    `use_ema` picks the EMA weights of a checkpoint that has them (an error when it has none); without it a
+    checkpoint's model weights are read, as timm's validate.py does.
     """
     path = str(path)
     obj, metadata = read_weight_file(path)
     if metadata.get('format') == FORMAT or (isinstance(obj, Mapping) and obj.get('format') == FORMAT):
+        if use_ema:
+            raise CheckpointError(f"{path}: a converted model file holds one set of weights; drop use_ema")
         try:
             record = json.loads(metadata['record']) if metadata.get('format') == FORMAT else obj
             state_dict = unwrap_state_dict(obj, path)
@@ -116,9 +124,21 @@ def read_model_file(path: PathLike, use_ema: bool = False) -> ModelFile:
             raise CheckpointError(f"{path}: its model record is damaged ({type(e).__name__}: {e})") from e
     if isinstance(obj, Mapping) and obj.get('format') == TRAINING_FORMAT:
         return _from_training_checkpoint(path, obj, use_ema)
+    return ModelFile(path, 'state dict', unwrap_state_dict(_pick_weights(path, obj, use_ema), path))
+
+
+def _pick_weights(path: str, obj: Any, use_ema: bool) -> Any:
+    """A foreign checkpoint holding both model and EMA weights (timm's train.py): the model's, as timm's
+    validate.py and inference.py take them, unless `use_ema`."""
+    if not isinstance(obj, Mapping):
+        return obj
+    ema = next((k for k in EMA_KEYS if isinstance(obj.get(k), Mapping)), None)
+    plain = next((k for k in ('state_dict', 'model') if isinstance(obj.get(k), Mapping)), None)
     if use_ema:
-        raise CheckpointError(f"{path}: use_ema applies to training checkpoints of inceptionnext.train only")
-    return ModelFile(path, 'state dict', unwrap_state_dict(obj, path))
+        if ema is None:
+            raise CheckpointError(f"{path}: holds no EMA weights (no {' or '.join(EMA_KEYS)} entry)")
+        return obj[ema]
+    return obj[plain] if plain and ema else obj
 
 
 def _classifier_classes(state_dict: Mapping[str, torch.Tensor], classifier: Any) -> Optional[int]:
@@ -150,13 +170,18 @@ def load_model(path: PathLike, model_name: Optional[str] = None, *, num_classes:
     check_model_name(name)
     cfg = timm.models.get_pretrained_cfg(name)
     cfg = dict(cfg.to_dict() if cfg is not None else {}, **mf.pretrained_cfg)
-    found = mf.num_classes or _classifier_classes(mf.state_dict, cfg.get('classifier'))
+    found = mf.num_classes if mf.num_classes is not None else _classifier_classes(mf.state_dict,
+                                                                                  cfg.get('classifier'))
     if num_classes is not None and found is not None and num_classes != found:
         raise CheckpointError(f"{path}: its classifier has {found} classes, not num_classes={num_classes}")
-    classes = num_classes or found or 1000
+    classes = next(n for n in (num_classes, found, 1000) if n is not None)
     in_chans = mf.in_chans or _first_conv_channels(mf.state_dict, cfg.get('first_conv')) or 3
-    model = timm.create_model(name, num_classes=classes, in_chans=in_chans,
-                              pretrained_cfg_overlay=_cfg_overlay(mf.pretrained_cfg) or None, **kwargs).eval()
+    overlay = _cfg_overlay(mf.pretrained_cfg)
+    size = overlay.get('input_size') or cfg.get('input_size')
+    if size and size[0] != in_chans:
+        overlay['input_size'] = (in_chans, *size[1:])
+    model = timm.create_model(name, num_classes=classes, in_chans=in_chans, pretrained_cfg_overlay=overlay or None,
+                              **kwargs).eval()
     if deploy is None:
         deploy = mf.deploy
     foldable = any(is_metanext_block(m) for m in model.modules())
@@ -173,10 +198,11 @@ def load_model(path: PathLike, model_name: Optional[str] = None, *, num_classes:
 
 
 def save_model(model: nn.Module, path: PathLike, model_name: Optional[str] = None,
-               label_names: Optional[List[str]] = None) -> Path:
+               label_names: Optional[List[str]] = None, check: Optional[Callable[[str], None]] = None) -> Path:
     """Write `model`'s weights with the record that rebuilds it: safetensors for .safetensors, else torch.save.
 
-    Written atomically. The name defaults to the one the model was built under (its pretrained config).
+    Written atomically; `check(tmp_path)` may inspect the new file (and raise) before it replaces `path`. The
+    name defaults to the one the model was built under (its pretrained config).
     """
     path = Path(path)
     if path.suffix not in WEIGHT_SUFFIXES:
@@ -190,33 +216,66 @@ def save_model(model: nn.Module, path: PathLike, model_name: Optional[str] = Non
         if len(label_names) != num_classes:
             raise ValueError(f"{len(label_names)} label names for a model with {num_classes} classes")
         cfg['label_names'] = list(label_names)
-    record = dict(format=FORMAT, version=1, model=name, num_classes=num_classes,
-                  in_chans=int(getattr(model, 'in_chans', 3)), deploy=is_folded(model),
-                  pretrained_cfg=portable_cfg(cfg, num_classes))
+    in_chans = int(getattr(model, 'in_chans', 3))
+    record = dict(format=FORMAT, version=1, model=name, num_classes=num_classes, in_chans=in_chans,
+                  deploy=is_folded(model), pretrained_cfg=portable_cfg(cfg, num_classes, in_chans))
     state_dict = model.state_dict()
     if path.suffix == '.safetensors':
         from safetensors.torch import save_file
         tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
         metadata = {'format': FORMAT, 'record': json.dumps(record)}
-        return write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-    record['state_dict'] = {k: v.detach().cpu() for k, v in state_dict.items()}
-    return write_atomically(path, lambda tmp: torch.save(record, tmp))
+        write = lambda tmp: save_file(tensors, tmp, metadata=metadata)  # noqa: E731
+    else:
+        record['state_dict'] = {k: v.detach().cpu() for k, v in state_dict.items()}
+        write = lambda tmp: torch.save(record, tmp)  # noqa: E731
+
+    def write_and_check(tmp: str) -> None:
+        write(tmp)
+        if check is not None:
+            check(tmp)
+    return write_atomically(path, write_and_check)
+
+
+@dataclass
+class ConvertResult:
+    model: nn.Module                       # the model as written
+    path: Path
+    max_abs_diff: Optional[float] = None   # read-back outputs vs the source model (None: not verified)
 
 
 def convert(src: PathLike, dst: PathLike, model_name: Optional[str] = None, *, deploy: bool = False,
-            use_ema: bool = False, num_classes: Optional[int] = None) -> nn.Module:
+            use_ema: bool = False, num_classes: Optional[int] = None, verify: bool = True) -> ConvertResult:
     """Read any weight file, check it fits the model, optionally fold it, and write it with its record.
 
-    Returns the model as written, so callers can compare its outputs with the file read back.
+    With `verify` the new file is read back before it replaces `dst`: it must rebuild a model whose outputs
+    equal the converted model's exactly and, when folded here, the source model's within fp32 rounding.
     """
-    if Path(dst).suffix not in WEIGHT_SUFFIXES:
-        raise ValueError(f"{dst}: unknown weight format {Path(dst).suffix!r}; use one of {', '.join(WEIGHT_SUFFIXES)}")
-    model = load_model(src, model_name, num_classes=num_classes, use_ema=use_ema)
-    if deploy and not is_folded(model):
-        model = reparameterize_model(model, inplace=True)
-    save_model(model, dst)
-    return model
+    dst = Path(dst)
+    if dst.suffix not in WEIGHT_SUFFIXES:
+        raise ValueError(f"{dst}: unknown weight format {dst.suffix!r}; use one of {', '.join(WEIGHT_SUFFIXES)}")
+    source = load_model(src, model_name, num_classes=num_classes, use_ema=use_ema)
+    model, folded_here = source, False
+    if deploy and not is_folded(source):
+        if not any(is_metanext_block(m) for m in source.modules()):
+            raise ValueError(f"{source.pretrained_cfg.get('architecture')}: nothing to fold; deploy folds the "
+                             "BatchNorm and layer scale of InceptionNeXt (MetaNeXt) blocks")
+        model, folded_here = reparameterize_model(source), True
+    result = ConvertResult(model, dst)
+
+    def check(tmp: str) -> None:
+        size = list(model.pretrained_cfg.get('input_size') or (model.in_chans, 224, 224))
+        x = torch.randn(2, *size, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            expected, got = model(x), load_model(tmp)(x)
+            if not torch.equal(got, expected):
+                raise CheckpointError(f"{dst}: read back, it does not reproduce the converted model's outputs")
+            result.max_abs_diff = float((got - source(x)).abs().max()) if folded_here else 0.0
+        if folded_here and not torch.allclose(got, source(x), rtol=1e-4, atol=1e-5):
+            raise CheckpointError(f"{dst}: the folded model differs from the source by {result.max_abs_diff:.2e}")
+
+    save_model(model, dst, check=check if verify else None)
+    return result
 
 
-__all__ = ['FORMAT', 'ModelFile', 'check_model_name', 'convert', 'load_model', 'portable_cfg', 'read_model_file',
-           'save_model']
+__all__ = ['FORMAT', 'ConvertResult', 'ModelFile', 'check_model_name', 'convert', 'load_model', 'portable_cfg',
+           'read_model_file', 'save_model']

@@ -7,6 +7,7 @@ dict to timm's `build_model_with_cfg` so that timm still adapts the classifier, 
 """
 import argparse
 import contextlib
+import errno
 import os
 import re
 import tempfile
@@ -57,6 +58,13 @@ def unwrap_state_dict(obj: Any, source: str) -> Dict[str, torch.Tensor]:
     return state_dict
 
 
+def _looks_like_safetensors(path: Path) -> bool:
+    """A safetensors file under another name: an 8-byte little-endian header length, then a JSON header."""
+    with open(path, 'rb') as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b'{' and int.from_bytes(head[:8], 'little') < path.stat().st_size
+
+
 def read_weight_file(path: PathLike) -> Tuple[Any, Dict[str, str]]:
     """What a .pth/.pt/.bin (torch, weights-only) or .safetensors file holds, as stored, and the safetensors
     metadata (empty for torch files); errors name the file and say why it cannot be read."""
@@ -66,7 +74,7 @@ def read_weight_file(path: PathLike) -> Tuple[Any, Dict[str, str]]:
     if not path.is_file():
         raise CheckpointError(f"{path}: is not a file")
     try:
-        if path.suffix == '.safetensors':
+        if path.suffix == '.safetensors' or _looks_like_safetensors(path):
             from safetensors import safe_open
             from safetensors.torch import load_file
             with safe_open(str(path), framework='pt') as f:
@@ -87,22 +95,33 @@ def load_state_dict_file(path: PathLike) -> Dict[str, torch.Tensor]:
     return unwrap_state_dict(read_weight_file(path)[0], str(path))
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
+_UMASK = _read_umask()  # read once, at import: setting it later would race with other threads creating files
+
+
 def write_atomically(path: PathLike, write: Callable[[str], None]) -> Path:
     """`write(tmp)` to a temp file beside `path`, flushed to disk, then renamed over `path`: a crash mid-write
-    leaves the previous file intact, never a truncated one."""
+    (or a `write` that raises, e.g. a failed check of the new file) leaves the previous file intact, never a
+    truncated one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    os.close(fd)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"cannot write {path}: it is a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot write {path}: {e.strerror}") from e
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes it owner-only; give it an ordinary file's mode
+    finally:
+        os.close(fd)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only; give it an ordinary file's mode
         with open(tmp, 'rb') as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -55,13 +55,13 @@ def files(tmp_path_factory):
     sd = model.state_dict()
     torch.save(sd, d / 'raw.pth')
     torch.save({'model': sd, 'epoch': 300}, d / 'official.pth')
-    torch.save({'state_dict': {f'module.{k}': v for k, v in sd.items()}, 'args': argparse.Namespace(lr=1e-3),
-                'epoch': 3}, d / 'timm_train.pth')
     save_file({k: v.contiguous() for k, v in sd.items()}, str(d / 'plain.safetensors'))
     ema = randomized(timm.create_model('inceptionnext_a', num_classes=5))
     with torch.no_grad():
         for p in ema.parameters():
             p.add_(0.01 * torch.randn_like(p))
+    torch.save({'state_dict': {f'module.{k}': v for k, v in sd.items()}, 'state_dict_ema': ema.state_dict(),
+                'args': argparse.Namespace(lr=1e-3), 'epoch': 3}, d / 'timm_train.pth')
     ckpt = make_checkpoint(
         model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), scheduler=None,
         ema=argparse.Namespace(module=ema), scaler=None, epoch=2, model_name='inceptionnext_a', num_classes=5,
@@ -294,7 +294,61 @@ def test_convert_errors_name_what_is_wrong(files, tmp_path, capsys):
     code, _, err = run(capsys, 'convert', d / 'raw.pth', tmp_path / 'x.pth', '--model', 'inceptionnext_s')
     assert code == 1 and "does not fit inceptionnext_s" in err and not (tmp_path / 'x.pth').exists()
     code, _, err = run(capsys, 'convert', d / 'raw.pth', tmp_path / 'x.pth', '--model', 'inceptionnext_a', '--use-ema')
-    assert code == 1 and "use_ema applies to training checkpoints" in err
+    assert code == 1 and "holds no EMA weights" in err
+    code, _, err = run(capsys, 'convert', d / 'raw.pth', tmp_path, '--model', 'inceptionnext_a')
+    assert code == 1 and "unknown weight format" in err
+    (tmp_path / 'dir.pth').mkdir()
+    code, _, err = run(capsys, 'convert', d / 'raw.pth', tmp_path / 'dir.pth', '--model', 'inceptionnext_a')
+    assert code == 1 and f"cannot write {tmp_path / 'dir.pth'}: it is a folder" in err
+
+
+def test_convert_deploy_refuses_a_model_with_nothing_to_fold(tmp_path, capsys):
+    torch.save(timm.create_model('resnet10t', num_classes=4).state_dict(), tmp_path / 'r.pth')
+    code, _, err = run(capsys, 'convert', tmp_path / 'r.pth', tmp_path / 'r.safetensors', '--model', 'resnet10t',
+                       '--deploy')
+    assert code == 1 and "nothing to fold" in err and not (tmp_path / 'r.safetensors').exists()
+    # without --deploy any timm model converts and rebuilds itself
+    assert run(capsys, 'convert', tmp_path / 'r.pth', tmp_path / 'r.safetensors', '--model', 'resnet10t')[0] == 0
+    assert load_model(tmp_path / 'r.safetensors').num_classes == 4
+
+
+def test_ema_weights_only_when_asked_as_timm_validate_does(files, tmp_path, capsys):
+    d, model, ema = files
+    x = torch.randn(1, 3, 64, 64)
+    for extra, ref in (((), model), (('--use-ema',), ema)):
+        assert run(capsys, 'convert', d / 'timm_train.pth', tmp_path / 'w.pth', '--model', 'inceptionnext_a',
+                   *extra)[0] == 0
+        with torch.no_grad():
+            assert torch.equal(load_model(tmp_path / 'w.pth')(x), ref(x))
+    code, _, err = run(capsys, 'predict', 'inceptionnext_a', '--weights', tmp_path / 'w.pth', '--use-ema',
+                       d / 'photo.jpg')
+    assert code == 1 and "holds one set of weights" in err
+
+
+def test_records_survive_one_input_channel_and_no_classifier(files, tmp_path, capsys):
+    d, _, _ = files
+    gray = randomized(timm.create_model('inceptionnext_a', in_chans=1, num_classes=3))
+    inceptionnext.model_file.save_model(gray, tmp_path / 'gray.safetensors', label_names=['a', 'b', 'c'])
+    rebuilt = load_model(tmp_path / 'gray.safetensors')
+    assert rebuilt.in_chans == 1 and tuple(rebuilt.pretrained_cfg['input_size']) == (1, 224, 224)
+    code, out, err = run(capsys, 'predict', 'inceptionnext_a', '--weights', tmp_path / 'gray.safetensors',
+                         d / 'photo.jpg', '--json', '--no-progress')
+    assert code == 0, err
+    top = json.loads(out)['predictions'][0]['top_k']
+    x = create_transform(input_size=(1, 224, 224), interpolation='bicubic', crop_pct=0.875, mean=(0.449,),
+                         std=(0.226,))(Image.open(d / 'photo.jpg').convert('L')).unsqueeze(0)
+    with torch.no_grad():
+        p, i = gray(x).softmax(-1).topk(3)
+    assert [t['index'] for t in top] == i[0].tolist() and [t['label'] for t in top] == ['abc'[j] for j in i[0]]
+    assert [t['probability'] for t in top] == pytest.approx(p[0].tolist(), abs=1e-4)
+    code, out, err = run(capsys, 'export', 'inceptionnext_a', '--weights', tmp_path / 'gray.safetensors', '--format',
+                         'torchscript', '--img-size', '64', '--output', tmp_path / 'gray.pt')
+    assert code == 0 and "input Nx1x64x64" in out, err
+    headless = randomized(timm.create_model('inceptionnext_a', num_classes=0))
+    inceptionnext.model_file.save_model(headless, tmp_path / 'headless.pth')
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path / 'headless.pth')(x), headless(x))
 
 
 # ------------------------------------------------------------------------------------------------ export
@@ -393,3 +447,46 @@ def test_predict_takes_a_folder_of_images(files, tmp_path, capsys):
     (tmp_path / 'empty').mkdir()
     code, _, err = run(capsys, 'predict', 'inceptionnext_a', '--weights', d / 'raw.pth', tmp_path / 'empty')
     assert code == 1 and "no image files" in err
+
+
+def test_images_are_read_upright_and_16_bit_ones_keep_their_levels(tmp_path):
+    from inceptionnext.inference import load_image
+    img = Image.new('RGB', (80, 60), (10, 200, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees on display
+    img.save(tmp_path / 'phone.jpg', exif=exif.tobytes())
+    assert load_image(tmp_path / 'phone.jpg').size == (60, 80)
+    Image.fromarray(np.full((8, 8), 128 * 257, dtype=np.uint16)).save(tmp_path / 'deep.png')
+    assert Image.open(tmp_path / 'deep.png').mode.startswith('I')
+    assert np.asarray(load_image(tmp_path / 'deep.png')).mean() == pytest.approx(128, abs=1)
+    assert load_image(tmp_path / 'phone.jpg', channels=1).mode == 'L'
+
+
+def test_bad_options_are_named(files, tmp_path, capsys):
+    d, _, _ = files
+    base = ['predict', 'inceptionnext_a', '--weights', d / 'raw.pth', d / 'photo.jpg']
+    code, _, err = run(capsys, *base, '--mean', '0.5,0.5')
+    assert code == 1 and "mean has 2 values for a model with 3 input channels" in err
+    code, _, err = run(capsys, *base, '--device', 'tpu')
+    assert code == 1 and "--device 'tpu'" in err
+    code, _, err = run(capsys, *base, '--crop-pct', '0')
+    assert code == 1 and "crop_pct must be in (0, 1]" in err
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in base] + ['--interpolation', 'fancy'])
+    assert e.value.code == 2 and "invalid choice: 'fancy'" in capsys.readouterr().err
+    code, _, err = run(capsys, 'export', 'inceptionnext_a', '--weights', d / 'raw.pth', '--opset', '13',
+                       '--output', tmp_path / 'm.onnx')
+    assert code == 1 and "opset 18 or newer" in err
+    code, _, err = run(capsys, 'export', 'inceptionnext_a', '--weights', d / 'raw.pth', '--img-size', '24',
+                       '--output', tmp_path / 'm.onnx')
+    assert code == 1 and "cannot run on a (2, 3, 24, 24) input" in err and "Kernel size" in err
+
+
+def test_model_files_answer_to_timms_name_for_the_same_architecture(files, tmp_path, capsys):
+    d, model, _ = files
+    assert run(capsys, 'convert', d / 'raw.pth', tmp_path / 'a.safetensors', '--model', 'inceptionnext_a')[0] == 0
+    code, out, err = run(capsys, 'predict', 'inception_next_atto', '--weights', tmp_path / 'a.safetensors',
+                         d / 'photo.jpg', '--json', '--no-progress')
+    assert code == 0, err
+    assert [t['index'] for t in json.loads(out)['predictions'][0]['top_k']] == expected_top(model, d / 'photo.jpg',
+                                                                                            5)[0]

@@ -14,7 +14,8 @@ from ..model_file import check_model_name, load_model
 from ..train.checkpoint import CheckpointError as TrainCheckpointError
 from ..weights import CheckpointError
 
-USER_ERRORS = (CheckpointError, TrainCheckpointError, ImageError, FileNotFoundError, ValueError)
+# input errors, each with a message naming what was wrong (OSError: files that cannot be read or written)
+USER_ERRORS = (CheckpointError, TrainCheckpointError, ImageError, OSError, ValueError)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -40,7 +41,10 @@ def model_from_args(args: argparse.Namespace, **kwargs) -> nn.Module:
 def resolve_device(name: str) -> torch.device:
     if name == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"--device {name!r}: not a device (use auto, cpu, cuda or cuda:N)") from e
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available here")
     return device

@@ -36,8 +36,8 @@ def cli(argv=None, prog: str = 'inceptionnext export') -> int:
     model = model_from_args(a)
     if a.deploy and not is_folded(model):
         model = reparameterize_model(model, inplace=True)
-    chans, height, width = model.pretrained_cfg.get('input_size') or (model.in_chans, 224, 224)
-    size = (chans, a.img_size, a.img_size) if a.img_size else (chans, height, width)
+    _, height, width = model.pretrained_cfg.get('input_size') or (3, 224, 224)
+    size = (model.in_chans, a.img_size or height, a.img_size or width)
     output = a.output or f"{a.model}{'_deploy' if a.deploy else ''}{SUFFIXES[a.format]}"
     report = export_model(model, output, a.format, input_size=size, batch_size=a.batch_size,
                           dynamic_batch=not a.static_batch, opset=a.opset, check=a.check, atol=a.atol, rtol=a.rtol)

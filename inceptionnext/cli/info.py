@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from ..models.complexity import count_params_and_macs
-from ..models.layers import DWConv2d, InceptionDWConv2d, PartialDWConv2d
+from ..models.layers import DWConv2d, PartialDWConv2d
 from ..models.zoo import get_entry, paper_figures
 from ..model_file import check_model_name
 from .common import reports_errors
@@ -22,8 +22,9 @@ PREPROCESSING_KEYS = ('input_size', 'interpolation', 'crop_pct', 'crop_mode', 'm
 
 
 def describe_mixer(mixer: nn.Module) -> str:
-    """A token mixer in words: which channels each branch convolves with which kernel."""
-    if isinstance(mixer, InceptionDWConv2d):
+    """A token mixer in words: which channels each branch convolves with which kernel (ours, or timm's
+    InceptionDWConv2d, which has the same parts)."""
+    if hasattr(mixer, 'split_indexes') and hasattr(mixer, 'dwconv_hw'):
         ident, *branches = mixer.split_indexes
         kernels = ['x'.join(map(str, c.kernel_size)) for c in (mixer.dwconv_hw, mixer.dwconv_w, mixer.dwconv_h)]
         return f"identity {ident} | " + " | ".join(f"{k} on {n}" for k, n in zip(kernels, branches))
@@ -37,7 +38,7 @@ def describe_mixer(mixer: nn.Module) -> str:
 
 def _first_mixer(stage: nn.Module) -> nn.Module:
     for m in stage.modules():
-        if isinstance(m, (InceptionDWConv2d, PartialDWConv2d, DWConv2d)):
+        if isinstance(m, (PartialDWConv2d, DWConv2d)) or hasattr(m, 'split_indexes'):
             return m
     return nn.Identity()
 

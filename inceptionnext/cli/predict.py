@@ -9,6 +9,8 @@ import json
 from ..inference import classify_files
 from .common import add_model_args, model_from_args, reports_errors, resolve_device
 
+INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos')
+
 
 def floats(text):
     return tuple(float(v) for v in text.replace(',', ' ').split())
@@ -23,8 +25,9 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
     p.add_argument('--device', default='auto', help="auto, cpu, cuda or cuda:N")
     p.add_argument('--img-size', type=int, default=None, help="override the weights' input size")
     p.add_argument('--crop-pct', type=float, default=None, help="override the weights' center-crop fraction")
-    p.add_argument('--interpolation', default=None, help="override the weights' resize interpolation")
-    p.add_argument('--mean', type=floats, default=None, help="override the normalization mean, e.g. '0.5,0.5,0.5'")
+    p.add_argument('--interpolation', default=None, choices=INTERPOLATIONS,
+                   help="override the weights' resize interpolation")
+    p.add_argument('--mean', type=floats, default=None, help="override the normalization mean, one value per channel: '0.5,0.5,0.5'")
     p.add_argument('--std', type=floats, default=None)
     p.add_argument('--json', action='store_true', help="print the predictions as JSON")
     p.add_argument('--no-progress', action='store_true')

@@ -47,7 +47,7 @@ def cli(argv=None, prog: str = "inceptionnext validate") -> int:
         r = run_validation(a.model, a.checkpoint, a.data_dir, a.dataset, a.num_classes, a.use_ema, a.batch_size,
                            a.workers, a.amp, a.channels_last, a.device, a.img_size, a.crop_pct, a.interpolation,
                            a.mean, a.std, a.bad_images, progress=not a.no_progress)
-    except (DataError, CheckpointError, TrainError, FileNotFoundError) as e:
+    except (DataError, CheckpointError, TrainError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1
     dc = r["data_config"]
