@@ -8,11 +8,12 @@ a file that fails its check is never left behind.
 """
 import contextlib
 import copy
+import json
 import os
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -88,6 +89,18 @@ def _quiet_tracing():
         yield
 
 
+def _onnx_metadata(model: nn.Module) -> Dict[str, str]:
+    """What a runtime needs beside the graph: the model's name and its preprocessing and class names (the
+    pretrained config, as `inceptionnext.model_file` records it), as ONNX metadata properties."""
+    from .model_file import portable_cfg
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    num_classes, in_chans = getattr(model, "num_classes", None), getattr(model, "in_chans", 3)
+    out = {"inceptionnext.pretrained_cfg": json.dumps(portable_cfg(cfg, num_classes, in_chans))}
+    if cfg.get("architecture"):
+        out["inceptionnext.model"] = str(cfg["architecture"])
+    return out
+
+
 def _export(plain: nn.Module, fmt: str, x: torch.Tensor, dynamic_batch: bool, opset: Optional[int]):
     """Trace `plain` on `x`; returns a function that saves the result to a given path."""
     dynamic = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
@@ -95,6 +108,7 @@ def _export(plain: nn.Module, fmt: str, x: torch.Tensor, dynamic_batch: bool, op
         program = torch.onnx.export(
             plain, (x,), None, dynamo=True, verbose=False, input_names=["input"], output_names=["logits"],
             opset_version=opset, dynamic_shapes=dynamic)
+        program.model.metadata_props.update(_onnx_metadata(plain))
         return lambda tmp: program.save(tmp, external_data=False)  # one self-contained file
     if fmt == "torchscript":
         with _quiet_tracing():

@@ -1,6 +1,7 @@
 """Export to ONNX / TorchScript / torch.export: the files reload, run at another batch size and match the model,
 folded models export with plain ops only, the caller's model is untouched, and failures are ExportErrors."""
 import copy
+import json
 import sys
 
 import pytest
@@ -198,3 +199,13 @@ def test_missing_onnx_packages_say_what_to_install(model, tmp_path, monkeypatch,
     with pytest.raises(ExportError, match=rf"{hint}.*inceptionnext\[export\]|inceptionnext\[export\].*{hint}"):
         export_model(model, tmp_path / "m.onnx", "onnx", input_size=INPUT_SIZE)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_onnx_file_carries_the_preprocessing_and_model_name(model, tmp_path):
+    import onnx
+    export_model(model, tmp_path / "m.onnx", "onnx", input_size=(3, 32, 32), check=False)
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    cfg = json.loads(props["inceptionnext.pretrained_cfg"])
+    assert props["inceptionnext.model"] == "inceptionnext_a"
+    assert cfg["num_classes"] == 10 and cfg["input_size"] == [3, 224, 224] and cfg["crop_pct"] == 0.875
+    assert cfg["mean"] == [0.485, 0.456, 0.406] and cfg["interpolation"] == "bicubic" and "url" not in cfg
