@@ -34,7 +34,7 @@ def check_image(path) -> None:
 
 def load_image(path, channels: int = 3) -> Image.Image:
     """The image fully decoded (so a truncated file fails here, naming it), turned upright by its EXIF
-    orientation, as RGB (3 channels) or grayscale (1); 16-bit and 32-bit images are scaled to 8 bits."""
+    orientation, as RGB (3 channels) or grayscale (1); 16-bit integer images are scaled to 8 bits."""
     path = Path(path)
     if channels not in (1, 3):
         raise ImageError(f"images can feed models with 1 or 3 input channels, not {channels}")

@@ -23,7 +23,7 @@ from .weights import (CheckpointError, PathLike, describe_mismatch, read_weight_
                       write_atomically)
 
 FORMAT = 'inceptionnext.model'
-TRAINING_FORMAT = 'inceptionnext.train'
+TRAINING_FORMAT = 'inceptionnext.train'  # what inceptionnext.train.checkpoint writes
 EMA_KEYS = ('state_dict_ema', 'model_ema')
 WEIGHT_SUFFIXES = ('.safetensors', '.pth', '.pt', '.bin')
 # Pretrained-config keys that say where the original weights came from: they do not describe a saved file.
@@ -112,11 +112,12 @@ def read_model_file(path: PathLike, use_ema: bool = False) -> ModelFile:
     """
     path = str(path)
     obj, metadata = read_weight_file(path)
-    if metadata.get('format') == FORMAT or (isinstance(obj, Mapping) and obj.get('format') == FORMAT):
+    in_metadata = metadata.get('format') == FORMAT  # safetensors; a .pth carries the record beside its weights
+    if in_metadata or (isinstance(obj, Mapping) and obj.get('format') == FORMAT):
         if use_ema:
             raise CheckpointError(f"{path}: a converted model file holds one set of weights; drop use_ema")
         try:
-            record = json.loads(metadata['record']) if metadata.get('format') == FORMAT else obj
+            record = json.loads(metadata['record']) if in_metadata else obj
             state_dict = unwrap_state_dict(obj, path)
             return ModelFile(path, 'model file', state_dict, record['model'], int(record['num_classes']),
                              int(record['in_chans']), bool(record['deploy']), dict(record.get('pretrained_cfg') or {}))

@@ -28,6 +28,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--use-ema', action='store_true', help="the EMA weights of a training checkpoint")
 
 
+def floats(text: str):
+    """'0.5,0.5,0.5' (or space-separated inside quotes) as a tuple of floats, for --mean/--std."""
+    return tuple(float(v) for v in text.replace(',', ' ').split())
+
+
 def model_from_args(args: argparse.Namespace, **kwargs) -> nn.Module:
     """The eval-mode model the arguments name, with its weights."""
     if args.weights:

@@ -48,5 +48,3 @@ def cli(argv=None, prog: str = 'inceptionnext export') -> int:
                  f"{report.max_abs_diff:.2e}")
     print(line)
     return 0
-
-

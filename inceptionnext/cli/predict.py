@@ -7,19 +7,16 @@ import argparse
 import json
 
 from ..inference import classify_files
-from .common import add_model_args, model_from_args, reports_errors, resolve_device
+from .common import add_model_args, floats, model_from_args, reports_errors, resolve_device
 
 INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos')
-
-
-def floats(text):
-    return tuple(float(v) for v in text.replace(',', ' ').split())
 
 
 def build_parser(prog=None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0].split(': ', 1)[1])
     add_model_args(p)
-    p.add_argument('images', nargs='+', metavar='IMAGE', help="image files (JPEG, PNG, or anything PIL reads), or folders of them")
+    p.add_argument('images', nargs='+', metavar='IMAGE',
+                   help="image files (JPEG, PNG, or anything PIL reads), or folders of them")
     p.add_argument('--top-k', '--topk', dest='top_k', type=int, default=5, help="classes to show per image")
     p.add_argument('--batch-size', '-b', type=int, default=16)
     p.add_argument('--device', default='auto', help="auto, cpu, cuda or cuda:N")
@@ -27,7 +24,8 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
     p.add_argument('--crop-pct', type=float, default=None, help="override the weights' center-crop fraction")
     p.add_argument('--interpolation', default=None, choices=INTERPOLATIONS,
                    help="override the weights' resize interpolation")
-    p.add_argument('--mean', type=floats, default=None, help="override the normalization mean, one value per channel: '0.5,0.5,0.5'")
+    p.add_argument('--mean', type=floats, default=None,
+                   help="override the normalization mean, one value per channel: '0.5,0.5,0.5'")
     p.add_argument('--std', type=floats, default=None)
     p.add_argument('--json', action='store_true', help="print the predictions as JSON")
     p.add_argument('--no-progress', action='store_true')

@@ -9,10 +9,7 @@ import sys
 
 from ..train import CheckpointError, DataError, TrainError
 from ..train.evaluate import run_validation
-
-
-def floats(text):
-    return tuple(float(v) for v in text.replace(",", " ").split())
+from .common import floats
 
 
 def build_parser(prog=None):

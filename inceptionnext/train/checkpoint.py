@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
+from ..model_file import TRAINING_FORMAT
 from ..weights import describe_mismatch, write_atomically
 
 FORMAT_VERSION = 1
@@ -63,17 +64,6 @@ def load_checkpoint_file(path: str) -> Dict[str, Any]:
     return ckpt
 
 
-def is_training_checkpoint(path: str) -> bool:
-    """True for a file this engine wrote (so its own metadata, e.g. num_classes, can be trusted)."""
-    if path.endswith(".safetensors"):
-        return False
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        return False
-    return isinstance(ckpt, dict) and ckpt.get("format") == "inceptionnext.train" and "state_dict" in ckpt
-
-
 def read_checkpoint_config(path: str) -> Dict[str, Any]:
     """The config a checkpoint was trained with, minus the keys that only described that one process."""
     cfg = dict(load_checkpoint_file(path).get("config") or {})
@@ -101,7 +91,7 @@ def make_checkpoint(*, model, optimizer, scheduler, ema, scaler, epoch: int, mod
                     rng: List[Dict[str, Any]], data_config: Dict[str, Any],
                     class_to_idx: Optional[Dict[str, int]] = None) -> Dict[str, Any]:
     return {
-        "format": "inceptionnext.train",
+        "format": TRAINING_FORMAT,
         "version": FORMAT_VERSION,
         "arch": model_name,
         "num_classes": num_classes,

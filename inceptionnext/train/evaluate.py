@@ -19,33 +19,17 @@ from .engine import TrainError, create_model, evaluate
 
 def load_for_eval(model_name: str, checkpoint: Optional[str] = None, num_classes: Optional[int] = None,
                   use_ema: bool = False) -> Tuple[nn.Module, Dict[str, Any]]:
-    """The model with its weights, and what the checkpoint says about itself (data config, class map).
+    """The model with its weights (through `model_file.load_model`), and the class map its file records.
 
-    This engine's checkpoints carry their class count, class map and preprocessing; files written by
-    `inceptionnext convert` rebuild themselves (folded ones included) and may carry class names; any other file
-    (official .pth, timm/hub state dict, safetensors) has its class count read off its classifier. No
-    checkpoint means the model's own pretrained weights.
+    This engine's checkpoints carry their class count, class map and preprocessing (which lands in the model's
+    pretrained config); files written by `inceptionnext convert` rebuild themselves (folded ones included) and
+    may carry class names; any other file (official .pth, timm/hub state dict, safetensors) has its class count
+    read off its classifier. No checkpoint means the model's own pretrained weights.
     """
     if checkpoint is None:
         return create_model(model_name, num_classes or 1000, pretrained=True), {}
-    if ckpt_lib.is_training_checkpoint(checkpoint):
-        ckpt = ckpt_lib.load_checkpoint_file(checkpoint)
-        classes = ckpt["num_classes"]
-        if num_classes is not None and num_classes != classes:
-            raise ckpt_lib.CheckpointError(f"{checkpoint} has {classes} classes, not num_classes={num_classes}")
-        model = create_model(model_name, classes)
-        key = "state_dict"
-        if use_ema:
-            if ckpt.get("state_dict_ema") is None:
-                raise ckpt_lib.CheckpointError(f"{checkpoint} holds no EMA weights (trained with ema: false)")
-            key = "state_dict_ema"
-        ckpt_lib.check_fits({**ckpt, "state_dict": ckpt[key]}, checkpoint, model, model_name, classes)
-        model.load_state_dict(ckpt[key])
-        info = {"data_config": ckpt.get("data_config"), "class_to_idx": ckpt.get("class_to_idx"),
-                "epoch": ckpt.get("epoch"), "arch": ckpt.get("arch"), "weights": key}
-        return model, info
     try:
-        model = load_model(checkpoint, model_name, num_classes=num_classes)
+        model = load_model(checkpoint, model_name, num_classes=num_classes, use_ema=use_ema)
     except CheckpointError as e:
         raise ckpt_lib.CheckpointError(str(e)) from e
     names = model.pretrained_cfg.get("label_names")
@@ -66,8 +50,7 @@ def run_validation(model_name: str, checkpoint: Optional[str] = None, data_dir: 
     model, info = load_for_eval(model_name, checkpoint, num_classes, use_ema)
     overrides = {"img_size": img_size, "crop_pct": crop_pct, "interpolation": interpolation, "mean": mean,
                  "std": std}
-    base = info.get("data_config")
-    data_cfg = resolve_data_config(overrides, pretrained_cfg=dict(base) if base else None, model=model)
+    data_cfg = resolve_data_config(overrides, model=model)
     if dataset == "digits":
         ds = DigitsDataset("val", data_cfg["input_size"][1])
     else:
