@@ -183,6 +183,15 @@ def fold_metanext_block(block: nn.Module) -> bool:
 _MKLDNN_CONV = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
 
 
+def _mkldnn_bf16_supported() -> bool:
+    """oneDNN's bf16 convolutions need AVX-512 (BW/VL/DQ) or AVX-NE-CONVERT; an AVX2-only CPU has neither."""
+    check = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except RuntimeError:
+        return False
+
+
 def _exact_gelu(act: nn.Module) -> bool:
     return isinstance(act, nn.GELU) and act.approximate == "none"
 
@@ -222,6 +231,8 @@ class FusedMetaNeXtBlock(nn.Module):
     def _use_fused(self, x: torch.Tensor, shortcut: torch.Tensor) -> bool:
         if not self._fusable or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16):
             return False
+        if x.dtype == torch.bfloat16 and not _mkldnn_bf16_supported():
+            return False  # the plain modules take PyTorch's own bf16 path on such a CPU
         if torch.compiler.is_compiling():
             return False  # the oneDNN ops have no fake-tensor kernel (graph break); the compiler fuses the plain path
         if torch.jit.is_tracing():
