@@ -16,6 +16,8 @@ import torch
 from PIL import Image
 from timm.data import ImageDataset, Mixup, FastCollateMixup, create_loader, create_transform
 
+from .augment import fix_posterize
+
 _logger = logging.getLogger(__name__)
 
 IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
@@ -191,9 +193,9 @@ def build_train_loader(dataset, cfg, data_cfg: Dict[str, Any], device: torch.dev
     """timm's training loader: RandAugment, random erasing, RandomResizedCrop; the GPU prefetcher on CUDA.
 
     Workers are not persistent: each epoch's workers are seeded from the main RNG, which the checkpoint saves,
-    so a resumed run draws the same augmentations as an uninterrupted one.
+    so a resumed run draws the same augmentations as an uninterrupted one. Posterize is made safe for Pillow 13.
     """
-    return create_loader(
+    loader = create_loader(
         dataset, input_size=data_cfg["input_size"], batch_size=cfg.batch_size, is_training=True,
         re_prob=cfg.reprob, re_mode=cfg.remode, re_count=cfg.recount, scale=cfg.scale, ratio=cfg.ratio,
         hflip=cfg.hflip, color_jitter=cfg.color_jitter, auto_augment=cfg.aa,
@@ -202,6 +204,8 @@ def build_train_loader(dataset, cfg, data_cfg: Dict[str, Any], device: torch.dev
         pin_memory=cfg.pin_memory and device.type == "cuda", device=device,
         use_prefetcher=device.type == "cuda", persistent_workers=False,
     )
+    fix_posterize(dataset.transform)  # create_loader set it; workers start later, with the fixed ops
+    return loader
 
 
 def build_eval_loader(dataset, data_cfg: Dict[str, Any], batch_size: int, workers: int, device: torch.device,
