@@ -88,17 +88,17 @@ def parse_args(argv=None, prog: Optional[str] = None) -> argparse.Namespace:
     p.add_argument("--model", "-m", default=DEFAULT_MODELS, help="comma-separated timm model names")
     p.add_argument("--bench", default="inference", choices=["inference", "train", "both", "mixer", "all"],
                    help="what to time; 'mixer' times each MetaNeXt model's first token mixer alone, 'all' everything")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--batch-size", "-b", type=int, default=128)
-    p.add_argument("--img-size", type=int, default=224)
-    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where to time")
+    p.add_argument("--batch-size", "-b", type=int, default=128, help="images per step")
+    p.add_argument("--img-size", type=int, default=224, help="input side in pixels")
+    p.add_argument("--num-classes", type=int, default=1000, help="classifier outputs")
     p.add_argument("--amp-dtype", default="float32", choices=list(AMP_DTYPES),
                    help="float32 runs without autocast; bfloat16/float16 under torch.autocast")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format for model and input")
     p.add_argument("--torchcompile", nargs="?", const="inductor", default=None, help="torch.compile backend")
     p.add_argument("--torchcompile-mode", default=None, help="torch.compile mode, e.g. max-autotune")
-    p.add_argument("--num-warm-iter", type=int, default=10)
-    p.add_argument("--num-bench-iter", type=int, default=40)
+    p.add_argument("--num-warm-iter", type=int, default=10, help="untimed steps first")
+    p.add_argument("--num-bench-iter", type=int, default=40, help="timed steps")
     p.add_argument("--repeats", type=int, default=1,
                    help="run the whole model list this many times, interleaved (steadier on a shared machine)")
     p.add_argument("--interleave", action="store_true",
@@ -106,12 +106,12 @@ def parse_args(argv=None, prog: Optional[str] = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for CPU runs")
     p.add_argument("--variants", default="all",
                    help="our variants to run: 'all' or a comma list of fast,ref,folded,unfolded")
-    p.add_argument("--results-file", default="", help="write the rows and environment as JSON here")
-    p.add_argument("--plot", default="", help="draw throughput vs the paper's top-1 as a PNG here")
-    p.add_argument("--plot-bench", default="", help="which bench the plot shows (default: the first measured)")
+    p.add_argument("--results-file", default=None, help="write the rows and environment as JSON here")
+    p.add_argument("--plot", default=None, help="draw throughput vs the paper's top-1 as a PNG here")
+    p.add_argument("--plot-bench", default=None, help="which bench the plot shows; None: the first measured")
     p.add_argument("--no-cpu-memory", dest="cpu_memory", action="store_false",
                    help="skip the profiled extra step that measures peak memory on CPU")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     args.models = [m.strip() for m in args.model.split(",") if m.strip()]
     if not args.models:

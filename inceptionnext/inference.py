@@ -11,6 +11,8 @@ from timm.data import ImageNetInfo, create_transform, infer_imagenet_subset, res
 from timm.data.readers.img_extensions import get_img_extensions
 from tqdm import tqdm
 
+from .models.model_api import check_img_size
+
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
@@ -89,6 +91,7 @@ def data_config_for(model: nn.Module, overrides: Optional[Dict[str, Any]] = None
         given = (overrides or {}).get(key)
         if given is not None and len(given) not in (1, model.in_chans):
             raise ValueError(f"{key} has {len(given)} values for a model with {model.in_chans} input channels")
+    check_img_size(model, (overrides or {}).get('img_size'), 'img_size')
     crop_pct = (overrides or {}).get('crop_pct')
     if crop_pct is not None and not 0 < crop_pct <= 1:  # timm would quietly ignore a 0
         raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")

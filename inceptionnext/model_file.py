@@ -19,8 +19,8 @@ import torch
 import torch.nn as nn
 
 from .deploy import is_folded, is_metanext_block, reparameterize_model
-from .weights import (CheckpointError, PathLike, describe_mismatch, read_weight_file, unwrap_state_dict,
-                      write_atomically)
+from .weights import (CheckpointError, PathLike, describe_mismatch, read_weight_file, scored_weights_key,
+                      unwrap_state_dict, write_atomically)
 
 FORMAT = 'inceptionnext.model'
 TRAINING_FORMAT = 'inceptionnext.train'  # what inceptionnext.train.checkpoint writes
@@ -41,6 +41,25 @@ class ModelFile:
     in_chans: Optional[int] = None
     deploy: Optional[bool] = None
     pretrained_cfg: Dict[str, Any] = field(default_factory=dict)
+    weights_key: Optional[str] = None  # the checkpoint entry the weights came from (None: the file is the weights)
+    scored_key: Optional[str] = None   # the entry that was scored best in training, where the file has several
+
+
+EMA_CHOICE_HELP = ("default: the weights scored best in training (a checkpoint's EMA weights when its run kept "
+                   "and scored them)")
+
+
+def describe_weights(mf: ModelFile) -> str:
+    """Which weights of the file were loaded, in words, for the tools to print."""
+    if mf.weights_key is None:
+        return f"{mf.path} ({mf.kind})"
+    ema = mf.weights_key in EMA_KEYS
+    what = f"{'EMA' if ema else 'model'} weights ({mf.weights_key}) of {mf.path}"
+    if mf.scored_key is None:
+        return what
+    if mf.weights_key == mf.scored_key:
+        return what + ", the ones scored best in training"
+    return what + f", not the {'EMA' if mf.scored_key in EMA_KEYS else 'model'} weights scored best in training"
 
 
 def check_model_name(name: str) -> str:
@@ -91,24 +110,49 @@ def _cfg_overlay(cfg: Mapping[str, Any]) -> Dict[str, Any]:
             for k, v in cfg.items() if k not in _SOURCE_KEYS and k != 'architecture'}
 
 
-def _from_training_checkpoint(path: str, obj: Mapping[str, Any], use_ema: bool) -> ModelFile:
-    key = 'state_dict_ema' if use_ema else 'state_dict'
-    if obj.get(key) is None:
+def _entries(obj: Mapping[str, Any]) -> List[str]:
+    return [k for k in EMA_KEYS + ('state_dict', 'model') if isinstance(obj.get(k), Mapping)]
+
+
+def _choose_weights(path: str, obj: Mapping[str, Any], use_ema: Optional[bool]) -> Optional[str]:
+    """The checkpoint entry to load: the scored one by default (`weights.scored_weights_key`), the EMA or the
+    model weights when `use_ema` says which; None for a file that is a plain state dict."""
+    entries = _entries(obj)
+    if not entries:
+        if use_ema:
+            raise CheckpointError(f"{path}: holds no EMA weights (no {' or '.join(EMA_KEYS)} entry)")
+        return None
+    if use_ema is None:
+        return scored_weights_key(obj)
+    wanted = [k for k in entries if (k in EMA_KEYS) == use_ema]
+    if not wanted:
         raise CheckpointError(f"{path}: holds no EMA weights (trained with ema: false)" if use_ema else
-                              f"{path}: training checkpoint without weights")
+                              f"{path}: holds only EMA weights; drop --no-ema")
+    return wanted[0]
+
+
+def _from_training_checkpoint(path: str, obj: Mapping[str, Any], use_ema: Optional[bool]) -> ModelFile:
+    if obj.get('state_dict') is None:
+        raise CheckpointError(f"{path}: training checkpoint without weights")
+    key = _choose_weights(path, obj, use_ema)
     cfg = dict(obj.get('data_config') or {})
     class_to_idx = obj.get('class_to_idx')
     if class_to_idx:
         cfg['label_names'] = [name for name, _ in sorted(class_to_idx.items(), key=lambda kv: kv[1])]
     return ModelFile(path, 'training checkpoint', unwrap_state_dict(obj[key], path), obj.get('arch'),
-                     obj.get('num_classes'), None, False, cfg)
+                     obj.get('num_classes'), None, False, cfg, key, _scored_if_several(obj))
 
 
-def read_model_file(path: PathLike, use_ema: bool = False) -> ModelFile:
+def _scored_if_several(obj: Mapping[str, Any]) -> Optional[str]:
+    return scored_weights_key(obj) if len(_entries(obj)) > 1 else None
+
+
+def read_model_file(path: PathLike, use_ema: Optional[bool] = None) -> ModelFile:
     """Read any weight file the library loads, with its record of the model where it has one.
 
-    `use_ema` picks the EMA weights of a checkpoint that has them (an error when it has none); without it a
-    checkpoint's model weights are read, as timm's validate.py does.
+    Of a checkpoint holding model and EMA weights, the ones scored best in training are read (this engine's
+    checkpoints record which; others: the EMA weights, which timm's train.py scores and its loaders take);
+    `use_ema` True or False picks the EMA or the model weights instead (an error when the file lacks them).
     """
     path = str(path)
     obj, metadata = read_weight_file(path)
@@ -125,21 +169,11 @@ def read_model_file(path: PathLike, use_ema: bool = False) -> ModelFile:
             raise CheckpointError(f"{path}: its model record is damaged ({type(e).__name__}: {e})") from e
     if isinstance(obj, Mapping) and obj.get('format') == TRAINING_FORMAT:
         return _from_training_checkpoint(path, obj, use_ema)
-    return ModelFile(path, 'state dict', unwrap_state_dict(_pick_weights(path, obj, use_ema), path))
-
-
-def _pick_weights(path: str, obj: Any, use_ema: bool) -> Any:
-    """A foreign checkpoint holding both model and EMA weights (timm's train.py): the model's, as timm's
-    validate.py and inference.py take them, unless `use_ema`."""
     if not isinstance(obj, Mapping):
-        return obj
-    ema = next((k for k in EMA_KEYS if isinstance(obj.get(k), Mapping)), None)
-    plain = next((k for k in ('state_dict', 'model') if isinstance(obj.get(k), Mapping)), None)
-    if use_ema:
-        if ema is None:
-            raise CheckpointError(f"{path}: holds no EMA weights (no {' or '.join(EMA_KEYS)} entry)")
-        return obj[ema]
-    return obj[plain] if plain and ema else obj
+        return ModelFile(path, 'state dict', unwrap_state_dict(obj, path))
+    key = _choose_weights(path, obj, use_ema)
+    return ModelFile(path, 'state dict', unwrap_state_dict(obj[key] if key else obj, path), weights_key=key,
+                     scored_key=_scored_if_several(obj))
 
 
 def _classifier_classes(state_dict: Mapping[str, torch.Tensor], classifier: Any) -> Optional[int]:
@@ -154,12 +188,13 @@ def _first_conv_channels(state_dict: Mapping[str, torch.Tensor], first_conv: Any
 
 
 def load_model(path: PathLike, model_name: Optional[str] = None, *, num_classes: Optional[int] = None,
-               use_ema: bool = False, deploy: Optional[bool] = None, **kwargs: Any) -> nn.Module:
+               use_ema: Optional[bool] = None, deploy: Optional[bool] = None, **kwargs: Any) -> nn.Module:
     """An eval-mode model with the weights of `path`, rebuilt from the file's record.
 
     `model_name` is needed only for files without a record, and must agree with the record otherwise. Folded
     weights are detected (from the record, else from the keys) and the model is folded before loading, unless
-    `deploy` says which. Other kwargs go to `timm.create_model` (e.g. `fast_path`, `drop_rate`).
+    `deploy` says which. `use_ema` as in `read_model_file`; `model.weights_note` says which weights were
+    loaded. Other kwargs go to `timm.create_model` (e.g. `fast_path`, `drop_rate`).
     """
     mf = read_model_file(path, use_ema)
     if model_name and mf.model_name and not _same_model(model_name, mf.model_name):
@@ -195,6 +230,7 @@ def load_model(path: PathLike, model_name: Optional[str] = None, *, num_classes:
         model.load_state_dict(mf.state_dict)
     except (CheckpointError, RuntimeError) as e:
         raise CheckpointError(f"{path}: {e}".replace('state dict: ', '')) from e
+    model.weights_note = describe_weights(mf)
     return model
 
 
@@ -245,7 +281,7 @@ class ConvertResult:
 
 
 def convert(src: PathLike, dst: PathLike, model_name: Optional[str] = None, *, deploy: bool = False,
-            use_ema: bool = False, num_classes: Optional[int] = None, verify: bool = True) -> ConvertResult:
+            use_ema: Optional[bool] = None, num_classes: Optional[int] = None, verify: bool = True) -> ConvertResult:
     """Read any weight file, check it fits the model, optionally fold it, and write it with its record.
 
     With `verify` the new file is read back before it replaces `dst`: it must rebuild a model whose outputs
@@ -253,7 +289,10 @@ def convert(src: PathLike, dst: PathLike, model_name: Optional[str] = None, *, d
     """
     dst = Path(dst)
     if dst.suffix not in WEIGHT_SUFFIXES:
-        raise ValueError(f"{dst}: unknown weight format {dst.suffix!r}; use one of {', '.join(WEIGHT_SUFFIXES)}")
+        graph = dst.suffix in ('.onnx', '.pt2', '.ts', '.torchscript')
+        raise ValueError(f"{dst}: unknown weight format {dst.suffix!r}; use one of {', '.join(WEIGHT_SUFFIXES)}"
+                         + ("; an ONNX, TorchScript or torch.export file is written by `inceptionnext export`"
+                            if graph else ""))
     source = load_model(src, model_name, num_classes=num_classes, use_ema=use_ema)
     model, folded_here = source, False
     if deploy and not is_folded(source):
@@ -278,5 +317,5 @@ def convert(src: PathLike, dst: PathLike, model_name: Optional[str] = None, *, d
     return result
 
 
-__all__ = ['FORMAT', 'ConvertResult', 'ModelFile', 'check_model_name', 'convert', 'load_model', 'portable_cfg',
-           'read_model_file', 'save_model']
+__all__ = ['FORMAT', 'ConvertResult', 'ModelFile', 'check_model_name', 'convert', 'describe_weights', 'load_model',
+           'portable_cfg', 'read_model_file', 'save_model']

@@ -35,14 +35,33 @@ class CheckpointError(ValueError):
 # reading files
 
 
+def scored_weights_key(obj: Mapping[str, Any]) -> Optional[str]:
+    """Which weights of a training checkpoint were scored best, and so are the ones to load by default.
+
+    This engine's checkpoints record it (``scored_weights``); older ones say it through their config (EMA on
+    and best_on not "model"). Any other checkpoint: its EMA weights when it has them (timm's train.py scores
+    the EMA copy when there is one, and timm's loaders take it), else its model weights.
+    """
+    key = obj.get('scored_weights')
+    if isinstance(key, str) and isinstance(obj.get(key), Mapping):
+        return key
+    config = obj.get('config')
+    if isinstance(config, Mapping) and 'best_on' in config:
+        ema_scored = bool(config.get('ema')) and config.get('best_on') != 'model'
+        key = 'state_dict_ema' if ema_scored else 'state_dict'
+        if isinstance(obj.get(key), Mapping):
+            return key
+    return next((k for k in CHECKPOINT_KEYS if isinstance(obj.get(k), Mapping)), None)
+
+
 def unwrap_state_dict(obj: Any, source: str) -> Dict[str, torch.Tensor]:
-    """The state dict inside a training checkpoint (EMA first, as timm) or a plain one, wrapper prefixes removed."""
+    """The state dict inside a training checkpoint (the weights scored best: `scored_weights_key`) or a plain
+    one, wrapper prefixes removed."""
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{source}: holds a {type(obj).__name__}, not a state dict or training checkpoint")
-    for key in CHECKPOINT_KEYS:
-        if isinstance(obj.get(key), Mapping):
-            obj = obj[key]
-            break
+    key = scored_weights_key(obj)
+    if key is not None:
+        obj = obj[key]
     state_dict = {}
     for key, value in obj.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
@@ -122,6 +141,7 @@ def write_atomically(path: PathLike, write: Callable[[str], None]) -> Path:
         os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # again: a writer that replaces the file (safetensors) brings its own mode
         with open(tmp, 'rb') as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

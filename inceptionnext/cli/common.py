@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from ..inference import ImageError
-from ..model_file import check_model_name, load_model
+from ..model_file import EMA_CHOICE_HELP, check_model_name, load_model
 from ..train.checkpoint import CheckpointError as TrainCheckpointError
 from ..weights import CheckpointError
 
@@ -20,12 +20,36 @@ USER_ERRORS = (CheckpointError, TrainCheckpointError, ImageError, OSError, Value
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """The model name and where its weights come from (timm's --checkpoint spelling works too)."""
-    p.add_argument('model', help="model name, e.g. inceptionnext_t (see `inceptionnext list`)")
+    p.add_argument('model', nargs='?', default=None,
+                   help="model name, e.g. inceptionnext_t (see `inceptionnext list`); optional with --weights FILE "
+                        "when the file records it (training checkpoints, converted files)")
     p.add_argument('--weights', '--checkpoint', dest='weights', default=None, metavar='FILE',
                    help="weight file in any format the library reads (official .pth, timm/hub state dict, "
                         ".safetensors, a training checkpoint, a converted file); default: the model's pretrained "
                         "weights (downloaded once)")
-    p.add_argument('--use-ema', action='store_true', help="the EMA weights of a training checkpoint")
+    add_ema_args(p)
+
+
+def add_ema_args(p: argparse.ArgumentParser) -> None:
+    """--use-ema / --no-ema: which weights of a checkpoint holding model and EMA weights (default: the scored ones)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument('--use-ema', '--ema', dest='use_ema', action='store_const', const=True, default=None,
+                   help=f"the EMA weights of a checkpoint that has them; {EMA_CHOICE_HELP}")
+    g.add_argument('--no-ema', dest='use_ema', action='store_const', const=False,
+                   help="the model (non-EMA) weights of a checkpoint that has both")
+
+
+def say_weights(model: nn.Module) -> None:
+    """One line on stderr naming the weights a tool loaded (stdout stays for its results)."""
+    note = getattr(model, 'weights_note', None)
+    if note:
+        print(f"weights: {note}", file=sys.stderr, flush=True)
+
+
+def summary(doc: str) -> str:
+    """A command's description for --help: its docstring's first paragraph, after the `name`: prefix."""
+    first = " ".join(line.strip() for line in doc.split("\n\n")[0].splitlines())
+    return first.split(": ", 1)[1] if ": " in first else first
 
 
 def floats(text: str):
@@ -34,13 +58,19 @@ def floats(text: str):
 
 
 def model_from_args(args: argparse.Namespace, **kwargs) -> nn.Module:
-    """The eval-mode model the arguments name, with its weights."""
+    """The eval-mode model the arguments name, with its weights; says on stderr which weights it loaded."""
+    if not args.model and not args.weights:
+        raise ValueError("name the model (e.g. inceptionnext_t) or give --weights FILE that records it")
     if args.weights:
-        return load_model(args.weights, args.model, use_ema=args.use_ema, **kwargs)
-    if args.use_ema:
-        raise ValueError("--use-ema needs --weights (a training checkpoint)")
-    check_model_name(args.model)
-    return timm.create_model(args.model, pretrained=True, **kwargs).eval()
+        model = load_model(args.weights, args.model, use_ema=args.use_ema, **kwargs)
+    else:
+        if args.use_ema is not None:
+            raise ValueError(f"{'--use-ema' if args.use_ema else '--no-ema'} needs --weights (a training checkpoint)")
+        check_model_name(args.model)
+        model = timm.create_model(args.model, pretrained=True, **kwargs).eval()
+        model.weights_note = f"the pretrained weights of {args.model}"
+    say_weights(model)
+    return model
 
 
 def resolve_device(name: str) -> torch.device:

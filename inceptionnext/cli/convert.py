@@ -8,23 +8,24 @@ import argparse
 
 from ..deploy import is_folded
 from ..model_file import convert
-from .common import reports_errors
+from .common import add_ema_args, reports_errors, say_weights, summary
 
 
 @reports_errors()
 def cli(argv=None, prog: str = 'inceptionnext convert') -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0].split(': ', 1)[1])
+    p = argparse.ArgumentParser(prog=prog, description=summary(__doc__))
     p.add_argument('source', help="weight file: official .pth, timm/hub state dict, timm train.py checkpoint, "
                                   ".safetensors, a training checkpoint of this library, or a file converted before")
     p.add_argument('output', help="output file: .safetensors, or .pth/.pt/.bin for torch.save")
     p.add_argument('--model', default=None, help="model name; needed when the source does not record it")
     p.add_argument('--deploy', action='store_true', help="fold BatchNorm and layer scale for inference")
-    p.add_argument('--use-ema', action='store_true', help="the EMA weights of a checkpoint that has them")
+    add_ema_args(p)
     p.add_argument('--no-verify', dest='verify', action='store_false',
                    help="skip reading the new file back and comparing its outputs before it is kept")
     a = p.parse_args(argv)
     result = convert(a.source, a.output, a.model, deploy=a.deploy, use_ema=a.use_ema, verify=a.verify)
     model = result.model
+    say_weights(model)
     line = (f"wrote {a.output}: {model.pretrained_cfg.get('architecture')}, {model.num_classes} classes"
             + (", folded" if is_folded(model) else ""))
     if result.max_abs_diff is not None:

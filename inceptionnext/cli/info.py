@@ -16,7 +16,7 @@ from ..models.complexity import count_params_and_macs
 from ..models.layers import DWConv2d, PartialDWConv2d
 from ..models.zoo import get_entry, paper_figures
 from ..model_file import check_model_name
-from .common import reports_errors
+from .common import reports_errors, summary
 
 PREPROCESSING_KEYS = ('input_size', 'interpolation', 'crop_pct', 'crop_mode', 'mean', 'std')
 
@@ -104,7 +104,7 @@ def format_info(info: Dict[str, Any]) -> str:
 
 @reports_errors()
 def cli(argv=None, prog: str = 'inceptionnext info') -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0].split(': ', 1)[1])
+    p = argparse.ArgumentParser(prog=prog, description=summary(__doc__))
     p.add_argument('model', help="model name (any timm name; inceptionnext names get the most detail)")
     p.add_argument('--json', action='store_true', help="print JSON instead of text")
     a = p.parse_args(argv)

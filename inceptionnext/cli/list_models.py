@@ -12,7 +12,7 @@ import timm
 
 from ..models.complexity import count_params_and_macs
 from ..models.zoo import ZOO, ZooEntry
-from .common import reports_errors
+from .common import reports_errors, summary
 
 
 def describe(entry: ZooEntry) -> Dict[str, Any]:
@@ -44,7 +44,7 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
 
 @reports_errors()
 def cli(argv=None, prog: str = 'inceptionnext list') -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0].split(': ', 1)[1])
+    p = argparse.ArgumentParser(prog=prog, description=summary(__doc__))
     p.add_argument('patterns', nargs='*', metavar='PATTERN', help="shell-style name filters, e.g. 'inceptionnext_*'")
     p.add_argument('--pretrained', action='store_true', help="only models with pretrained weights")
     p.add_argument('--json', action='store_true', help="print JSON instead of a table")

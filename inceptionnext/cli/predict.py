@@ -5,20 +5,23 @@
 """
 import argparse
 import json
+from pathlib import Path
+
+import timm
 
 from ..inference import classify_files
-from .common import add_model_args, floats, model_from_args, reports_errors, resolve_device
+from .common import add_model_args, floats, model_from_args, reports_errors, resolve_device, summary
 
 INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos')
 
 
 def build_parser(prog=None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0].split(': ', 1)[1])
+    p = argparse.ArgumentParser(prog=prog, description=summary(__doc__))
     add_model_args(p)
-    p.add_argument('images', nargs='+', metavar='IMAGE',
+    p.add_argument('images', nargs='*', metavar='IMAGE',
                    help="image files (JPEG, PNG, or anything PIL reads), or folders of them")
-    p.add_argument('--top-k', '--topk', dest='top_k', type=int, default=5, help="classes to show per image")
-    p.add_argument('--batch-size', '-b', type=int, default=16)
+    p.add_argument('--top-k', '--topk', dest='top_k', type=int, default=5, help="classes to show per image (default: 5)")
+    p.add_argument('--batch-size', '-b', type=int, default=16, help="images per forward pass (default: 16)")
     p.add_argument('--device', default='auto', help="auto, cpu, cuda or cuda:N")
     p.add_argument('--img-size', type=int, default=None, help="override the weights' input size")
     p.add_argument('--crop-pct', type=float, default=None, help="override the weights' center-crop fraction")
@@ -26,24 +29,30 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
                    help="override the weights' resize interpolation")
     p.add_argument('--mean', type=floats, default=None,
                    help="override the normalization mean, one value per channel: '0.5,0.5,0.5'")
-    p.add_argument('--std', type=floats, default=None)
+    p.add_argument('--std', type=floats, default=None, help="override the normalization std, one value per channel")
     p.add_argument('--json', action='store_true', help="print the predictions as JSON")
-    p.add_argument('--no-progress', action='store_true')
+    p.add_argument('--no-progress', action='store_true', help="no progress bar")
     return p
 
 
 @reports_errors()
 def cli(argv=None, prog: str = 'inceptionnext predict') -> int:
-    a = build_parser(prog).parse_args(argv)
+    a = build_parser(prog).parse_intermixed_args(argv)  # options may sit between the model and its images
+    if a.model and a.weights and not timm.is_model(a.model) and Path(a.model).exists():
+        a.model, a.images = None, [a.model] + a.images  # `predict --weights FILE img ...`: the file names the model
+    if not a.images:
+        raise ValueError("no images given: inceptionnext predict [MODEL] IMAGE [IMAGE ...]")
     if a.top_k < 1 or a.batch_size < 1:
         raise ValueError("--top-k and --batch-size must be at least 1")
     device = resolve_device(a.device)
     model = model_from_args(a).to(device)
+    a.model = a.model or model.pretrained_cfg.get('architecture')
     overrides = {k: getattr(a, k) for k in ('img_size', 'crop_pct', 'interpolation', 'mean', 'std')}
     results = classify_files(model, a.images, a.top_k, a.batch_size, device,
                              {k: v for k, v in overrides.items() if v is not None}, progress=not a.no_progress)
     if a.json:
-        print(json.dumps({'model': a.model, 'weights': a.weights or 'pretrained', 'predictions': results}, indent=2))
+        print(json.dumps({'model': a.model, 'weights': a.weights or 'pretrained', 'weights_loaded': model.weights_note,
+                          'predictions': results}, indent=2))
         return 0
     for r in results:
         print(r['file'])

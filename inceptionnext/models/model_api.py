@@ -27,6 +27,27 @@ def check_input_channels(model: nn.Module, x: torch.Tensor) -> None:
             f"got shape {tuple(x.shape)}")
 
 
+def min_input_size(model: nn.Module) -> int:
+    """The smallest image side the model takes: its total stride (32 for InceptionNeXt and ConvNeXt), whose
+    last downsampling conv needs at least one full window."""
+    info = getattr(model, 'feature_info', None)
+    try:
+        return int(info[-1]['reduction']) if info else 1
+    except (TypeError, KeyError, IndexError):
+        return 1
+
+
+def check_img_size(model: nn.Module, size: Optional[int], option: str = 'img_size') -> None:
+    """A ValueError naming `option` and the minimum unless `size` is None (use the weights' own) or big enough;
+    0 and negative sizes are errors everywhere, never a silent default."""
+    if size is None:
+        return
+    least = max(min_input_size(model), 1)
+    if size < least:
+        raise ValueError(f"{option} {size} is too small: {model_name(model)} needs images of at least {least} px "
+                         f"(its total stride); leave {option} out to use the weights' own size")
+
+
 class TimmModelMixin:
     """forward / forward_intermediates / strict loading on top of `_stem_and_stages`, `forward_features`
     and `forward_head`, which each model defines."""

@@ -89,7 +89,8 @@ def check_fits(ckpt: Dict[str, Any], path: str, model: torch.nn.Module, model_na
 def make_checkpoint(*, model, optimizer, scheduler, ema, scaler, epoch: int, model_name: str, num_classes: int,
                     config: Dict[str, Any], history: List[Dict[str, Any]], best: Dict[str, Any],
                     rng: List[Dict[str, Any]], data_config: Dict[str, Any],
-                    class_to_idx: Optional[Dict[str, int]] = None) -> Dict[str, Any]:
+                    class_to_idx: Optional[Dict[str, int]] = None,
+                    scored_weights: Optional[str] = None) -> Dict[str, Any]:
     return {
         "format": TRAINING_FORMAT,
         "version": FORMAT_VERSION,
@@ -107,4 +108,6 @@ def make_checkpoint(*, model, optimizer, scheduler, ema, scaler, epoch: int, mod
         "best": best,
         "data_config": data_config,  # the eval preprocessing (input_size, crop_pct, interpolation, mean, std)
         "class_to_idx": class_to_idx,  # folder name -> class index, for ImageFolder data
+        # the entry whose top-1 picked model_best.pth: what every tool (and timm's loaders) reads by default
+        "scored_weights": scored_weights or ("state_dict_ema" if ema is not None else "state_dict"),
     }

@@ -43,7 +43,8 @@ class TrainConfig:
     # --- preprocessing; None takes the model's pretrained config
     img_size: Optional[int] = None
     crop_pct: Optional[float] = None
-    interpolation: Optional[str] = None
+    interpolation: Optional[str] = None  # evaluation resize; None: the model's (bicubic for these models)
+    train_interpolation: str = "random"  # RandomResizedCrop's resize in training (timm's --train-interpolation)
     mean: Optional[Tuple[float, ...]] = None
     std: Optional[Tuple[float, ...]] = None
 
@@ -65,7 +66,7 @@ class TrainConfig:
 
     # --- optimisation
     batch_size: int = 128               # per process
-    grad_accum: int = 1                 # micro-batches per optimizer step
+    grad_accum: Optional[int] = None    # micro-batches per optimizer step; None (auto): hold lr_batch, see plan_batch
     opt: str = "adamw"
     lr: float = 4e-3                    # learning rate at global batch lr_batch ...
     lr_batch: Optional[int] = None      # ... scaled linearly to the actual global batch; None: lr is absolute
@@ -98,7 +99,7 @@ class TrainConfig:
     # --- run
     seed: int = 42
     output: str = "output"
-    experiment: Optional[str] = None    # run folder name under output; None: <model>-<timestamp>
+    experiment: Optional[str] = None    # run folder under output ("{model}" becomes the model name); None: <model>-<timestamp>
     resume: Optional[str] = None        # a checkpoint path, or "auto" for <run dir>/last.pth
     stop_after_epoch: Optional[int] = None  # end the process after this epoch (scheduled interruption)
     progress: bool = True
@@ -115,7 +116,9 @@ CHOICES = {
     "clip_mode": ("norm", "value", "agc"),
     "mixup_mode": ("batch", "pair", "elem"),
     "sched": ("cosine", "tanh", "step", "multistep", "poly", "constant", "wsd", "rsqrt", "none"),
+    "train_interpolation": ("random", "bilinear", "bicubic", "nearest", "box", "hamming", "lanczos"),
 }
+SHORT_FLAGS = {"batch_size": ["-b"]}  # timm's train.py spelling
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _NONE = {"none", "null", "~", ""}
@@ -186,6 +189,8 @@ def apply_overrides(cfg: TrainConfig, values: Dict[str, Any], where: str) -> Tra
         key = key.replace("-", "_")
         if key not in FIELDS:
             raise unknown_key_error(key, where)
+        if key == "grad_accum" and str(value).strip().lower() == "auto":
+            value = None
         value = _coerce(key, value, types[key])
         if key in CHOICES and value not in CHOICES[key]:
             raise ConfigError(f"config key '{key}' in {where}: {value!r} is not one of {', '.join(CHOICES[key])}")
@@ -193,10 +198,27 @@ def apply_overrides(cfg: TrainConfig, values: Dict[str, Any], where: str) -> Tra
     return dataclasses.replace(cfg, **updates)
 
 
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
+
+
+def _in_checkout(path: str) -> str:
+    """A relative configs/... path that is not found from here, found in the checkout this package runs from;
+    else a ConfigError saying where the recipes live."""
+    rel = os.path.normpath(path)
+    if not os.path.isabs(rel) and rel.split(os.sep)[0] == "configs":
+        candidate = os.path.join(os.path.dirname(CONFIGS_DIR), rel)
+        if os.path.isfile(candidate):
+            return candidate
+    where = (f"in {CONFIGS_DIR}" if os.path.isdir(CONFIGS_DIR) else
+             "in the configs/ folder of the inceptionnext source checkout (not part of an installed wheel)")
+    raise ConfigError(f"config file not found: {path}; the shipped recipes are {where}, e.g. "
+                      "configs/finetune/inceptionnext_t.yaml; pass a path to one or to your own YAML")
+
+
 def load_yaml(path: str, _seen: Tuple[str, ...] = ()) -> Dict[str, Any]:
     """A YAML config as a dict; ``_base_: other.yaml`` (relative to the file) is read first and overridden."""
     if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {path}")
+        path = _in_checkout(path)
     if os.path.abspath(path) in _seen:
         raise ConfigError(f"config file {path} includes itself through _base_")
     with open(path) as f:
@@ -236,10 +258,12 @@ def build_parser(description: str = "Train an image classifier", prog: Optional[
     parser.add_argument("--config", "-c", help="YAML file of config keys", default=None)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key (repeatable)")
+    types = _types()
     for name, f in FIELDS.items():
-        flags = sorted({f"--{name}", f"--{name.replace('_', '-')}"})
+        flags = sorted({f"--{name}", f"--{name.replace('_', '-')}"}) + SHORT_FLAGS.get(name, [])
         default = f.default if f.default is not dataclasses.MISSING else None
-        parser.add_argument(*flags, dest=name, metavar="V", help=f"(default: {default})")
+        switch = dict(nargs="?", const="true") if types[name] is bool else {}  # --pretrained alone means true
+        parser.add_argument(*flags, dest=name, metavar="V", help=f"(default: {default})", **switch)
     return parser
 
 
@@ -270,9 +294,30 @@ def parse_config(argv: Optional[Sequence[str]] = None, prog: Optional[str] = Non
     return cfg
 
 
-def effective_lr(cfg: TrainConfig, world_size: int) -> float:
-    """The recipe's lr holds at global batch lr_batch; scale it linearly to batch_size * world_size * grad_accum."""
+def plan_batch(cfg: TrainConfig, world_size: int) -> Tuple[int, float, str]:
+    """(grad_accum, lr, what was done) for this many processes.
+
+    The recipes hold lr at global batch lr_batch, as the official runs do (fewer GPUs: more accumulation). With
+    grad_accum auto (None), accumulation is chosen to reach lr_batch when batch_size x processes divides it;
+    otherwise, or with grad_accum set, the lr scales linearly to the global batch that results.
+    """
+    per_step = cfg.batch_size * world_size
+    accum = cfg.grad_accum
     if cfg.lr_batch is None:
-        return cfg.lr
-    global_batch = cfg.batch_size * world_size * cfg.grad_accum
-    return cfg.lr * global_batch / cfg.lr_batch
+        accum = accum or 1
+        return accum, cfg.lr, f"global batch {per_step * accum}; lr {cfg.lr:.6g} as given (lr_batch: none)"
+    if accum is None and cfg.lr_batch % per_step == 0:
+        accum = cfg.lr_batch // per_step
+        return accum, cfg.lr, (f"global batch {cfg.lr_batch} held as the recipe's: {cfg.batch_size} x {world_size} "
+                               f"processes x {accum} accumulation; lr {cfg.lr:.6g} as the recipe")
+    why = ("grad_accum set" if accum is not None else
+           f"{cfg.lr_batch} is not a multiple of batch_size x processes = {per_step}")
+    accum = accum or 1
+    lr = cfg.lr * per_step * accum / cfg.lr_batch
+    return accum, lr, (f"global batch {per_step * accum} ({why}): lr scaled linearly from {cfg.lr:.6g} at "
+                       f"{cfg.lr_batch} to {lr:.6g}")
+
+
+def effective_lr(cfg: TrainConfig, world_size: int) -> float:
+    """The lr this many processes train with (`plan_batch`)."""
+    return plan_batch(cfg, world_size)[1]

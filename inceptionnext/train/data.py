@@ -155,10 +155,42 @@ def _split_dir(data_dir: Optional[str], split: str) -> str:
     return check_image_dir(path)
 
 
+SPLIT_NAMES = ("train", "val", "validation", "test", "eval")
+
+
+def refuse_dataset_root(path: str) -> None:
+    """A DataError when `path` holds split folders (train/, val/ ...) rather than class folders: read as an
+    ImageFolder, it would score every split's images together under split names as classes."""
+    splits = sorted(d for d in os.listdir(path) if d.lower() in SPLIT_NAMES and os.path.isdir(os.path.join(path, d))
+                    and any(os.path.isdir(os.path.join(path, d, c)) for c in os.listdir(os.path.join(path, d))))
+    if splits:
+        raise DataError(f"{path} looks like a dataset root (it holds {', '.join(s + '/' for s in splits)} with class "
+                        f"folders inside), not one split; pass the split itself, e.g. {os.path.join(path, splits[-1])}")
+
+
+def check_class_folders(path: str, class_to_idx: Dict[str, int], known_as: str) -> None:
+    """A DataError when `path` has class folders that `class_to_idx` lacks (timm would drop them silently); a
+    warning when some known classes have no folder there."""
+    found = {d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d))}
+    extra, absent = sorted(found - set(class_to_idx)), sorted(set(class_to_idx) - found)
+    if extra:
+        raise DataError(f"{path} has class folders that {known_as} does not know: {', '.join(extra[:10])}"
+                        + (f" (+{len(extra) - 10} more)" if len(extra) > 10 else "") +
+                        f"; its classes are {', '.join(sorted(class_to_idx)[:10])}"
+                        + (" ..." if len(class_to_idx) > 10 else ""))
+    if absent:
+        _logger.warning("%s has no folder for %d of the %d classes of %s: %s", path, len(absent), len(class_to_idx),
+                        known_as, ", ".join(absent[:10]))
+
+
 def image_folder(path: str, on_error: str = "fail", class_map: Optional[Dict[str, int]] = None,
-                 ) -> CheckedImageFolder:
-    """An ImageFolder (path/<class>/<image>), checked for existence and content first."""
+                 known_as: str = "the model") -> CheckedImageFolder:
+    """An ImageFolder (path/<class>/<image>), checked for existence, content, a dataset root passed by mistake,
+    and (with class_map) class folders that the map, known as `known_as`, does not hold."""
     check_image_dir(path)
+    refuse_dataset_root(path)
+    if class_map:
+        check_class_folders(path, class_map, known_as)
     return CheckedImageFolder(path, on_error=on_error, class_map=class_map or "")
 
 
@@ -172,9 +204,14 @@ def build_datasets(cfg) -> Tuple[torch.utils.data.Dataset, torch.utils.data.Data
     if cfg.dataset == "digits":
         size = cfg.img_size or 32
         return DigitsDataset("train", size), DigitsDataset("val", size), DigitsDataset.num_classes
-    train = image_folder(_split_dir(cfg.data_dir, cfg.train_split), cfg.bad_images)
+    train_dir = _split_dir(cfg.data_dir, cfg.train_split)
+    train = image_folder(train_dir, cfg.bad_images)
     classes = class_names(train)
-    val = image_folder(_split_dir(cfg.data_dir, cfg.val_split), cfg.bad_images, class_map=classes)
+    if len(classes) < 2:
+        raise DataError(f"{train_dir} holds {len(classes)} class folder ({', '.join(classes)}); a classifier needs "
+                        "at least two (expected <train>/<class>/<image>, one folder per class)")
+    val = image_folder(_split_dir(cfg.data_dir, cfg.val_split), cfg.bad_images, class_map=classes,
+                       known_as=f"the training set ({train_dir})")
     return train, val, len(classes)
 
 
@@ -199,7 +236,7 @@ def build_train_loader(dataset, cfg, data_cfg: Dict[str, Any], device: torch.dev
         dataset, input_size=data_cfg["input_size"], batch_size=cfg.batch_size, is_training=True,
         re_prob=cfg.reprob, re_mode=cfg.remode, re_count=cfg.recount, scale=cfg.scale, ratio=cfg.ratio,
         hflip=cfg.hflip, color_jitter=cfg.color_jitter, auto_augment=cfg.aa,
-        interpolation=cfg.interpolation or "random", mean=data_cfg["mean"], std=data_cfg["std"],
+        interpolation=cfg.train_interpolation, mean=data_cfg["mean"], std=data_cfg["std"],
         num_workers=min(cfg.workers, os.cpu_count() or 1), distributed=distributed, collate_fn=collate_mixup,
         pin_memory=cfg.pin_memory and device.type == "cuda", device=device,
         use_prefetcher=device.type == "cuda", persistent_workers=False,

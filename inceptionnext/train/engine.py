@@ -6,7 +6,9 @@ The engine never knows which model it trains: it asks timm for one by name. Each
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
+import difflib
 import hashlib
 import math
 import os
@@ -21,15 +23,18 @@ import torch.nn as nn
 import timm
 from timm.data import resolve_data_config
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.models import model_parameters
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, NativeScaler, dispatch_clip_grad, distribute_bn
 from tqdm import tqdm
 
 from .. import models as _models  # noqa: F401  (registers this library's models with timm)
+from ..model_file import check_model_name
+from ..models.model_api import check_img_size
 from . import checkpoint as ckpt_lib
 from . import distributed as dist_lib
-from .config import TrainConfig, config_to_dict, effective_lr, save_config
+from .config import TrainConfig, config_to_dict, plan_batch, save_config
 from .data import build_datasets, build_eval_loader, build_mixup, build_train_loader, class_names
 from .logs import plot_curves, write_csv
 
@@ -53,9 +58,10 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, weights:
     """timm.create_model by name; a local weight file goes through timm's pretrained path (our loader plugs in
     there), which drops the classifier and leaves a fresh head when the class count differs from the weights'
     config (1000). keep_classifier declares the file's head to have num_classes outputs, so it is loaded."""
-    if not timm.is_model(name):
-        close = [m for m in timm.list_models(f"*{name.split('_')[0]}*")][:8]
-        raise TrainError(f"unknown model {name!r}" + (f"; similar: {', '.join(close)}" if close else ""))
+    try:
+        check_model_name(name)  # the close-match helper predict and info use
+    except ValueError as e:
+        raise TrainError(str(e)) from None
     overlay = None
     if weights:
         if not os.path.isfile(weights):
@@ -70,6 +76,34 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, weights:
     except Exception as e:
         src = weights or ("its pretrained weights" if pretrained else "random init")
         raise TrainError(f"cannot build model {name!r} with {num_classes} classes from {src}: {e}") from e
+
+
+def unknown_optimizer_message(opt: str) -> Optional[str]:
+    """'unknown optimizer ... did you mean ...' when timm has no optimizer by that name, else None."""
+    from timm.optim import list_optimizers
+    names = list_optimizers()
+    base = opt.lower().split("_")[-1]  # timm accepts prefixes such as lookahead_adamw
+    if base in names:
+        return None
+    close = difflib.get_close_matches(base, names, n=4, cutoff=0.6)
+    return (f"unknown optimizer opt: {opt!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
+            + " (timm.optim.list_optimizers() has them all)")
+
+
+def use_official_fp32(device: torch.device) -> None:
+    """amp: none trains as the official runs did (fp32 under PyTorch's defaults: TF32 convolutions through
+    cuDNN, fp32 matmuls), whatever this process set before."""
+    if device.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+
+
+def precision_note(amp: str, device: torch.device) -> str:
+    if amp == "none":
+        return "fp32 as the official runs (" + ("TF32 convolutions and fp32 matmuls, PyTorch's defaults)"
+                                                if device.type == "cuda" else "on the CPU)")
+    return f"{amp} autocast (the official runs are fp32: amp: none reproduces them)"
 
 
 def autocast_for(amp: str, device: torch.device):
@@ -140,8 +174,12 @@ class Trainer:
     """Holds the pieces of one run; ``fit()`` runs it from start or from its resume point to the end."""
 
     def __init__(self, cfg: TrainConfig, env: dist_lib.DistEnv):
+        grad_accum, self.lr, self.batch_plan = plan_batch(cfg, env.world_size)
+        cfg = dataclasses.replace(cfg, grad_accum=grad_accum)  # resolved once; config.yaml records it
         self.cfg, self.env = cfg, env
         self.device = env.device
+        if cfg.amp == "none":
+            use_official_fp32(self.device)
         if cfg.sync_bn and env.distributed and self.device.type != "cuda":
             raise TrainError("sync_bn needs CUDA devices (SyncBatchNorm has no CPU kernel); set sync_bn: false")
         if cfg.grad_accum < 1 or cfg.batch_size < 1 or cfg.epochs < 1:
@@ -155,6 +193,10 @@ class Trainer:
             raise TrainError(f"num_classes is {self.num_classes} but the dataset has {data_classes} classes")
         self.model = create_model(cfg.model, self.num_classes, pretrained=cfg.pretrained, weights=cfg.weights,
                                   drop_path_rate=cfg.drop_path, drop_rate=cfg.drop)
+        try:
+            check_img_size(self.model, cfg.img_size, "img_size")
+        except ValueError as e:
+            raise TrainError(str(e)) from None
         self.data_cfg = resolve_data_config(
             {"img_size": cfg.img_size or (32 if cfg.dataset == "digits" else None), "crop_pct": cfg.crop_pct,
              "interpolation": cfg.interpolation, "mean": cfg.mean, "std": cfg.std}, model=self.model)
@@ -165,9 +207,11 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
 
         self.world_batch = cfg.batch_size * env.world_size * cfg.grad_accum
-        self.lr = effective_lr(cfg, env.world_size)
-        self.optimizer = create_optimizer_v2(self.model, opt=cfg.opt, lr=self.lr, weight_decay=cfg.weight_decay,
-                                             momentum=cfg.momentum, layer_decay=cfg.layer_decay)
+        try:
+            self.optimizer = create_optimizer_v2(self.model, opt=cfg.opt, lr=self.lr, weight_decay=cfg.weight_decay,
+                                                 momentum=cfg.momentum, layer_decay=cfg.layer_decay)
+        except (ValueError, AssertionError) as e:
+            raise TrainError(unknown_optimizer_message(cfg.opt) or f"cannot build optimizer {cfg.opt!r}: {e}") from e
         # fp16 needs loss scaling; torch's GradScaler runs on CUDA and on the CPU alike
         self.scaler = NativeScaler(device=self.device.type) if cfg.amp == "fp16" else None
 
@@ -221,7 +265,7 @@ class Trainer:
             save_config(cfg, self.paths["config"], extra_comment=(
                 f"effective config of {self.out_dir}\n"
                 f"global batch {self.world_batch} = {cfg.batch_size} x {env.world_size} processes x "
-                f"{cfg.grad_accum} accumulation; effective lr {self.lr:.6g}"))
+                f"{cfg.grad_accum} accumulation; effective lr {self.lr:.6g}\n{self.batch_plan}"))
 
     # ----------------------------------------------------------------------------------------------- set-up
     def _run_dir(self) -> str:
@@ -233,8 +277,25 @@ class Trainer:
             if cfg.resume == "auto":
                 raise TrainError("resume: auto needs an experiment name to find <output>/<experiment>/last.pth")
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            name = dist_lib.broadcast_object(f"{cfg.model}-{stamp}", self.env)
-        return os.path.join(cfg.output, name)
+            name = f"{cfg.model}-{stamp}"
+        path = os.path.join(cfg.output, name.replace("{model}", cfg.model))
+        if cfg.resume != "auto":
+            path = self._unused_run_dir(path)
+        return dist_lib.broadcast_object(path, self.env)
+
+    def _unused_run_dir(self, path: str) -> str:
+        """`path`, or `path-2`, `-3` ... when it already holds a run's checkpoints: a new run never replaces
+        another's model_best.pth (rank 0 decides; the caller broadcasts)."""
+        def taken(p):
+            return any(os.path.exists(os.path.join(p, f)) for f in ("last.pth", "model_best.pth"))
+        if not self.env.is_main or not taken(path):
+            return path
+        n = 2
+        while taken(f"{path}-{n}"):
+            n += 1
+        self._log(f"{path} holds an earlier run; this one writes to {path}-{n} (to continue that run instead: "
+                  f"--resume {os.path.join(path, 'last.pth')}, or --resume auto)")
+        return f"{path}-{n}"
 
     def _resume(self) -> None:
         path = self.cfg.resume
@@ -304,12 +365,12 @@ class Trainer:
                 self._check_finite(loss, epoch, i)
                 if self.scaler is not None:
                     self.scaler(loss / group, self.optimizer, clip_grad=cfg.clip_grad, clip_mode=cfg.clip_mode,
-                                parameters=self.model.parameters(), need_update=step_now)
+                                parameters=self._clipped_parameters(), need_update=step_now)
                 else:
                     (loss / group).backward()
                     if step_now:
                         if cfg.clip_grad is not None:
-                            dispatch_clip_grad(self.model.parameters(), cfg.clip_grad, mode=cfg.clip_mode)
+                            dispatch_clip_grad(self._clipped_parameters(), cfg.clip_grad, mode=cfg.clip_mode)
                         self.optimizer.step()
             loss_sum += loss.detach().double() * x.shape[0]
             seen += x.shape[0]
@@ -321,12 +382,17 @@ class Trainer:
                 if self.scheduler is not None:
                     self.scheduler.step_update(num_updates=num_updates)
             if not bar.disable and (i % 10 == 0 or i + 1 == n):
-                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{self.base_lr:.2e}")
         if self.scheduler is not None:
             self.scheduler.step(epoch + 1)
         totals = dist_lib.all_reduce_sum(torch.stack([loss_sum, torch.tensor(float(seen), dtype=torch.float64,
                                                                              device=device)]), env)
         return {"train_loss": (totals[0] / totals[1]).item()}
+
+    def _clipped_parameters(self):
+        """What gradient clipping sees: every parameter, but the head's last layer under AGC (as timm's train.py:
+        adaptive clipping is meant for the body, and would hold back a freshly initialized classifier)."""
+        return model_parameters(self.model, exclude_head=self.cfg.clip_mode == "agc")
 
     def _check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
         """Every rank learns if any rank's loss is NaN/inf, so all stop together before a bad update."""
@@ -339,6 +405,17 @@ class Trainer:
                 + (f"The last good checkpoint is {last} (epoch {self.start_epoch_done})." if last else
                    "No checkpoint was written yet.")
                 + " Lower lr, enable clip_grad, or use amp: bf16 instead of fp16.")
+
+    @property
+    def base_lr(self) -> float:
+        """The scheduled lr before layer-wise decay (param group 0 is the stem, scaled down by lr_scale)."""
+        group = self.optimizer.param_groups[0]
+        return group["lr"] / group.get("lr_scale", 1.0)
+
+    @property
+    def best_key(self) -> str:
+        """The top-1 that picks model_best.pth; with EMA on, the EMA weights' (timm's train.py scores them too)."""
+        return "ema_val_top1" if (self.cfg.best_on in ("auto", "ema") and self.ema is not None) else "val_top1"
 
     @property
     def start_epoch_done(self) -> int:
@@ -360,7 +437,8 @@ class Trainer:
             model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, ema=self.ema,
             scaler=self.scaler, epoch=epoch_done, model_name=self.cfg.model, num_classes=self.num_classes,
             config=config_to_dict(self.cfg), history=self.history, best=self.best, rng=rng,
-            data_config=dict(self.data_cfg), class_to_idx=class_names(self.train_set))
+            data_config=dict(self.data_cfg), class_to_idx=class_names(self.train_set),
+            scored_weights="state_dict_ema" if self.best_key == "ema_val_top1" else "state_dict")
         ckpt_lib.save_atomic(state, self.paths["last"])
         if is_best:
             ckpt_lib.save_atomic(state, self.paths["best"])
@@ -371,21 +449,22 @@ class Trainer:
         self._log(f"training {cfg.model} ({sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M params, "
                   f"{self.num_classes} classes) on {env.world_size} x {self.device.type}; "
                   f"{len(self.train_set)} train / {len(self.val_set)} val images at "
-                  f"{self.data_cfg['input_size'][1]}px; global batch {self.world_batch}, lr {self.lr:.3g}; "
-                  f"output {self.out_dir}")
+                  f"{self.data_cfg['input_size'][1]}px; output {self.out_dir}\n  {self.batch_plan}\n"
+                  f"  precision: {precision_note(cfg.amp, self.device)}")
         # per-rank augmentation streams; on resume, the exact streams the killed run would have used next
         if self._resume_rng is not None:
             ckpt_lib.restore_rng(self._resume_rng)
         else:
             seed_everything(cfg.seed + env.rank + 1000 * self.start_epoch)
-        # with EMA on, the EMA weights are the ones a recipe keeps (timm's train.py tracks them too)
-        best_key = "ema_val_top1" if (cfg.best_on in ("auto", "ema") and self.ema is not None) else "val_top1"
+        best_key = self.best_key
         for epoch in range(self.start_epoch, self.total_epochs):
             t0 = time.time()
-            row: Dict[str, Any] = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
+            row: Dict[str, Any] = {"epoch": epoch + 1, "lr": self.base_lr}
             row.update(self._train_epoch(epoch))
             if env.distributed and not cfg.sync_bn:
                 distribute_bn(self.model, env.world_size, reduce=True)  # one set of BN statistics for all ranks
+                if self.ema is not None:  # and for the EMA copy, as the official loop does before scoring it
+                    distribute_bn(self.ema.module, env.world_size, reduce=True)
             val = evaluate(self.eval_model, self.val_loader, self.device, env, cfg.amp, cfg.channels_last,
                            cfg.progress, desc=f"val {epoch + 1}")
             row.update({f"val_{k}": v for k, v in val.items()})
@@ -415,7 +494,8 @@ class Trainer:
         env = self.env
         in_sync = None
         if env.distributed:
-            digests = dist_lib.gather_objects(state_digest(self.model), env)
+            mine = state_digest(self.model) + (state_digest(self.ema.module) if self.ema is not None else "")
+            digests = dist_lib.gather_objects(mine, env)  # the EMA copy too: it is what model_best.pth may hold
             in_sync = len(set(digests)) == 1
             self._log(f"weights identical on all {env.world_size} ranks: {'yes' if in_sync else 'NO'}")
         plot_path = None
@@ -428,7 +508,9 @@ class Trainer:
         done = len(self.history)
         self._log(f"done: {done}/{self.total_epochs} epochs; best val top-1 {self.best['top1']:.2f}% at epoch "
                   f"{self.best['epoch']}\n"
-                  f"  checkpoint: {self.paths['best']} (latest: {self.paths['last']})\n"
+                  f"  checkpoint: {self.paths['best']} (latest: {self.paths['last']}); its "
+                  f"{'EMA' if self.best_key == 'ema_val_top1' else 'model'} weights scored best, and validate, "
+                  "predict, convert and export load them by default\n"
                   f"  log:        {self.paths['log']}\n"
                   f"  plot:       {plot_path or '(not drawn)'}\n"
                   f"  config:     {self.paths['config']}")

@@ -10,6 +10,7 @@ import torch.nn as nn
 from timm.data import resolve_data_config
 
 from ..model_file import load_model
+from ..models.model_api import check_img_size
 from ..weights import CheckpointError
 from . import checkpoint as ckpt_lib
 from .data import DigitsDataset, build_eval_loader, image_folder
@@ -17,17 +18,22 @@ from .distributed import resolve_device
 from .engine import TrainError, create_model, evaluate
 
 
-def load_for_eval(model_name: str, checkpoint: Optional[str] = None, num_classes: Optional[int] = None,
-                  use_ema: bool = False) -> Tuple[nn.Module, Dict[str, Any]]:
+def load_for_eval(model_name: Optional[str], checkpoint: Optional[str] = None, num_classes: Optional[int] = None,
+                  use_ema: Optional[bool] = None) -> Tuple[nn.Module, Dict[str, Any]]:
     """The model with its weights (through `model_file.load_model`), and the class map its file records.
 
     This engine's checkpoints carry their class count, class map and preprocessing (which lands in the model's
     pretrained config); files written by `inceptionnext convert` rebuild themselves (folded ones included) and
     may carry class names; any other file (official .pth, timm/hub state dict, safetensors) has its class count
-    read off its classifier. No checkpoint means the model's own pretrained weights.
+    read off its classifier. No checkpoint means the model's own pretrained weights. Of a checkpoint with model
+    and EMA weights, the ones scored best in training, unless use_ema says which (`model_file.read_model_file`).
     """
     if checkpoint is None:
-        return create_model(model_name, num_classes or 1000, pretrained=True), {}
+        if use_ema is not None:
+            raise TrainError("use_ema needs a checkpoint that holds EMA weights")
+        model = create_model(model_name, num_classes or 1000, pretrained=True)
+        model.weights_note = f"the pretrained weights of {model_name}"
+        return model, {}
     try:
         model = load_model(checkpoint, model_name, num_classes=num_classes, use_ema=use_ema)
     except CheckpointError as e:
@@ -36,18 +42,22 @@ def load_for_eval(model_name: str, checkpoint: Optional[str] = None, num_classes
     return model, ({"class_to_idx": {n: i for i, n in enumerate(names)}} if names else {})
 
 
-def run_validation(model_name: str, checkpoint: Optional[str] = None, data_dir: Optional[str] = None,
-                   dataset: str = "folder", num_classes: Optional[int] = None, use_ema: bool = False,
+def run_validation(model_name: Optional[str], checkpoint: Optional[str] = None, data_dir: Optional[str] = None,
+                   dataset: str = "folder", num_classes: Optional[int] = None, use_ema: Optional[bool] = None,
                    batch_size: int = 128, workers: int = 4, amp: str = "none", channels_last: bool = False,
                    device: str = "auto", img_size: Optional[int] = None, crop_pct: Optional[float] = None,
                    interpolation: Optional[str] = None, mean=None, std=None, bad_images: str = "fail",
                    progress: bool = True) -> Dict[str, Any]:
     """Top-1/top-5/loss of a checkpoint; preprocessing from the checkpoint's own record, else the model's
-    pretrained config, each overridable."""
+    pretrained config, each overridable. model_name may be None for a file that records it."""
     dev = resolve_device(device)
     if amp == "fp16" and dev.type != "cuda":
         raise TrainError("amp: fp16 needs a CUDA device; use bf16 or none on the CPU")
     model, info = load_for_eval(model_name, checkpoint, num_classes, use_ema)
+    try:
+        check_img_size(model, img_size, "img_size")
+    except ValueError as e:
+        raise TrainError(str(e)) from None
     overrides = {"img_size": img_size, "crop_pct": crop_pct, "interpolation": interpolation, "mean": mean,
                  "std": std}
     data_cfg = resolve_data_config(overrides, model=model)
@@ -56,14 +66,15 @@ def run_validation(model_name: str, checkpoint: Optional[str] = None, data_dir: 
     else:
         if not data_dir:
             raise TrainError("no data directory given: pass the folder that holds <class>/<image> (e.g. .../val)")
-        ds = image_folder(data_dir, bad_images, class_map=info.get("class_to_idx"))
+        ds = image_folder(data_dir, bad_images, class_map=info.get("class_to_idx"), known_as=str(checkpoint))
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     loader = build_eval_loader(ds, data_cfg, batch_size, workers, dev)
     t0 = time.time()
     metrics = evaluate(model, loader, dev, amp=amp, channels_last=channels_last, progress=progress)
-    metrics.update(time_s=round(time.time() - t0, 2), model=model_name, checkpoint=checkpoint,
+    metrics.update(time_s=round(time.time() - t0, 2), model=model.pretrained_cfg.get("architecture") or model_name,
+                   checkpoint=checkpoint, weights=getattr(model, "weights_note", None),
                    data_config={k: data_cfg[k] for k in ("input_size", "interpolation", "crop_pct", "mean", "std")},
                    skipped_images=getattr(ds, "skipped", 0))
     return metrics
