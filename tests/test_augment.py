@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps
-from timm.data.auto_augment import AugmentOp
 
 from inceptionnext.train import parse_config
 from inceptionnext.train.augment import posterize

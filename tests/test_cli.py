@@ -191,7 +191,8 @@ def test_predict_names_imagenet_classes_and_prints_a_readable_list(tmp_path, fil
 def test_predict_uses_a_training_checkpoints_classes_preprocessing_and_ema(files, capsys):
     d, model, ema = files
     stored = dict(input_size=(3, 48, 48), interpolation='bilinear', crop_pct=1.0, mean=(0.5,) * 3, std=(0.5,) * 3)
-    for extra, ref in (((), model), (('--use-ema',), ema)):
+    # the checkpoint's run kept EMA weights and scored them: they are the default; --no-ema gives the model's
+    for extra, ref in (((), ema), (('--no-ema',), model), (('--use-ema',), ema)):
         code, out, err = run(capsys, 'predict', 'inceptionnext_a', '--weights', d / 'train_ckpt.pth', *extra,
                              d / 'photo.jpg', '--json', '--top-k', '2', '--no-progress')
         assert code == 0, err
@@ -312,10 +313,11 @@ def test_convert_deploy_refuses_a_model_with_nothing_to_fold(tmp_path, capsys):
     assert load_model(tmp_path / 'r.safetensors').num_classes == 4
 
 
-def test_ema_weights_only_when_asked_as_timm_validate_does(files, tmp_path, capsys):
+def test_scored_ema_weights_by_default_either_set_on_request(files, tmp_path, capsys):
     d, model, ema = files
     x = torch.randn(1, 3, 64, 64)
-    for extra, ref in (((), model), (('--use-ema',), ema)):
+    # timm's train.py scores its EMA copy when it keeps one, and timm's loaders read it: so do we, by default
+    for extra, ref in (((), ema), (('--no-ema',), model), (('--use-ema',), ema)):
         assert run(capsys, 'convert', d / 'timm_train.pth', tmp_path / 'w.pth', '--model', 'inceptionnext_a',
                    *extra)[0] == 0
         with torch.no_grad():

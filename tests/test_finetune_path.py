@@ -3,7 +3,6 @@ generated 3-class ImageFolder, then validate, predict, convert and export the be
 every tool must score the same file at the same top-1, and load the weights that training scored."""
 import hashlib
 import os
-import re
 import stat
 
 import numpy as np
@@ -12,20 +11,15 @@ import timm
 import torch
 from timm.data import create_transform
 
-from inceptionnext.cli import main
 from inceptionnext.model_file import load_model
 from inceptionnext.train import fit, parse_config
 from inceptionnext.train.checkpoint import load_checkpoint_file
+from test_cli import run
 from test_train import make_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FINETUNE = os.path.join(REPO, "configs", "finetune", "inceptionnext_t.yaml")
 
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def sha(path):

@@ -10,7 +10,7 @@ from timm.scheduler import create_scheduler_v2
 
 from inceptionnext.train import Trainer, fit, parse_config
 from inceptionnext.train.config import apply_overrides, plan_batch
-from inceptionnext.train.data import build_eval_loader, build_train_loader
+from inceptionnext.train.data import build_datasets, build_train_loader
 from inceptionnext.train.distributed import DistEnv
 from test_train import make_folder, toy_cfg
 
@@ -54,7 +54,7 @@ def test_fewer_gpus_accumulate_to_keep_the_recipes_global_batch():
 def test_train_and_eval_interpolation_are_separate_keys(data, tmp_path):
     cfg = toy_cfg(tmp_path, data, interpolation="bicubic")
     assert cfg.train_interpolation == "random"  # timm's --train-interpolation default
-    ds, _, _ = __import__("inceptionnext.train.data", fromlist=["build_datasets"]).build_datasets(cfg)
+    ds, _, _ = build_datasets(cfg)
     data_cfg = dict(input_size=(3, 32, 32), interpolation="bicubic", crop_pct=0.875, mean=(0.5,) * 3,
                     std=(0.5,) * 3)
     build_train_loader(ds, cfg, data_cfg, torch.device("cpu"), distributed=False)

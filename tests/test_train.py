@@ -110,7 +110,8 @@ def test_one_epoch_end_to_end_then_validate(tmp_path, data):
     assert {"optimizer", "scheduler", "rng", "config", "class_to_idx"} <= set(ckpt)
     r = run_validation("inceptionnext_a", res.best_checkpoint, data_dir=str(data / "val"), workers=0, progress=False)
     assert r["count"] == 12
-    assert r["top1"] == pytest.approx(rows[0]["val_top1"]) and r["loss"] == pytest.approx(rows[0]["val_loss"])
+    # with EMA on, the EMA weights were scored, so they are what validate loads by default
+    assert r["top1"] == pytest.approx(rows[0]["ema_val_top1"]) and r["loss"] == pytest.approx(rows[0]["ema_val_loss"])
     assert r["data_config"]["input_size"] == (3, 32, 32)
 
 
@@ -295,8 +296,8 @@ def test_torchrun_two_processes_gloo(tmp_path, data):
     assert ckpt["history"][-1]["val_count"] == 12
     r = run_validation("inceptionnext_a", str(out / "ddp" / "last.pth"), data_dir=str(data / "val"), workers=0,
                        progress=False)
-    assert r["top1"] == pytest.approx(rows[-1]["val_top1"])
-    assert r["loss"] == pytest.approx(rows[-1]["val_loss"], rel=1e-4)  # float32 sums over other batches
+    assert r["top1"] == pytest.approx(rows[-1]["ema_val_top1"])  # the scored (EMA) weights, by default
+    assert r["loss"] == pytest.approx(rows[-1]["ema_val_loss"], rel=1e-4)  # float32 sums over other batches
 
 
 @pytest.mark.slow

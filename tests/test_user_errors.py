@@ -1,29 +1,21 @@
 """What a new user trips over, each as a one-line error or a consistent CLI: data mistakes, too-small images,
 misspelled names, and the commands' shared flags and help texts."""
-import argparse
-import io
 import os
 import shutil
-from contextlib import redirect_stdout
 
 import pytest
 import timm
 import torch
 
 from inceptionnext.cli import COMMANDS, main
-from inceptionnext.train import ConfigError, DataError, TrainError, fit, parse_config
-from inceptionnext.train.config import apply_overrides, TrainConfig
+from inceptionnext.train import ConfigError, DataError, fit, parse_config
 from inceptionnext.train.data import build_datasets
 from inceptionnext.train.evaluate import run_validation
+from test_cli import run
 from test_train import make_folder, toy_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
