@@ -140,7 +140,7 @@ def _from_training_checkpoint(path: str, obj: Mapping[str, Any], use_ema: Option
     if class_to_idx:
         cfg['label_names'] = [name for name, _ in sorted(class_to_idx.items(), key=lambda kv: kv[1])]
     return ModelFile(path, 'training checkpoint', unwrap_state_dict(obj[key], path), obj.get('arch'),
-                     obj.get('num_classes'), None, False, cfg, key, _scored_if_several(obj))
+                     obj.get('num_classes'), None, False, cfg, key, scored_weights_key(obj))
 
 
 def _scored_if_several(obj: Mapping[str, Any]) -> Optional[str]:

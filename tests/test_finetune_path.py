@@ -52,6 +52,7 @@ def top1_of_predictions(predictions):
     return 100.0 * sum(hits) / len(hits)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ema", [True, False], ids=["ema", "no-ema"])
 def test_finetune_then_every_tool_reports_the_same_top1(ema, data, pretrained, tmp_path, capsys):
     import json

@@ -68,7 +68,7 @@ def test_train_and_eval_interpolation_are_separate_keys(data, tmp_path):
 
 def test_agc_clipping_spares_the_head(data, tmp_path):
     """One SGD step with tight AGC: the body's update is clipped, the classifier's is the unclipped one."""
-    kw = dict(model="_test_plain_net", epochs=1, batch_size=12, opt="sgd", momentum=0.0, weight_decay=0.0,
+    kw = dict(model="_test_plain_net", epochs=1, batch_size=12, opt="momentum", momentum=0.0, weight_decay=0.0,
               sched="none", plot=False, lr=0.5)
     free = fit(toy_cfg(tmp_path, data, experiment="free", **kw)).model.state_dict()
     agc = fit(toy_cfg(tmp_path, data, experiment="agc", clip_grad=1e-4, clip_mode="agc", **kw)).model.state_dict()
