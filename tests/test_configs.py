@@ -11,7 +11,7 @@ from timm.layers import DropPath
 import inceptionnext  # noqa: F401  (registers the models the configs name)
 from inceptionnext.train.engine import create_model
 from inceptionnext.train.config import (ConfigError, TrainConfig, apply_overrides, effective_lr, load_yaml,
-                                        parse_config)
+                                        parse_config, plan_batch)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True)
@@ -47,7 +47,8 @@ def test_imagenet_recipe_numbers():
         assert (c.model, c.drop_path, c.opt, c.weight_decay, c.epochs, c.warmup_epochs, c.sched) == \
             (name, dp, "adamw", 0.05, 300, 20, "cosine")
         assert (c.aa, c.mixup, c.cutmix, c.smoothing, c.reprob) == ("rand-m9-mstd0.5-inc1", 0.8, 1.0, 0.1, 0.25)
-        assert c.batch_size * 8 * c.grad_accum == 4096 and effective_lr(c, 8) == pytest.approx(4e-3)
+        accum, lr, _ = plan_batch(c, 8)
+        assert c.batch_size * 8 * accum == 4096 and lr == pytest.approx(4e-3)
         assert not c.ema
 
 
@@ -70,14 +71,15 @@ def test_finetune_384_recipe():
     assert (c.img_size, c.epochs, c.lr, c.sched, c.warmup_epochs, c.mixup, c.cutmix) == \
         (384, 30, 5e-5, "constant", 0, 0.0, 0.0)
     assert (c.ema, c.ema_decay, c.drop_path, c.drop, c.pretrained) == (True, 0.9999, 0.7, 0.5, True)
-    assert c.batch_size * 8 * c.grad_accum == 1024 and effective_lr(c, 8) == pytest.approx(5e-5)
+    accum, lr, _ = plan_batch(c, 8)
+    assert c.batch_size * 8 * accum == 1024 and lr == pytest.approx(5e-5)
 
 
 def test_lr_scales_linearly_with_global_batch():
     c = cfg_of("imagenet/inceptionnext_t.yaml")
-    assert effective_lr(c, 4) == pytest.approx(2e-3)  # half the GPUs: half the global batch, half the lr
-    c2 = apply_overrides(c, {"grad_accum": 8}, "test")
-    assert effective_lr(c2, 4) == pytest.approx(4e-3)
+    assert effective_lr(c, 4) == pytest.approx(4e-3)  # half the GPUs: twice the accumulation, the recipe's lr
+    c2 = apply_overrides(c, {"grad_accum": 4}, "test")  # accumulation fixed: half the global batch, half the lr
+    assert effective_lr(c2, 4) == pytest.approx(2e-3)
     assert effective_lr(apply_overrides(c, {"lr_batch": None}, "test"), 4) == 4e-3  # absolute lr
 
 
