@@ -90,7 +90,8 @@ def make_checkpoint(*, model, optimizer, scheduler, ema, scaler, epoch: int, mod
                     config: Dict[str, Any], history: List[Dict[str, Any]], best: Dict[str, Any],
                     rng: List[Dict[str, Any]], data_config: Dict[str, Any],
                     class_to_idx: Optional[Dict[str, int]] = None,
-                    scored_weights: Optional[str] = None) -> Dict[str, Any]:
+                    scored_weights: Optional[str] = None, **task_record: Any) -> Dict[str, Any]:
+    """The checkpoint record; task_record holds what the task adds (see Task.checkpoint_record)."""
     return {
         "format": TRAINING_FORMAT,
         "version": FORMAT_VERSION,
@@ -110,4 +111,5 @@ def make_checkpoint(*, model, optimizer, scheduler, ema, scaler, epoch: int, mod
         "class_to_idx": class_to_idx,  # folder name -> class index, for ImageFolder data
         # the entry whose top-1 picked model_best.pth: what every tool (and timm's loaders) reads by default
         "scored_weights": scored_weights or ("state_dict_ema" if ema is not None else "state_dict"),
+        **task_record,
     }

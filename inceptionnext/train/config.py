@@ -22,6 +22,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
+    task: str = "classification"        # what is trained: its data, model builder, loss and metrics (train/tasks)
+
     # --- model: built by name through timm; the engine never looks inside it
     model: str = "inceptionnext_a"
     pretrained: bool = False            # load the model's default pretrained weights through timm
@@ -83,6 +85,10 @@ class TrainConfig:
     warmup_lr: float = 1e-6
     min_lr: float = 1e-6
     cooldown_epochs: int = 0
+    decay_rate: float = 0.1             # timm's decay_rate: the power of the poly schedule, the step schedules' factor
+    iters: Optional[int] = None         # iteration-based run: this many optimizer updates in all (epochs is unused)
+    eval_interval: int = 1000           # ... validated and checkpointed every eval_interval updates
+    warmup_iters: int = 0               # ... with this many linear warm-up updates
 
     # --- EMA (timm ModelEmaV3)
     ema: bool = False
@@ -108,6 +114,7 @@ class TrainConfig:
 
 FIELDS: Dict[str, dataclasses.Field] = {f.name: f for f in fields(TrainConfig)}
 CHOICES = {
+    "task": ("classification", "segmentation", "detection"),
     "dataset": ("folder", "digits"),
     "bad_images": ("fail", "skip"),
     "amp": ("none", "bf16", "fp16"),

@@ -2,6 +2,8 @@
 
 The engine never knows which model it trains: it asks timm for one by name. Each epoch ends with a checkpoint
 (written by rank 0 only) that is also the resume point, so a killed run loses at most the epoch in progress.
+What differs between tasks (data, model builder, loss, metrics) comes from the task the config names
+(``train/tasks``); an iteration-based run (``iters``) counts a round of ``eval_interval`` updates as its epoch.
 """
 from __future__ import annotations
 
@@ -21,8 +23,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import timm
-from timm.data import resolve_data_config
-from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.models import model_parameters
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
@@ -31,12 +31,11 @@ from tqdm import tqdm
 
 from .. import models as _models  # noqa: F401  (registers this library's models with timm)
 from ..model_file import check_model_name
-from ..models.model_api import check_img_size
 from . import checkpoint as ckpt_lib
 from . import distributed as dist_lib
 from .config import TrainConfig, config_to_dict, plan_batch, save_config
-from .data import build_datasets, build_eval_loader, build_mixup, build_train_loader, class_names
 from .logs import plot_curves, write_csv
+from .tasks import get_task
 
 
 class TrainError(RuntimeError):
@@ -113,38 +112,6 @@ def autocast_for(amp: str, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device, env: Optional[dist_lib.DistEnv] = None,
-             amp: str = "none", channels_last: bool = False, progress: bool = False,
-             desc: str = "val") -> Dict[str, float]:
-    """Top-1, top-5 (top-k capped at the class count) and cross-entropy, summed over all ranks' shares."""
-    env = env or dist_lib.DistEnv(device=device)
-    was_training = model.training
-    model.eval()
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct@1, correct@5, count
-    bar = tqdm(loader, desc=desc, disable=None if (progress and env.is_main) else True, leave=False,
-               dynamic_ncols=True)  # None: shown on a terminal, silent in logs
-    for x, y in bar:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_for(amp, device):
-            logits = model(x)
-        logits = logits.float()
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
-        hit = top.eq(y[:, None])
-        sums += torch.stack([nn.functional.cross_entropy(logits, y, reduction="sum").double(),
-                             hit[:, :1].sum().double(), hit.sum().double(),
-                             torch.tensor(float(y.numel()), dtype=torch.float64, device=device)])
-    dist_lib.all_reduce_sum(sums, env)
-    model.train(was_training)
-    loss, c1, c5, n = sums.tolist()
-    if n == 0:
-        raise TrainError("the validation set is empty")
-    return {"loss": loss / n, "top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "count": int(n)}
-
-
 def state_digest(model: nn.Module) -> str:
     """SHA-256 over every parameter and buffer, to tell whether replicas hold bit-identical weights."""
     h = hashlib.sha256()
@@ -162,12 +129,14 @@ class RunResult:
     log_path: str
     plot_path: Optional[str]
     config_path: str
-    best_top1: float
+    best_top1: Optional[float]  # the best main metric when it is top-1 (classification), else None
     best_epoch: int
     epochs_done: int
     history: List[Dict[str, Any]] = field(default_factory=list)
     model: Optional[nn.Module] = None
     replicas_in_sync: Optional[bool] = None
+    best_metric: str = "top1"   # the task's main metric, which picked best_checkpoint
+    best_value: Optional[float] = None
 
 
 class Trainer:
@@ -185,21 +154,18 @@ class Trainer:
         if cfg.grad_accum < 1 or cfg.batch_size < 1 or cfg.epochs < 1:
             raise TrainError("batch_size, grad_accum and epochs must each be at least 1")
 
+        try:
+            self.task = get_task(cfg.task)(cfg, env)
+        except ValueError as e:
+            raise TrainError(str(e)) from None
         # identical model init on every rank; per-rank streams for augmentation come after
         seed_everything(cfg.seed)
-        self.train_set, self.val_set, data_classes = build_datasets(cfg)
+        self.train_set, self.val_set, data_classes = self.task.build_datasets()
         self.num_classes = cfg.num_classes or data_classes
         if self.num_classes != data_classes:
             raise TrainError(f"num_classes is {self.num_classes} but the dataset has {data_classes} classes")
-        self.model = create_model(cfg.model, self.num_classes, pretrained=cfg.pretrained, weights=cfg.weights,
-                                  drop_path_rate=cfg.drop_path, drop_rate=cfg.drop)
-        try:
-            check_img_size(self.model, cfg.img_size, "img_size")
-        except ValueError as e:
-            raise TrainError(str(e)) from None
-        self.data_cfg = resolve_data_config(
-            {"img_size": cfg.img_size or (32 if cfg.dataset == "digits" else None), "crop_pct": cfg.crop_pct,
-             "interpolation": cfg.interpolation, "mean": cfg.mean, "std": cfg.std}, model=self.model)
+        self.model = self.task.build_model(self.num_classes)
+        self.data_cfg = self.task.data_config(self.model)
         if cfg.sync_bn and env.distributed:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device)
@@ -226,29 +192,27 @@ class Trainer:
             self.train_model = torch.compile(self.train_model)
             self.eval_model = torch.compile(self.model)
 
-        prefetch = self.device.type == "cuda"
-        self.mixup_fn = build_mixup(cfg, self.num_classes, collate=False) if not prefetch else None
-        collate = build_mixup(cfg, self.num_classes, collate=True) if prefetch else None
-        self.mixing = cfg.mixup > 0 or cfg.cutmix > 0
-        self.train_loader = build_train_loader(self.train_set, cfg, self.data_cfg, self.device, env.distributed,
-                                               collate_mixup=collate)
-        self.val_loader = build_eval_loader(self.val_set, self.data_cfg, cfg.batch_size, cfg.workers, self.device,
-                                            env.rank, env.world_size)
+        if cfg.iters is not None and (cfg.iters < 1 or cfg.eval_interval < 1 or cfg.iters % cfg.eval_interval):
+            raise TrainError(f"iters ({cfg.iters}) must be a positive multiple of eval_interval ({cfg.eval_interval})")
+        self.train_loader, self.val_loader = self.task.build_loaders(
+            self.train_set, self.val_set, self.data_cfg, self.num_classes,
+            cfg.eval_interval * cfg.grad_accum if cfg.iters is not None else None)
         if len(self.train_loader) == 0:
             raise TrainError(f"the training set ({len(self.train_set)} images) is smaller than one batch "
                              f"({cfg.batch_size} per process); lower batch_size")
-        if self.mixing:
-            self.criterion = SoftTargetCrossEntropy()
-        elif cfg.smoothing > 0:
-            self.criterion = LabelSmoothingCrossEntropy(smoothing=cfg.smoothing)
-        else:
-            self.criterion = nn.CrossEntropyLoss()
 
         self.updates_per_epoch = math.ceil(len(self.train_loader) / cfg.grad_accum)
-        self.scheduler, self.total_epochs = create_scheduler_v2(
-            self.optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
-            warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, cooldown_epochs=cfg.cooldown_epochs,
-            step_on_epochs=False, updates_per_epoch=self.updates_per_epoch)
+        if cfg.iters is None:
+            self.scheduler, self.total_epochs = create_scheduler_v2(
+                self.optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
+                warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, cooldown_epochs=cfg.cooldown_epochs,
+                decay_rate=cfg.decay_rate, step_on_epochs=False, updates_per_epoch=self.updates_per_epoch)
+        else:  # the schedule counts updates; an "epoch" is one round of eval_interval updates
+            self.scheduler, _ = create_scheduler_v2(
+                self.optimizer, sched=cfg.sched, num_epochs=cfg.iters, warmup_epochs=cfg.warmup_iters,
+                warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, decay_rate=cfg.decay_rate, step_on_epochs=False,
+                updates_per_epoch=1)
+            self.total_epochs = cfg.iters // cfg.eval_interval
 
         self.out_dir = self._run_dir()
         self.paths = {name: os.path.join(self.out_dir, f) for name, f in (
@@ -256,7 +220,7 @@ class Trainer:
             ("plot", "curves.png"), ("config", "config.yaml"))}
         self.start_epoch = 0
         self.history: List[Dict[str, Any]] = []
-        self.best = {"top1": -1.0, "epoch": 0}
+        self.best = {self.task.main_metric: -1.0, "epoch": 0}
         self._resume_rng = None
         if cfg.resume:
             self._resume()
@@ -340,28 +304,23 @@ class Trainer:
         cfg, env, device = self.cfg, self.env, self.device
         self.train_model.train()
         loader = self.train_loader
-        if env.distributed and hasattr(loader.sampler, "set_epoch"):
+        if hasattr(loader.sampler, "set_epoch"):  # DDP's sampler, and the iteration-based tasks' own
             loader.sampler.set_epoch(epoch)
         n = len(loader)
         full = (n // cfg.grad_accum) * cfg.grad_accum
         num_updates = epoch * self.updates_per_epoch
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         seen = 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.total_epochs}", leave=False, dynamic_ncols=True,
+        bar = tqdm(loader, desc=self._round_name(epoch), leave=False, dynamic_ncols=True,
                    disable=None if (cfg.progress and env.is_main) else True)
         self.optimizer.zero_grad(set_to_none=True)
-        for i, (x, y) in enumerate(bar):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # no-op after the prefetcher
-            if self.mixup_fn is not None:
-                x, y = self.mixup_fn(x, y)
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+        for i, batch in enumerate(bar):
             group = cfg.grad_accum if i < full else n - full
             step_now = (i + 1) % cfg.grad_accum == 0 or i + 1 == n
             no_sync = self.train_model.no_sync if (env.distributed and not step_now) else contextlib.nullcontext
             with no_sync():
                 with autocast_for(cfg.amp, device):
-                    loss = self.criterion(self.train_model(x), y)
+                    loss, count = self.task.train_loss(self.train_model, batch)
                 self._check_finite(loss, epoch, i)
                 if self.scaler is not None:
                     self.scaler(loss / group, self.optimizer, clip_grad=cfg.clip_grad, clip_mode=cfg.clip_mode,
@@ -372,8 +331,8 @@ class Trainer:
                         if cfg.clip_grad is not None:
                             dispatch_clip_grad(self._clipped_parameters(), cfg.clip_grad, mode=cfg.clip_mode)
                         self.optimizer.step()
-            loss_sum += loss.detach().double() * x.shape[0]
-            seen += x.shape[0]
+            loss_sum += loss.detach().double() * count
+            seen += count
             if step_now:
                 self.optimizer.zero_grad(set_to_none=True)
                 num_updates += 1
@@ -406,6 +365,11 @@ class Trainer:
                    "No checkpoint was written yet.")
                 + " Lower lr, enable clip_grad, or use amp: bf16 instead of fp16.")
 
+    def _round_name(self, epoch: int) -> str:
+        if self.cfg.iters is None:
+            return f"epoch {epoch + 1}/{self.total_epochs}"
+        return f"iter {(epoch + 1) * self.cfg.eval_interval}/{self.cfg.iters}"
+
     @property
     def base_lr(self) -> float:
         """The scheduled lr before layer-wise decay (param group 0 is the stem, scaled down by lr_scale)."""
@@ -414,8 +378,10 @@ class Trainer:
 
     @property
     def best_key(self) -> str:
-        """The top-1 that picks model_best.pth; with EMA on, the EMA weights' (timm's train.py scores them too)."""
-        return "ema_val_top1" if (self.cfg.best_on in ("auto", "ema") and self.ema is not None) else "val_top1"
+        """The task's main metric that picks model_best.pth; with EMA on, the EMA weights' (timm's train.py
+        scores them too)."""
+        main = self.task.main_metric
+        return f"ema_val_{main}" if (self.cfg.best_on in ("auto", "ema") and self.ema is not None) else f"val_{main}"
 
     @property
     def start_epoch_done(self) -> int:
@@ -437,12 +403,12 @@ class Trainer:
             model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, ema=self.ema,
             scaler=self.scaler, epoch=epoch_done, model_name=self.cfg.model, num_classes=self.num_classes,
             config=config_to_dict(self.cfg), history=self.history, best=self.best, rng=rng,
-            data_config=dict(self.data_cfg), class_to_idx=class_names(self.train_set),
-            scored_weights="state_dict_ema" if self.best_key == "ema_val_top1" else "state_dict")
+            **self.task.checkpoint_record(self.data_cfg, self.train_set),
+            scored_weights="state_dict_ema" if self.best_key.startswith("ema_") else "state_dict")
         ckpt_lib.save_atomic(state, self.paths["last"])
         if is_best:
             ckpt_lib.save_atomic(state, self.paths["best"])
-        write_csv(self.history, self.paths["log"])
+        write_csv(self.history, self.paths["log"], self.task.log_columns)
 
     def fit(self) -> RunResult:
         cfg, env = self.cfg, self.env
@@ -456,33 +422,36 @@ class Trainer:
             ckpt_lib.restore_rng(self._resume_rng)
         else:
             seed_everything(cfg.seed + env.rank + 1000 * self.start_epoch)
-        best_key = self.best_key
+        main, best_key = self.task.main_metric, self.best_key
         for epoch in range(self.start_epoch, self.total_epochs):
             t0 = time.time()
             row: Dict[str, Any] = {"epoch": epoch + 1, "lr": self.base_lr}
+            if cfg.iters is not None:
+                row["iter"] = (epoch + 1) * cfg.eval_interval
             row.update(self._train_epoch(epoch))
             if env.distributed and not cfg.sync_bn:
                 distribute_bn(self.model, env.world_size, reduce=True)  # one set of BN statistics for all ranks
                 if self.ema is not None:  # and for the EMA copy, as the official loop does before scoring it
                     distribute_bn(self.ema.module, env.world_size, reduce=True)
-            val = evaluate(self.eval_model, self.val_loader, self.device, env, cfg.amp, cfg.channels_last,
-                           cfg.progress, desc=f"val {epoch + 1}")
+            val = self.task.evaluate(self.eval_model, self.val_loader, desc=f"val {epoch + 1}")
             row.update({f"val_{k}": v for k, v in val.items()})
             if self.ema is not None:
-                ema_val = evaluate(self.ema.module, self.val_loader, self.device, env, cfg.amp, cfg.channels_last,
-                                   cfg.progress, desc=f"val EMA {epoch + 1}")
+                ema_val = self.task.evaluate(self.ema.module, self.val_loader, desc=f"val EMA {epoch + 1}")
                 row.update({f"ema_val_{k}": v for k, v in ema_val.items() if k != "count"})
             row["skipped_images"] = self._skipped()
             row["epoch_time_s"] = round(time.time() - t0, 2)
             self.history.append(row)
-            is_best = row[best_key] > self.best["top1"]
+            is_best = row[best_key] > self.best[main]
             if is_best:
-                self.best = {"top1": row[best_key], "epoch": epoch + 1}
+                self.best = {main: row[best_key], "epoch": epoch + 1}
             self._save(epoch + 1, is_best)
-            ema_txt = f" | EMA top-1 {row['ema_val_top1']:.2f}" if self.ema is not None else ""
+            if env.is_main:
+                self.task.after_validation(self.eval_model, self.out_dir, epoch + 1)
+            ema_txt = (f" | EMA {self.task.metric_label} {row[f'ema_val_{main}']:.2f}" if self.ema is not None
+                       else "")
             skip_txt = f" | skipped {row['skipped_images']} unreadable images" if row["skipped_images"] else ""
-            self._log(f"epoch {epoch + 1}/{self.total_epochs} | train loss {row['train_loss']:.4f} | val loss "
-                      f"{row['val_loss']:.4f} | top-1 {row['val_top1']:.2f} | top-5 {row['val_top5']:.2f}{ema_txt}"
+            self._log(f"{self._round_name(epoch)} | train loss {row['train_loss']:.4f} | "
+                      f"{self.task.describe(row)}{ema_txt}"
                       f" | lr {row['lr']:.2e} | {row['epoch_time_s']:.1f}s{skip_txt}")
             if cfg.stop_after_epoch is not None and epoch + 1 == cfg.stop_after_epoch and epoch + 1 < self.total_epochs:
                 self._log(f"stopping after epoch {epoch + 1} as asked (stop_after_epoch); continue with "
@@ -500,24 +469,27 @@ class Trainer:
             self._log(f"weights identical on all {env.world_size} ranks: {'yes' if in_sync else 'NO'}")
         plot_path = None
         if env.is_main and self.history:
-            write_csv(self.history, self.paths["log"])
+            write_csv(self.history, self.paths["log"], self.task.log_columns)
             if self.cfg.plot:
                 plot_path = self.paths["plot"]
-                plot_curves(self.history, plot_path, title=f"{self.cfg.model} ({self.out_dir})")
+                plot_curves(self.history, plot_path, title=f"{self.cfg.model} ({self.out_dir})",
+                            metrics=self.task.plot_metrics)
         dist_lib.barrier(env)
         done = len(self.history)
-        self._log(f"done: {done}/{self.total_epochs} epochs; best val top-1 {self.best['top1']:.2f}% at epoch "
-                  f"{self.best['epoch']}\n"
+        main = self.task.main_metric
+        self._log(f"done: {done}/{self.total_epochs} epochs; best val {self.task.metric_label} "
+                  f"{self.best[main]:.2f}% at epoch {self.best['epoch']}\n"
                   f"  checkpoint: {self.paths['best']} (latest: {self.paths['last']}); its "
-                  f"{'EMA' if self.best_key == 'ema_val_top1' else 'model'} weights scored best, and validate, "
+                  f"{'EMA' if self.best_key.startswith('ema_') else 'model'} weights scored best, and validate, "
                   "predict, convert and export load them by default\n"
                   f"  log:        {self.paths['log']}\n"
                   f"  plot:       {plot_path or '(not drawn)'}\n"
                   f"  config:     {self.paths['config']}")
         return RunResult(out_dir=self.out_dir, last_checkpoint=self.paths["last"], best_checkpoint=self.paths["best"],
                          log_path=self.paths["log"], plot_path=plot_path, config_path=self.paths["config"],
-                         best_top1=self.best["top1"], best_epoch=self.best["epoch"], epochs_done=done,
-                         history=self.history, model=self.model, replicas_in_sync=in_sync)
+                         best_top1=self.best[main] if main == "top1" else None, best_epoch=self.best["epoch"],
+                         epochs_done=done, history=self.history, model=self.model, replicas_in_sync=in_sync,
+                         best_metric=main, best_value=self.best[main])
 
 
 def fit(cfg: TrainConfig) -> RunResult:

@@ -15,7 +15,8 @@ from ..weights import CheckpointError
 from . import checkpoint as ckpt_lib
 from .data import DigitsDataset, build_eval_loader, image_folder
 from .distributed import resolve_device
-from .engine import TrainError, create_model, evaluate
+from .engine import TrainError, create_model
+from .tasks.classification import evaluate
 
 
 def load_for_eval(model_name: Optional[str], checkpoint: Optional[str] = None, num_classes: Optional[int] = None,

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import csv
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence, Tuple
 
 COLUMNS = ["epoch", "lr", "train_loss", "val_loss", "val_top1", "val_top5",
            "ema_val_loss", "ema_val_top1", "ema_val_top5", "epoch_time_s", "skipped_images"]
 
 
-def write_csv(history: List[Dict[str, Any]], path: str) -> None:
+def write_csv(history: List[Dict[str, Any]], path: str, columns: Sequence[str] = COLUMNS) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
         for row in history:
-            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in COLUMNS})
+            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in columns})
     os.replace(tmp, path)
 
 
@@ -25,8 +25,12 @@ def read_csv(path: str) -> List[Dict[str, Any]]:
         return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def plot_curves(history: List[Dict[str, Any]], path: str, title: str = "") -> None:
-    """Two panels: train/val loss, and val top-1/top-5 (and EMA top-1 when present), by epoch."""
+CLASSIFICATION_METRICS = (("val_top1", "top-1"), ("val_top5", "top-5"), ("ema_val_top1", "top-1 (EMA)"))
+
+
+def plot_curves(history: List[Dict[str, Any]], path: str, title: str = "",
+                metrics: Sequence[Tuple[str, str]] = CLASSIFICATION_METRICS) -> None:
+    """Two panels: train/val loss, and the task's validation metrics (history key, label), by epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -44,11 +48,11 @@ def plot_curves(history: List[Dict[str, Any]], path: str, title: str = "") -> No
         if x:
             ax_loss.plot(x, y, marker=".", label=label)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    for key, label in (("val_top1", "top-1"), ("val_top5", "top-5"), ("ema_val_top1", "top-1 (EMA)")):
+    for key, label in metrics:
         x, y = series(key)
         if x:
             ax_acc.plot(x, y, marker=".", label=label)
-    ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="accuracy")
+    ax_acc.set(xlabel="epoch", ylabel="validation metric (%)", title=", ".join(label for _, label in metrics))
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
