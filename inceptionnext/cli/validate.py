@@ -1,14 +1,17 @@
-"""`inceptionnext validate`: top-1 / top-5 of a model on an ImageFolder, preprocessed the way its weights expect.
+"""`inceptionnext validate`: top-1 / top-5 of a model on an ImageFolder (mIoU for segmentation models), preprocessed the way its weights expect.
 
     inceptionnext validate inceptionnext_t --weights output/run/model_best.pth --data-dir /data/imagenet/val
     inceptionnext validate --weights output/digits_inceptionnext_a/model_best.pth --dataset digits
+    inceptionnext validate upernet_inceptionnext_t --weights run/model_best.pth --dataset ade20k \
+        --data-dir /data/ADEChallengeData2016 --scales 0.5,0.75,1.0,1.25,1.5,1.75 --flip --plot iou.png
 """
 import argparse
 import json
 import sys
 
 from ..train import CheckpointError, DataError, TrainError
-from ..train.evaluate import run_validation
+from ..models.segmentation import is_segmentation_model
+from ..train.evaluate import run_seg_validation, run_validation
 from .common import add_ema_args, floats, say_weights, summary
 from .predict import INTERPOLATIONS
 
@@ -23,11 +26,13 @@ def build_parser(prog=None):
                         "timm state dict or .safetensors; omitted: the model's pretrained weights")
     p.add_argument("--data-dir", default=None,
                    help="the evaluation split itself, <class>/<image> below it (e.g. /data/imagenet/val)")
-    p.add_argument("--dataset", default="folder", choices=("folder", "digits"),
-                   help="folder: an ImageFolder at --data-dir; digits: the built-in digits' validation split")
+    p.add_argument("--dataset", default=None, choices=("folder", "digits", "ade20k", "masks", "digit_scenes"),
+                   help="folder (default): an ImageFolder at --data-dir; digits: the built-in digits' validation "
+                        "split; segmentation: ade20k, masks or digit_scenes (default: the checkpoint's own)")
     p.add_argument("--num-classes", type=int, default=None, help="default: read from the weight file")
     add_ema_args(p)
-    p.add_argument("--batch-size", "-b", type=int, default=128, help="images per forward pass")
+    p.add_argument("--batch-size", "-b", type=int, default=None, help="images per forward pass (default 128; "
+                   "segmentation 8)")
     p.add_argument("--workers", type=int, default=4, help="data loader processes")
     p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"), help="autocast dtype (fp16: CUDA only)")
     p.add_argument("--channels-last", action="store_true", help="run in channels_last memory format")
@@ -43,7 +48,61 @@ def build_parser(prog=None):
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
                    help="print the results as JSON (as predict --json does), or write them to FILE")
+    seg = p.add_argument_group("segmentation models (defaults: the checkpoint's training config)")
+    seg.add_argument("--test-mode", default=None, choices=("whole", "slide"))
+    seg.add_argument("--crop-size", type=int, default=None, help="sliding-window size")
+    seg.add_argument("--stride", type=int, default=None, help="sliding-window stride (default: 2/3 of the crop)")
+    seg.add_argument("--base-size", type=floats, default=None, help="keep-ratio test resize, e.g. '2048,512'")
+    seg.add_argument("--scales", type=floats, default=(1.0,), help="multi-scale ratios, e.g. '0.5,0.75,1.0,1.25'")
+    seg.add_argument("--flip", action="store_true", help="also average the horizontally flipped image")
+    seg.add_argument("--plot", default=None, metavar="PNG", help="draw the per-class IoU as a bar chart")
     return p
+
+
+def plot_per_class(per_class, path: str, title: str) -> None:
+    """Horizontal bars of per-class IoU, sorted, with the mIoU as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    items = sorted(((v, k) for k, v in per_class.items() if v is not None), reverse=True)
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.22 * len(items) + 1)))
+    ax.barh([k for _, k in items][::-1], [v for v, _ in items][::-1], color="tab:blue")
+    mean = sum(v for v, _ in items) / max(len(items), 1)
+    ax.axvline(mean, color="tab:red", ls="--", label=f"mIoU {mean:.2f}")
+    ax.set(xlabel="IoU (%)", xlim=(0, 100), title=title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def seg_cli(a, model: str) -> int:
+    """The segmentation branch: per-class IoU table, mIoU, optional per-class plot and JSON."""
+    import numpy as np
+
+    from ..train.seg_eval import format_table
+
+    r = run_seg_validation(model, a.weights, a.data_dir, a.dataset, a.num_classes, a.use_ema,
+                           a.batch_size or 8, a.workers, a.amp, a.device, a.test_mode, a.crop_size, a.stride,
+                           a.scales, a.flip, tuple(int(v) for v in a.base_size) if a.base_size else None,
+                           a.img_size, progress=not a.no_progress)
+    if a.json == "-":
+        print(json.dumps(r, indent=2, default=list))
+        return 0
+    per_class = np.array([np.nan if v is None else v for v in r["per_class_iou"].values()])
+    print(format_table(per_class, r["class_names"], r), flush=True)
+    t = r["test"]
+    print(f"{model}: mIoU {r['miou']:.3f} on {r['count']} images ({t['mode']}, scales "
+          f"{','.join(str(s) for s in t['scales'])}{', flip' if t['flip'] else ''}; {r['time_s']:.1f}s)", flush=True)
+    if a.plot:
+        plot_per_class(r["per_class_iou"], a.plot, f"{model}: per-class IoU")
+        print(f"per-class IoU plot: {a.plot}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(r, f, indent=2, default=list)
+    return 0
 
 
 def cli(argv=None, prog: str = "inceptionnext validate") -> int:
@@ -54,7 +113,10 @@ def cli(argv=None, prog: str = "inceptionnext validate") -> int:
         model = a.model or a.model_flag
         if model is None and a.weights is None:
             raise ValueError("name the model (inceptionnext validate MODEL ...) or give --weights FILE that records it")
-        r = run_validation(model, a.weights, a.data_dir, a.dataset, a.num_classes, a.use_ema, a.batch_size,
+        if model and is_segmentation_model(model):
+            return seg_cli(a, model)
+        r = run_validation(model, a.weights, a.data_dir, a.dataset or "folder", a.num_classes, a.use_ema,
+                           a.batch_size or 128,
                            a.workers, a.amp, a.channels_last, a.device, a.img_size, a.crop_pct, a.interpolation,
                            a.mean, a.std, a.bad_images, progress=not a.no_progress)
     except (DataError, CheckpointError, TrainError, OSError, ValueError) as e:

@@ -34,7 +34,8 @@ class TrainConfig:
     sync_bn: bool = False               # convert BatchNorm to SyncBatchNorm under DDP (CUDA only)
 
     # --- data
-    dataset: str = "folder"             # "folder" (ImageFolder with train/ and val/) or "digits" (built in)
+    dataset: str = "folder"             # classification: "folder" (ImageFolder train/ val/) or "digits" (built in);
+                                        # segmentation: "ade20k", "masks" (images/ + masks/ folders), "digit_scenes"
     data_dir: Optional[str] = None
     train_split: str = "train"
     val_split: str = "val"
@@ -90,6 +91,21 @@ class TrainConfig:
     eval_interval: int = 1000           # ... validated and checkpointed every eval_interval updates
     warmup_iters: int = 0               # ... with this many linear warm-up updates
 
+    # --- segmentation (task: segmentation); hflip above applies too
+    crop_size: int = 512                # training crop (padded with label 255 where the image is smaller)
+    base_size: Optional[Tuple[int, ...]] = None  # (long, short) keep-ratio scale of train ratios and test resize
+    seg_scale: Optional[Tuple[float, float]] = (0.5, 2.0)  # random rescale ratio range; None: no rescale
+    cat_max_ratio: float = 0.75         # redraw crops where one class covers more than this share
+    photometric: bool = True            # random brightness/contrast/saturation/hue (SSD-style distortion)
+    reduce_zero_label: bool = False     # label 0 -> 255 (ignored), others minus one (ADE20K)
+    aux_weight: float = 0.4             # loss weight of the auxiliary FCN head (UperNet); 0 builds none
+    head_channels: Optional[int] = None  # decode head width; None: the paper's (UperNet 512, FPN 256)
+    test_mode: str = "whole"            # "whole" or "slide" (crop_size windows every test_stride pixels)
+    test_stride: Optional[int] = None   # None: two thirds of crop_size (341 at 512)
+    test_scales: Tuple[float, ...] = (1.0,)  # multi-scale test ratios, e.g. 0.5,0.75,1.0,1.25,1.5,1.75
+    test_flip: bool = False             # also average the horizontally flipped input
+    overlays: int = 4                   # val images drawn as image | truth | prediction after each round
+
     # --- EMA (timm ModelEmaV3)
     ema: bool = False
     ema_decay: float = 0.9999
@@ -115,7 +131,8 @@ class TrainConfig:
 FIELDS: Dict[str, dataclasses.Field] = {f.name: f for f in fields(TrainConfig)}
 CHOICES = {
     "task": ("classification", "segmentation", "detection"),
-    "dataset": ("folder", "digits"),
+    "dataset": ("folder", "digits", "ade20k", "masks", "digit_scenes"),
+    "test_mode": ("whole", "slide"),
     "bad_images": ("fail", "skip"),
     "amp": ("none", "bf16", "fp16"),
     "best_on": ("auto", "model", "ema"),

@@ -484,7 +484,8 @@ class Trainer:
                   "predict, convert and export load them by default\n"
                   f"  log:        {self.paths['log']}\n"
                   f"  plot:       {plot_path or '(not drawn)'}\n"
-                  f"  config:     {self.paths['config']}")
+                  f"  config:     {self.paths['config']}"
+                  + "".join(f"\n  {k + ':':<11} {v}" for k, v in self.task.extra_outputs(self.out_dir).items()))
         return RunResult(out_dir=self.out_dir, last_checkpoint=self.paths["last"], best_checkpoint=self.paths["best"],
                          log_path=self.paths["log"], plot_path=plot_path, config_path=self.paths["config"],
                          best_top1=self.best[main] if main == "top1" else None, best_epoch=self.best["epoch"],

@@ -79,3 +79,55 @@ def run_validation(model_name: Optional[str], checkpoint: Optional[str] = None, 
                    data_config={k: data_cfg[k] for k in ("input_size", "interpolation", "crop_pct", "mean", "std")},
                    skipped_images=getattr(ds, "skipped", 0))
     return metrics
+
+
+def run_seg_validation(model_name: str, checkpoint: Optional[str] = None, data_dir: Optional[str] = None,
+                       dataset: Optional[str] = None, num_classes: Optional[int] = None, use_ema: Optional[bool] = None,
+                       batch_size: int = 8, workers: int = 4, amp: str = "none", device: str = "auto",
+                       mode: Optional[str] = None, crop_size: Optional[int] = None, stride: Optional[int] = None,
+                       scales=(1.0,), flip: bool = False, base_size=None, img_size: Optional[int] = None,
+                       progress: bool = True) -> Dict[str, Any]:
+    """mIoU, per-class IoU, mAcc and pixel accuracy of a segmentation checkpoint on its validation split.
+
+    Settings left unset come from the checkpoint's training config (dataset, data_dir, crop, test resize), so a
+    run's best checkpoint validates as the run did; multi-scale (scales) and flip are test-time choices.
+    """
+    from .config import TrainConfig, apply_overrides
+    from .seg_data import EvalTransform, collate_pairs
+    from .seg_eval import evaluate_segmentation
+    from .tasks.segmentation import build_seg_datasets
+
+    dev = resolve_device(device)
+    if checkpoint is None:
+        raise TrainError("segmentation validation needs --checkpoint (a trained segmentation model)")
+    saved = {}
+    try:
+        saved = dict(ckpt_lib.load_checkpoint_file(checkpoint).get("config") or {})
+    except ckpt_lib.CheckpointError:
+        pass  # a converted model file or a plain state dict: no training config to start from
+    cfg = apply_overrides(TrainConfig(), {k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__},
+                          f"the config in {checkpoint}")
+    given = {"dataset": dataset, "data_dir": data_dir, "num_classes": num_classes, "crop_size": crop_size,
+             "test_mode": mode, "test_stride": stride, "base_size": base_size, "img_size": img_size}
+    cfg = apply_overrides(cfg, {k: v for k, v in given.items() if v is not None}, "the validate options")
+    if cfg.dataset not in ("ade20k", "masks", "digit_scenes"):
+        raise TrainError("name the segmentation dataset: --dataset ade20k|masks|digit_scenes (and --data-dir)")
+    model, _ = load_for_eval(model_name, checkpoint, None, use_ema)
+    _, val_set, names = build_seg_datasets(cfg)
+    if model.num_classes != len(names):
+        raise TrainError(f"{checkpoint} predicts {model.num_classes} classes, the {cfg.dataset} data has "
+                         f"{len(names)}")
+    data_cfg = model.pretrained_cfg
+    val_set.transform = EvalTransform(cfg.base_size, data_cfg["mean"], data_cfg["std"])
+    loader = torch.utils.data.DataLoader(val_set, batch_size=batch_size, shuffle=False, collate_fn=collate_pairs,
+                                         num_workers=workers)
+    model.to(dev)
+    t0 = time.time()
+    metrics, per_class = evaluate_segmentation(
+        model, loader, model.num_classes, dev, amp=amp, progress=progress, mode=cfg.test_mode, crop=cfg.crop_size,
+        stride=cfg.test_stride, scales=tuple(scales), flip=flip)
+    metrics.update(time_s=round(time.time() - t0, 2), model=model_name, checkpoint=checkpoint,
+                   per_class_iou={n: (None if v != v else float(v)) for n, v in zip(names, per_class)},
+                   class_names=list(names), test=dict(mode=cfg.test_mode, crop=cfg.crop_size, stride=cfg.test_stride,
+                                                      scales=list(scales), flip=flip, base_size=cfg.base_size))
+    return metrics

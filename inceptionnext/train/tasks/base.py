@@ -62,3 +62,7 @@ class Task:
 
     def after_validation(self, model: nn.Module, out_dir: str, epoch: int) -> None:
         """Hook after each round's validation on rank 0 (e.g. saving example predictions); default: nothing."""
+
+    def extra_outputs(self, out_dir: str) -> Dict[str, str]:
+        """Further files the run wrote, {label: path}, listed with the checkpoint and log when it ends."""
+        return {}
