@@ -28,6 +28,15 @@ def test_every_config_parses_and_builds_its_model(path):
     device so even base costs nothing, and run a small input through it."""
     cfg = parse_config(["--config", path])
     assert timm.is_model(cfg.model), cfg.model
+    if cfg.task == "segmentation":
+        with torch.device("meta"):
+            model = timm.create_model(cfg.model, num_classes=7, drop_path_rate=cfg.drop_path,
+                                      head_channels=cfg.head_channels).eval()
+            assert model(torch.empty(2, 3, 64, 64)).shape == (2, 7, 64, 64)
+        drop_paths = [m.drop_prob for m in model.modules() if isinstance(m, DropPath)]
+        assert max(drop_paths, default=0.0) == pytest.approx(cfg.drop_path)
+        assert cfg.iters % cfg.eval_interval == 0
+        return
     with torch.device("meta"):
         model = create_model(cfg.model, 7, drop_path_rate=cfg.drop_path, drop_rate=cfg.drop)
         assert model(torch.empty(2, 3, 64, 64)).shape == (2, 7)
@@ -102,3 +111,18 @@ def test_bad_values_are_named():
         load_yaml("/nonexistent.yaml")
     with pytest.raises(ConfigError, match="--set expects KEY=VALUE"):
         parse_config(["--set", "epochs"])
+
+
+def test_ade20k_segmentation_recipes():
+    """Table 6 (UperNet, as Swin's) and Table 7 (Semantic FPN, as PoolFormer's) recipes, drop path per size."""
+    for size, up_dp, fpn_dp in (("t", 0.2, 0.1), ("s", 0.3, 0.2), ("b", 0.4, 0.2)):
+        u = cfg_of(f"segmentation/upernet_inceptionnext_{size}.yaml")
+        assert (u.task, u.dataset, u.iters, u.opt, u.weight_decay, u.sched, u.decay_rate, u.warmup_iters) == \
+            ("segmentation", "ade20k", 160000, "adamw", 0.01, "poly", 1.0, 1500)
+        assert (u.drop_path, u.aux_weight, u.crop_size, tuple(u.base_size), tuple(u.seg_scale), u.cat_max_ratio) == \
+            (up_dp, 0.4, 512, (2048, 512), (0.5, 2.0), 0.75)
+        assert u.batch_size * 8 == 16 and effective_lr(u, 8) == pytest.approx(6e-5) and u.sync_bn and u.pretrained
+        f = cfg_of(f"segmentation/fpn_inceptionnext_{size}.yaml")
+        assert (f.iters, f.weight_decay, f.decay_rate, f.warmup_iters, f.drop_path) == (40000, 1e-4, 0.9, 0, fpn_dp)
+        assert f.batch_size * 8 == 32 and effective_lr(f, 8) == pytest.approx(2e-4)
+        assert effective_lr(f, 4) == pytest.approx(1e-4)  # the lr follows the global batch

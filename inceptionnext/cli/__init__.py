@@ -10,11 +10,12 @@ COMMANDS = {
     'list': ('inceptionnext.cli.list_models', 'model names, params, MACs, pretrained tags, paper top-1'),
     'info': ('inceptionnext.cli.info', 'one model: stages, feature channels and strides, preprocessing, weights'),
     'predict': ('inceptionnext.cli.predict', 'top-5 ImageNet classes (or the model\'s own) for image files'),
+    'segment': ('inceptionnext.cli.segment', 'colour-overlay and class-mask PNGs per image (segmentation models)'),
     'convert': ('inceptionnext.cli.convert', 'any weight file to safetensors/.pth that rebuilds the model, '
                                             'optionally folded'),
     'export': ('inceptionnext.cli.export', 'ONNX, TorchScript or torch.export file, checked against PyTorch'),
     'train': ('inceptionnext.cli.train', 'train or fine-tune from a YAML config (torchrun for multi-GPU)'),
-    'validate': ('inceptionnext.cli.validate', 'top-1/top-5 of weights on an image folder'),
+    'validate': ('inceptionnext.cli.validate', 'top-1/top-5 of weights on an image folder (mIoU: segmentation)'),
     'benchmark': ('inceptionnext.benchmark', 'throughput beside timm\'s models, in one run'),
 }
 

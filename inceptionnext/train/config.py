@@ -105,6 +105,7 @@ class TrainConfig:
     test_scales: Tuple[float, ...] = (1.0,)  # multi-scale test ratios, e.g. 0.5,0.75,1.0,1.25,1.5,1.75
     test_flip: bool = False             # also average the horizontally flipped input
     overlays: int = 4                   # val images drawn as image | truth | prediction after each round
+    scene_counts: Tuple[int, int] = (4000, 300)  # digit_scenes: train and val scenes
 
     # --- EMA (timm ModelEmaV3)
     ema: bool = False

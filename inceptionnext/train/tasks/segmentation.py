@@ -40,7 +40,9 @@ def build_seg_datasets(cfg):
     """(train, val, class names) for cfg.dataset; transforms are attached by the task."""
     if cfg.dataset == "digit_scenes":
         size = cfg.img_size or 96
-        return DigitScenes("train", size), DigitScenes("val", size), list(DigitScenes.class_names)
+        n_train, n_val = cfg.scene_counts
+        return (DigitScenes("train", size, length=n_train), DigitScenes("val", size, length=n_val),
+                list(DigitScenes.class_names))
     if cfg.dataset == "ade20k":
         names = list(ADE20K_CLASSES)
         splits = (cfg.train_split if cfg.train_split != "train" else "training",
