@@ -223,3 +223,11 @@ def test_seg_spec_lookup():
     assert get_seg_spec("upernet_inceptionnext_t").backbone == "inceptionnext_t"
     with pytest.raises(KeyError, match="not a segmentation model"):
         get_seg_spec("upernet_resnet50")
+
+
+@pytest.mark.parametrize("name,fmt", [("fpn_inceptionnext_a", "onnx"), ("upernet_inceptionnext_a", "torchscript")])
+def test_export_through_the_library_exporter(tmp_path, name, fmt):
+    from inceptionnext.export import export_model
+    model = timm.create_model(name, num_classes=5, head_channels=32).eval()
+    report = export_model(model, str(tmp_path / f"m.{fmt}"), fmt, input_size=(3, 64, 64), batch_size=2)
+    assert report.max_abs_diff < 1e-4  # the exporter ran the file and compared it with PyTorch
