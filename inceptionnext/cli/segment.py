@@ -32,8 +32,8 @@ def cli(argv=None, prog: str = 'inceptionnext segment') -> int:
     a = build_parser(prog).parse_args(argv)
     from ..models.segmentation import is_segmentation_model
     if not is_segmentation_model(a.model):
-        raise ValueError(f"{a.model!r} is not a segmentation model (e.g. fpn_inceptionnext_t; see "
-                         "`inceptionnext list`)")
+        raise ValueError(f"{a.model!r} is not a segmentation model (upernet_ or fpn_ before a zoo name, "
+                         "e.g. fpn_inceptionnext_t)")
     device = resolve_device(a.device)
     model = model_from_args(a).to(device)
     results = segment_files(model, a.images, a.output, device,

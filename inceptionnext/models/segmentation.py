@@ -30,9 +30,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import LayerNorm2d
-from timm.models import generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs
 
-from .zoo import ZOO, get_entry
+from .zoo import ZOO, get_entry, register_entrypoint
 
 # ADE20K's 150 classes (reduce_zero_label drops "other"), the paper's benchmark and these models' default.
 ADE20K_NUM_CLASSES = 150
@@ -319,18 +319,9 @@ def build(name: str, pretrained: bool = False, **kwargs) -> EncoderDecoder:
     return model
 
 
-def _register(name: str):
-    def entrypoint(pretrained: bool = False, **kwargs):
-        return build(name, pretrained=pretrained, **kwargs)
-    entrypoint.__name__ = entrypoint.__qualname__ = name
-    entrypoint.__module__ = __name__
-    spec = get_seg_spec(name)
-    entrypoint.__doc__ = f"{spec.head} on {spec.backbone}; see inceptionnext.models.segmentation.SEG_ZOO"
-    globals()[name] = register_model(entrypoint)
-
-
 for _spec in SEG_ZOO:
-    _register(_spec.name)
+    register_entrypoint(_spec.name, build, globals(),
+                        f"{_spec.head} on {_spec.backbone}; see inceptionnext.models.segmentation.SEG_ZOO")
 
 
 def paper_size(name: str) -> Tuple[int, int]:

@@ -166,15 +166,17 @@ def build(variant: str, pretrained: bool = False, **kwargs):
     return model
 
 
-def _register(name: str):
+def register_entrypoint(name: str, builder, module_globals: Dict[str, Any], doc: str) -> None:
+    """Register `name` with timm as a named function of the calling module that calls `builder(name, ...)`
+    (timm reads the module's `default_cfgs` for its pretrained configs)."""
     def entrypoint(pretrained: bool = False, **kwargs):
-        return build(name, pretrained=pretrained, **kwargs)
+        return builder(name, pretrained=pretrained, **kwargs)
     entrypoint.__name__ = entrypoint.__qualname__ = name
-    entrypoint.__module__ = __name__
-    entrypoint.__doc__ = f"{name} ({get_entry(name).family}); see inceptionnext.models.zoo.ZOO"
-    globals()[name] = register_model(entrypoint)
+    entrypoint.__module__ = module_globals['__name__']
+    entrypoint.__doc__ = doc
+    module_globals[name] = register_model(entrypoint)
 
 
 for _entry in ZOO:
     for _name in _entry.names:
-        _register(_name)
+        register_entrypoint(_name, build, globals(), f"{_name} ({_entry.family}); see inceptionnext.models.zoo.ZOO")

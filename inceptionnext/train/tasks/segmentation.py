@@ -83,8 +83,8 @@ class SegmentationTask(Task):
     def build_model(self, num_classes: int) -> nn.Module:
         cfg = self.cfg
         if not is_segmentation_model(cfg.model):
-            raise TrainError(f"task: segmentation needs a segmentation model (e.g. fpn_inceptionnext_t, "
-                             f"upernet_inceptionnext_t; see `inceptionnext list`), not {cfg.model!r}")
+            raise TrainError(f"task: segmentation needs a segmentation model (upernet_ or fpn_ before a zoo name, "
+                             f"e.g. fpn_inceptionnext_t), not {cfg.model!r}")
         kwargs = dict(num_classes=num_classes, pretrained=cfg.pretrained, backbone_weights=cfg.weights,
                       drop_path_rate=cfg.drop_path, head_channels=cfg.head_channels)
         if cfg.model.startswith("upernet_"):
