@@ -180,6 +180,17 @@ def test_short_demo_learns(tmp_path):
     from inceptionnext.train.evaluate import run_seg_validation
     r = run_seg_validation("fpn_inceptionnext_a", res.best_checkpoint, workers=0, progress=False, device="cpu")
     assert r["miou"] == pytest.approx(res.best_value, abs=1e-6)
+    # and `inceptionnext segment` writes an overlay and a class-index mask, with the run's class names
+    from inceptionnext.cli import main
+    from inceptionnext.train.digit_scenes import DigitScenes
+    img, truth = DigitScenes("val", 48).scene(0)
+    Image.fromarray(img).save(tmp_path / "scene.png")
+    assert main(["segment", "fpn_inceptionnext_a", "--weights", res.best_checkpoint, str(tmp_path / "scene.png"),
+                 "-o", str(tmp_path / "seg"), "--json"]) == 0
+    mask = np.asarray(Image.open(tmp_path / "seg" / "scene_mask.png"))
+    assert mask.shape == truth.shape and mask.max() < 11
+    assert Image.open(tmp_path / "seg" / "scene_overlay.png").size == (48, 48)
+    assert main(["segment", "inceptionnext_a", str(tmp_path / "scene.png")]) == 1  # not a segmentation model
 
 
 def test_kill_and_resume_equals_uninterrupted(tmp_path):

@@ -35,7 +35,9 @@ def cli(argv=None, prog: str = 'inceptionnext segment') -> int:
         raise ValueError(f"{a.model!r} is not a segmentation model (upernet_ or fpn_ before a zoo name, "
                          "e.g. fpn_inceptionnext_t)")
     device = resolve_device(a.device)
-    model = model_from_args(a).to(device)
+    from ..train.evaluate import seg_architecture, training_config
+    model = model_from_args(a, **(seg_architecture(training_config(a.weights), a.model) if a.weights else {}))
+    model = model.to(device)
     results = segment_files(model, a.images, a.output, device,
                             tuple(int(v) for v in a.base_size) if a.base_size else None, a.test_mode,
                             a.crop_size, a.stride, a.scales, a.flip, a.alpha)

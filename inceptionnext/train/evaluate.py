@@ -81,6 +81,25 @@ def run_validation(model_name: Optional[str], checkpoint: Optional[str] = None, 
     return metrics
 
 
+def seg_architecture(train_config: Dict[str, Any], model_name: str) -> Dict[str, Any]:
+    """The build arguments a segmentation run's config changed from the registered model (head width, no
+    auxiliary head), so its checkpoint rebuilds the model it was trained as."""
+    kwargs = {}
+    if train_config.get("head_channels"):
+        kwargs["head_channels"] = int(train_config["head_channels"])
+    if model_name.startswith("upernet_") and train_config.get("aux_weight", 0.4) <= 0:
+        kwargs["aux_head"] = False
+    return kwargs
+
+
+def training_config(path: str) -> Dict[str, Any]:
+    """The config a training checkpoint of this engine was run with; empty for any other weight file."""
+    try:
+        return dict(ckpt_lib.load_checkpoint_file(path).get("config") or {})
+    except ckpt_lib.CheckpointError:
+        return {}
+
+
 def run_seg_validation(model_name: str, checkpoint: Optional[str] = None, data_dir: Optional[str] = None,
                        dataset: Optional[str] = None, num_classes: Optional[int] = None, use_ema: Optional[bool] = None,
                        batch_size: int = 8, workers: int = 4, amp: str = "none", device: str = "auto",
@@ -100,11 +119,7 @@ def run_seg_validation(model_name: str, checkpoint: Optional[str] = None, data_d
     dev = resolve_device(device)
     if checkpoint is None:
         raise TrainError("segmentation validation needs --checkpoint (a trained segmentation model)")
-    saved = {}
-    try:
-        saved = dict(ckpt_lib.load_checkpoint_file(checkpoint).get("config") or {})
-    except ckpt_lib.CheckpointError:
-        pass  # a converted model file or a plain state dict: no training config to start from
+    saved = training_config(checkpoint)  # empty for a converted file or a plain state dict
     cfg = apply_overrides(TrainConfig(), {k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__},
                           f"the config in {checkpoint}")
     given = {"dataset": dataset, "data_dir": data_dir, "num_classes": num_classes, "crop_size": crop_size,
@@ -112,7 +127,10 @@ def run_seg_validation(model_name: str, checkpoint: Optional[str] = None, data_d
     cfg = apply_overrides(cfg, {k: v for k, v in given.items() if v is not None}, "the validate options")
     if cfg.dataset not in ("ade20k", "masks", "digit_scenes"):
         raise TrainError("name the segmentation dataset: --dataset ade20k|masks|digit_scenes (and --data-dir)")
-    model, _ = load_for_eval(model_name, checkpoint, None, use_ema)
+    try:
+        model = load_model(checkpoint, model_name, use_ema=use_ema, **seg_architecture(saved, model_name))
+    except CheckpointError as e:
+        raise ckpt_lib.CheckpointError(str(e)) from e
     _, val_set, names = build_seg_datasets(cfg)
     if model.num_classes != len(names):
         raise TrainError(f"{checkpoint} predicts {model.num_classes} classes, the {cfg.dataset} data has "
