@@ -4,8 +4,8 @@
 on every machine and in every worker. Train scenes use the digits of `DigitsDataset`'s train split, validation
 scenes its val split, so the model is judged on handwriting it never saw.
 
-Design for learning fast on a CPU: digits 4-5.5x their 8x8 size (32-44 px, strokes several pixels wide at the
-model's stride-4 output), 2-3 per 96 px canvas without overlap, and the digit colour kept apart from the
+Design for learning fast on a CPU: digits 4-5.5x their 8x8 size (32-44 px on a 96 px canvas, in proportion on
+others; strokes several pixels wide at the model's stride-4 output), 2-3 per canvas without overlap, and the digit colour kept apart from the
 background's so that the mask is about the shape, while gratings and noise make the background more than a flat
 colour.
 """
@@ -65,7 +65,8 @@ class DigitScenes(torch.utils.data.Dataset):
         taken: List[Tuple[int, int, int, int]] = []
         for _ in range(rng.randint(self.count[0], self.count[1] + 1)):
             g = rng.randint(len(self.glyphs))
-            size = int(round(8 * rng.uniform(*self.scale)))
+            # scale is for the 96 px canvas; other canvases keep the digit-to-canvas proportion
+            size = min(self.canvas, max(8, int(round(8 * rng.uniform(*self.scale) * self.canvas / 96))))
             for _try in range(20):
                 top, left = rng.randint(0, self.canvas - size + 1), rng.randint(0, self.canvas - size + 1)
                 box = (top, left, top + size, left + size)
