@@ -121,8 +121,9 @@ def test_ade20k_segmentation_recipes():
             ("segmentation", "ade20k", 160000, "adamw", 0.01, "poly", 1.0, 1500)
         assert (u.drop_path, u.aux_weight, u.crop_size, tuple(u.base_size), tuple(u.seg_scale), u.cat_max_ratio) == \
             (up_dp, 0.4, 512, (2048, 512), (0.5, 2.0), 0.75)
-        assert u.batch_size * 8 == 16 and effective_lr(u, 8) == pytest.approx(6e-5) and u.sync_bn and u.pretrained
+        assert u.batch_size * 8 == 16 and u.sync_bn and u.pretrained
+        assert plan_batch(u, 8)[:2] == (1, pytest.approx(6e-5))
         f = cfg_of(f"segmentation/fpn_inceptionnext_{size}.yaml")
         assert (f.iters, f.weight_decay, f.decay_rate, f.warmup_iters, f.drop_path) == (40000, 1e-4, 0.9, 0, fpn_dp)
-        assert f.batch_size * 8 == 32 and effective_lr(f, 8) == pytest.approx(2e-4)
-        assert effective_lr(f, 4) == pytest.approx(1e-4)  # the lr follows the global batch
+        assert f.batch_size * 8 == 32 and plan_batch(f, 8)[:2] == (1, pytest.approx(2e-4))
+        assert plan_batch(f, 4)[:2] == (2, pytest.approx(2e-4))  # fewer GPUs: the global batch held by accumulation
