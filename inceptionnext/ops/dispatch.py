@@ -1,12 +1,14 @@
-"""Token-mixer operators: a fused GPU path behind the same call as the plain PyTorch reference.
+"""Which path the Inception depthwise conv takes: the fused Triton kernel or the plain PyTorch reference.
 
 Which path runs: `fast=True/False` forces it; with `fast=None` the environment variable
 INCEPTIONNEXT_FAST_PATH=1/0 forces it; otherwise the fused Triton kernel runs on CUDA tensors when
-Triton imports, and the reference everywhere else.
+Triton imports, and the reference everywhere else. TorchScript compiles the reference only (the fused op is a
+Python-side custom op). FX keeps `inception_dwconv` as one leaf call (see `inceptionnext.models.layers`), so a
+traced model still dispatches at run time and reaches the fused kernel on CUDA.
 """
 import contextlib
 import os
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
@@ -17,7 +19,7 @@ try:
     from .triton_dwconv import INTERPRETED as _TRITON_INTERPRETED, MAX_BRANCHES as _MAX_BRANCHES
     _TRITON_ERROR: Optional[str] = None
 except Exception as e:  # no Triton (CPU-only wheels, macOS, Windows) or a broken install
-    _fused = None
+    _fused = None  # type: ignore[assignment]
     _TRITON_INTERPRETED = False
     _MAX_BRANCHES = 0
     _TRITON_ERROR = f"{type(e).__name__}: {e}"
@@ -73,7 +75,7 @@ def uses_fast_path(x: torch.Tensor, weights: Sequence[torch.Tensor] = (), fast: 
     return True
 
 
-def _check_args(x, weights, biases):
+def _check_args(x, weights, biases, dilation):
     if x.dim() != 4:
         raise ValueError(f"x must be (B, C, H, W), got shape {tuple(x.shape)}")
     if len(biases) != len(weights):
@@ -85,7 +87,9 @@ def _check_args(x, weights, biases):
             raise ValueError(f"branch {i} kernel {tuple(w.shape[2:])} must have odd sizes for 'same' padding")
         if b is not None and tuple(b.shape) != (w.shape[0],):
             raise ValueError(f"branch {i} bias must have shape ({w.shape[0]},), got {tuple(b.shape)}")
-    branch_split_sizes(x.shape[1], weights)  # raises if the branches need more channels than x has
+    if not isinstance(dilation, int) or dilation < 1:
+        raise ValueError(f"dilation must be a positive int, got {dilation!r}")
+    branch_split_sizes(x.shape[1], list(weights))  # raises if the branches need more channels than x has
 
 
 def _has_autocast(device_type: str) -> bool:
@@ -108,30 +112,42 @@ def _autocast_dtype(x) -> Optional[torch.dtype]:
 
 def inception_dwconv(
         x: torch.Tensor,
-        weights: Sequence[torch.Tensor],
-        biases: Sequence[Optional[torch.Tensor]],
+        weights: List[torch.Tensor],
+        biases: List[Optional[torch.Tensor]],
         fast: Optional[bool] = None,
+        dilation: int = 1,
 ) -> torch.Tensor:
     """Identity channels copied, then each branch's depthwise conv on its channel slice, concatenated.
 
     `fast` forces the fused kernel (True) or the reference (False); None picks by device (see module doc).
+    `dilation` spaces every branch's taps apart ('same' padding kept), as in a dilated (output_stride) stage.
     Under autocast, inputs are cast to the autocast dtype (as for nn.Conv2d) and so is the output.
     """
-    _check_args(x, weights, biases)
+    if torch.jit.is_scripting():
+        return inception_dwconv_reference(x, weights, biases, dilation)
+    return _checked_dispatch(x, weights, biases, fast, dilation)
+
+
+@torch.jit.unused
+def _checked_dispatch(
+        x: torch.Tensor, weights: List[torch.Tensor], biases: List[Optional[torch.Tensor]],
+        fast: Optional[bool], dilation: int) -> torch.Tensor:
+    _check_args(x, weights, biases, dilation)
     weights, biases = list(weights), list(biases)
     dtype = _autocast_dtype(x)
     if dtype is None:  # the common case: no autocast to cast for or to switch off
-        return _dispatch(x, weights, biases, fast)
+        return _dispatch(x, weights, biases, fast, dilation)
     cast = lambda t: t.to(dtype) if (t is not None and t.is_floating_point()) else t  # noqa: E731
     with _no_autocast(x):
-        return _dispatch(cast(x), [cast(w) for w in weights], [cast(b) for b in biases], fast)
+        return _dispatch(cast(x), [cast(w) for w in weights], [cast(b) for b in biases], fast, dilation)
 
 
-def _dispatch(x, weights, biases, fast):
+def _dispatch(x, weights, biases, fast, dilation):
     if uses_fast_path(x, weights, fast):
         no_bias = x.new_empty(0)
-        return _fused.inception_dwconv_fused(x, weights, [no_bias if b is None else b for b in biases], False)
-    return inception_dwconv_reference(x, weights, biases)
+        return _fused.inception_dwconv_fused(
+            x, weights, [no_bias if b is None else b for b in biases], False, dilation)
+    return inception_dwconv_reference(x, weights, biases, dilation)
 
 
 __all__ = [
