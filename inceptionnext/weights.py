@@ -77,6 +77,11 @@ def unwrap_state_dict(obj: Any, source: str) -> Dict[str, torch.Tensor]:
     return state_dict
 
 
+def _first_line(e: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (many, e.g. EOFError, have none)."""
+    return (str(e).splitlines() or [''])[0][:limit]
+
+
 def _looks_like_safetensors(path: Path) -> bool:
     """A safetensors file under another name: an 8-byte little-endian header length, then a JSON header."""
     with open(path, 'rb') as f:
@@ -92,6 +97,8 @@ def read_weight_file(path: PathLike) -> Tuple[Any, Dict[str, str]]:
         raise FileNotFoundError(f"weight file not found: {path}")
     if not path.is_file():
         raise CheckpointError(f"{path}: is not a file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: is empty (0 bytes); an interrupted download or copy? Fetch or save it again")
     try:
         if path.suffix == '.safetensors' or _looks_like_safetensors(path):
             from safetensors import safe_open
@@ -105,7 +112,7 @@ def read_weight_file(path: PathLike) -> Tuple[Any, Dict[str, str]]:
             return torch.load(path, map_location='cpu', weights_only=True), {}
     except Exception as e:  # truncated zip, not a checkpoint at all, disallowed pickled objects, bad header
         raise CheckpointError(
-            f"{path}: cannot be read as a checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
+            f"{path}: cannot be read as a checkpoint ({type(e).__name__}: {_first_line(e)}); "
             "is the file complete, and a PyTorch or safetensors weight file?") from e
 
 
@@ -205,7 +212,7 @@ def load_state_dict_from_hub(hf_hub_id: str, cache_dir: Optional[PathLike] = Non
         obj = load_state_dict_from_hf(hf_hub_id, weights_only=True, cache_dir=cache_dir)
     except Exception as e:
         raise CheckpointError(
-            f"cannot load hub weights {hf_hub_id} ({type(e).__name__}: {str(e).splitlines()[0][:300]})") from e
+            f"cannot load hub weights {hf_hub_id} ({type(e).__name__}: {_first_line(e)})") from e
     return unwrap_state_dict(obj, f"hf-hub:{hf_hub_id}")
 
 

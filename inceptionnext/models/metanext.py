@@ -154,7 +154,7 @@ class MetaNeXt(TimmModelMixin, nn.Module):
 
     @staticmethod
     def _init_weights(m: nn.Module):
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and not m.weight.is_meta:  # meta: shapes only, nothing to draw
             trunc_normal_(m.weight, std=.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)

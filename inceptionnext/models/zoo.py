@@ -152,6 +152,11 @@ def build(variant: str, pretrained: bool = False, **kwargs):
         model_cls, feature_cfg = MetaNeXt, dict(out_indices=(0, 1, 2, 3), flatten_sequential=True)
     else:
         model_cls, feature_cfg = ConvNeXt, dict(out_indices=(0, 1, 2, 3), feature_cls='getter')
+        if kwargs.get('features_only') and kwargs.get('feature_cls') in ('list', 'dict'):
+            raise ValueError(
+                f"{variant}: feature_cls={kwargs['feature_cls']!r} walks the model's top-level modules in order, "
+                "which the official ConvNeXt layout (downsample_layers apart from stages) does not allow; use "
+                "feature_cls='getter' (the default), 'hook' or 'fx'")
     with torch.device(device) if device is not None else contextlib.nullcontext():
         model = build_model_with_cfg(
             model_cls, variant, pretrained, pretrained_cfg=cfg,
