@@ -21,6 +21,7 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from ._tracing import is_fx_tracing
 
 __all__ = [
     "fold_bn_after_conv",
@@ -201,7 +202,8 @@ class FusedMetaNeXtBlock(nn.Module):
 
     On CPU without autograd, fc1+GELU and fc2+residual-add each run as one oneDNN convolution with a
     fused post-op, which saves writing and re-reading the two largest activations of the block.
-    Elsewhere (GPU, autograd, other activations) it runs the plain modules. Children keep the original
+    Elsewhere (GPU, autograd, other activations, TorchScript and FX graphs) it runs the plain modules.
+    Children keep the original
     names (``token_mixer``, ``mlp.fc1``, ``mlp.fc2``), so state dicts are interchangeable with a folded
     unfused block.
     """
@@ -228,6 +230,7 @@ class FusedMetaNeXtBlock(nn.Module):
         )
         self.train(block.training)
 
+    @torch.jit.unused
     def _use_fused(self, x: torch.Tensor, shortcut: torch.Tensor) -> bool:
         if not self._fusable or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16):
             return False
@@ -247,16 +250,21 @@ class FusedMetaNeXtBlock(nn.Module):
         return not torch.is_grad_enabled() or not (
             x.requires_grad or any(p.requires_grad for p in self.mlp.parameters()))
 
+    @torch.jit.unused
+    def _forward_fused(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        # under autocast the oneDNN ops see the autocast dtype, as autocast's own conv would
+        w1, b1, w2, b2 = (None if t is None else t.to(x.dtype) for t in (
+            self.mlp.fc1.weight, self.mlp.fc1.bias, self.mlp.fc2.weight, self.mlp.fc2.bias))
+        zero, one = [0, 0], [1, 1]
+        x = _MKLDNN_CONV(x, w1, b1, zero, one, one, 1, "gelu", [], "none")
+        return _MKLDNN_CONV.binary(x, shortcut, w2, b2, zero, one, one, 1, "add", None, None, [], None)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.token_mixer(x)
-        if self._use_fused(x, shortcut):
-            # under autocast the oneDNN ops see the autocast dtype, as autocast's own conv would
-            w1, b1, w2, b2 = (None if t is None else t.to(x.dtype) for t in (
-                self.mlp.fc1.weight, self.mlp.fc1.bias, self.mlp.fc2.weight, self.mlp.fc2.bias))
-            zero, one = [0, 0], [1, 1]
-            x = _MKLDNN_CONV(x, w1, b1, zero, one, one, 1, "gelu", [], "none")
-            return _MKLDNN_CONV.binary(x, shortcut, w2, b2, zero, one, one, 1, "add", None, None, [], None)
+        if not torch.jit.is_scripting():
+            if not is_fx_tracing() and self._use_fused(x, shortcut):
+                return self._forward_fused(x, shortcut)
         return self.drop_path(self.mlp(x)) + shortcut
 
 

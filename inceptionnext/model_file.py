@@ -317,5 +317,31 @@ def convert(src: PathLike, dst: PathLike, model_name: Optional[str] = None, *, d
     return result
 
 
+def save_hub_folder(src: PathLike, folder: PathLike, model_name: Optional[str] = None, *,
+                    use_ema: Optional[bool] = None, verify: bool = True) -> nn.Module:
+    """Any weight file as timm's hub format (config.json + model.safetensors, what `push_to_hub` uploads), so
+    `timm.create_model('local-dir:FOLDER', pretrained=True)` (or `hf-hub:` once uploaded) rebuilds the model.
+
+    timm rebuilds hub models from their config, unfolded, so folded files cannot be written this way. With
+    `verify` the folder is loaded back through `local-dir:` and must give identical outputs.
+    """
+    from timm.models import save_for_hf
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder}: exists and is not a folder; the hub format is a folder")
+    model = load_model(src, model_name, use_ema=use_ema).eval()
+    if is_folded(model):
+        raise ValueError(f"{src}: holds a folded model, which timm's hub format cannot rebuild; convert the "
+                         "unfolded weights")
+    save_for_hf(model, str(folder), safe_serialization=True)
+    if verify:
+        size = list(model.pretrained_cfg.get('input_size') or (model.in_chans, 224, 224))
+        x = torch.randn(2, *size, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            if not torch.equal(timm.create_model(f'local-dir:{folder}', pretrained=True).eval()(x), model(x)):
+                raise CheckpointError(f"{folder}: read back, it does not reproduce the model's outputs")
+    return model
+
+
 __all__ = ['FORMAT', 'ConvertResult', 'ModelFile', 'check_model_name', 'convert', 'describe_weights', 'load_model',
-           'portable_cfg', 'read_model_file', 'save_model']
+           'portable_cfg', 'read_model_file', 'save_hub_folder', 'save_model']

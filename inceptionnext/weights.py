@@ -10,7 +10,9 @@ import contextlib
 import errno
 import os
 import re
+import socket
 import tempfile
+import urllib.parse
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
@@ -77,6 +79,11 @@ def unwrap_state_dict(obj: Any, source: str) -> Dict[str, torch.Tensor]:
     return state_dict
 
 
+def _first_line(e: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (many, e.g. EOFError, have none)."""
+    return (str(e).splitlines() or [''])[0][:limit]
+
+
 def _looks_like_safetensors(path: Path) -> bool:
     """A safetensors file under another name: an 8-byte little-endian header length, then a JSON header."""
     with open(path, 'rb') as f:
@@ -92,6 +99,8 @@ def read_weight_file(path: PathLike) -> Tuple[Any, Dict[str, str]]:
         raise FileNotFoundError(f"weight file not found: {path}")
     if not path.is_file():
         raise CheckpointError(f"{path}: is not a file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: is empty (0 bytes); an interrupted download or copy? Fetch or save it again")
     try:
         if path.suffix == '.safetensors' or _looks_like_safetensors(path):
             from safetensors import safe_open
@@ -105,8 +114,21 @@ def read_weight_file(path: PathLike) -> Tuple[Any, Dict[str, str]]:
             return torch.load(path, map_location='cpu', weights_only=True), {}
     except Exception as e:  # truncated zip, not a checkpoint at all, disallowed pickled objects, bad header
         raise CheckpointError(
-            f"{path}: cannot be read as a checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
+            f"{path}: cannot be read as a checkpoint ({type(e).__name__}: {_first_line(e)}); "
             "is the file complete, and a PyTorch or safetensors weight file?") from e
+
+
+# Weight files a timm hub folder (save_for_hf / push_to_hub, `local-dir:` names) may hold, preferred first.
+HUB_FOLDER_FILES = ('model.safetensors', 'pytorch_model.bin', 'pytorch_model.pth', 'model.pth')
+
+
+def hub_folder_weights(folder: PathLike) -> Path:
+    """The weight file in a timm hub-format folder (config.json + model.safetensors, as save_for_hf writes)."""
+    folder = Path(folder)
+    for name in HUB_FOLDER_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"{folder}: a model folder without weights (expected one of {', '.join(HUB_FOLDER_FILES)})")
 
 
 def load_state_dict_file(path: PathLike) -> Dict[str, torch.Tensor]:
@@ -177,6 +199,49 @@ def expected_sha256(url: str) -> Optional[str]:
     return m.group(1) if m else None
 
 
+# Seconds to wait for a TCP connection to a weight host before calling it unreachable: a machine without network
+# then fails in seconds with the named error, not after the HTTP clients' minute of retries.
+CONNECT_TIMEOUT = 3.0
+
+
+def _offline_env() -> bool:
+    """HF_HUB_OFFLINE in the environment, or as huggingface_hub read it at import."""
+    try:
+        import huggingface_hub.constants
+        if huggingface_hub.constants.HF_HUB_OFFLINE:
+            return True
+    except ImportError:
+        pass
+    return os.environ.get('HF_HUB_OFFLINE', '').strip().lower() in ('1', 'true', 'yes', 'on')
+
+
+@contextlib.contextmanager
+def _hub_offline():
+    """huggingface_hub's offline mode for one call: the local cache only, no requests and no retries."""
+    import huggingface_hub.constants
+    before = huggingface_hub.constants.HF_HUB_OFFLINE
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        huggingface_hub.constants.HF_HUB_OFFLINE = before
+
+
+def unreachable(url: str, timeout: float = CONNECT_TIMEOUT) -> Optional[str]:
+    """Why `url`'s host cannot be reached (offline mode, DNS, no route, timeout), or None when it answers."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ('http', 'https'):
+        return None
+    if _offline_env():
+        return "HF_HUB_OFFLINE is set"
+    try:
+        with socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == 'https' else 80)),
+                                      timeout=timeout):
+            return None
+    except OSError as e:
+        return f"{parts.hostname} is unreachable ({type(e).__name__}: {_first_line(e, 100) or 'no answer'})"
+
+
 def download_cached(url: str, cache_dir: Optional[PathLike] = None, progress: bool = True) -> Path:
     """Download `url` (http, https or file) once into the torch hub cache, verifying its hash when one is known."""
     cache = Path(cache_dir) if cache_dir else Path(torch.hub.get_dir()) / 'checkpoints'
@@ -185,6 +250,9 @@ def download_cached(url: str, cache_dir: Optional[PathLike] = None, progress: bo
     if dst.is_file():  # only verified files are ever left in the cache
         return dst
     expected = expected_sha256(url)
+    why = unreachable(url)
+    if why:
+        raise CheckpointError(f"cannot download weights from {url}: {why} (and the file is not in {cache})")
     try:  # torch.hub downloads to a temp file and moves it into the cache only once its sha256 prefix matches
         torch.hub.download_url_to_file(url, str(dst), hash_prefix=expected, progress=progress)
     except RuntimeError as e:
@@ -201,11 +269,17 @@ def download_cached(url: str, cache_dir: Optional[PathLike] = None, progress: bo
 def load_state_dict_from_hub(hf_hub_id: str, cache_dir: Optional[PathLike] = None) -> Dict[str, torch.Tensor]:
     """timm's hub copy (safetensors preferred, then pytorch_model.bin), from the network or the local HF cache."""
     from timm.models import load_state_dict_from_hf
+    why = unreachable('https://huggingface.co')
     try:
-        obj = load_state_dict_from_hf(hf_hub_id, weights_only=True, cache_dir=cache_dir)
+        if why:  # only the local Hugging Face cache can serve it, and without the hub's retries
+            with _hub_offline():
+                obj = load_state_dict_from_hf(hf_hub_id, weights_only=True, cache_dir=cache_dir)
+        else:
+            obj = load_state_dict_from_hf(hf_hub_id, weights_only=True, cache_dir=cache_dir)
     except Exception as e:
+        where = f"; not in the local Hugging Face cache and {why}" if why else ""
         raise CheckpointError(
-            f"cannot load hub weights {hf_hub_id} ({type(e).__name__}: {str(e).splitlines()[0][:300]})") from e
+            f"cannot load hub weights {hf_hub_id} ({type(e).__name__}: {_first_line(e)}){where}") from e
     return unwrap_state_dict(obj, f"hf-hub:{hf_hub_id}")
 
 
@@ -220,7 +294,9 @@ def load_pretrained_state_dict(
     if cfg.get('state_dict') is not None:
         return unwrap_state_dict(cfg['state_dict'], f"{name} (state_dict override)"), 'state_dict'
     if cfg.get('file'):
-        return load_state_dict_file(cfg['file']), str(cfg['file'])
+        path = Path(cfg['file'])
+        path = hub_folder_weights(path) if path.is_dir() else path  # `local-dir:` names point at a folder
+        return load_state_dict_file(path), str(path)
     errors = []
     if cfg.get('hf_hub_id'):
         try:
@@ -235,7 +311,9 @@ def load_pretrained_state_dict(
             errors.append(str(e))
     if not errors:
         raise CheckpointError(f"{name}: no pretrained weights are known for this name; use pretrained=False")
-    raise CheckpointError(f"{name}: no pretrained weights could be loaded:\n  " + "\n  ".join(errors))
+    raise CheckpointError(
+        f"{name}: no pretrained weights could be loaded:\n  " + "\n  ".join(errors) + "\n  to use a weight file "
+        "you have, pass pretrained_cfg_overlay=dict(file=PATH) to timm.create_model (CLI: --weights FILE)")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -218,16 +218,38 @@ def test_device_and_dtype_arguments():
 
 
 def test_convnext_refuses_pools_its_head_norm_cannot_take():
-    """ConvNeXt's LayerNorm follows the pool: a width-changing or disabled pool is a clear error, not a shape crash."""
+    """ConvNeXt's LayerNorm follows the pool: a width-changing pool is a clear error, not a shape crash."""
     from inceptionnext.models import ConvNeXt
-    for pool in ('catavgmax', ''):
-        with pytest.raises(ValueError, match=f"global_pool must keep that width.*{pool!r}"):
-            ConvNeXt(depths=(1, 1), dims=(8, 16), global_pool=pool)
+    with pytest.raises(ValueError, match="global_pool must keep that width.*'catavgmax'"):
+        ConvNeXt(depths=(1, 1), dims=(8, 16), global_pool='catavgmax')
     model = ConvNeXt(depths=(1, 1), dims=(8, 16), num_classes=3).eval()
     with pytest.raises(ValueError, match="global_pool must keep that width"):
         model.reset_classifier(4, global_pool='catavgmax')
     model.reset_classifier(4, global_pool='max')
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 4)
+
+
+def test_convnext_without_global_pool_matches_timm():
+    """global_pool='' as timm's ConvNeXt: the head norm and classifier at every position, same weights."""
+    from timm.models.convnext import checkpoint_filter_fn
+    ours = timm.create_model('convnext_tiny_k3', global_pool='', num_classes=5).eval()
+    theirs = timm.create_model('convnext_tiny', kernel_sizes=3, global_pool='', num_classes=5).eval()
+    sd = checkpoint_filter_fn(dict(ours.state_dict()), theirs)
+    sd['head.fc.weight'] = sd['head.fc.weight'].reshape(theirs.head.fc.weight.shape)  # timm: a 1x1 conv here
+    theirs.load_state_dict(sd)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        out = ours(x)
+        assert out.shape == (1, 5, 2, 2)
+        torch.testing.assert_close(out, theirs(x), rtol=1e-4, atol=1e-4)
+        ours.reset_classifier(0, '')
+        theirs.reset_classifier(0, '')
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-4, atol=1e-4)
+        assert ours(x).shape == (1, 768, 2, 2)
+        ours.reset_classifier(7, 'avg')
+        assert ours(x).shape == (1, 7)
+    with pytest.raises(ValueError, match="cannot be disabled"):
+        timm.create_model('inceptionnext_a', global_pool='')  # as timm's MetaNeXt: its MLP head pools first
 
 
 def test_reset_classifier_keeps_the_model_dtype_and_device():

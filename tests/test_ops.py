@@ -15,13 +15,14 @@ import torch
 import torch.nn as nn
 
 import inceptionnext.ops as ops
+import inceptionnext.ops.dispatch as dispatch
 from inceptionnext.ops import inception_dwconv, inception_dwconv_reference, uses_fast_path
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # max |fast - reference| / max |reference|, reference in fp32 on the same (rounded) inputs
 _TOL = {"fp32": 2e-6, "bf16": 1e-2, "fp16": 2e-3}
 
-# (B, C, H, W), branches (channels, kh, kw, has_bias), layout, dtype
+# (B, C, H, W), branches (channels, kh, kw, has_bias), layout, dtype[, dilation]
 INTERPRETER_CASES = {
     "inception_nchw_fp32": ((2, 20, 7, 5), [(3, 3, 3, True), (3, 1, 5, False), (3, 5, 1, True)], "nchw", "fp32"),
     "inception_nhwc_fp32_band_wider_than_image": ((1, 24, 6, 9), [(3, 3, 3, True), (3, 1, 11, True), (3, 11, 1, True)],
@@ -37,6 +38,11 @@ INTERPRETER_CASES = {
                                       "nhwc_x_nchw_grad", "fp32"),
     "single_row_nhwc_fp32": ((2, 8, 1, 3), [(2, 3, 3, True), (2, 1, 5, True), (2, 5, 1, True)], "nhwc", "fp32"),
     "batch_loop_wgrad_nhwc_fp32": ((5, 12, 6, 6), [(4, 3, 3, True), (4, 1, 5, True), (4, 5, 1, True)], "nhwc", "fp32"),
+    # dilated stages (output_stride 16 / 8): taps 2 and 4 apart, reaching past the image edge
+    "dilated2_inception_nhwc_fp32": ((2, 20, 7, 9), [(3, 3, 3, True), (3, 1, 5, False), (3, 5, 1, True)],
+                                     "nhwc", "fp32", 2),
+    "dilated4_full_k3_nchw_fp32": ((2, 6, 9, 6), [(6, 3, 3, True)], "nchw", "fp32", 4),
+    "dilated2_partial_nhwc_bf16": ((2, 16, 6, 7), [(6, 3, 3, True)], "nhwc", "bf16", 2),
 }
 
 
@@ -61,11 +67,11 @@ def _make_inputs(shape, branches, layout, dtype, device="cpu", seed=0):
     return prep(x), [prep(w) for w in weights], [prep(b) for b in biases], grad
 
 
-def _forward_and_grads(x, weights, biases, grad, fast):
+def _forward_and_grads(x, weights, biases, grad, fast, dilation=1):
     """Output and every gradient (x, each weight, each bias present), computed in x's dtype."""
     leaves = [t.detach().clone().requires_grad_(True) for t in [x, *weights]]
     bias_leaves = [None if b is None else b.detach().clone().requires_grad_(True) for b in biases]
-    y = inception_dwconv(leaves[0], leaves[1:], bias_leaves, fast=fast)
+    y = inception_dwconv(leaves[0], leaves[1:], bias_leaves, fast=fast, dilation=dilation)
     y.backward(grad)
     named = {"out": y, "grad_x": leaves[0].grad}
     for i, w in enumerate(leaves[1:]):
@@ -81,13 +87,14 @@ def _rel_err(a, b):
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
-def compare_fast_to_reference(shape, branches, layout, dtype_name, device="cpu"):
+def compare_fast_to_reference(shape, branches, layout, dtype_name, dilation=1, device="cpu"):
     """{tensor name: relative error} of the fused path against the fp32 reference on the same inputs."""
     x, weights, biases, grad = _make_inputs(shape, branches, layout, _DTYPES[dtype_name], device)
     assert uses_fast_path(x, weights, fast=True)
-    fast = _forward_and_grads(x, weights, biases, grad, fast=True)
+    fast = _forward_and_grads(x, weights, biases, grad, fast=True, dilation=dilation)
     up = lambda t: None if t is None else t.float()  # noqa: E731
-    ref = _forward_and_grads(up(x), [up(w) for w in weights], [up(b) for b in biases], up(grad), fast=False)
+    ref = _forward_and_grads(up(x), [up(w) for w in weights], [up(b) for b in biases], up(grad), fast=False,
+                             dilation=dilation)
     errors = {k: _rel_err(fast[k], ref[k]) for k in ref}
     errors["dtype_kept"] = float(fast["out"].dtype == x.dtype and fast["grad_x"].dtype == x.dtype)
     errors["layout_kept"] = float(fast["out"].is_contiguous(memory_format=torch.channels_last)
@@ -118,18 +125,19 @@ def _compile_and_autocast_checks(device="cpu", backend="aot_eager"):
 # ----------------------------------------------------------------------------------------------
 # The reference path and argument checks (CPU)
 
-def _timm_mixer(channels, band, ratio):
+def _timm_mixer(channels, band, ratio, dilation=1):
     from timm.models.inception_next import InceptionDWConv2d
     torch.manual_seed(0)
-    return InceptionDWConv2d(channels, 3, band, ratio).eval()
+    return InceptionDWConv2d(channels, 3, band, ratio, dilation=dilation).eval()
 
 
-@pytest.mark.parametrize("channels,band,ratio", [(96, 11, 0.125), (40, 9, 0.25)])
-def test_reference_matches_timm_inception_mixer(channels, band, ratio):
-    mixer = _timm_mixer(channels, band, ratio)
+@pytest.mark.parametrize("channels,band,ratio,dilation", [(96, 11, 0.125, 1), (40, 9, 0.25, 1), (40, 9, 0.25, 2),
+                                                          (96, 11, 0.125, 4)])
+def test_reference_matches_timm_inception_mixer(channels, band, ratio, dilation):
+    mixer = _timm_mixer(channels, band, ratio, dilation)
     convs = [mixer.dwconv_hw, mixer.dwconv_w, mixer.dwconv_h]
     x = torch.randn(2, channels, 9, 11)
-    out = inception_dwconv(x, [c.weight for c in convs], [c.bias for c in convs])
+    out = inception_dwconv(x, [c.weight for c in convs], [c.bias for c in convs], dilation=dilation)
     torch.testing.assert_close(out, mixer(x))
 
 
@@ -188,10 +196,10 @@ _W = [torch.randn(4, 1, 3, 3)]
 def test_auto_on_cpu_picks_reference(monkeypatch):
     monkeypatch.delenv(ops.ENV_VAR, raising=False)
     assert not uses_fast_path(torch.randn(1, 8, 4, 4), _W)
-    assert not ops.fast_path_available(torch.randn(1)) or ops._TRITON_INTERPRETED
+    assert not dispatch.fast_path_available(torch.randn(1)) or dispatch._TRITON_INTERPRETED
 
 
-@pytest.mark.skipif(ops._TRITON_INTERPRETED, reason="the interpreter makes the fast path run on CPU")
+@pytest.mark.skipif(dispatch._TRITON_INTERPRETED, reason="the interpreter makes the fast path run on CPU")
 @pytest.mark.parametrize("how", ["arg", "env"])
 def test_forcing_fast_on_cpu_raises(monkeypatch, how):
     monkeypatch.setenv(ops.ENV_VAR, "1" if how == "env" else "0")
@@ -212,9 +220,9 @@ class _FusedSpy:
     def __init__(self):
         self.calls = 0
 
-    def inception_dwconv_fused(self, x, weights, biases, flip):
+    def inception_dwconv_fused(self, x, weights, biases, flip, dilation):
         self.calls += 1
-        return inception_dwconv_reference(x, weights, [b if b.numel() else None for b in biases])
+        return inception_dwconv_reference(x, weights, [b if b.numel() else None for b in biases], dilation)
 
 
 @pytest.mark.parametrize("env,arg,expect_fast", [
@@ -227,9 +235,9 @@ class _FusedSpy:
 ])
 def test_dispatch_rules(monkeypatch, env, arg, expect_fast):
     spy = _FusedSpy()
-    monkeypatch.setattr(ops, "_fused", spy)
-    monkeypatch.setattr(ops, "fast_path_available", lambda x: True)
-    monkeypatch.setattr(ops, "_on_cuda", lambda x: True)
+    monkeypatch.setattr(dispatch, "_fused", spy)
+    monkeypatch.setattr(dispatch, "fast_path_available", lambda x: True)
+    monkeypatch.setattr(dispatch, "_on_cuda", lambda x: True)
     if env is None:
         monkeypatch.delenv(ops.ENV_VAR, raising=False)
     else:
@@ -241,14 +249,14 @@ def test_dispatch_rules(monkeypatch, env, arg, expect_fast):
 
 
 def test_forced_fast_rejects_unsupported_dtype_and_branch_count(monkeypatch):
-    monkeypatch.setattr(ops, "fast_path_available", lambda x: True)
+    monkeypatch.setattr(dispatch, "fast_path_available", lambda x: True)
     with pytest.raises(RuntimeError, match="float64"):
         uses_fast_path(torch.randn(1, 8, 4, 4, dtype=torch.float64), _W, fast=True)
     many = [torch.randn(1, 1, 3, 3)] * 4
     with pytest.raises(RuntimeError, match="at most 3 branches"):
         uses_fast_path(torch.randn(1, 8, 4, 4), many, fast=True)
     # auto mode falls back to the reference instead of raising
-    monkeypatch.setattr(ops, "_on_cuda", lambda x: True)
+    monkeypatch.setattr(dispatch, "_on_cuda", lambda x: True)
     monkeypatch.delenv(ops.ENV_VAR, raising=False)
     assert not uses_fast_path(torch.randn(1, 8, 4, 4), many)
 
@@ -283,7 +291,7 @@ def test_interpreted_kernel_matches_reference(interpreter_results, case):
 def test_custom_ops_pass_torch_opcheck(interpreter_results):
     r = interpreter_results["opcheck"]
     assert "error" not in r, r.get("error")
-    assert r == {"fwd": 1.0, "fwd_transposed": 1.0, "param_grads": 1.0}
+    assert r == {"fwd": 1.0, "fwd_dilated": 1.0, "fwd_transposed": 1.0, "param_grads": 1.0}
 
 
 def test_interpreted_kernel_compiles_fullgraph_and_autocasts(interpreter_results):
@@ -330,7 +338,7 @@ def _sm90_ptx(kind, layout, dtype="bf16"):
         bh, bw, bc, warps = K._tiling(x, 96)
         ints = dict(zip(["C_q", "H", "W_q", "s_b"], shape_args), n_cb=triton.cdiv(96, bc),
                     n_ht=triton.cdiv(56, bh), n_wt=triton.cdiv(56, bw))
-        meta = dict(ID_END=60, NUM_BRANCHES=3, FLIP=False, BLOCK_H=bh, BLOCK_W=bw, BLOCK_C=bc, **layout_meta)
+        meta = dict(ID_END=60, NUM_BRANCHES=3, FLIP=False, DIL=1, BLOCK_H=bh, BLOCK_W=bw, BLOCK_C=bc, **layout_meta)
         for i, (kh, kw) in enumerate([(3, 3), (1, 11), (11, 1)]):
             meta.update({f"OFF{i}": 60 + 12 * i, f"N{i}": 12, f"KH{i}": kh, f"KW{i}": kw, f"BIAS{i}": True})
         ptrs = {n: dtype for n in ["x_ptr", "out_ptr", "w0_ptr", "b0_ptr", "w1_ptr", "b1_ptr", "w2_ptr", "b2_ptr"]}
@@ -338,12 +346,12 @@ def _sm90_ptx(kind, layout, dtype="bf16"):
     bh, bw, bc, warps = K._tiling(x, 12, max_block_c=32)
     ints = dict(zip(["C_q", "H", "W_q", "sb"], shape_args), B=2, n_cb=triton.cdiv(12, bc),
                 n_ht=triton.cdiv(56, bh), n_wt=triton.cdiv(56, bw), batch_per_prog=2)
-    meta = dict(OFF=72, N=12, KH=1, KW=11, BLOCK_H=bh, BLOCK_W=bw, BLOCK_C=bc, **layout_meta)
+    meta = dict(OFF=72, N=12, KH=1, KW=11, DIL=1, BLOCK_H=bh, BLOCK_W=bw, BLOCK_C=bc, **layout_meta)
     ptrs = {"g_ptr": dtype, "x_ptr": dtype, "pw_ptr": "fp32", "pb_ptr": "fp32"}
     return _compile_for_sm90(K._dwconv_param_grad_kernel, ptrs, ints, meta, warps)
 
 
-@pytest.mark.skipif(ops._TRITON_INTERPRETED, reason="kernels are interpreted in this process")
+@pytest.mark.skipif(dispatch._TRITON_INTERPRETED, reason="kernels are interpreted in this process")
 @pytest.mark.parametrize("kind,layout", [("fwd", "nhwc"), ("fwd", "nchw"), ("wgrad", "nhwc")])
 def test_kernels_compile_for_h100_with_vector_accesses(kind, layout):
     pytest.importorskip("triton")
@@ -428,20 +436,22 @@ def _interpreter_worker():
     import inceptionnext.ops.triton_dwconv as kernels
     assert kernels.INTERPRETED, "TRITON_INTERPRET=1 was not in effect when the kernels were defined"
     results = {}
-    for name, (shape, branches, layout, dtype) in INTERPRETER_CASES.items():
+    for name, (shape, branches, layout, dtype, *dilation) in INTERPRETER_CASES.items():
         # a tiny program budget makes each grad-weight program loop over several images
         kernels.WGRAD_TARGET_PROGRAMS = 2 if name.startswith("batch_loop") else 1024
         try:
-            results[name] = compare_fast_to_reference(shape, branches, layout, dtype)
+            results[name] = compare_fast_to_reference(shape, branches, layout, dtype, *dilation)
         except Exception as e:  # reported by the test that owns the case
             results[name] = {"error": f"{type(e).__name__}: {e}"}
     try:  # PyTorch's own checks of a custom op: schema, fake tensors, autograd registration, AOT dispatch
         x, w, b, g = _make_inputs((2, 12, 5, 6), [(3, 3, 3, True), (3, 1, 5, False)], "nhwc", torch.float32)
         x_t = x.transpose(2, 3)  # dense but neither NCHW nor NHWC: the kernels take an NCHW copy
         checks = {}
-        for name, args in [("fwd", (x.requires_grad_(), [t.requires_grad_() for t in w], [b[0], x.new_empty(0)], False)),
-                           ("fwd_transposed", (x_t.detach(), w, [b[0], x.new_empty(0)], False)),
-                           ("param_grads", (g, x.detach(), [t.detach() for t in w]))]:
+        for name, args in [("fwd", (x.requires_grad_(), [t.requires_grad_() for t in w], [b[0], x.new_empty(0)], False, 1)),
+                           ("fwd_dilated", (x.detach().requires_grad_(), [t.detach().requires_grad_() for t in w],
+                                            [b[0], x.new_empty(0)], False, 2)),
+                           ("fwd_transposed", (x_t.detach(), w, [b[0], x.new_empty(0)], False, 1)),
+                           ("param_grads", (g, x.detach(), [t.detach() for t in w], 1))]:
             op = (torch.ops.inceptionnext.inception_dwconv_param_grads if name == "param_grads"
                   else torch.ops.inceptionnext.inception_dwconv).default
             checks[name] = float(all(v == "SUCCESS" for v in torch.library.opcheck(op, args).values()))

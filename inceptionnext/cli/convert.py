@@ -3,11 +3,12 @@ that rebuilds the model (name, classes, preprocessing, class names), optionally 
 
     inceptionnext convert inceptionnext_tiny.pth inceptionnext_t.safetensors --model inceptionnext_t
     inceptionnext convert output/run/model_best.pth deploy.safetensors --deploy     # a training checkpoint
+    inceptionnext convert output/run/model_best.pth my-model/ --hub-folder   # timm's hub format (push_to_hub)
 """
 import argparse
 
 from ..deploy import is_folded
-from ..model_file import convert
+from ..model_file import convert, save_hub_folder
 from .common import add_ema_args, reports_errors, say_weights, summary
 
 
@@ -22,7 +23,18 @@ def cli(argv=None, prog: str = 'inceptionnext convert') -> int:
     add_ema_args(p)
     p.add_argument('--no-verify', dest='verify', action='store_false',
                    help="skip reading the new file back and comparing its outputs before it is kept")
+    p.add_argument('--hub-folder', action='store_true',
+                   help="write OUTPUT as timm's hub folder (config.json + model.safetensors), loadable with "
+                        "timm.create_model('local-dir:OUTPUT', pretrained=True) and uploadable to the HF hub")
     a = p.parse_args(argv)
+    if a.hub_folder:
+        if a.deploy:
+            p.error("--hub-folder writes unfolded weights (timm rebuilds hub models unfolded); drop --deploy")
+        model = save_hub_folder(a.source, a.output, a.model, use_ema=a.use_ema, verify=a.verify)
+        say_weights(model)
+        print(f"wrote {a.output}/: {model.pretrained_cfg.get('architecture')}, {model.num_classes} classes; "
+              f"load with timm.create_model('local-dir:{a.output}', pretrained=True)")
+        return 0
     result = convert(a.source, a.output, a.model, deploy=a.deploy, use_ema=a.use_ema, verify=a.verify)
     model = result.model
     say_weights(model)

@@ -11,7 +11,7 @@ from timm.layers import DropPath, LayerNorm2d, SelectAdaptivePool2d, trunc_norma
 from timm.models._features import feature_take_indices
 from timm.models import checkpoint_seq
 
-from .layers import DWConv2d, PartialDWConv2d
+from .layers import DWConv2d, PartialDWConv2d, downsample_conv, stage_strides_and_dilations
 from .model_api import TimmModelMixin, check_input_channels, drop_path_schedule
 
 
@@ -37,24 +37,29 @@ class ConvNeXtBlock(nn.Module):
         return shortcut + self.drop_path(x.permute(0, 3, 1, 2))
 
 
-def make_dwconv(dim: int, kernel_size: int, conv_ratio: float, fast_path: Optional[bool]) -> nn.Module:
+def make_dwconv(dim: int, kernel_size: int, conv_ratio: float, fast_path: Optional[bool],
+                dilation: int = 1) -> nn.Module:
     """Full depthwise conv at ratio 1 (key `dwconv.weight`), else a partial one (key `dwconv.conv.weight`)."""
     if conv_ratio >= 1.0:
-        return DWConv2d(dim, kernel_size, fast_path=fast_path)
-    return PartialDWConv2d(dim, kernel_size, conv_ratio=conv_ratio, fast_path=fast_path)
+        return DWConv2d(dim, kernel_size, fast_path=fast_path, dilation=dilation)
+    return PartialDWConv2d(dim, kernel_size, conv_ratio=conv_ratio, fast_path=fast_path, dilation=dilation)
 
 
 def make_pool(global_pool: str) -> SelectAdaptivePool2d:
-    """The head's global pool; the LayerNorm after it needs one vector of width C per image."""
-    pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-    if not global_pool or pool.feat_mult() != 1:
+    """The head's global pool; the LayerNorm after it needs C-wide features. '' keeps every position (the head
+    then norms and classifies each one, as timm's ConvNeXt does)."""
+    pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
+    if pool.feat_mult() != 1:
         raise ValueError(
             f"ConvNeXt's head norms the pooled C-wide features, so global_pool must keep that width "
-            f"('avg', 'max', 'avgmax', ...), got {global_pool!r}")
+            f"('avg', 'max', 'avgmax', ..., or '' for none), got {global_pool!r}")
     return pool
 
 
 class ConvNeXt(TimmModelMixin, nn.Module):
+    """The paper's ConvNeXt variants. `output_stride` 8 or 16 keeps the later stages at that resolution (stride-1
+    downsample convs, dilated depthwise convs), as timm's ConvNeXt does; the weights are the same."""
+
     def __init__(
             self,
             in_chans: int = 3,
@@ -69,6 +74,7 @@ class ConvNeXt(TimmModelMixin, nn.Module):
             ls_init_value: float = 1e-6,
             head_init_scale: float = 1.,
             fast_path: Optional[bool] = None,
+            output_stride: int = 32,
     ):
         super().__init__()
         if len(dims) != len(depths):
@@ -79,21 +85,25 @@ class ConvNeXt(TimmModelMixin, nn.Module):
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
 
+        layout = stage_strides_and_dilations(len(dims), output_stride)
         self.downsample_layers = nn.ModuleList([nn.Sequential(
             nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4), LayerNorm2d(dims[0], eps=1e-6))])
         for i in range(len(dims) - 1):
+            stride, dilation, _ = layout[i + 1]
             self.downsample_layers.append(nn.Sequential(
-                LayerNorm2d(dims[i], eps=1e-6), nn.Conv2d(dims[i], dims[i + 1], kernel_size=2, stride=2)))
+                LayerNorm2d(dims[i], eps=1e-6), downsample_conv(dims[i], dims[i + 1], stride, dilation[0])))
         rates = drop_path_schedule(drop_path_rate, depths)
         self.stages = nn.ModuleList([
             nn.Sequential(*[
-                ConvNeXtBlock(dim, make_dwconv(dim, kernel_size, conv_ratio, fast_path), rates[i][j], ls_init_value)
+                ConvNeXtBlock(dim, make_dwconv(dim, kernel_size, conv_ratio, fast_path, layout[i][1][1]),
+                              rates[i][j], ls_init_value)
                 for j in range(depth)])
             for i, (depth, dim) in enumerate(zip(depths, dims))])
         self.feature_info = [
-            dict(num_chs=dim, reduction=4 * 2 ** i, module=f'stages.{i}') for i, dim in enumerate(dims)]
+            dict(num_chs=dim, reduction=layout[i][2], module=f'stages.{i}') for i, dim in enumerate(dims)]
         self.num_features = self.head_hidden_size = dims[-1]
         self.pool = make_pool(global_pool)
+        self.per_position = not global_pool  # global_pool='': norm and classifier at every position
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
@@ -104,7 +114,7 @@ class ConvNeXt(TimmModelMixin, nn.Module):
 
     @staticmethod
     def _init_weights(m: nn.Module):
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and not m.weight.is_meta:  # meta: shapes only, nothing to draw
             trunc_normal_(m.weight, std=.02)
             nn.init.zeros_(m.bias)
 
@@ -132,6 +142,7 @@ class ConvNeXt(TimmModelMixin, nn.Module):
         if global_pool is not None:
             self.pool = make_pool(global_pool)
             self.global_pool = global_pool
+            self.per_position = not global_pool
         self.num_classes = num_classes
         ref = next(self.parameters())
         self.head = (nn.Linear(self.num_features, num_classes).to(ref.device, ref.dtype)
@@ -155,12 +166,18 @@ class ConvNeXt(TimmModelMixin, nn.Module):
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_input_channels(self, x)
+        if not torch.jit.is_scripting():
+            check_input_channels(self, x)
         for ds, stage in zip(self.downsample_layers, self.stages):
             x = ds(x)
             x = checkpoint_seq(stage, x) if self.grad_checkpointing and not torch.jit.is_scripting() else stage(x)
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool -> LayerNorm -> dropout -> classifier; with global_pool='' each position gets the norm and the
+        classifier (NCHW in and out: (B, num_classes or C, H, W))."""
+        if self.per_position:
+            x = self.head_drop(self.norm(x.permute(0, 2, 3, 1)))
+            return (x if pre_logits else self.head(x)).permute(0, 3, 1, 2)
         x = self.head_drop(self.norm(self.pool(x)))
         return x if pre_logits else self.head(x)

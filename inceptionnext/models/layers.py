@@ -1,30 +1,47 @@
 """Building blocks shared by the zoo: the depthwise token mixers, the 1x1-conv MLP and the MLP classifier head.
 
 Parameter names follow the official checkpoints (and timm's copies of them), so every released file loads as is.
+FX keeps the mixer op whole, so a traced model still dispatches at run time (fused kernel included): timm's
+tracer (features_only with feature_cls='fx', timm.layers.create_feature_extractor) keeps the mixer modules as
+leaves, and any other torch.fx tracer (torchvision's create_feature_extractor) keeps `inception_dwconv` as one
+leaf call. Only the first kind of graph can be scripted afterwards: TorchScript cannot read a generated list
+of biases as the optional tensors the op takes, but it scripts the mixer modules themselves.
 """
 from functools import partial
-from typing import Optional, Type
+from typing import List, Optional, Type
 
 import torch
 import torch.nn as nn
-from timm.layers import SelectAdaptivePool2d
+from timm.layers import SelectAdaptivePool2d, register_notrace_function, register_notrace_module
 
 from ..ops import inception_dwconv
 
+torch.fx.wrap('inception_dwconv')  # calls from this module become leaf nodes under any torch.fx tracer
+register_notrace_function(inception_dwconv)
 
-def _depthwise(channels: int, kernel_size) -> nn.Conv2d:
+
+def _depthwise(channels: int, kernel_size, dilation: int = 1) -> nn.Conv2d:
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
     if kh % 2 == 0 or kw % 2 == 0:
         raise ValueError(f"depthwise kernel sizes must be odd for 'same' padding, got {kh}x{kw}")
-    return nn.Conv2d(channels, channels, (kh, kw), padding=(kh // 2, kw // 2), groups=channels)
+    return nn.Conv2d(channels, channels, (kh, kw), padding=(dilation * (kh // 2), dilation * (kw // 2)),
+                     dilation=dilation, groups=channels)
 
 
+def _check_dilation(dilation: int) -> int:
+    if not isinstance(dilation, int) or dilation < 1:
+        raise ValueError(f"dilation must be a positive int, got {dilation!r}")
+    return dilation
+
+
+@register_notrace_module
 class InceptionDWConv2d(nn.Module):
     """Inception depthwise conv: channels split into identity | k x k | 1 x K | K x 1, in that order.
 
     Only `int(C * branch_ratio)` channels per branch are convolved; the rest pass through untouched,
     which is where InceptionNeXt's speed comes from. `fast_path` forces the fused kernel (True) or the
-    plain PyTorch path (False); None lets `inceptionnext.ops` pick by device.
+    plain PyTorch path (False); None lets `inceptionnext.ops` pick by device. `dilation` > 1 spaces the taps
+    (dilated stages of output_stride 8/16); the weights are the same.
     """
 
     def __init__(
@@ -34,53 +51,102 @@ class InceptionDWConv2d(nn.Module):
             band_kernel_size: int = 11,
             branch_ratio: float = 0.125,
             fast_path: Optional[bool] = None,
+            dilation: int = 1,
     ):
         super().__init__()
+        self.dilation = _check_dilation(dilation)
         gc = int(in_chs * branch_ratio)
         if gc < 1 or 3 * gc > in_chs:
             raise ValueError(
                 f"InceptionDWConv2d: branch_ratio {branch_ratio} gives {gc} channels per branch for "
                 f"{in_chs} input channels; need 1 <= int(C * ratio) and 3 * that <= C")
-        self.dwconv_hw = _depthwise(gc, square_kernel_size)
-        self.dwconv_w = _depthwise(gc, (1, band_kernel_size))
-        self.dwconv_h = _depthwise(gc, (band_kernel_size, 1))
+        self.dwconv_hw = _depthwise(gc, square_kernel_size, dilation)
+        self.dwconv_w = _depthwise(gc, (1, band_kernel_size), dilation)
+        self.dwconv_h = _depthwise(gc, (band_kernel_size, 1), dilation)
         self.split_indexes = (in_chs - 3 * gc, gc, gc, gc)
         self.fast_path = fast_path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        convs = (self.dwconv_hw, self.dwconv_w, self.dwconv_h)
-        return inception_dwconv(x, [c.weight for c in convs], [c.bias for c in convs], fast=self.fast_path)
+        weights = [self.dwconv_hw.weight, self.dwconv_w.weight, self.dwconv_h.weight]
+        biases: List[Optional[torch.Tensor]] = [self.dwconv_hw.bias, self.dwconv_w.bias, self.dwconv_h.bias]
+        return inception_dwconv(x, weights, biases, self.fast_path, self.dilation)
 
 
+@register_notrace_module
 class PartialDWConv2d(nn.Module):
     """Depthwise conv on the last `int(C * conv_ratio)` channels, identity on the rest (the paper's ablation).
 
     The weights sit under `conv`, as in the released ConvNeXt-variant checkpoints (`dwconv.conv.weight`).
     """
 
-    def __init__(self, in_chs: int, kernel_size: int = 3, conv_ratio: float = 1.0, fast_path: Optional[bool] = None):
+    def __init__(self, in_chs: int, kernel_size: int = 3, conv_ratio: float = 1.0, fast_path: Optional[bool] = None,
+                 dilation: int = 1):
         super().__init__()
         conv_chs = int(in_chs * conv_ratio)
         if not 1 <= conv_chs <= in_chs:
             raise ValueError(f"PartialDWConv2d: conv_ratio {conv_ratio} gives {conv_chs} of {in_chs} channels")
-        self.conv = _depthwise(conv_chs, kernel_size)
+        self.dilation = _check_dilation(dilation)
+        self.conv = _depthwise(conv_chs, kernel_size, dilation)
         self.fast_path = fast_path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return inception_dwconv(x, [self.conv.weight], [self.conv.bias], fast=self.fast_path)
+        biases: List[Optional[torch.Tensor]] = [self.conv.bias]
+        return inception_dwconv(x, [self.conv.weight], biases, self.fast_path, self.dilation)
 
 
+@register_notrace_module
 class DWConv2d(nn.Conv2d):
     """Full depthwise conv ('same' padding) routed through the same fused op; keys stay `weight`/`bias`."""
 
-    def __init__(self, in_chs: int, kernel_size: int = 7, fast_path: Optional[bool] = None):
+    def __init__(self, in_chs: int, kernel_size: int = 7, fast_path: Optional[bool] = None, dilation: int = 1):
         if kernel_size % 2 == 0:
             raise ValueError(f"depthwise kernel size must be odd, got {kernel_size}")
-        super().__init__(in_chs, in_chs, kernel_size, padding=kernel_size // 2, groups=in_chs)
+        super().__init__(in_chs, in_chs, kernel_size, padding=_check_dilation(dilation) * (kernel_size // 2),
+                         dilation=dilation, groups=in_chs)
+        self.dilation_rate = dilation
         self.fast_path = fast_path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return inception_dwconv(x, [self.weight], [self.bias], fast=self.fast_path)
+        biases: List[Optional[torch.Tensor]] = [self.bias]
+        return inception_dwconv(x, [self.weight], biases, self.fast_path, self.dilation_rate)
+
+
+class SamePadConv2d(nn.Conv2d):
+    """A stride-1 conv that keeps the input size ('same'), as timm pads the downsample conv of a dilated stage:
+    an odd total padding puts its extra pixel after the image (bottom, right). Keys stay `weight`/`bias`."""
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int, dilation: int = 1):
+        total = dilation * (kernel_size - 1)
+        super().__init__(in_chs, out_chs, kernel_size, padding=(total + 1) // 2, dilation=dilation)
+        self.crop = 2 * ((total + 1) // 2) - total  # 1 when symmetric padding added one pixel too many before
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._conv_forward(x, self.weight, self.bias)
+        return x[:, :, self.crop:, self.crop:] if self.crop > 0 else x
+
+
+def downsample_conv(in_chs: int, out_chs: int, stride: int = 2, dilation: int = 1) -> nn.Conv2d:
+    """The 2x2 conv between stages: stride 2 normally; stride 1 and 'same' padding in a dilated stage
+    (output_stride 8 or 16), where the same weights see the full-resolution map."""
+    if stride > 1:
+        return nn.Conv2d(in_chs, out_chs, kernel_size=2, stride=stride)
+    return SamePadConv2d(in_chs, out_chs, kernel_size=2, dilation=dilation)
+
+
+def stage_strides_and_dilations(num_stages: int, output_stride: int, stem_stride: int = 4):
+    """Per stage: (stride, (downsample dilation, block dilation), reduction), as timm's ConvNeXt and MetaNeXt
+    build them: once the output stride is reached, later stages stop downsampling and dilate instead."""
+    if output_stride not in (8, 16, 32):
+        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
+    out, reduction, dilation = [], stem_stride, 1
+    for i in range(num_stages):
+        stride = 2 if i > 0 else 1
+        if reduction >= output_stride and stride > 1:
+            dilation *= stride
+            stride = 1
+        reduction *= stride
+        out.append((stride, (1 if dilation in (1, 2) else 2, dilation), reduction))
+    return out
 
 
 class ConvMlp(nn.Module):

@@ -13,7 +13,7 @@ from timm.models._features import feature_take_indices
 from timm.models import checkpoint_seq
 
 from ..deploy import fold_metanext_block, fold_sequential
-from .layers import ConvMlp, InceptionDWConv2d, MlpClassifierHead
+from .layers import ConvMlp, InceptionDWConv2d, MlpClassifierHead, downsample_conv, stage_strides_and_dilations
 from .model_api import TimmModelMixin, check_input_channels, drop_path_schedule
 
 
@@ -35,9 +35,10 @@ class MetaNeXtBlock(nn.Module):
             act_layer=nn.GELU,
             ls_init_value: Optional[float] = 1e-6,
             drop_path: float = 0.,
+            dilation: int = 1,
     ):
         super().__init__()
-        self.token_mixer = token_mixer(dim)
+        self.token_mixer = token_mixer(dim, dilation=dilation) if dilation > 1 else token_mixer(dim)
         self.norm = norm_layer(dim)
         self.mlp = ConvMlp(dim, int(mlp_ratio * dim), act_layer=act_layer)
         self.gamma = nn.Parameter(ls_init_value * torch.ones(dim)) if ls_init_value else None
@@ -56,7 +57,11 @@ class MetaNeXtBlock(nn.Module):
 
 
 class MetaNeXtStage(nn.Module):
-    """Optional downsample (BatchNorm + 2x2 stride-2 conv) followed by `depth` blocks."""
+    """Optional downsample (BatchNorm + 2x2 stride-2 conv) followed by `depth` blocks.
+
+    In a dilated stage (output_stride 8/16) the downsample conv keeps the resolution (stride 1, 'same' padding,
+    taps `dilation[0]` apart) and the blocks' mixers are dilated by `dilation[1]`; the weights are unchanged.
+    """
 
     def __init__(
             self,
@@ -66,20 +71,23 @@ class MetaNeXtStage(nn.Module):
             downsample: bool = True,
             drop_path_rates: Optional[Sequence[float]] = None,
             norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+            stride: int = 2,
+            dilation: Tuple[int, int] = (1, 1),
             **block_kwargs,
     ):
         super().__init__()
         self.grad_checkpointing = False
         if downsample:
             self.downsample = FoldableSequential(
-                norm_layer(in_chs), nn.Conv2d(in_chs, out_chs, kernel_size=2, stride=2))
+                norm_layer(in_chs), downsample_conv(in_chs, out_chs, stride, dilation[0]))
         elif in_chs != out_chs:
             raise ValueError(f"a stage without downsampling cannot change width ({in_chs} -> {out_chs})")
         else:
             self.downsample = nn.Identity()
         rates = list(drop_path_rates) if drop_path_rates is not None else [0.] * depth
         self.blocks = nn.Sequential(*[
-            MetaNeXtBlock(out_chs, norm_layer=norm_layer, drop_path=rates[i], **block_kwargs) for i in range(depth)])
+            MetaNeXtBlock(out_chs, norm_layer=norm_layer, drop_path=rates[i], dilation=dilation[1], **block_kwargs)
+            for i in range(depth)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
@@ -91,7 +99,8 @@ class MetaNeXtStage(nn.Module):
 class MetaNeXt(TimmModelMixin, nn.Module):
     """MetaNeXt backbone + MLP head. Per-stage token mixers and MLP ratios; stem is a 4x4 stride-4 conv + BN.
 
-    `token_mixers` is one callable `dim -> nn.Module` or one per stage (e.g. partial(InceptionDWConv2d, ...)).
+    `token_mixers` is one callable `dim -> nn.Module` or one per stage (e.g. partial(InceptionDWConv2d, ...));
+    with `output_stride` 8 or 16 it must also take `dilation=` (the later stages keep their resolution and dilate).
     """
 
     def __init__(
@@ -110,6 +119,7 @@ class MetaNeXt(TimmModelMixin, nn.Module):
             drop_path_rate: float = 0.,
             ls_init_value: Optional[float] = 1e-6,
             fast_path: Optional[bool] = None,
+            output_stride: int = 32,
     ):
         super().__init__()
         num_stages = len(depths)
@@ -127,13 +137,12 @@ class MetaNeXt(TimmModelMixin, nn.Module):
         self.stem = FoldableSequential(nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4), norm_layer(dims[0]))
         rates = drop_path_schedule(drop_path_rate, depths)
         self.feature_info = []
-        stages, prev_chs, reduction = [], dims[0], 4
-        for i in range(num_stages):
-            reduction *= 2 if i > 0 else 1
+        stages, prev_chs = [], dims[0]
+        for i, (stride, dilation, reduction) in enumerate(stage_strides_and_dilations(num_stages, output_stride)):
             stages.append(MetaNeXtStage(
                 prev_chs, dims[i], depths[i], downsample=i > 0, drop_path_rates=rates[i], norm_layer=norm_layer,
-                token_mixer=token_mixers[i], mlp_ratio=mlp_ratios[i], act_layer=act_layer,
-                ls_init_value=ls_init_value))
+                stride=stride, dilation=dilation, token_mixer=token_mixers[i], mlp_ratio=mlp_ratios[i],
+                act_layer=act_layer, ls_init_value=ls_init_value))
             prev_chs = dims[i]
             self.feature_info.append(dict(num_chs=prev_chs, reduction=reduction, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
@@ -145,7 +154,7 @@ class MetaNeXt(TimmModelMixin, nn.Module):
 
     @staticmethod
     def _init_weights(m: nn.Module):
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and not m.weight.is_meta:  # meta: shapes only, nothing to draw
             trunc_normal_(m.weight, std=.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
@@ -196,7 +205,8 @@ class MetaNeXt(TimmModelMixin, nn.Module):
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_input_channels(self, x)
+        if not torch.jit.is_scripting():
+            check_input_channels(self, x)
         return self.stages(self.stem(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import _factory as _timm_factory
 from timm.models._builder import resolve_pretrained_cfg
 
 from .. import weights
@@ -147,11 +148,18 @@ def build(variant: str, pretrained: bool = False, **kwargs):
     source = 'checkpoint'
     if pretrained:
         state_dict, source = weights.load_pretrained_state_dict(cfg.to_dict(), cache_dir=cache_dir)
-        cfg = dataclasses.replace(cfg, state_dict=state_dict)
+        # timm's loader reads `hf-hub:`/`local-dir:` sources itself, ahead of a state dict: clear the source so it
+        # takes the one read here (one read, our named errors)
+        cfg = dataclasses.replace(cfg, state_dict=state_dict, source=None)
     if entry.family == 'inceptionnext':
         model_cls, feature_cfg = MetaNeXt, dict(out_indices=(0, 1, 2, 3), flatten_sequential=True)
     else:
         model_cls, feature_cfg = ConvNeXt, dict(out_indices=(0, 1, 2, 3), feature_cls='getter')
+        if kwargs.get('features_only') and kwargs.get('feature_cls') in ('list', 'dict'):
+            raise ValueError(
+                f"{variant}: feature_cls={kwargs['feature_cls']!r} walks the model's top-level modules in order, "
+                "which the official ConvNeXt layout (downsample_layers apart from stages) does not allow; use "
+                "feature_cls='getter' (the default), 'hook' or 'fx'")
     with torch.device(device) if device is not None else contextlib.nullcontext():
         model = build_model_with_cfg(
             model_cls, variant, pretrained, pretrained_cfg=cfg,
@@ -164,6 +172,22 @@ def build(variant: str, pretrained: bool = False, **kwargs):
         if isinstance(getattr(m, 'pretrained_cfg', None), dict):
             m.pretrained_cfg['state_dict'] = None
     return model
+
+
+def _load_checkpoint_path(model, checkpoint_path, *args, **kwargs):
+    """timm.create_model(checkpoint_path=...) for this zoo: read through `weights` (named one-line errors for a
+    missing, empty or unreadable file) and load strictly; other models keep timm's own loader."""
+    if args or kwargs or not isinstance(model, (MetaNeXt, ConvNeXt)):
+        return _timm_load_checkpoint(model, checkpoint_path, *args, **kwargs)
+    model.load_state_dict(weights.load_state_dict_file(checkpoint_path))
+
+
+_timm_load_checkpoint = _timm_factory.load_checkpoint
+if getattr(_timm_load_checkpoint, '__module__', '') != __name__:  # once, even if this module is reloaded
+    _timm_factory.load_checkpoint = _load_checkpoint_path
+else:  # pragma: no cover
+    _timm_load_checkpoint = _timm_load_checkpoint.__wrapped__
+_load_checkpoint_path.__wrapped__ = _timm_load_checkpoint
 
 
 def register_entrypoint(name: str, builder, module_globals: Dict[str, Any], doc: str) -> None:

@@ -1,11 +1,12 @@
-"""The plain PyTorch Inception depthwise conv: the reference every fast path is held to, and the CPU path."""
-from typing import List, Optional, Sequence
+"""The plain PyTorch Inception depthwise conv: the reference every fast path is held to, the CPU path, and the
+path TorchScript compiles (so it is written in the subset of Python that TorchScript takes)."""
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
 
 
-def branch_split_sizes(num_channels: int, weights: Sequence[torch.Tensor]) -> List[int]:
+def branch_split_sizes(num_channels: int, weights: List[torch.Tensor]) -> List[int]:
     """Channel split (identity, branch 0, branch 1, ...) implied by the branch weights."""
     branch_chs = [int(w.shape[0]) for w in weights]
     num_identity = num_channels - sum(branch_chs)
@@ -17,14 +18,17 @@ def branch_split_sizes(num_channels: int, weights: Sequence[torch.Tensor]) -> Li
 
 def inception_dwconv_reference(
         x: torch.Tensor,
-        weights: Sequence[torch.Tensor],
-        biases: Sequence[Optional[torch.Tensor]],
+        weights: List[torch.Tensor],
+        biases: List[Optional[torch.Tensor]],
+        dilation: int = 1,
 ) -> torch.Tensor:
-    """Identity channels first, then one depthwise conv per branch (weight (c, 1, kh, kw), 'same' zero padding)."""
+    """Identity channels first, then one depthwise conv per branch (weight (c, 1, kh, kw), 'same' zero padding,
+    taps `dilation` apart)."""
     splits = branch_split_sizes(x.shape[1], weights)
-    parts = list(torch.split(x, splits, dim=1))
+    parts = torch.split(x, splits, dim=1)
     out = [parts[0]]
-    for part, w, b in zip(parts[1:], weights, biases):
-        kh, kw = w.shape[-2:]
-        out.append(F.conv2d(part, w, b, padding=(kh // 2, kw // 2), groups=w.shape[0]))
+    for i in range(len(weights)):
+        w = weights[i]
+        pad = [dilation * (w.shape[2] // 2), dilation * (w.shape[3] // 2)]
+        out.append(F.conv2d(parts[i + 1], w, biases[i], padding=pad, dilation=dilation, groups=w.shape[0]))
     return torch.cat(out, dim=1)

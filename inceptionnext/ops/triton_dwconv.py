@@ -26,15 +26,15 @@ WGRAD_TARGET_PROGRAMS = 1024
 @triton.jit
 def _branch_conv(acc, x_base, w_ptr, b_ptr, hh, ww, cc, H, W, sxh, sxw, sxc,
                  OFF: tl.constexpr, N: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
-                 HAS_BIAS: tl.constexpr, FLIP: tl.constexpr):
-    """Add one branch's depthwise conv to `acc` on the channels [OFF, OFF + N) of the tile."""
+                 HAS_BIAS: tl.constexpr, FLIP: tl.constexpr, DIL: tl.constexpr):
+    """Add one branch's depthwise conv (taps DIL apart) to `acc` on the channels [OFF, OFF + N) of the tile."""
     cmask = (cc >= OFF) & (cc < OFF + N)
     cl = cc - OFF
     for dy in tl.static_range(KH):
-        ih = hh + (dy - KH // 2)
+        ih = hh + (dy - KH // 2) * DIL
         hmask = (ih >= 0) & (ih < H)
         for dx in tl.static_range(KW):
-            iw = ww + (dx - KW // 2)
+            iw = ww + (dx - KW // 2) * DIL
             m = hmask & (iw >= 0) & (iw < W) & cmask
             xv = tl.load(x_base + ih * sxh + iw * sxw + cc * sxc, mask=m, other=0.0)
             if FLIP:
@@ -102,7 +102,7 @@ def _inception_dwconv_fwd_kernel(
         OFF1: tl.constexpr, N1: tl.constexpr, KH1: tl.constexpr, KW1: tl.constexpr, BIAS1: tl.constexpr,
         OFF2: tl.constexpr, N2: tl.constexpr, KH2: tl.constexpr, KW2: tl.constexpr, BIAS2: tl.constexpr,
         FLIP: tl.constexpr, CHANNELS_LAST: tl.constexpr, ALIGN_C: tl.constexpr, ALIGN_W: tl.constexpr,
-        BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+        BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, DIL: tl.constexpr = 1):
     """x and out are dense with the same strides (NCHW or NHWC); see the module doc for the tiling."""
     C, W, sxc, sxh, sxw = _dense_strides(C_q, H, W_q, ALIGN_C, ALIGN_W, CHANNELS_LAST)
     pid_b, h0, w0, c0 = _tile_coords(tl.program_id(0), n_cb, n_ht, n_wt,
@@ -119,15 +119,15 @@ def _inception_dwconv_fwd_kernel(
     if NUM_BRANCHES > 0:
         if (c0 < OFF0 + N0) & (c0 + BLOCK_C > OFF0):
             acc = _branch_conv(acc, x_base, w0_ptr, b0_ptr, hh, ww, cc, H, W, sxh, sxw, sxc,
-                               OFF0, N0, KH0, KW0, BIAS0, FLIP)
+                               OFF0, N0, KH0, KW0, BIAS0, FLIP, DIL)
     if NUM_BRANCHES > 1:
         if (c0 < OFF1 + N1) & (c0 + BLOCK_C > OFF1):
             acc = _branch_conv(acc, x_base, w1_ptr, b1_ptr, hh, ww, cc, H, W, sxh, sxw, sxc,
-                               OFF1, N1, KH1, KW1, BIAS1, FLIP)
+                               OFF1, N1, KH1, KW1, BIAS1, FLIP, DIL)
     if NUM_BRANCHES > 2:
         if (c0 < OFF2 + N2) & (c0 + BLOCK_C > OFF2):
             acc = _branch_conv(acc, x_base, w2_ptr, b2_ptr, hh, ww, cc, H, W, sxh, sxw, sxc,
-                               OFF2, N2, KH2, KW2, BIAS2, FLIP)
+                               OFF2, N2, KH2, KW2, BIAS2, FLIP, DIL)
     m = (hh < H) & (ww < W) & (cc < C)
     out = out_ptr + pid_b.to(tl.int64) * s_b + hh * sxh + ww * sxw + cc * sxc
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=m)
@@ -139,10 +139,10 @@ def _dwconv_param_grad_kernel(
         B, C_q, H, W_q, sb, n_cb, n_ht, n_wt, batch_per_prog,
         OFF: tl.constexpr, N: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
         CHANNELS_LAST: tl.constexpr, ALIGN_C: tl.constexpr, ALIGN_W: tl.constexpr,
-        BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+        BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, DIL: tl.constexpr = 1):
     """Partial weight and bias gradients of one branch over a spatial tile and a chunk of the batch.
 
-    Writes pw[row, tap, c] = sum g[b, OFF+c, h, w] * x[b, OFF+c, h+dy-KH//2, w+dx-KW//2] and
+    Writes pw[row, tap, c] = sum g[b, OFF+c, h, w] * x[b, OFF+c, h+(dy-KH//2)*DIL, w+(dx-KW//2)*DIL] and
     pb[row, c] = sum g, where row indexes (batch chunk, tile row, tile column).
     """
     C, W, sc, sh, sw = _dense_strides(C_q, H, W_q, ALIGN_C, ALIGN_W, CHANNELS_LAST)
@@ -169,10 +169,10 @@ def _dwconv_param_grad_kernel(
 
     # Taps outer, batch inner: one accumulator live at a time; the g tile is re-read from cache.
     for dy in tl.static_range(KH):
-        ih = hh + (dy - KH // 2)
+        ih = hh + (dy - KH // 2) * DIL
         hmask = (ih >= 0) & (ih < H)
         for dx in tl.static_range(KW):
-            iw = ww + (dx - KW // 2)
+            iw = ww + (dx - KW // 2) * DIL
             xmask = gmask & hmask & (iw >= 0) & (iw < W)
             acc = tl.zeros((BLOCK_H, BLOCK_W, BLOCK_C), dtype=tl.float32)
             g_b = g_tile
@@ -264,8 +264,10 @@ def dwconv_forward(
         weights: Sequence[torch.Tensor],
         biases: Sequence[Optional[torch.Tensor]],
         flip: bool = False,
+        dilation: int = 1,
 ) -> torch.Tensor:
-    """Launch the fused kernel: identity copy plus every branch's conv (weights flipped if `flip`)."""
+    """Launch the fused kernel: identity copy plus every branch's conv (weights flipped if `flip`; a dilated
+    'same' conv's input gradient is the same conv with flipped weights, as for an undilated one)."""
     if len(weights) > MAX_BRANCHES:
         raise ValueError(f"the fused kernel takes at most {MAX_BRANCHES} branches, got {len(weights)}")
     x = _as_dense(x)
@@ -291,7 +293,7 @@ def dwconv_forward(
     grid = (B * n_cb * n_ht * n_wt,)
     _inception_dwconv_fwd_kernel[grid](
         x, out, *ptrs, *shape_args, n_cb, n_ht, n_wt,
-        ID_END=num_identity, NUM_BRANCHES=len(weights), FLIP=flip,
+        ID_END=num_identity, NUM_BRANCHES=len(weights), FLIP=flip, DIL=dilation,
         BLOCK_H=bh, BLOCK_W=bw, BLOCK_C=bc, num_warps=warps, **layout_meta, **meta)
     return out
 
@@ -300,6 +302,7 @@ def dwconv_param_grads(
         grad: torch.Tensor,
         x: torch.Tensor,
         weights: Sequence[torch.Tensor],
+        dilation: int = 1,
 ) -> List[torch.Tensor]:
     """[grad_w0, grad_b0, grad_w1, grad_b1, ...] in the weights' dtype, summed in fp32."""
     x = _as_dense(x)
@@ -323,7 +326,7 @@ def dwconv_param_grads(
         pb = torch.empty(rows, n, dtype=torch.float32, device=x.device)
         _dwconv_param_grad_kernel[(rows * n_cb,)](
             grad, x, pw, pb, B, *shape_args, n_cb, n_ht, n_wt, per_prog,
-            OFF=off, N=n, KH=kh, KW=kw,
+            OFF=off, N=n, KH=kh, KW=kw, DIL=dilation,
             BLOCK_H=bh, BLOCK_W=bw, BLOCK_C=bc, num_warps=warps, **layout_meta)
         grads.append(pw.sum(0).t().contiguous().view(w.shape).to(w.dtype))
         grads.append(pb.sum(0).to(w.dtype))

@@ -54,6 +54,8 @@ def load_checkpoint_file(path: str) -> Dict[str, Any]:
     """Read a training checkpoint written by this engine (tensors and plain values only: weights_only)."""
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path}: is empty (0 bytes); an interrupted save or copy? Use another checkpoint")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
