@@ -113,6 +113,10 @@ class FileModel(nn.Module):
     def describe(self) -> str:
         return f"{self.runtime} {self.precision} ({self.path})"
 
+    @property
+    def weights_note(self) -> str:
+        return f"{self.path} on {self.runtime} ({self.precision})"
+
 
 def _onnx_metadata(path: str) -> Dict[str, Any]:
     import onnx
@@ -216,7 +220,7 @@ class TorchRuntime(nn.Module):
             warnings.warn("this CPU has no native bf16 (AVX512_BF16/AMX): bf16 is emulated and slower than fp32",
                           stacklevel=3)
         self._forward = _compile_frozen(self.model) if compiled else self.model
-        for key in ("pretrained_cfg", "default_cfg", "num_classes", "in_chans"):
+        for key in ("pretrained_cfg", "default_cfg", "num_classes", "in_chans", "weights_note"):
             if hasattr(model, key):
                 setattr(self, key, getattr(model, key))
 
