@@ -20,6 +20,8 @@ from typing import Any, Dict, Optional
 import torch
 import torch.nn as nn
 
+from .deploy import _mkldnn_bf16_supported as native_bf16  # AVX-512 BF16 / AMX: bf16 worth running
+
 __all__ = ["RUNTIMES", "PRECISIONS", "RUNTIME_PRECISIONS", "RuntimeUnavailable", "FileModel", "OnnxRuntimeModel",
            "OpenVINOModel", "TorchRuntime", "load_runtime", "wrap_torch", "native_bf16", "available_runtimes",
            "read_file_metadata", "METADATA_KEYS"]
@@ -62,14 +64,6 @@ def available_runtimes():
         except RuntimeUnavailable:
             pass
     return out
-
-
-def native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512_BF16 or AMX): without it bf16 is emulated and slower."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def _check_precision(runtime: str, precision: str) -> None:
@@ -163,6 +157,9 @@ class OnnxRuntimeModel(FileModel):
         options = ort.SessionOptions()
         options.intra_op_num_threads = _threads(threads)
         options.inter_op_num_threads = 1
+        # no busy-waiting between runs: a spinning pool would steal the cores of whatever runs next (the benchmark
+        # interleaves runtimes in one process)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self_session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         props = self_session.get_modelmeta().custom_metadata_map
         metadata = _parse_metadata(props)
@@ -206,12 +203,12 @@ class TorchRuntime(nn.Module):
     """A PyTorch model run the deployment way: eval, folded where it can be, channels_last, bf16 autocast and/or
     torch.compile with Inductor freezing (weights become constants, so conv+BN/bias chains are folded in)."""
 
-    def __init__(self, model: nn.Module, precision: str = "fp32", compiled: bool = False):
+    def __init__(self, model: nn.Module, precision: str = "fp32", compiled: bool = False, fold: bool = True):
         super().__init__()
         _check_precision("torch.compile" if compiled else "torch", precision)
         from .deploy import is_folded, is_metanext_block, reparameterize_model
         model = model.eval()
-        if any(is_metanext_block(m) for m in model.modules()) and not is_folded(model):
+        if fold and any(is_metanext_block(m) for m in model.modules()) and not is_folded(model):
             model = reparameterize_model(model)
         self.model = model.to(memory_format=torch.channels_last)
         self.precision, self.compiled = precision, compiled
