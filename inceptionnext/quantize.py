@@ -14,10 +14,12 @@ logit SQNR (dB) must reach the floor (`QualityFloor`), else `AccuracyFloorError`
 (``force=True`` writes it anyway). The file records the model name, its preprocessing and class names and
 the check's figures, so `predict`/`validate` run it like any model (`runtimes.load_runtime`).
 """
+import contextlib
 import json
 import math
 import os
 import random
+import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -159,8 +161,9 @@ def _quantize_openvino(onnx_path: str, out_xml: str, calibration: torch.Tensor, 
                                  f"{INSTALL_HINTS['openvino']}") from e
     model = ov.Core().read_model(onnx_path)
     batches = _batches(calibration, 1)
-    quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches),
-                              preset=nncf.QuantizationPreset.PERFORMANCE)
+    with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout is for results
+        quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches),
+                                  preset=nncf.QuantizationPreset.PERFORMANCE)
     for key, value in metadata.items():
         quantized.set_rt_info(value, key.split("."))
     ov.save_model(quantized, out_xml, compress_to_fp16=False)
