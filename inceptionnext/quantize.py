@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from .runtimes import INSTALL_HINTS, METADATA_KEYS, RuntimeUnavailable, load_runtime
+from .runtimes import INSTALL_HINTS, METADATA_KEYS, RuntimeUnavailable, folded_for_inference, load_runtime
 
 __all__ = ["BACKENDS", "QualityFloor", "QuantizeReport", "QuantizeError", "AccuracyFloorError", "ImageSet",
            "load_images", "quantize_model", "quantize_onnx", "compare_logits", "quantize_file"]
@@ -221,14 +221,6 @@ def _float_onnx(model: nn.Module, path: str, input_size) -> Dict[str, str]:
     return {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
 
 
-def _fold(model: nn.Module) -> nn.Module:
-    from .deploy import is_folded, is_metanext_block, reparameterize_model
-    model = model.eval()
-    if any(is_metanext_block(m) for m in model.modules()) and not is_folded(model):
-        return reparameterize_model(model)
-    return model
-
-
 def _install(tmp_dir: str, tmp_out: str, output: Path) -> None:
     """Move the finished file(s) over `output`: an IR's .bin first, its .xml last (the .xml names the pair)."""
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -258,7 +250,7 @@ def quantize_model(model: nn.Module, output, calibration: ImageSet, check: Image
     if len(calibration.images) == 0 or len(check.images) == 0:
         raise QuantizeError("need at least one calibration image and one check image")
     floor = floor or QualityFloor()
-    folded = _fold(model)
+    folded = folded_for_inference(model)
     name = (getattr(folded, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
     input_size = tuple(check.images.shape[1:])
     expected = folded(check.images).float()

@@ -206,10 +206,7 @@ class TorchRuntime(nn.Module):
     def __init__(self, model: nn.Module, precision: str = "fp32", compiled: bool = False, fold: bool = True):
         super().__init__()
         _check_precision("torch.compile" if compiled else "torch", precision)
-        from .deploy import is_folded, is_metanext_block, reparameterize_model
-        model = model.eval()
-        if fold and any(is_metanext_block(m) for m in model.modules()) and not is_folded(model):
-            model = reparameterize_model(model)
+        model = folded_for_inference(model) if fold else model.eval()
         self.model = model.to(memory_format=torch.channels_last)
         self.precision, self.compiled = precision, compiled
         self.runtime = "torch.compile" if compiled else "torch"
@@ -231,6 +228,15 @@ class TorchRuntime(nn.Module):
 
     def describe(self) -> str:
         return f"{self.runtime} {self.precision}"
+
+
+def folded_for_inference(model: nn.Module) -> nn.Module:
+    """The eval-mode model with its BatchNorm and layer scale folded (a copy) when it has MetaNeXt blocks to fold."""
+    from .deploy import is_folded, is_metanext_block, reparameterize_model
+    model = model.eval()
+    if any(is_metanext_block(m) for m in model.modules()) and not is_folded(model):
+        return reparameterize_model(model)
+    return model
 
 
 def _compile_frozen(model: nn.Module):
