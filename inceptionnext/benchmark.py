@@ -112,6 +112,10 @@ def parse_args(argv=None, prog: Optional[str] = None) -> argparse.Namespace:
     p.add_argument("--no-cpu-memory", dest="cpu_memory", action="store_false",
                    help="skip the profiled extra step that measures peak memory on CPU")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--runtime", default="",
+                   help="deployment paths instead of the eager/train benchmark: comma list of torch, torch.compile, "
+                        "onnxruntime, openvino (inference only; ours folded; int8 quantized on random images)")
+    p.add_argument("--precision", default="fp32", help="with --runtime: comma list of fp32, bf16, int8")
     args = p.parse_args(argv)
     args.models = [m.strip() for m in args.model.split(",") if m.strip()]
     if not args.models:
@@ -123,6 +127,11 @@ def parse_args(argv=None, prog: Optional[str] = None) -> argparse.Namespace:
     if args.batch_size < 1 or args.img_size < 8 or args.num_bench_iter < 1 or args.num_warm_iter < 0 \
             or args.repeats < 1:
         p.error("--batch-size, --num-bench-iter and --repeats must be >= 1, --img-size >= 8, --num-warm-iter >= 0")
+    args.runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()]
+    args.precisions = [q.strip() for q in args.precision.split(",") if q.strip()]
+    from .runtimes import PRECISIONS, RUNTIMES
+    if set(args.runtimes) - set(RUNTIMES) or set(args.precisions) - set(PRECISIONS) or not args.precisions:
+        p.error(f"--runtime takes {', '.join(RUNTIMES)}; --precision takes {', '.join(PRECISIONS)}")
     wanted = {v.strip() for v in args.variants.split(",") if v.strip()}
     allowed = {"all", "fast", "ref", "folded", "unfolded"}
     if not wanted or wanted - allowed:
@@ -581,6 +590,8 @@ def main(argv=None, prog: Optional[str] = None) -> List[Result]:
     """Run the benchmark; with `prog` (the command's name), the table shows the command that made it."""
     args = parse_args(argv, prog)
     args.prog, args.argv = prog, list(sys.argv[1:] if argv is None else argv)
+    if args.runtimes:
+        return main_paths(args)
     rows = run(args)
     env = environment(args, torch.device(args.device))
     print(markdown_table(rows, env))
@@ -596,6 +607,29 @@ def main(argv=None, prog: Optional[str] = None) -> List[Result]:
     if args.plot:
         plot_bench = args.plot_bench or (rows[0].bench if rows else "inference")
         plot(rows, args.plot, plot_bench, env)
+    return rows
+
+
+def main_paths(args):
+    """`--runtime`: every model on every (runtime, precision) path, interleaved (see runtime_benchmark)."""
+    from .runtime_benchmark import deployment_paths, environment_versions, paths_table, plot_paths, run_paths
+    if args.device != "cpu":
+        raise SystemExit("--runtime measures CPU deployment paths; pass --device cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    paths = deployment_paths(args.runtimes, args.precisions)
+    if not paths:
+        raise SystemExit(f"no runtime among {args.runtimes} runs precision {args.precisions}")
+    rows = run_paths(args.models, paths, args.batch_size, args.img_size, args.num_classes, args.num_warm_iter,
+                     args.num_bench_iter * args.repeats, args.threads, progress=not args.no_progress)
+    env = dict(environment(args, torch.device("cpu")), **environment_versions())
+    print(paths_table(rows, env))
+    if args.results_file:
+        with open(args.results_file, "w") as f:
+            json.dump({"environment": env, "args": {k: v for k, v in vars(args).items() if k != "variant_set"},
+                       "results": [dict(asdict(r), path=r.path) for r in rows]}, f, indent=2, default=str)
+    if args.plot:
+        plot_paths(rows, args.plot, env)
     return rows
 
 

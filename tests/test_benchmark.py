@@ -125,3 +125,35 @@ def test_interleaved_rounds_time_every_model_each_step(bench):
     for r in rows:
         assert not r.error and len(r.img_per_s_rounds) == 2 and len(r.ms_per_step_all) == 4
     assert rows[0].vs_timm == pytest.approx(rows[0].img_per_s / rows[1].img_per_s)
+
+
+def test_runtime_paths_end_to_end(bench, tmp_path, capsys):
+    """--runtime/--precision: every model on every path it runs, ratios on the same path, JSON and plot."""
+    pytest.importorskip("onnxruntime")
+    results, png = tmp_path / "paths.json", tmp_path / "paths.png"
+    rows = bench.main(["--runtime", "torch,onnxruntime", "--precision", "fp32,int8", "--model",
+                       "inceptionnext_a,inception_next_atto", "--img-size", "32", "--results-file", str(results),
+                       "--plot", str(png), "--batch-size", "2", "--num-warm-iter", "1",
+                       "--num-bench-iter", "2", "--no-progress", "--device", "cpu"])
+    paths = {(r.model, r.path) for r in rows}
+    # torch has no int8 path (quantized files run on onnxruntime/openvino): three paths per model
+    assert paths == {(m, p) for m in ("inceptionnext_a", "inception_next_atto")
+                     for p in ("torch fp32", "onnxruntime fp32", "onnxruntime int8")}
+    for r in rows:
+        assert not r.error, r.error
+        assert r.img_per_s > 0 and len(r.img_per_s_rounds) == 2
+    by = {(r.model, r.path): r for r in rows}
+    ours, theirs = by[("inceptionnext_a", "onnxruntime int8")], by[("inception_next_atto", "onnxruntime int8")]
+    assert ours.vs_timm == pytest.approx(ours.img_per_s / theirs.img_per_s) and theirs.vs_timm is None
+    assert "random calibration" in ours.note
+    out = capsys.readouterr().out
+    assert "| path | model | batch |" in out and "Best path per model" in out and "onnxruntime 1." in out
+    data = json.loads(results.read_text())
+    assert {r["path"] for r in data["results"]} == {"torch fp32", "onnxruntime fp32", "onnxruntime int8"}
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_runtime_paths_reject_unknown_names(bench, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--runtime", "tensorrt", "--model", "resnet18", "--device", "cpu"])
+    assert "--runtime takes" in capsys.readouterr().err

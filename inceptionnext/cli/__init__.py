@@ -14,6 +14,8 @@ COMMANDS = {
     'convert': ('inceptionnext.cli.convert', 'any weight file to safetensors/.pth that rebuilds the model, '
                                             'optionally folded'),
     'export': ('inceptionnext.cli.export', 'ONNX, TorchScript or torch.export file, checked against PyTorch'),
+    'quantize': ('inceptionnext.cli.quantize', 'post-training int8 file (OpenVINO or ONNX Runtime), checked against '
+                                              'the float model'),
     'train': ('inceptionnext.cli.train', 'train or fine-tune from a YAML config (torchrun for multi-GPU)'),
     'validate': ('inceptionnext.cli.validate', 'top-1/top-5 of weights on an image folder (mIoU: segmentation)'),
     'benchmark': ('inceptionnext.benchmark', 'throughput beside timm\'s models, in one run'),

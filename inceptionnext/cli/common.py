@@ -15,14 +15,15 @@ from ..train.checkpoint import CheckpointError as TrainCheckpointError
 from ..weights import CheckpointError
 
 # input errors, each with a message naming what was wrong (OSError: files that cannot be read or written)
-USER_ERRORS = (CheckpointError, TrainCheckpointError, ImageError, OSError, ValueError)
+USER_ERRORS = (CheckpointError, TrainCheckpointError, ImageError, OSError, ValueError, ImportError)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """The model name and where its weights come from (timm's --checkpoint spelling works too)."""
     p.add_argument('model', nargs='?', default=None,
-                   help="model name, e.g. inceptionnext_t (see `inceptionnext list`); optional with --weights FILE "
-                        "when the file records it (training checkpoints, converted files)")
+                   help="model name, e.g. inceptionnext_t (see `inceptionnext list`), or an .onnx / OpenVINO .xml "
+                        "file (predict); optional with --weights FILE when the file records it (training "
+                        "checkpoints, converted files)")
     p.add_argument('--weights', '--checkpoint', dest='weights', default=None, metavar='FILE',
                    help="weight file in any format the library reads (official .pth, timm/hub state dict, "
                         ".safetensors, a training checkpoint, a converted file); default: the model's pretrained "
@@ -50,6 +51,30 @@ def summary(doc: str) -> str:
     """A command's description for --help: its docstring's first paragraph, after the `name`: prefix."""
     first = " ".join(line.strip() for line in doc.split("\n\n")[0].splitlines())
     return first.split(": ", 1)[1] if ": " in first else first
+
+
+def add_runtime_args(p: argparse.ArgumentParser) -> None:
+    """How the model runs: PyTorch eager or compiled, ONNX Runtime or OpenVINO, and in which precision."""
+    from ..runtimes import PRECISIONS, RUNTIMES
+    p.add_argument('--runtime', default=None, choices=RUNTIMES,
+                   help="torch (default for weights), torch.compile (Inductor, freezing), onnxruntime (default for "
+                        ".onnx) or openvino (default for .xml; also runs .onnx)")
+    p.add_argument('--precision', default=None, choices=PRECISIONS,
+                   help="fp32 (default), bf16 (autocast / OpenVINO hint), int8 (a file from `inceptionnext quantize`)")
+
+
+def runnable_from_args(args: argparse.Namespace, **kwargs) -> nn.Module:
+    """The model the arguments name, as the runtime and precision they ask for: an .onnx or OpenVINO .xml file
+    given as the model runs on its runtime; a model name (with --weights) runs in PyTorch."""
+    from ..runtimes import is_runtime_file, load_runtime, wrap_torch
+    if args.model and is_runtime_file(args.model):
+        if args.weights:
+            raise ValueError(f"{args.model} is a complete model file; drop --weights")
+        return load_runtime(args.model, args.runtime, args.precision)
+    if args.runtime in ('onnxruntime', 'openvino'):
+        raise ValueError(f"--runtime {args.runtime} runs an .onnx/.xml file (from `inceptionnext export` or "
+                         "`quantize`); give that file as the model")
+    return wrap_torch(model_from_args(args, **kwargs), args.runtime or 'torch', args.precision or 'fp32')
 
 
 def floats(text: str):

@@ -2,6 +2,7 @@
 
     inceptionnext predict inceptionnext_t cat.jpg dog.png                      # the pretrained weights
     inceptionnext predict inceptionnext_t --weights inceptionnext_tiny.pth cat.jpg --top-k 3 --json
+    inceptionnext predict model_int8.xml photos/                               # a quantized or exported file
 """
 import argparse
 import json
@@ -10,7 +11,8 @@ from pathlib import Path
 import timm
 
 from ..inference import classify_files
-from .common import add_model_args, floats, model_from_args, reports_errors, resolve_device, summary
+from .common import (add_model_args, add_runtime_args, floats, reports_errors, resolve_device,
+                     runnable_from_args, summary)
 
 INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos')
 
@@ -18,6 +20,7 @@ INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos')
 def build_parser(prog=None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=summary(__doc__))
     add_model_args(p)
+    add_runtime_args(p)
     p.add_argument('images', nargs='*', metavar='IMAGE',
                    help="image files (JPEG, PNG, or anything PIL reads), or folders of them")
     p.add_argument('--top-k', '--topk', dest='top_k', type=int, default=5, help="classes to show per image (default: 5)")
@@ -45,7 +48,7 @@ def cli(argv=None, prog: str = 'inceptionnext predict') -> int:
     if a.top_k < 1 or a.batch_size < 1:
         raise ValueError("--top-k and --batch-size must be at least 1")
     device = resolve_device(a.device)
-    model = model_from_args(a).to(device)
+    model = runnable_from_args(a).to(device)
     a.model = a.model or model.pretrained_cfg.get('architecture')
     overrides = {k: getattr(a, k) for k in ('img_size', 'crop_pct', 'interpolation', 'mean', 'std')}
     results = classify_files(model, a.images, a.top_k, a.batch_size, device,

@@ -12,6 +12,7 @@ import sys
 from ..train import CheckpointError, DataError, TrainError
 from ..models.segmentation import is_segmentation_model
 from ..train.evaluate import run_seg_validation, run_validation
+from ..runtimes import PRECISIONS, RUNTIMES
 from .common import add_ema_args, floats, say_weights, summary
 from .predict import INTERPOLATIONS
 
@@ -19,7 +20,8 @@ from .predict import INTERPOLATIONS
 def build_parser(prog=None):
     p = argparse.ArgumentParser(prog=prog, description=summary(__doc__))
     p.add_argument("model", nargs="?", default=None,
-                   help="model name, e.g. inceptionnext_t; optional when the weight file records it")
+                   help="model name, e.g. inceptionnext_t, or an .onnx / OpenVINO .xml file; optional "
+                        "when the weight file records it")
     p.add_argument("--model", dest="model_flag", default=None, metavar="MODEL", help="the model name as a flag")
     p.add_argument("--weights", "--checkpoint", dest="weights", default=None, metavar="FILE",
                    help="weight file: a training checkpoint of this engine, a converted file, an official .pth, a "
@@ -36,6 +38,10 @@ def build_parser(prog=None):
     p.add_argument("--workers", type=int, default=4, help="data loader processes")
     p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"), help="autocast dtype (fp16: CUDA only)")
     p.add_argument("--channels-last", action="store_true", help="run in channels_last memory format")
+    p.add_argument("--runtime", default=None, choices=RUNTIMES,
+                   help="torch (default for weights), torch.compile, onnxruntime (default for .onnx), openvino")
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help="fp32 (default), bf16, int8 (a file from `inceptionnext quantize`)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run")
     p.add_argument("--img-size", type=int, default=None, help="override the weights' input size")
     p.add_argument("--crop-pct", type=float, default=None, help="override the weights' center-crop fraction")
@@ -118,8 +124,9 @@ def cli(argv=None, prog: str = "inceptionnext validate") -> int:
         r = run_validation(model, a.weights, a.data_dir, a.dataset or "folder", a.num_classes, a.use_ema,
                            a.batch_size or 128,
                            a.workers, a.amp, a.channels_last, a.device, a.img_size, a.crop_pct, a.interpolation,
-                           a.mean, a.std, a.bad_images, progress=not a.no_progress)
-    except (DataError, CheckpointError, TrainError, OSError, ValueError) as e:
+                           a.mean, a.std, a.bad_images, progress=not a.no_progress, runtime=a.runtime,
+                           precision=a.precision)
+    except (DataError, CheckpointError, TrainError, OSError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1
     say_weights(argparse.Namespace(weights_note=r["weights"]))
@@ -127,7 +134,7 @@ def cli(argv=None, prog: str = "inceptionnext validate") -> int:
         print(json.dumps(r, indent=2, default=list))
         return 0
     dc = r["data_config"]
-    print(f"{r['model']}: top-1 {r['top1']:.3f}  top-5 {r['top5']:.3f}  loss {r['loss']:.4f}  on {r['count']} images "
+    print(f"{r['model']} ({r['runtime']} {r['precision']}): top-1 {r['top1']:.3f}  top-5 {r['top5']:.3f}  loss {r['loss']:.4f}  on {r['count']} images "
           f"({dc['input_size'][1]}px, crop_pct {dc['crop_pct']}, {dc['interpolation']}; {r['time_s']:.1f}s)"
           + (f"; skipped {r['skipped_images']} unreadable images" if r["skipped_images"] else ""), flush=True)
     if a.json:

@@ -11,6 +11,7 @@ from timm.data import resolve_data_config
 
 from ..model_file import load_model
 from ..models.model_api import check_img_size
+from ..runtimes import is_runtime_file, load_runtime, wrap_torch
 from ..weights import CheckpointError
 from . import checkpoint as ckpt_lib
 from .data import DigitsDataset, build_eval_loader, image_folder
@@ -20,7 +21,8 @@ from .tasks.classification import evaluate
 
 
 def load_for_eval(model_name: Optional[str], checkpoint: Optional[str] = None, num_classes: Optional[int] = None,
-                  use_ema: Optional[bool] = None) -> Tuple[nn.Module, Dict[str, Any]]:
+                  use_ema: Optional[bool] = None, runtime: Optional[str] = None,
+                  precision: Optional[str] = None) -> Tuple[nn.Module, Dict[str, Any]]:
     """The model with its weights (through `model_file.load_model`), and the class map its file records.
 
     This engine's checkpoints carry their class count, class map and preprocessing (which lands in the model's
@@ -28,17 +30,24 @@ def load_for_eval(model_name: Optional[str], checkpoint: Optional[str] = None, n
     may carry class names; any other file (official .pth, timm/hub state dict, safetensors) has its class count
     read off its classifier. No checkpoint means the model's own pretrained weights. Of a checkpoint with model
     and EMA weights, the ones scored best in training, unless use_ema says which (`model_file.read_model_file`).
+    An .onnx or OpenVINO .xml file (as the model or the checkpoint) runs on its runtime (`inceptionnext.runtimes`);
+    weights run in PyTorch as `runtime`/`precision` ask (torch.compile, bf16).
     """
-    if checkpoint is None:
+    file = checkpoint if checkpoint and is_runtime_file(checkpoint) else model_name
+    if file and is_runtime_file(file):
+        model = load_runtime(file, runtime, precision)
+    elif checkpoint is None:
         if use_ema is not None:
             raise TrainError("use_ema needs a checkpoint that holds EMA weights")
         model = create_model(model_name, num_classes or 1000, pretrained=True)
         model.weights_note = f"the pretrained weights of {model_name}"
-        return model, {}
-    try:
-        model = load_model(checkpoint, model_name, num_classes=num_classes, use_ema=use_ema)
-    except CheckpointError as e:
-        raise ckpt_lib.CheckpointError(str(e)) from e
+        return wrap_torch(model, runtime or "torch", precision or "fp32"), {}
+    else:
+        try:
+            model = load_model(checkpoint, model_name, num_classes=num_classes, use_ema=use_ema)
+        except CheckpointError as e:
+            raise ckpt_lib.CheckpointError(str(e)) from e
+        model = wrap_torch(model, runtime or "torch", precision or "fp32")
     names = model.pretrained_cfg.get("label_names")
     return model, ({"class_to_idx": {n: i for i, n in enumerate(names)}} if names else {})
 
@@ -48,17 +57,21 @@ def run_validation(model_name: Optional[str], checkpoint: Optional[str] = None, 
                    batch_size: int = 128, workers: int = 4, amp: str = "none", channels_last: bool = False,
                    device: str = "auto", img_size: Optional[int] = None, crop_pct: Optional[float] = None,
                    interpolation: Optional[str] = None, mean=None, std=None, bad_images: str = "fail",
-                   progress: bool = True) -> Dict[str, Any]:
+                   progress: bool = True, runtime: Optional[str] = None,
+                   precision: Optional[str] = None) -> Dict[str, Any]:
     """Top-1/top-5/loss of a checkpoint; preprocessing from the checkpoint's own record, else the model's
     pretrained config, each overridable. model_name may be None for a file that records it."""
     dev = resolve_device(device)
     if amp == "fp16" and dev.type != "cuda":
         raise TrainError("amp: fp16 needs a CUDA device; use bf16 or none on the CPU")
-    model, info = load_for_eval(model_name, checkpoint, num_classes, use_ema)
-    try:
-        check_img_size(model, img_size, "img_size")
-    except ValueError as e:
-        raise TrainError(str(e)) from None
+    model, info = load_for_eval(model_name, checkpoint, num_classes, use_ema, runtime, precision)
+    if not any(True for _ in model.parameters()):
+        dev = torch.device("cpu")  # a file run by ONNX Runtime or OpenVINO takes CPU tensors
+    else:
+        try:
+            check_img_size(model, img_size, "img_size")
+        except ValueError as e:
+            raise TrainError(str(e)) from None
     overrides = {"img_size": img_size, "crop_pct": crop_pct, "interpolation": interpolation, "mean": mean,
                  "std": std}
     data_cfg = resolve_data_config(overrides, model=model)
@@ -76,6 +89,7 @@ def run_validation(model_name: Optional[str], checkpoint: Optional[str] = None, 
     metrics = evaluate(model, loader, dev, amp=amp, channels_last=channels_last, progress=progress)
     metrics.update(time_s=round(time.time() - t0, 2), model=model.pretrained_cfg.get("architecture") or model_name,
                    checkpoint=checkpoint, weights=getattr(model, "weights_note", None),
+                   runtime=getattr(model, "runtime", "torch"), precision=getattr(model, "precision", "fp32"),
                    data_config={k: data_cfg[k] for k in ("input_size", "interpolation", "crop_pct", "mean", "std")},
                    skipped_images=getattr(ds, "skipped", 0))
     return metrics
