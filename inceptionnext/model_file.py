@@ -18,6 +18,7 @@ import timm
 import torch
 import torch.nn as nn
 
+from . import checksum
 from .deploy import is_folded, is_metanext_block, reparameterize_model
 from .weights import (CheckpointError, PathLike, describe_mismatch, read_weight_file, unwrap_state_dict,
                       write_atomically)
@@ -124,6 +125,7 @@ def read_model_file(path: PathLike, use_ema: bool = False) -> ModelFile:
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{path}: its model record is damaged ({type(e).__name__}: {e})") from e
     if isinstance(obj, Mapping) and obj.get('format') == TRAINING_FORMAT:
+        checksum.verify(obj, path)
         return _from_training_checkpoint(path, obj, use_ema)
     return ModelFile(path, 'state dict', unwrap_state_dict(_pick_weights(path, obj, use_ema), path))
 

@@ -13,8 +13,9 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
+from .. import checksum
 from ..model_file import TRAINING_FORMAT
-from ..weights import describe_mismatch, write_atomically
+from ..weights import describe_mismatch, load_error_reason, torch_save, write_atomically
 
 FORMAT_VERSION = 1
 
@@ -46,21 +47,30 @@ def restore_rng(state: Dict[str, Any]) -> None:
 
 
 def save_atomic(obj: Any, path: str) -> None:
-    """torch.save, atomically: a run killed mid-write leaves the previous checkpoint intact."""
-    write_atomically(path, lambda tmp: torch.save(obj, tmp))
+    """torch.save, atomically: a run killed mid-write leaves the previous checkpoint intact, and a full disk is
+    an OSError saying so."""
+    write_atomically(path, lambda tmp: torch_save(obj, tmp))
 
 
 def load_checkpoint_file(path: str) -> Dict[str, Any]:
     """Read a training checkpoint written by this engine (tensors and plain values only: weights_only)."""
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"cannot read checkpoint {path}: it is empty (0 bytes), not written by this engine "
+                              "(its writes are atomic) or cut short by a full disk or copy; resume from another "
+                              "checkpoint of the run (model_best.pth) or start again")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+        raise CheckpointError(f"cannot read checkpoint {path}: {load_error_reason(e)}") from e
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
         raise CheckpointError(f"{path} is not a training checkpoint of this engine (no state_dict/epoch); "
                               "to start from its weights use weights: <file> instead of resume")
+    try:
+        checksum.verify(ckpt, path)
+    except checksum.ChecksumError as e:
+        raise CheckpointError(str(e)) from e
     return ckpt
 
 
@@ -90,7 +100,7 @@ def make_checkpoint(*, model, optimizer, scheduler, ema, scaler, epoch: int, mod
                     config: Dict[str, Any], history: List[Dict[str, Any]], best: Dict[str, Any],
                     rng: List[Dict[str, Any]], data_config: Dict[str, Any],
                     class_to_idx: Optional[Dict[str, int]] = None) -> Dict[str, Any]:
-    return {
+    return checksum.seal({
         "format": TRAINING_FORMAT,
         "version": FORMAT_VERSION,
         "arch": model_name,
@@ -107,4 +117,4 @@ def make_checkpoint(*, model, optimizer, scheduler, ema, scaler, epoch: int, mod
         "best": best,
         "data_config": data_config,  # the eval preprocessing (input_size, crop_pct, interpolation, mean, std)
         "class_to_idx": class_to_idx,  # folder name -> class index, for ImageFolder data
-    }
+    })  # with the SHA-256 of all of the above, checked on every read

@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import os
 import typing
+from pathlib import Path
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -223,10 +224,8 @@ def save_config(cfg: TrainConfig, path: str, extra_comment: str = "") -> None:
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
     if extra_comment:
         text = "".join(f"# {line}\n" for line in extra_comment.splitlines()) + text
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    from ..weights import write_atomically
+    write_atomically(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def build_parser(description: str = "Train an image classifier", prog: Optional[str] = None) -> argparse.ArgumentParser:

@@ -3,21 +3,22 @@ and the PNG plot of loss and accuracy curves drawn when a run ends."""
 from __future__ import annotations
 
 import csv
-import os
 from typing import Any, Dict, List
+
+from ..weights import write_atomically
 
 COLUMNS = ["epoch", "lr", "train_loss", "val_loss", "val_top1", "val_top5",
            "ema_val_loss", "ema_val_top1", "ema_val_top5", "epoch_time_s", "skipped_images"]
 
 
 def write_csv(history: List[Dict[str, Any]], path: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in COLUMNS})
-    os.replace(tmp, path)
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            for row in history:
+                writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in COLUMNS})
+    write_atomically(path, write)
 
 
 def read_csv(path: str) -> List[Dict[str, Any]]:
@@ -56,7 +57,7 @@ def plot_curves(history: List[Dict[str, Any]], path: str, title: str = "") -> No
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)
