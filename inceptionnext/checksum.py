@@ -75,3 +75,18 @@ def verify(obj: Mapping[str, Any], source: str) -> bool:
         raise ChecksumError(f"{source}: its content does not match the checksum it was written with; the file "
                             "is damaged (disk or copy error) and is not used")
     return True
+
+
+def verify_file(path: str) -> str:
+    """Read a weight file and check the checksum it carries; returns what was found, in words (a
+    CheckpointError, ChecksumError included, when the file cannot be used)."""
+    from .weights import read_weight_file
+    obj, _ = read_weight_file(path)
+    checked = verify(obj, str(path))
+    what = 'a file'
+    if isinstance(obj, Mapping) and obj.get('format') == 'inceptionnext.train':
+        what = f"training checkpoint of {obj.get('arch')}, epoch {obj.get('epoch')}"
+    elif isinstance(obj, Mapping):
+        what = f"{len(obj)} entries"
+    return (f"{what}; checksum verified (sha256 {obj[KEY]['sha256'][:16]}...)" if checked else
+            f"{what}; readable, but it carries no checksum (written by another tool or an earlier version)")

@@ -242,6 +242,13 @@ def _free_bytes(folder: Path) -> Optional[int]:
     return st.f_bavail * st.f_frsize
 
 
+def _write_error(code: int, message: str) -> OSError:
+    """An OSError carrying `code` whose text is `message` alone (no '[Errno N]' in front)."""
+    e = OSError(message)
+    e.errno = code
+    return e
+
+
 def _explain_write_error(e: BaseException, path: Path, existed: bool, free: Optional[int]) -> Optional[OSError]:
     """One line for a write that failed for lack of room (ENOSPC, quota, or a library's short-write error on a
     full disk); None for any other error, which is passed on as it is."""
@@ -249,13 +256,13 @@ def _explain_write_error(e: BaseException, path: Path, existed: bool, free: Opti
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         reason = {errno.ENOSPC: 'no space left on device', errno.EDQUOT: 'disk quota exceeded',
                   errno.EFBIG: 'file too large for this file system or limit'}[e.errno]
-        return OSError(e.errno, f"cannot write {path}: {reason}{kept}")
+        return _write_error(e.errno, f"cannot write {path}: {reason}{kept}")
     text = str(e).lower()
     if isinstance(e, OSError) or not any(s in text for s in _SHORT_WRITE):
         return None
     if 'no space' in text or 'os error 28' in text or (free is not None and free < 2 ** 20):
-        return OSError(errno.ENOSPC, f"cannot write {path}: no space left on device{kept}")
-    return OSError(errno.EIO, f"cannot write {path}: the write was cut short ({type(e).__name__}: "
+        return _write_error(errno.ENOSPC, f"cannot write {path}: no space left on device{kept}")
+    return _write_error(errno.EIO, f"cannot write {path}: the write was cut short ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:200] if str(e) else ''}){kept}")
 
 

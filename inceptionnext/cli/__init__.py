@@ -15,6 +15,7 @@ COMMANDS = {
     'export': ('inceptionnext.cli.export', 'ONNX, TorchScript or torch.export file, checked against PyTorch'),
     'train': ('inceptionnext.cli.train', 'train or fine-tune from a YAML config (torchrun for multi-GPU)'),
     'validate': ('inceptionnext.cli.validate', 'top-1/top-5 of weights on an image folder'),
+    'verify': ('inceptionnext.cli.verify', 'check that checkpoints are whole (their stored checksum)'),
     'benchmark': ('inceptionnext.benchmark', 'throughput beside timm\'s models, in one run'),
 }
 

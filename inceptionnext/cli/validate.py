@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 
+from ..safe_text import escape_control
 from ..train import CheckpointError, DataError, TrainError
 from ..train.evaluate import run_validation
 from .common import floats
@@ -45,7 +46,7 @@ def cli(argv=None, prog: str = "inceptionnext validate") -> int:
                            a.workers, a.amp, a.channels_last, a.device, a.img_size, a.crop_pct, a.interpolation,
                            a.mean, a.std, a.bad_images, progress=not a.no_progress)
     except (DataError, CheckpointError, TrainError, OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
+        print(f"error: {escape_control(e, keep_newlines=True)}", file=sys.stderr, flush=True)
         return 1
     dc = r["data_config"]
     print(f"{a.model}: top-1 {r['top1']:.3f}  top-5 {r['top5']:.3f}  loss {r['loss']:.4f}  on {r['count']} images "
