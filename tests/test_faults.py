@@ -259,3 +259,46 @@ def test_export_into_a_full_tmpfs_is_one_line_and_leaves_nothing(tmp_path, fmt):
     errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: cannot write {full}/model.pt: no space left on device"], p.stderr[-3000:]
     assert p.stdout.split("rc=1")[1].split() == [".", ".."]  # no temp file left behind
+
+
+STOPPED_RANK = PRELUDE + textwrap.dedent("""
+    from inceptionnext.train.engine import Trainer
+    check = Trainer._check_finite
+    def check_or_stop(self, loss, epoch, step):  # rank 1 is stopped (SIGSTOP), not killed, at its second step
+        if os.environ["RANK"] == "1" and step == 1:
+            os.kill(os.getpid(), signal.SIGSTOP)
+        return check(self, loss, epoch, step)
+    Trainer._check_finite = check_or_stop
+    from inceptionnext.cli import main
+    sys.exit(main(["train"] + sys.argv[1:]))
+""")
+
+
+def test_a_stopped_rank_ends_the_run_after_dist_timeout_naming_rank_and_collective(tmp_path, data):
+    import socket
+    import time
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "stopped.py"
+    script.write_text(STOPPED_RANK.replace("REPO_PATH", repr(REPO)))
+    args = _args(tmp_path, data, epochs=1) + ["--batch-size", "4", "--dist-timeout", "5"]
+    procs = []
+    for rank in (0, 1):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+        procs.append(subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, env=env))
+    try:
+        t0 = time.time()
+        out, err = procs[0].communicate(timeout=240)
+        waited = time.time() - t0
+    finally:
+        for p in procs:
+            p.kill()
+            p.communicate()
+    assert procs[0].returncode == 1, err[-3000:]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and re.match(r"error: rank 0: all_reduce timed out after 5 s waiting for the other "
+                                         r"ranks", errors[0]), err[-3000:]
+    assert waited < 200

@@ -489,8 +489,14 @@ class Trainer:
 
 def fit(cfg: TrainConfig) -> RunResult:
     """Train per cfg (under torchrun: one process per device); returns where the outputs went."""
-    env = dist_lib.setup(cfg.device)
+    env = dist_lib.setup(cfg.device, cfg.dist_timeout)
     try:
         return Trainer(cfg, env).fit()
+    except dist_lib.CollectiveTimeout as e:
+        raise TrainError(str(e)) from e
+    except RuntimeError as e:  # DDP's own gradient all-reduce, inside backward
+        if env.distributed and dist_lib.is_timeout(e) and not isinstance(e, TrainError):
+            raise TrainError(str(dist_lib.timeout_error("the gradient all_reduce (DDP)", e))) from e
+        raise
     finally:
         dist_lib.cleanup()
