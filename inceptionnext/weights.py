@@ -74,9 +74,12 @@ def load_error_reason(e: BaseException) -> str:
     the refused object only, never torch's advice to load with weights_only=False (which would run whatever
     code the file holds)."""
     text = str(e)
-    if 'Weights only load failed' in text:
-        m = re.search(r'WeightsUnpickler error:\s*([^\n]*)', text)
-        what = re.split(r'\.\s+(?:Please|Check|You can)', m.group(1))[0] if m else 'objects other than tensors'
+    if 'Weights only load failed' in text:  # keep the refused object; drop every line of advice
+        lines = [re.split(r'\.\s+(?:Please|Check|You can)', re.sub(r'^\s*WeightsUnpickler error:\s*', '', line))[0]
+                 for line in text.splitlines()[1:]]
+        lines = [line.strip() for line in lines if line.strip() and not re.search(
+            r'weights_only|trust|documentation|^\s*\(\d\)', line, re.IGNORECASE)]
+        what = lines[0] if lines else 'objects other than tensors'
         return excerpt(f"it holds Python objects a weights-only load refuses ({what}); files are never "
                        "unpickled here", 300)
     line = re.sub(r'\x1b\[[0-9;]*m', '', text).strip().splitlines()

@@ -7,6 +7,7 @@ import argparse
 import json
 
 from ..inference import classify_files
+from ..safe_text import escape_control
 from .common import add_model_args, floats, model_from_args, reports_errors, resolve_device
 
 INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos')
@@ -45,8 +46,8 @@ def cli(argv=None, prog: str = 'inceptionnext predict') -> int:
     if a.json:
         print(json.dumps({'model': a.model, 'weights': a.weights or 'pretrained', 'predictions': results}, indent=2))
         return 0
-    for r in results:
-        print(r['file'])
+    for r in results:  # names come from files: control characters are shown escaped, never sent to the terminal
+        print(escape_control(r['file']))
         for t in r['top_k']:
-            print(f"  {100 * t['probability']:6.2f}%  {t['label']}  ({t['index']})")
+            print(f"  {100 * t['probability']:6.2f}%  {escape_control(t['label'])}  ({t['index']})")
     return 0
