@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from .deploy import FusedMetaNeXtBlock
-from .weights import write_atomically
+from .weights import open_for_writing, write_atomically
 
 __all__ = ["FORMATS", "SUFFIXES", "ExportError", "ExportReport", "export_model", "check_export"]
 
@@ -119,13 +119,13 @@ def _export(plain: nn.Module, fmt: str, x: torch.Tensor, dynamic_batch: bool, op
 
 
 def _export_save(program, path):
-    with open(path, "wb") as f:  # a file object: torch.export.save warns about a path not ending in .pt2
+    with open_for_writing(path) as f:  # a file object: torch.export.save warns about a path not ending in .pt2
         torch.export.save(program, f)
 
 
 def _jit_save(traced, path):
-    with _quiet_tracing():
-        torch.jit.save(traced, path)
+    with _quiet_tracing(), open_for_writing(path) as f:  # given a path, a full disk aborts the process (SIGABRT)
+        torch.jit.save(traced, f)
 
 
 def _run_file(path: str, fmt: str, x: torch.Tensor) -> Tuple[torch.Tensor, str]:

@@ -18,7 +18,9 @@ import timm
 import torch
 import torch.nn as nn
 
+from . import checksum
 from .deploy import is_folded, is_metanext_block, reparameterize_model
+from .safe_text import describe_value, excerpt
 from .weights import (CheckpointError, PathLike, describe_mismatch, read_weight_file, scored_weights_key,
                       unwrap_state_dict, write_atomically)
 
@@ -60,6 +62,43 @@ def describe_weights(mf: ModelFile) -> str:
     if mf.weights_key == mf.scored_key:
         return what + ", the ones scored best in training"
     return what + f", not the {'EMA' if mf.scored_key in EMA_KEYS else 'model'} weights scored best in training"
+
+
+# What a file's record may ask for before anything is built from it (far beyond any real model).
+RECORD_LIMITS = {'num_classes': (0, 1_000_000), 'in_chans': (1, 1024), 'input_size': (1, 4096)}
+
+
+def _check_record(mf: 'ModelFile', cfg: Mapping[str, Any]) -> None:
+    """Refuse record fields outside sane limits, or disagreeing with the weights the file holds, before a model
+    is built from them (a 1 MB file asking for 1e9 classes would otherwise allocate terabytes)."""
+    lo, hi = RECORD_LIMITS['num_classes']
+    if mf.num_classes is not None and not (isinstance(mf.num_classes, int) and lo <= mf.num_classes <= hi):
+        raise CheckpointError(f"{mf.path}: its record asks for {describe_value(mf.num_classes)} classes; "
+                              f"allowed: {lo} to {hi}")
+    lo, hi = RECORD_LIMITS['in_chans']
+    if mf.in_chans is not None and not (isinstance(mf.in_chans, int) and lo <= mf.in_chans <= hi):
+        raise CheckpointError(f"{mf.path}: its record asks for {describe_value(mf.in_chans)} input channels; "
+                              f"allowed: {lo} to {hi}")
+    size = mf.pretrained_cfg.get('input_size')
+    lo, hi = RECORD_LIMITS['input_size']
+    if size is not None and not (isinstance(size, (list, tuple)) and len(size) == 3 and all(
+            isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi for v in size)):
+        raise CheckpointError(f"{mf.path}: its record's input_size {describe_value(size)} is not [C, H, W] with "
+                              f"each from {lo} to {hi}")
+    try:
+        found = _classifier_classes(mf.state_dict, cfg.get('classifier'))
+        chans = _first_conv_channels(mf.state_dict, cfg.get('first_conv'))
+    except (TypeError, AttributeError, IndexError):
+        raise CheckpointError(f"{mf.path}: its record's classifier or first_conv entry is damaged") from None
+    if mf.num_classes is not None and found is not None and found != mf.num_classes:
+        raise CheckpointError(f"{mf.path}: its record says {mf.num_classes} classes, its classifier has {found}")
+    if mf.in_chans is not None and chans is not None and chans != mf.in_chans:
+        raise CheckpointError(f"{mf.path}: its record says {mf.in_chans} input channels, its first conv has "
+                              f"{chans}")
+    names = mf.pretrained_cfg.get('label_names')
+    if names is not None and not (isinstance(names, (list, tuple)) and len(names) <= hi * 1000 and all(
+            isinstance(n, str) and len(n) <= 1000 for n in names)):
+        raise CheckpointError(f"{mf.path}: its record's label_names are not a list of short strings")
 
 
 def check_model_name(name: str) -> str:
@@ -165,9 +204,11 @@ def read_model_file(path: PathLike, use_ema: Optional[bool] = None) -> ModelFile
             state_dict = unwrap_state_dict(obj, path)
             return ModelFile(path, 'model file', state_dict, record['model'], int(record['num_classes']),
                              int(record['in_chans']), bool(record['deploy']), dict(record.get('pretrained_cfg') or {}))
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{path}: its model record is damaged ({type(e).__name__}: {e})") from e
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
+            raise CheckpointError(
+                f"{path}: its model record is damaged ({type(e).__name__}: {excerpt(e, 200)})") from e
     if isinstance(obj, Mapping) and obj.get('format') == TRAINING_FORMAT:
+        checksum.verify(obj, path)
         return _from_training_checkpoint(path, obj, use_ema)
     if not isinstance(obj, Mapping):
         return ModelFile(path, 'state dict', unwrap_state_dict(obj, path))
@@ -206,6 +247,7 @@ def load_model(path: PathLike, model_name: Optional[str] = None, *, num_classes:
     check_model_name(name)
     cfg = timm.models.get_pretrained_cfg(name)
     cfg = dict(cfg.to_dict() if cfg is not None else {}, **mf.pretrained_cfg)
+    _check_record(mf, cfg)
     found = mf.num_classes if mf.num_classes is not None else _classifier_classes(mf.state_dict,
                                                                                   cfg.get('classifier'))
     if num_classes is not None and found is not None and num_classes != found:

@@ -13,10 +13,13 @@ import re
 import socket
 import tempfile
 import urllib.parse
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import torch
+
+from .safe_text import excerpt
 
 PathLike = Union[str, os.PathLike]
 
@@ -91,6 +94,46 @@ def _looks_like_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b'{' and int.from_bytes(head[:8], 'little') < path.stat().st_size
 
 
+def load_error_reason(e: BaseException) -> str:
+    """Why torch.load (or safetensors) could not read a file, in one escaped line: for a weights-only refusal
+    the refused object only, never torch's advice to load with weights_only=False (which would run whatever
+    code the file holds)."""
+    text = str(e)
+    if 'Weights only load failed' in text:  # keep the refused object; drop every line of advice
+        lines = [re.split(r'\.\s+(?:Please|Check|You can)', re.sub(r'^\s*WeightsUnpickler error:\s*', '', line))[0]
+                 for line in text.splitlines()[1:]]
+        lines = [line.strip() for line in lines if line.strip() and not re.search(
+            r'weights_only|trust|documentation|^\s*\(\d\)', line, re.IGNORECASE)]
+        what = lines[0] if lines else 'objects other than tensors'
+        return excerpt(f"it holds Python objects a weights-only load refuses ({what}); files are never "
+                       "unpickled here", 300)
+    line = re.sub(r'\x1b\[[0-9;]*m', '', text).strip().splitlines()
+    detail = line[0] if line else ''
+    if isinstance(e, EOFError) or (not detail and isinstance(e, IndexError)):
+        return "the file ends too early (empty or cut short)"
+    return excerpt(f"{type(e).__name__}: {detail}" if detail else type(e).__name__, 300)
+
+
+# A torch zip record may be stored compressed; torch itself never compresses, so records whose declared size is
+# far beyond the file's own can only be a decompression bomb.
+MAX_EXPANSION = 8
+
+
+def check_zip_sizes(path: PathLike) -> None:
+    """Refuse a torch zip file whose records declare more bytes than `MAX_EXPANSION` times the file's size
+    (read from the zip directory, before anything is decompressed)."""
+    size = os.path.getsize(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            declared = sum(info.file_size for info in zf.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return  # not a zip (legacy torch format) or damaged: torch.load reports it
+    if declared > MAX_EXPANSION * size + 2 ** 20:
+        raise CheckpointError(f"{path}: its records declare {declared / 2**20:.0f} MiB of data in a "
+                              f"{size / 2**20:.1f} MiB file (compressed records expanding {declared / size:.0f}x); "
+                              "torch never writes such files, refused before reading")
+
+
 def read_weight_file(path: PathLike) -> Tuple[Any, Dict[str, str]]:
     """What a .pth/.pt/.bin (torch, weights-only) or .safetensors file holds, as stored, and the safetensors
     metadata (empty for torch files); errors name the file and say why it cannot be read."""
@@ -108,13 +151,16 @@ def read_weight_file(path: PathLike) -> Tuple[Any, Dict[str, str]]:
             with safe_open(str(path), framework='pt') as f:
                 metadata = dict(f.metadata() or {})
             return load_file(str(path), device='cpu'), metadata
+        check_zip_sizes(path)
         # timm's train.py (and the official repos' main.py) keep their argparse.Namespace under 'args'
         allow = getattr(torch.serialization, 'safe_globals', None)  # torch >= 2.5
         with allow([argparse.Namespace]) if allow else contextlib.nullcontext():
             return torch.load(path, map_location='cpu', weights_only=True), {}
+    except CheckpointError:
+        raise
     except Exception as e:  # truncated zip, not a checkpoint at all, disallowed pickled objects, bad header
         raise CheckpointError(
-            f"{path}: cannot be read as a checkpoint ({type(e).__name__}: {_first_line(e)}); "
+            f"{path}: cannot be read as a checkpoint ({load_error_reason(e)}); "
             "is the file complete, and a PyTorch or safetensors weight file?") from e
 
 
@@ -145,28 +191,154 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # read once, at import: setting it later would race with other threads creating files
 
 
+def _temp_prefix(name: str) -> str:
+    """Temp files beside a target are `.<name>.<host>-<pid>.<random>.tmp`: the host and pid let a later write
+    tell a dead writer's leftover from a live one."""
+    return f".{name}.{_HOST}-{os.getpid()}."
+
+
+_HOST = re.sub(r'[^A-Za-z0-9-]', '-', socket.gethostname())[:40] or 'host'
+_TEMP_NAME = re.compile(r'^\.(?P<name>.+?)\.(?:(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)\.)?[A-Za-z0-9_]{8}\.tmp$')
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def sweep_temp_files(folder: PathLike, name: Optional[str] = None, legacy: bool = False) -> List[Path]:
+    """Remove the temp files that killed writes of `write_atomically` left in `folder` (for target `name`, or any
+    target): those of a writer on this host that is no longer running. With `legacy`, also those without a host
+    and pid (earlier versions' naming): only for a folder this process owns, such as a run folder."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMP_NAME.match(entry.name)
+        if not m or (name is not None and m.group('name') != name) or not entry.is_file(follow_symlinks=False):
+            continue
+        if m.group('pid') is None:
+            stale = legacy
+        else:
+            stale = m.group('host') == _HOST and not _pid_alive(int(m.group('pid')))
+        if stale:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
+class _HeldErrorFile:
+    """A binary file whose write errors are held until the writer is done: torch's zip writer turns a failed
+    write into 'unexpected pos' (and torch.jit.save into an abort, SIGABRT), so the real OSError, e.g. ENOSPC,
+    comes out only this way."""
+
+    def __init__(self, raw):
+        self.raw, self.error = raw, None
+
+    def write(self, data) -> int:
+        if self.error is None:
+            try:
+                self.raw.write(data)
+            except OSError as e:
+                self.error = e
+        return len(memoryview(data))
+
+    def __getattr__(self, item):
+        return getattr(self.raw, item)
+
+
+@contextlib.contextmanager
+def open_for_writing(path: PathLike):
+    """`open(path, 'wb')` for torch.save, torch.jit.save and torch.export.save: a failed write (full disk)
+    raises its OSError once the writer returns, instead of a torch error or an abort."""
+    with open(path, 'wb') as raw:
+        held = _HeldErrorFile(raw)
+        yield held
+        if held.error is None:
+            raw.flush()
+    if held.error is not None:
+        raise held.error
+
+
+def torch_save(obj: Any, path: PathLike) -> None:
+    """torch.save through `open_for_writing`."""
+    with open_for_writing(path) as f:
+        torch.save(obj, f)
+
+
+_SHORT_WRITE = ('unexpected pos', 'failed writing', 'file write failed', 'no space left on device', 'os error 28')
+
+
+def _free_bytes(folder: Path) -> Optional[int]:
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _write_error(code: int, message: str) -> OSError:
+    """An OSError carrying `code` whose text is `message` alone (no '[Errno N]' in front)."""
+    e = OSError(message)
+    e.errno = code
+    return e
+
+
+def _explain_write_error(e: BaseException, path: Path, existed: bool, free: Optional[int]) -> Optional[OSError]:
+    """One line for a write that failed for lack of room (ENOSPC, quota, or a library's short-write error on a
+    full disk); None for any other error, which is passed on as it is."""
+    kept = f"; the previous {path.name} is kept" if existed else ""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        reason = {errno.ENOSPC: 'no space left on device', errno.EDQUOT: 'disk quota exceeded',
+                  errno.EFBIG: 'file too large for this file system or limit'}[e.errno]
+        return _write_error(e.errno, f"cannot write {path}: {reason}{kept}")
+    text = str(e).lower()
+    if isinstance(e, OSError) or not any(s in text for s in _SHORT_WRITE):
+        return None
+    if 'no space' in text or 'os error 28' in text or (free is not None and free < 2 ** 20):
+        return _write_error(errno.ENOSPC, f"cannot write {path}: no space left on device{kept}")
+    return _write_error(errno.EIO, f"cannot write {path}: the write was cut short ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200] if str(e) else ''}){kept}")
+
+
 def write_atomically(path: PathLike, write: Callable[[str], None]) -> Path:
     """`write(tmp)` to a temp file beside `path`, flushed to disk, then renamed over `path`: a crash mid-write
     (or a `write` that raises, e.g. a failed check of the new file) leaves the previous file intact, never a
-    truncated one."""
+    truncated one. The temp file is removed on every failure; one left by a killed writer is removed by the
+    next write of the same file. A full disk is one line naming the file and 'no space left on device'."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, f"cannot write {path}: it is a folder")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+        sweep_temp_files(path.parent, path.name)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path.name), suffix='.tmp')
     except OSError as e:
         raise type(e)(e.errno, f"cannot write {path}: {e.strerror}") from e
+    existed = path.exists()
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes it owner-only; give it an ordinary file's mode
-    finally:
-        os.close(fd)
-    try:
+        try:
+            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes it owner-only; give it an ordinary file's mode
+        finally:
+            os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # again: a writer that replaces the file (safetensors) brings its own mode
         with open(tmp, 'rb') as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except Exception as e:
+        explained = _explain_write_error(e, path, existed, _free_bytes(path.parent))
+        if explained is None:
+            raise
+        raise explained from e
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -179,7 +351,7 @@ def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: PathLike) -> P
     if Path(path).suffix == '.safetensors':
         from safetensors.torch import save_file
         return write_atomically(path, lambda tmp: save_file(tensors, tmp))
-    return write_atomically(path, lambda tmp: torch.save(tensors, tmp))
+    return write_atomically(path, lambda tmp: torch_save(tensors, tmp))
 
 
 def convert_checkpoint(src: PathLike, dst: PathLike) -> Path:

@@ -103,7 +103,7 @@ def test_precedence_defaults_yaml_cli_set(tmp_path):
 
 
 def test_bad_values_are_named():
-    with pytest.raises(ConfigError, match="'amp'.*not one of none, bf16, fp16"):
+    with pytest.raises(ConfigError, match="'amp'.*must be one of none, bf16, fp16"):
         parse_config(["--amp", "fp8"])
     with pytest.raises(ConfigError, match="'scale'.*expected 2 values"):
         parse_config(["--scale", "0.1,0.5,0.9"])
@@ -127,3 +127,74 @@ def test_ade20k_segmentation_recipes():
         assert (f.iters, f.weight_decay, f.decay_rate, f.warmup_iters, f.drop_path) == (40000, 1e-4, 0.9, 0, fpn_dp)
         assert f.batch_size * 8 == 32 and plan_batch(f, 8)[:2] == (1, pytest.approx(2e-4))
         assert plan_batch(f, 4)[:2] == (2, pytest.approx(2e-4))  # fewer GPUs: the global batch held by accumulation
+
+
+# every value the fault review found either crashing (a traceback, a failure mid-epoch) or silently accepted
+BAD_VALUES = {"lr": ["-1", "nan", "inf"], "workers": ["-1"], "img_size": ["-32", "0"], "smoothing": ["2"],
+              "drop_path": ["5"], "ema_decay": ["2", "1"], "hflip": ["7"], "mixup": ["-1"], "crop_pct": ["0"],
+              "warmup_epochs": ["-1"], "epochs": ["1e18", "0"], "batch_size": ["0"], "mean": ["0.5,nan,0.5"],
+              "scale": ["0,1"], "dist_timeout": ["0"]}
+
+
+@pytest.mark.parametrize("key,value", [(k, v) for k, vs in BAD_VALUES.items() for v in vs])
+def test_out_of_range_values_are_one_line_naming_key_value_and_range(key, value):
+    with pytest.raises(ConfigError) as info:
+        parse_config(["--set", f"{key}={value}"])
+    text = str(info.value)
+    assert "\n" not in text and f"config key '{key}'" in text and "must be in" in text, text
+
+
+def test_every_train_key_has_a_description_and_numeric_keys_a_range(capsys):
+    from inceptionnext.train.config import FIELDS, build_parser
+    help_text = " ".join(build_parser().format_help().split())
+    for name, f in FIELDS.items():
+        assert f.metadata.get("help"), name
+        assert f.metadata["help"].split(";")[0][:30] in help_text, name
+        if f.type in ("int", "float", "Optional[int]", "Optional[float]") or "float" in str(f.type):
+            assert f.metadata.get("allowed") is not None, f"{name} has no allowed range"
+            assert str(f.metadata["allowed"]) in help_text, name
+
+
+def _bomb(tmp_path, key="lr", levels=8):
+    """A few hundred bytes of nested YAML anchors under one key that expand to 9**levels strings."""
+    lines = [f"{key}:", '  - &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"  - &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("key", ["lr", "mean", "model", "_base_"])
+def test_a_yaml_alias_bomb_gives_a_short_error(tmp_path, key):
+    path = _bomb(tmp_path, key)
+    assert path.stat().st_size < 600
+    with pytest.raises(ConfigError) as info:
+        parse_config(["--config", str(path)])
+    assert len(str(info.value)) < 300, str(info.value)[:300]
+
+
+def test_base_includes_only_yaml_files_and_never_echoes_a_files_lines(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:*:20228:0:99999:7:::\n")
+    cases = {
+        "list.yaml": ("_base_: [missing.yaml]\n", "config file not found: .*missing.yaml"),
+        "shadow.yaml": (f"_base_: {secret}\n", "_base_ names YAML files"),
+        "binary.yaml": ("_base_: bin.yaml\n", "bin.yaml is not UTF-8 text"),
+        "broken.yaml": ('lr: 1\nsecret: "password123\n  x: [\n', "not valid YAML at line 4, column 1"),
+        "escape.yaml": ('"\\e[2Jevil": 1\n', r"unknown config key '\\x1b\[2Jevil'"),
+        "control.yaml": ("lr: 1\x07\n", "character #x07 is not allowed"),
+        "numeric_key.yaml": ("1: 2\n", "config keys in .* are names"),
+    }
+    (tmp_path / "bin.yaml").write_bytes(b"\x00\x01\xff\xfe" * 50)
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ConfigError, match=message) as info:
+            parse_config(["--config", str(tmp_path / name)])
+        shown = str(info.value)
+        assert "root:" not in shown and "password" not in shown and "\x1b" not in shown and "\x07" not in shown
+    # a list of bases is merged in order
+    (tmp_path / "b1.yaml").write_text("epochs: 5\nlr: 1e-3\n")
+    (tmp_path / "b2.yaml").write_text("epochs: 6\n")
+    (tmp_path / "top.yml").write_text("_base_: [b1.yaml, b2.yaml]\nbatch_size: 4\n")
+    c = parse_config(["--config", str(tmp_path / "top.yml")])
+    assert (c.epochs, c.lr, c.batch_size) == (6, 1e-3, 4)

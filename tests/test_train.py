@@ -14,6 +14,7 @@ import torch.nn as nn
 from PIL import Image
 from timm.models import register_model
 
+from inceptionnext import checksum
 from inceptionnext.train import (CheckpointError, ConfigError, DataError, NonFiniteLossError, TrainConfig,
                                  Trainer, apply_overrides, fit, parse_config)
 from inceptionnext.train.distributed import DistEnv
@@ -421,7 +422,7 @@ def test_fp16_grad_scaler_state_is_checkpointed_and_restored(tmp_path, data):
     assert ckpt["scaler"]["scale"] == 65536.0 and ckpt["scaler"]["_growth_tracker"] == 2, ckpt["scaler"]
     # a resumed run takes the scaler's state from the checkpoint, not a fresh scaler
     ckpt["scaler"].update(scale=1024.0, _growth_tracker=7)
-    torch.save(ckpt, res.last_checkpoint)
+    torch.save(checksum.seal(ckpt), res.last_checkpoint)  # a deliberate edit: sealed again, or it is refused
     trainer = Trainer(parse_config(["--resume", res.last_checkpoint]), DistEnv())
     assert trainer.scaler is not None and trainer.start_epoch == 1
     state = trainer.scaler.state_dict()

@@ -18,6 +18,7 @@ COMMANDS = {
                                               'the float model'),
     'train': ('inceptionnext.cli.train', 'train or fine-tune from a YAML config (torchrun for multi-GPU)'),
     'validate': ('inceptionnext.cli.validate', 'top-1/top-5 of weights on an image folder (mIoU: segmentation)'),
+    'verify': ('inceptionnext.cli.verify', 'check that checkpoints are whole (their stored checksum)'),
     'benchmark': ('inceptionnext.benchmark', 'throughput beside timm\'s models, in one run'),
 }
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from ..inference import ImageError
+from ..safe_text import escape_control
 from ..model_file import EMA_CHOICE_HELP, check_model_name, load_model
 from ..train.checkpoint import CheckpointError as TrainCheckpointError
 from ..weights import CheckpointError
@@ -117,8 +118,8 @@ def reports_errors(*extra: type) -> Callable[[Callable[..., int]], Callable[...,
         def wrapped(*args, **kwargs) -> int:
             try:
                 return run(*args, **kwargs)
-            except USER_ERRORS + extra as e:
-                print(f"error: {e}", file=sys.stderr, flush=True)
+            except USER_ERRORS + extra as e:  # messages may quote a file's content: escaped
+                print(f"error: {escape_control(e, keep_newlines=True)}", file=sys.stderr, flush=True)
                 return 1
         return wrapped
     return decorate

@@ -11,6 +11,7 @@ from pathlib import Path
 import timm
 
 from ..inference import classify_files
+from ..safe_text import escape_control
 from .common import (add_model_args, add_runtime_args, floats, reports_errors, resolve_device,
                      runnable_from_args, summary)
 
@@ -57,8 +58,8 @@ def cli(argv=None, prog: str = 'inceptionnext predict') -> int:
         print(json.dumps({'model': a.model, 'weights': a.weights or 'pretrained', 'weights_loaded': model.weights_note,
                           'predictions': results}, indent=2))
         return 0
-    for r in results:
-        print(r['file'])
+    for r in results:  # names come from files: control characters are shown escaped, never sent to the terminal
+        print(escape_control(r['file']))
         for t in r['top_k']:
-            print(f"  {100 * t['probability']:6.2f}%  {t['label']}  ({t['index']})")
+            print(f"  {100 * t['probability']:6.2f}%  {escape_control(t['label'])}  ({t['index']})")
     return 0

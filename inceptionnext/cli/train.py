@@ -6,6 +6,7 @@ overridden as --key value.
 """
 import sys
 
+from ..safe_text import escape_control
 from ..train import CheckpointError, ConfigError, DataError, TrainError, fit, parse_config
 
 
@@ -13,7 +14,7 @@ def cli(argv=None, prog: str = "inceptionnext train") -> int:
     try:
         cfg = parse_config(argv, prog=prog)
         fit(cfg)
-    except (ConfigError, DataError, CheckpointError, TrainError) as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
+    except (ConfigError, DataError, CheckpointError, TrainError, OSError) as e:  # OSError: e.g. a full disk
+        print(f"error: {escape_control(e, keep_newlines=True)}", file=sys.stderr, flush=True)
         return 1
     return 0

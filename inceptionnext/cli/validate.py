@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from ..safe_text import escape_control
 from ..train import CheckpointError, DataError, TrainError
 from ..models.segmentation import is_segmentation_model
 from ..train.evaluate import run_seg_validation, run_validation
@@ -127,7 +128,7 @@ def cli(argv=None, prog: str = "inceptionnext validate") -> int:
                            a.mean, a.std, a.bad_images, progress=not a.no_progress, runtime=a.runtime,
                            precision=a.precision)
     except (DataError, CheckpointError, TrainError, OSError, ValueError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
+        print(f"error: {escape_control(e, keep_newlines=True)}", file=sys.stderr, flush=True)
         return 1
     say_weights(argparse.Namespace(weights_note=r["weights"]))
     if a.json == "-":

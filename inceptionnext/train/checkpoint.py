@@ -13,8 +13,9 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
+from .. import checksum
 from ..model_file import TRAINING_FORMAT
-from ..weights import describe_mismatch, write_atomically
+from ..weights import describe_mismatch, load_error_reason, torch_save, write_atomically
 
 FORMAT_VERSION = 1
 
@@ -46,8 +47,9 @@ def restore_rng(state: Dict[str, Any]) -> None:
 
 
 def save_atomic(obj: Any, path: str) -> None:
-    """torch.save, atomically: a run killed mid-write leaves the previous checkpoint intact."""
-    write_atomically(path, lambda tmp: torch.save(obj, tmp))
+    """torch.save, atomically: a run killed mid-write leaves the previous checkpoint intact, and a full disk is
+    an OSError saying so."""
+    write_atomically(path, lambda tmp: torch_save(obj, tmp))
 
 
 def load_checkpoint_file(path: str) -> Dict[str, Any]:
@@ -55,14 +57,20 @@ def load_checkpoint_file(path: str) -> Dict[str, Any]:
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     if os.path.getsize(path) == 0:
-        raise CheckpointError(f"{path}: is empty (0 bytes); an interrupted save or copy? Use another checkpoint")
+        raise CheckpointError(f"cannot read checkpoint {path}: it is empty (0 bytes), not written by this engine "
+                              "(its writes are atomic) or cut short by a full disk or copy; resume from another "
+                              "checkpoint of the run (model_best.pth) or start again")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+        raise CheckpointError(f"cannot read checkpoint {path}: {load_error_reason(e)}") from e
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
         raise CheckpointError(f"{path} is not a training checkpoint of this engine (no state_dict/epoch); "
                               "to start from its weights use weights: <file> instead of resume")
+    try:
+        checksum.verify(ckpt, path)
+    except checksum.ChecksumError as e:
+        raise CheckpointError(str(e)) from e
     return ckpt
 
 
@@ -94,7 +102,7 @@ def make_checkpoint(*, model, optimizer, scheduler, ema, scaler, epoch: int, mod
                     class_to_idx: Optional[Dict[str, int]] = None,
                     scored_weights: Optional[str] = None, **task_record: Any) -> Dict[str, Any]:
     """The checkpoint record; task_record holds what the task adds (see Task.checkpoint_record)."""
-    return {
+    return checksum.seal({
         "format": TRAINING_FORMAT,
         "version": FORMAT_VERSION,
         "arch": model_name,
@@ -114,4 +122,4 @@ def make_checkpoint(*, model, optimizer, scheduler, ema, scaler, epoch: int, mod
         # the entry whose top-1 picked model_best.pth: what every tool (and timm's loaders) reads by default
         "scored_weights": scored_weights or ("state_dict_ema" if ema is not None else "state_dict"),
         **task_record,
-    }
+    })  # with the SHA-256 of all of the above, checked on every read

@@ -8,142 +8,198 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import os
+import re
 import typing
+from pathlib import Path
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
+
+from ..safe_text import describe_value, excerpt
 
 
 class ConfigError(ValueError):
     """A config file or override that cannot be used (unknown key, wrong type, bad value)."""
 
 
+@dataclass(frozen=True)
+class Allowed:
+    """What a key accepts: an interval such as "[0, 1)" (for a tuple, each of its values) or a list of choices."""
+    interval: Optional[str] = None
+    choices: Optional[Tuple[str, ...]] = None
+
+    def bounds(self) -> Tuple[float, float, bool, bool]:
+        m = re.fullmatch(r"\s*([\[(])\s*([^,]+?)\s*,\s*([^,]+?)\s*([\])])\s*", self.interval or "")
+        if not m:
+            raise ValueError(f"bad interval {self.interval!r}")
+        return float(m.group(2)), float(m.group(3)), m.group(1) == "(", m.group(4) == ")"
+
+    def admits(self, value: Any) -> bool:
+        if self.choices is not None:
+            return value in self.choices
+        if self.interval is None:
+            return True
+        lo, hi, lo_open, hi_open = self.bounds()
+        return (math.isfinite(value) and (value > lo if lo_open else value >= lo)
+                and (value < hi if hi_open else value <= hi))
+
+    def __str__(self) -> str:
+        return ("one of " + ", ".join(self.choices)) if self.choices is not None else f"in {self.interval}"
+
+
+def key(default: Any, help: str, allowed: Any = None) -> Any:
+    """One config key: its default, what it does, and what it accepts (an interval "[lo, hi]" with ( ) for open
+    ends, or a tuple of choices). Adding a key to TrainConfig is one line of this."""
+    allowed = Allowed(choices=tuple(allowed)) if isinstance(allowed, (tuple, list)) else (
+        Allowed(interval=allowed) if allowed else None)
+    if allowed is not None and allowed.interval:
+        allowed.bounds()  # a typo in an interval fails at import, not at a user's run
+    return field(default=default, metadata={"help": help, "allowed": allowed})
+
+
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming", "random")
+MANY = "[0, 1000000]"
+
+
 @dataclass
 class TrainConfig:
-    task: str = "classification"        # what is trained: its data, model builder, loss and metrics (train/tasks)
+    task: str = key("classification", "what is trained: its data, model builder, loss and metrics (train/tasks)",
+                    ("classification", "segmentation", "detection"))
 
     # --- model: built by name through timm; the engine never looks inside it
-    model: str = "inceptionnext_a"
-    pretrained: bool = False            # load the model's default pretrained weights through timm
-    weights: Optional[str] = None       # or a local weight file (any format the model library loads)
-    num_classes: Optional[int] = None   # None: the dataset's class count
-    drop_path: float = 0.0              # stochastic depth rate
-    drop: float = 0.0                   # dropout before the classifier
-    sync_bn: bool = False               # convert BatchNorm to SyncBatchNorm under DDP (CUDA only)
+    model: str = key("inceptionnext_a", "model name, any timm name (`inceptionnext list` shows this library's)")
+    pretrained: bool = key(False, "load the model's default pretrained weights through timm")
+    weights: Optional[str] = key(None, "or a local weight file to start from (any format the model library loads)")
+    num_classes: Optional[int] = key(None, "classes; null: the dataset's class count", "[1, 1000000]")
+    drop_path: float = key(0.0, "stochastic depth rate", "[0, 1)")
+    drop: float = key(0.0, "dropout before the classifier", "[0, 1)")
+    sync_bn: bool = key(False, "convert BatchNorm to SyncBatchNorm under DDP (CUDA only)")
 
     # --- data
-    dataset: str = "folder"             # classification: "folder" (ImageFolder train/ val/) or "digits" (built in);
-                                        # segmentation: "ade20k", "masks" (images/ + masks/ folders), "digit_scenes"
-    data_dir: Optional[str] = None
-    train_split: str = "train"
-    val_split: str = "val"
-    bad_images: str = "fail"            # unreadable images: "fail" (error naming the file) or "skip" (count them)
-    workers: int = 4
-    pin_memory: bool = True
+    dataset: str = key("folder", "classification: folder (an ImageFolder with train/ and val/ under data_dir) or "
+                       "digits (built in); segmentation: ade20k, masks (images/ + masks/ folders) or digit_scenes",
+                       ("folder", "digits", "ade20k", "masks", "digit_scenes"))
+    data_dir: Optional[str] = key(None, "the ImageFolder root (with the train_split and val_split folders)")
+    train_split: str = key("train", "training folder under data_dir")
+    val_split: str = key("val", "validation folder under data_dir")
+    bad_images: str = key("fail", "unreadable images: fail (an error naming the file) or skip (and count them)",
+                          ("fail", "skip"))
+    workers: int = key(4, "data loading processes per training process", "[0, 256]")
+    pin_memory: bool = key(True, "pin host memory for faster copies to the GPU")
 
     # --- preprocessing; None takes the model's pretrained config
-    img_size: Optional[int] = None
-    crop_pct: Optional[float] = None
-    interpolation: Optional[str] = None  # evaluation resize; None: the model's (bicubic for these models)
-    train_interpolation: str = "random"  # RandomResizedCrop's resize in training (timm's --train-interpolation)
-    mean: Optional[Tuple[float, ...]] = None
-    std: Optional[Tuple[float, ...]] = None
+    img_size: Optional[int] = key(None, "input size in pixels; null: the model's own (32 for dataset digits)",
+                                  "[32, 4096]")
+    crop_pct: Optional[float] = key(None, "evaluation center-crop fraction; null: the model's own", "(0, 1]")
+    interpolation: Optional[str] = key(None, "evaluation resize interpolation; null: the model's own",
+                                       INTERPOLATIONS)
+    train_interpolation: str = key("random", "RandomResizedCrop's resize in training (timm's --train-interpolation)",
+                                   INTERPOLATIONS)
+    mean: Optional[Tuple[float, ...]] = key(None, "normalization mean per channel; null: the model's own",
+                                            "[-10, 10]")
+    std: Optional[Tuple[float, ...]] = key(None, "normalization std per channel; null: the model's own", "(0, 10]")
 
     # --- augmentation (timm)
-    scale: Tuple[float, float] = (0.08, 1.0)    # RandomResizedCrop area range
-    ratio: Tuple[float, float] = (3 / 4, 4 / 3)
-    hflip: float = 0.5
-    color_jitter: float = 0.4
-    aa: Optional[str] = None            # RandAugment string, e.g. rand-m9-mstd0.5-inc1
-    reprob: float = 0.0                 # random erasing probability
-    remode: str = "pixel"
-    recount: int = 1
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    mixup_prob: float = 1.0
-    mixup_switch_prob: float = 0.5
-    mixup_mode: str = "batch"
-    smoothing: float = 0.1
+    scale: Tuple[float, float] = key((0.08, 1.0), "RandomResizedCrop area range", "(0, 1]")
+    ratio: Tuple[float, float] = key((3 / 4, 4 / 3), "RandomResizedCrop aspect ratio range", "(0, 100]")
+    hflip: float = key(0.5, "horizontal flip probability", "[0, 1]")
+    color_jitter: float = key(0.4, "color jitter strength (ignored when aa is set)", "[0, 10]")
+    aa: Optional[str] = key(None, "timm auto-augment string, e.g. rand-m9-mstd0.5-inc1; null: none")
+    reprob: float = key(0.0, "random erasing probability", "[0, 1]")
+    remode: str = key("pixel", "random erasing fill", ("const", "rand", "pixel"))
+    recount: int = key(1, "random erasing count", "[1, 100]")
+    mixup: float = key(0.0, "mixup alpha; 0: off", "[0, 100]")
+    cutmix: float = key(0.0, "cutmix alpha; 0: off", "[0, 100]")
+    mixup_prob: float = key(1.0, "probability of mixup or cutmix per batch", "[0, 1]")
+    mixup_switch_prob: float = key(0.5, "probability of cutmix instead of mixup when both are on", "[0, 1]")
+    mixup_mode: str = key("batch", "how mixup parameters are drawn", ("batch", "pair", "elem"))
+    smoothing: float = key(0.1, "label smoothing", "[0, 1)")
 
     # --- optimisation
-    batch_size: int = 128               # per process
-    grad_accum: Optional[int] = None    # micro-batches per optimizer step; None (auto): hold lr_batch, see plan_batch
-    opt: str = "adamw"
-    lr: float = 4e-3                    # learning rate at global batch lr_batch ...
-    lr_batch: Optional[int] = None      # ... scaled linearly to the actual global batch; None: lr is absolute
-    weight_decay: float = 0.05
-    momentum: float = 0.9
-    layer_decay: Optional[float] = None  # layer-wise LR decay (fine-tuning)
-    clip_grad: Optional[float] = None
-    clip_mode: str = "norm"
+    batch_size: int = key(128, "images per process per step", "[1, 65536]")
+    grad_accum: Optional[int] = key(None, "micro-batches per optimizer step; null (auto): hold lr_batch, see "
+                                    "plan_batch", "[1, 65536]")
+    opt: str = key("adamw", "optimizer, any name timm's create_optimizer_v2 knows")
+    lr: float = key(4e-3, "learning rate at global batch lr_batch ...", "(0, 10]")
+    lr_batch: Optional[int] = key(None, "... scaled linearly to the actual global batch; null: lr is absolute",
+                                  "[1, 16777216]")
+    weight_decay: float = key(0.05, "weight decay", "[0, 10]")
+    momentum: float = key(0.9, "momentum (SGD-type optimizers)", "[0, 1)")
+    layer_decay: Optional[float] = key(None, "layer-wise lr decay (fine-tuning); null: off", "(0, 1]")
+    clip_grad: Optional[float] = key(None, "gradient clipping threshold; null: off", "(0, 1000000]")
+    clip_mode: str = key("norm", "gradient clipping mode", ("norm", "value", "agc"))
 
     # --- schedule (timm create_scheduler_v2), stepped on every optimizer update
-    sched: str = "cosine"
-    epochs: int = 300
-    warmup_epochs: int = 20
-    warmup_lr: float = 1e-6
-    min_lr: float = 1e-6
-    cooldown_epochs: int = 0
-    decay_rate: float = 0.1             # timm's decay_rate: the power of the poly schedule, the step schedules' factor
-    iters: Optional[int] = None         # iteration-based run: this many optimizer updates in all (epochs is unused)
-    eval_interval: int = 1000           # ... validated and checkpointed every eval_interval updates
-    warmup_iters: int = 0               # ... with this many linear warm-up updates
+    sched: str = key("cosine", "lr schedule", ("cosine", "tanh", "step", "multistep", "poly", "constant", "wsd",
+                                               "rsqrt", "none"))
+    epochs: int = key(300, "training epochs", "[1, 100000]")
+    warmup_epochs: int = key(20, "linear warm-up epochs", "[0, 100000]")
+    warmup_lr: float = key(1e-6, "lr at the start of warm-up", "[0, 10]")
+    min_lr: float = key(1e-6, "lr at the end of the schedule", "[0, 10]")
+    cooldown_epochs: int = key(0, "epochs at min_lr after the schedule", "[0, 100000]")
+    decay_rate: float = key(0.1, "timm's decay_rate: the power of the poly schedule, the step schedules' factor",
+                            "(0, 100]")
+    iters: Optional[int] = key(None, "iteration-based run: this many optimizer updates in all (epochs unused)",
+                               "[1, 100000000]")
+    eval_interval: int = key(1000, "... validated and checkpointed every eval_interval updates", "[1, 100000000]")
+    warmup_iters: int = key(0, "... with this many linear warm-up updates", "[0, 100000000]")
 
     # --- segmentation (task: segmentation); hflip above applies too
-    crop_size: int = 512                # training crop (padded with label 255 where the image is smaller)
-    base_size: Optional[Tuple[int, ...]] = None  # (long, short) keep-ratio scale of train ratios and test resize
-    seg_scale: Optional[Tuple[float, float]] = (0.5, 2.0)  # random rescale ratio range; None: no rescale
-    cat_max_ratio: float = 0.75         # redraw crops where one class covers more than this share
-    photometric: bool = True            # random brightness/contrast/saturation/hue (SSD-style distortion)
-    reduce_zero_label: bool = False     # label 0 -> 255 (ignored), others minus one (ADE20K)
-    aux_weight: float = 0.4             # loss weight of the auxiliary FCN head (UperNet); 0 builds none
-    head_channels: Optional[int] = None  # decode head width; None: the paper's (UperNet 512, FPN 256)
-    test_mode: str = "whole"            # "whole" or "slide" (crop_size windows every test_stride pixels)
-    test_stride: Optional[int] = None   # None: two thirds of crop_size (341 at 512)
-    test_scales: Tuple[float, ...] = (1.0,)  # multi-scale test ratios, e.g. 0.5,0.75,1.0,1.25,1.5,1.75
-    test_flip: bool = False             # also average the horizontally flipped input
-    overlays: int = 4                   # val images drawn as image | truth | prediction after each round
-    scene_counts: Tuple[int, int] = (4000, 300)  # digit_scenes: train and val scenes
+    crop_size: int = key(512, "training crop (padded with label 255 where the image is smaller)", "[8, 8192]")
+    base_size: Optional[Tuple[int, ...]] = key(None, "(long, short) keep-ratio scale of train ratios and test "
+                                               "resize", "[1, 16384]")
+    seg_scale: Optional[Tuple[float, float]] = key((0.5, 2.0), "random rescale ratio range; null: no rescale",
+                                                   "(0, 100]")
+    cat_max_ratio: float = key(0.75, "redraw crops where one class covers more than this share", "(0, 1]")
+    photometric: bool = key(True, "random brightness/contrast/saturation/hue (SSD-style distortion)")
+    reduce_zero_label: bool = key(False, "label 0 -> 255 (ignored), others minus one (ADE20K)")
+    aux_weight: float = key(0.4, "loss weight of the auxiliary FCN head (UperNet); 0 builds none", "[0, 100]")
+    head_channels: Optional[int] = key(None, "decode head width; null: the paper's (UperNet 512, FPN 256)",
+                                       "[1, 65536]")
+    test_mode: str = key("whole", "whole, or slide (crop_size windows every test_stride pixels)",
+                         ("whole", "slide"))
+    test_stride: Optional[int] = key(None, "null: two thirds of crop_size (341 at 512)", "[1, 8192]")
+    test_scales: Tuple[float, ...] = key((1.0,), "multi-scale test ratios, e.g. 0.5,0.75,1.0,1.25,1.5,1.75",
+                                         "(0, 100]")
+    test_flip: bool = key(False, "also average the horizontally flipped input")
+    overlays: int = key(4, "val images drawn as image | truth | prediction after each round", "[0, 1000]")
+    scene_counts: Tuple[int, int] = key((4000, 300), "digit_scenes: train and val scenes", "[1, 10000000]")
 
     # --- EMA (timm ModelEmaV3)
-    ema: bool = False
-    ema_decay: float = 0.9999
-    ema_warmup: bool = False
-    best_on: str = "auto"               # pick model_best.pth by the "model" or the "ema" top-1; auto: ema if on
+    ema: bool = key(False, "keep an exponential moving average of the weights")
+    ema_decay: float = key(0.9999, "EMA decay per optimizer update (1 would never learn)", "[0, 1)")
+    ema_warmup: bool = key(False, "timm's EMA decay warm-up")
+    best_on: str = key("auto", "pick model_best.pth by the model's or the EMA's top-1; auto: the EMA's when on",
+                       ("auto", "model", "ema"))
 
     # --- speed
-    amp: str = "none"                   # "none", "bf16" or "fp16" (fp16 uses a grad scaler)
-    channels_last: bool = False
-    compile: bool = False
-    device: str = "auto"                # "auto", "cpu", "cuda"
+    amp: str = key("none", "mixed precision (fp16 uses a grad scaler)", ("none", "bf16", "fp16"))
+    channels_last: bool = key(False, "channels-last memory format")
+    compile: bool = key(False, "torch.compile the model")
+    device: str = key("auto", "device; auto: CUDA when available", ("auto", "cpu", "cuda"))
+    dist_timeout: float = key(600.0, "seconds a distributed collective waits for the other ranks before the run "
+                                     "stops with an error naming the rank and collective", "[1, 86400]")
 
     # --- run
-    seed: int = 42
-    output: str = "output"
-    experiment: Optional[str] = None    # run folder under output ("{model}" becomes the model name); None: <model>-<timestamp>
-    resume: Optional[str] = None        # a checkpoint path, or "auto" for <run dir>/last.pth
-    stop_after_epoch: Optional[int] = None  # end the process after this epoch (scheduled interruption)
-    progress: bool = True
-    plot: bool = True
+    seed: int = key(42, "random seed", "[0, 9223372036854775807]")
+    output: str = key("output", "folder that holds the run folders")
+    experiment: Optional[str] = key(None, "run folder name under output ({model} becomes the model name); "
+                                    "null: <model>-<timestamp>")
+    resume: Optional[str] = key(None, "a checkpoint path, or auto for <output>/<experiment>/last.pth")
+    stop_after_epoch: Optional[int] = key(None, "end the process after this epoch (scheduled interruption)",
+                                          "[1, 100000]")
+    progress: bool = key(True, "progress bars on a terminal")
+    plot: bool = key(True, "draw curves.png when the run ends")
 
 
 FIELDS: Dict[str, dataclasses.Field] = {f.name: f for f in fields(TrainConfig)}
-CHOICES = {
-    "task": ("classification", "segmentation", "detection"),
-    "dataset": ("folder", "digits", "ade20k", "masks", "digit_scenes"),
-    "test_mode": ("whole", "slide"),
-    "bad_images": ("fail", "skip"),
-    "amp": ("none", "bf16", "fp16"),
-    "best_on": ("auto", "model", "ema"),
-    "device": ("auto", "cpu", "cuda"),
-    "clip_mode": ("norm", "value", "agc"),
-    "mixup_mode": ("batch", "pair", "elem"),
-    "sched": ("cosine", "tanh", "step", "multistep", "poly", "constant", "wsd", "rsqrt", "none"),
-    "train_interpolation": ("random", "bilinear", "bicubic", "nearest", "box", "hamming", "lanczos"),
-}
+ALLOWED: Dict[str, Optional[Allowed]] = {name: f.metadata.get("allowed") for name, f in FIELDS.items()}
+CHOICES = {name: a.choices for name, a in ALLOWED.items() if a is not None and a.choices is not None}
 SHORT_FLAGS = {"batch_size": ["-b"]}  # timm's train.py spelling
+MAX_CONFIG_BYTES = 1 << 20  # a config is a page of keys; anything larger is not one
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _NONE = {"none", "null", "~", ""}
@@ -192,7 +248,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
                 raise ValueError(f"expected {len(args)} values")
             return tuple(_coerce(key, v, a) for v, a in zip(value, args))
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"config key '{key}': cannot use {value!r} ({e})") from None
+        raise ConfigError(f"config key '{key}': cannot use {describe_value(value)} ({excerpt(e, 100)})") from None
     raise ConfigError(f"config key '{key}': unsupported type {tp}")
 
 
@@ -201,9 +257,22 @@ def _types() -> Dict[str, Any]:
 
 
 def unknown_key_error(key: str, where: str) -> ConfigError:
-    close = difflib.get_close_matches(key, FIELDS, n=3)
+    close = difflib.get_close_matches(key, FIELDS, n=3) if len(key) <= 100 else []
     hint = f"; did you mean {', '.join(close)}?" if close else "; run with --help for the list of keys"
-    return ConfigError(f"unknown config key '{key}' in {where}{hint}")
+    return ConfigError(f"unknown config key '{excerpt(key, 60)}' in {where}{hint}")
+
+
+def check_allowed(key: str, value: Any, where: str) -> None:
+    """A ConfigError naming the key, its value and what it accepts, unless `value` (each value of a tuple) is
+    allowed; null is allowed wherever the key's default is null."""
+    allowed = ALLOWED.get(key)
+    if value is None or allowed is None:
+        return
+    for v in (value if isinstance(value, tuple) else (value,)):
+        if isinstance(v, float) and not math.isfinite(v) or not allowed.admits(v):
+            shown = describe_value(v) + (f" (in {excerpt(value, 60)})" if isinstance(value, tuple) else "")
+            raise ConfigError(f"config key '{key}' in {where}: {shown} is not allowed; it must be {allowed}"
+                              + (" for each value" if isinstance(value, tuple) else ""))
 
 
 def apply_overrides(cfg: TrainConfig, values: Dict[str, Any], where: str) -> TrainConfig:
@@ -211,14 +280,15 @@ def apply_overrides(cfg: TrainConfig, values: Dict[str, Any], where: str) -> Tra
     types = _types()
     updates = {}
     for key, value in values.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"config keys in {where} are names; found {describe_value(key)} as a key")
         key = key.replace("-", "_")
         if key not in FIELDS:
             raise unknown_key_error(key, where)
         if key == "grad_accum" and str(value).strip().lower() == "auto":
             value = None
         value = _coerce(key, value, types[key])
-        if key in CHOICES and value not in CHOICES[key]:
-            raise ConfigError(f"config key '{key}' in {where}: {value!r} is not one of {', '.join(CHOICES[key])}")
+        check_allowed(key, value, where)
         updates[key] = value
     return dataclasses.replace(cfg, **updates)
 
@@ -240,22 +310,50 @@ def _in_checkout(path: str) -> str:
                       "configs/finetune/inceptionnext_t.yaml; pass a path to one or to your own YAML")
 
 
+def _yaml_error(path: str, e: Exception) -> ConfigError:
+    """Where and why the YAML parser stopped, without the file's lines (PyYAML quotes them)."""
+    mark = getattr(e, "problem_mark", None)
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(e, "problem", None) or type(e).__name__
+    if isinstance(e, yaml.reader.ReaderError) and isinstance(e.character, int):
+        problem = f"character #x{e.character:02x} is not allowed in YAML text"
+        at = f" at character {e.position + 1}"
+    return ConfigError(f"config file {path} is not valid YAML{at}: {excerpt(problem, 100)}")
+
+
 def load_yaml(path: str, _seen: Tuple[str, ...] = ()) -> Dict[str, Any]:
-    """A YAML config as a dict; ``_base_: other.yaml`` (relative to the file) is read first and overridden."""
+    """A YAML config as a dict; ``_base_: other.yaml`` (relative to the file, or a list of such) is read first
+    and overridden. Only YAML files are read, and errors never echo a file's lines."""
     if not os.path.isfile(path):
         path = _in_checkout(path)
     if os.path.abspath(path) in _seen:
         raise ConfigError(f"config file {path} includes itself through _base_")
-    with open(path) as f:
-        try:
-            data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if os.path.getsize(path) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is {os.path.getsize(path) / 2**20:.1f} MiB; a config is at most "
+                          f"{MAX_CONFIG_BYTES // 2**20} MiB of YAML")
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text (a binary file?)") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise _yaml_error(path, e) from None
+    except (ValueError, RecursionError) as e:  # e.g. an integer of too many digits, nesting too deep
+        raise ConfigError(f"config file {path}: cannot read a value ({type(e).__name__})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of key: value, got {type(data).__name__}")
     base = data.pop("_base_", None)
     if base is not None:
-        merged = load_yaml(os.path.join(os.path.dirname(path), base), _seen + (os.path.abspath(path),))
+        bases = base if isinstance(base, list) else [base]
+        merged: Dict[str, Any] = {}
+        for name in bases:
+            if not isinstance(name, str) or not name.lower().endswith((".yaml", ".yml")):
+                raise ConfigError(f"config file {path}: _base_ names YAML files (.yaml or .yml) to include, not "
+                                  f"{describe_value(name)}")
+            merged.update(load_yaml(os.path.join(os.path.dirname(path), name), _seen + (os.path.abspath(path),)))
         merged.update(data)
         data = merged
     return data
@@ -270,10 +368,8 @@ def save_config(cfg: TrainConfig, path: str, extra_comment: str = "") -> None:
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
     if extra_comment:
         text = "".join(f"# {line}\n" for line in extra_comment.splitlines()) + text
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    from ..weights import write_atomically
+    write_atomically(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def build_parser(description: str = "Train an image classifier", prog: Optional[str] = None) -> argparse.ArgumentParser:
@@ -287,8 +383,11 @@ def build_parser(description: str = "Train an image classifier", prog: Optional[
     for name, f in FIELDS.items():
         flags = sorted({f"--{name}", f"--{name.replace('_', '-')}"}) + SHORT_FLAGS.get(name, [])
         default = f.default if f.default is not dataclasses.MISSING else None
+        allowed = f.metadata.get("allowed")
+        text = f.metadata.get("help", "") + (f"; {allowed}" if allowed else "")
         switch = dict(nargs="?", const="true") if types[name] is bool else {}  # --pretrained alone means true
-        parser.add_argument(*flags, dest=name, metavar="V", help=f"(default: {default})", **switch)
+        parser.add_argument(*flags, dest=name, metavar="V", help=f"{text} (default: {default})".replace("%", "%%"),
+                            **switch)
     return parser
 
 

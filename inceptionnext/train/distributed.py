@@ -1,6 +1,8 @@
 """torch.distributed set-up for torchrun: one process per device, NCCL on GPUs, gloo on CPUs."""
 from __future__ import annotations
 
+import datetime
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any, List
@@ -33,8 +35,44 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def setup(device_name: str = "auto") -> DistEnv:
-    """Read torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE) and join the process group if there is one."""
+class CollectiveTimeout(RuntimeError):
+    """A collective that waited longer than dist_timeout for the other ranks (one stopped, hung or far slower)."""
+
+
+def is_timeout(e: BaseException) -> bool:
+    text = str(e).lower()
+    return "timed out" in text or "timeout" in text
+
+
+def timeout_error(collective: str, e: BaseException) -> CollectiveTimeout:
+    rank = dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", "0"))
+    limit = _TIMEOUT_S.get("value")
+    return CollectiveTimeout(
+        f"rank {rank}: {collective} timed out after {limit:g} s waiting for the other ranks (one of them stopped, "
+        "hung or is far slower); raise dist_timeout if some step is legitimately that slow")
+
+
+_TIMEOUT_S = {}
+
+
+def _named(collective: str):
+    """Turn a collective's timeout into one error naming this rank and the collective."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except RuntimeError as e:
+                if is_timeout(e):
+                    raise timeout_error(collective, e) from e
+                raise
+        return run
+    return wrap
+
+
+def setup(device_name: str = "auto", timeout_s: float = 600.0) -> DistEnv:
+    """Read torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE) and join the process group if there is one;
+    a collective waits at most `timeout_s` for the other ranks."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -44,7 +82,8 @@ def setup(device_name: str = "auto") -> DistEnv:
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs = {"device_id": device} if device.type == "cuda" else {}
-        dist.init_process_group(backend=backend, **kwargs)
+        _TIMEOUT_S["value"] = timeout_s
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
     return DistEnv(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
 
 
@@ -53,12 +92,14 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
+@_named("all_reduce")
 def all_reduce_sum(t: torch.Tensor, env: DistEnv) -> torch.Tensor:
     if env.distributed:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
 
+@_named("all_gather_object")
 def gather_objects(obj: Any, env: DistEnv) -> List[Any]:
     """Every rank's obj, in rank order (a one-element list without a process group)."""
     if not env.distributed:
@@ -68,6 +109,7 @@ def gather_objects(obj: Any, env: DistEnv) -> List[Any]:
     return out
 
 
+@_named("broadcast_object_list")
 def broadcast_object(obj: Any, env: DistEnv) -> Any:
     """Rank 0's obj on every rank."""
     if not env.distributed:
@@ -77,6 +119,7 @@ def broadcast_object(obj: Any, env: DistEnv) -> Any:
     return box[0]
 
 
+@_named("barrier")
 def barrier(env: DistEnv) -> None:
     if env.distributed:
         dist.barrier()

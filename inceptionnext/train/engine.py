@@ -15,6 +15,7 @@ import hashlib
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -31,6 +32,7 @@ from tqdm import tqdm
 
 from .. import models as _models  # noqa: F401  (registers this library's models with timm)
 from ..model_file import check_model_name
+from ..weights import sweep_temp_files, write_atomically
 from . import checkpoint as ckpt_lib
 from . import distributed as dist_lib
 from .config import TrainConfig, config_to_dict, plan_batch, save_config
@@ -222,6 +224,15 @@ class Trainer:
         self.history: List[Dict[str, Any]] = []
         self.best = {self.task.main_metric: -1.0, "epoch": 0}
         self._resume_rng = None
+        if env.is_main:  # what killed writes left behind (the run folder is this run's own)
+            gone = sweep_temp_files(self.out_dir, legacy=True)
+            for old in (self.paths["log"] + ".tmp", self.paths["config"] + ".tmp",  # earlier versions' naming
+                        self.paths["plot"] + ".tmp.png"):
+                if os.path.isfile(old):
+                    os.remove(old)
+                    gone.append(old)
+            if gone:
+                self._log(f"removed {len(gone)} temp file(s) left by an interrupted write in {self.out_dir}")
         if cfg.resume:
             self._resume()
         if env.is_main:
@@ -287,6 +298,8 @@ class Trainer:
         self.start_epoch = int(ckpt["epoch"])
         self.history = list(ckpt.get("history") or [])
         self.best = dict(ckpt.get("best") or self.best)
+        if self.env.is_main:
+            self._reconcile_best(ckpt, path)
         rng = ckpt.get("rng") or []
         if len(rng) == self.env.world_size:
             self._resume_rng = rng[self.env.rank]
@@ -294,6 +307,43 @@ class Trainer:
             self._log(f"resume: checkpoint has RNG states for {len(rng)} processes, this run has "
                       f"{self.env.world_size}; augmentation will not replay exactly")
         self._log(f"resumed from {path} after epoch {self.start_epoch}")
+
+    def _reconcile_best(self, last: Dict[str, Any], last_path: str) -> None:
+        """Make model_best.pth and the best record agree. model_best.pth is written before last.pth, so a kill or
+        a full disk between the two leaves it ahead (its record is kept as the best to beat). A best file that
+        lags (damaged, deleted, or from a version that wrote it second) is rebuilt from last.pth when that is the
+        best epoch; otherwise the run says which weights were lost and reports the best it really holds."""
+        best_path, recorded, main = self.paths["best"], dict(self.best), self.task.main_metric
+        if not recorded.get("epoch"):
+            return
+        held, problem = None, "it is missing"
+        if os.path.isfile(best_path):
+            try:
+                held = ckpt_lib.load_checkpoint_file(best_path)
+                problem = f"it holds epoch {held['epoch']}"
+            except ckpt_lib.CheckpointError as e:
+                problem = f"it cannot be used ({e})"
+        if held is not None and held["epoch"] == recorded["epoch"]:
+            return
+        if held is not None and held["epoch"] > int(last["epoch"]):
+            ahead = dict(held.get("best") or {})
+            if ahead.get(main, -1.0) > recorded.get(main, -1.0):
+                self.best = ahead
+                self._log(f"resume: {best_path} holds epoch {held['epoch']} (written just before the run stopped, "
+                          f"{main} {ahead[main]:.2f}); it stays the best to beat")
+            return
+        if recorded["epoch"] == int(last["epoch"]):
+            write_atomically(best_path, lambda tmp: shutil.copyfile(last_path, tmp))
+            self._log(f"resume: {best_path} lagged behind the best epoch {recorded['epoch']} ({problem}); "
+                      f"rebuilt it from {last_path}")
+            return
+        self.best = dict(held.get("best") or {main: -1.0, "epoch": 0}) if held is not None else {
+            main: -1.0, "epoch": 0}
+        now = (f"the best to beat is now its epoch {self.best['epoch']} ({main} {self.best.get(main, -1.0):.2f})"
+               if held is not None else "the next epoch's checkpoint becomes the best")
+        self._log(f"resume: warning: {best_path} does not hold the best epoch {recorded['epoch']} "
+                  f"({main} {recorded.get(main, -1.0):.2f}) that {last_path} records: {problem}; "
+                  f"those weights are lost, {now}")
 
     def _log(self, msg: str) -> None:
         if self.env.is_main:
@@ -405,9 +455,9 @@ class Trainer:
             config=config_to_dict(self.cfg), history=self.history, best=self.best, rng=rng,
             **self.task.checkpoint_record(self.data_cfg, self.train_set),
             scored_weights="state_dict_ema" if self.best_key.startswith("ema_") else "state_dict")
-        ckpt_lib.save_atomic(state, self.paths["last"])
-        if is_best:
+        if is_best:  # first: last.pth, which records this best, must never be ahead of model_best.pth
             ckpt_lib.save_atomic(state, self.paths["best"])
+        ckpt_lib.save_atomic(state, self.paths["last"])
         write_csv(self.history, self.paths["log"], self.task.log_columns)
 
     def fit(self) -> RunResult:
@@ -495,8 +545,14 @@ class Trainer:
 
 def fit(cfg: TrainConfig) -> RunResult:
     """Train per cfg (under torchrun: one process per device); returns where the outputs went."""
-    env = dist_lib.setup(cfg.device)
+    env = dist_lib.setup(cfg.device, cfg.dist_timeout)
     try:
         return Trainer(cfg, env).fit()
+    except dist_lib.CollectiveTimeout as e:
+        raise TrainError(str(e)) from e
+    except RuntimeError as e:  # DDP's own gradient all-reduce, inside backward
+        if env.distributed and dist_lib.is_timeout(e) and not isinstance(e, TrainError):
+            raise TrainError(str(dist_lib.timeout_error("the gradient all_reduce (DDP)", e))) from e
+        raise
     finally:
         dist_lib.cleanup()

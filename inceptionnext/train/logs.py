@@ -3,21 +3,22 @@ and the PNG plot of loss and accuracy curves drawn when a run ends."""
 from __future__ import annotations
 
 import csv
-import os
 from typing import Any, Dict, List, Sequence, Tuple
+
+from ..weights import write_atomically
 
 COLUMNS = ["epoch", "lr", "train_loss", "val_loss", "val_top1", "val_top5",
            "ema_val_loss", "ema_val_top1", "ema_val_top5", "epoch_time_s", "skipped_images"]
 
 
 def write_csv(history: List[Dict[str, Any]], path: str, columns: Sequence[str] = COLUMNS) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in columns})
-    os.replace(tmp, path)
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+            writer.writeheader()
+            for row in history:
+                writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in columns})
+    write_atomically(path, write)
 
 
 def read_csv(path: str) -> List[Dict[str, Any]]:
@@ -60,7 +61,7 @@ def plot_curves(history: List[Dict[str, Any]], path: str, title: str = "",
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)
