@@ -197,6 +197,8 @@ def test_short_demo_learns(tmp_path):
     assert mask.shape == truth.shape and mask.max() < 11
     assert Image.open(tmp_path / "seg" / "scene_overlay.png").size == (48, 48)
     assert main(["segment", "inceptionnext_a", str(tmp_path / "scene.png")]) == 1  # not a segmentation model
+    # validate without a model name: the checkpoint's training config names it
+    assert main(["validate", "--weights", res.best_checkpoint, "--workers", "0", "--no-progress"]) == 0
 
 
 def test_kill_and_resume_equals_uninterrupted(tmp_path):

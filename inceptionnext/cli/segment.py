@@ -5,6 +5,9 @@
 """
 import argparse
 import json
+from pathlib import Path
+
+import timm
 
 from ..segment import segment_files
 from .common import add_model_args, floats, model_from_args, reports_errors, resolve_device
@@ -13,7 +16,7 @@ from .common import add_model_args, floats, model_from_args, reports_errors, res
 def build_parser(prog=None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0].split(': ', 1)[1])
     add_model_args(p)
-    p.add_argument('images', nargs='+', metavar='IMAGE', help="image files, or folders of them")
+    p.add_argument('images', nargs='*', metavar='IMAGE', help="image files, or folders of them")
     p.add_argument('--output', '-o', default='segmentation', help="folder for the PNGs (default: ./segmentation)")
     p.add_argument('--device', default='auto', help="auto, cpu, cuda or cuda:N")
     p.add_argument('--base-size', type=floats, default=None, help="keep-ratio resize first, e.g. '2048,512'")
@@ -29,14 +32,22 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
 
 @reports_errors()
 def cli(argv=None, prog: str = 'inceptionnext segment') -> int:
-    a = build_parser(prog).parse_args(argv)
+    a = build_parser(prog).parse_intermixed_args(argv)  # options may sit between the model and its images
     from ..models.segmentation import is_segmentation_model
+    from ..train.evaluate import seg_architecture, training_config
+    if a.model and a.weights and not timm.is_model(a.model) and Path(a.model).exists():
+        a.model, a.images = None, [a.model] + a.images  # `segment --weights FILE img ...`: the file names the model
+    if not a.images:
+        raise ValueError("no images given: inceptionnext segment [MODEL] IMAGE [IMAGE ...]")
+    if a.weights and not Path(a.weights).is_file():
+        raise ValueError(f"weight file not found: {a.weights}")
+    trained = training_config(a.weights) if a.weights else {}
+    a.model = a.model or trained.get("model")
     if not is_segmentation_model(a.model):
         raise ValueError(f"{a.model!r} is not a segmentation model (upernet_ or fpn_ before a zoo name, "
                          "e.g. fpn_inceptionnext_t)")
     device = resolve_device(a.device)
-    from ..train.evaluate import seg_architecture, training_config
-    model = model_from_args(a, **(seg_architecture(training_config(a.weights), a.model) if a.weights else {}))
+    model = model_from_args(a, **seg_architecture(trained, a.model))
     model = model.to(device)
     results = segment_files(model, a.images, a.output, device,
                             tuple(int(v) for v in a.base_size) if a.base_size else None, a.test_mode,

@@ -120,6 +120,10 @@ def cli(argv=None, prog: str = "inceptionnext validate") -> int:
         model = a.model or a.model_flag
         if model is None and a.weights is None:
             raise ValueError("name the model (inceptionnext validate MODEL ...) or give --weights FILE that records it")
+        if model is None and a.weights:  # a segmentation checkpoint names its model in its training config
+            from ..train.evaluate import training_config
+            recorded = training_config(a.weights).get("model")
+            model = recorded if is_segmentation_model(recorded) else None
         if model and is_segmentation_model(model):
             return seg_cli(a, model)
         r = run_validation(model, a.weights, a.data_dir, a.dataset or "folder", a.num_classes, a.use_ema,
