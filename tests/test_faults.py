@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from inceptionnext.train import CheckpointError, Trainer, fit, parse_config
-from inceptionnext.train import engine as engine_lib
+from inceptionnext.train.tasks import classification as classification_task
 from inceptionnext.train.checkpoint import load_checkpoint_file
 from inceptionnext.train.distributed import DistEnv
 from inceptionnext.weights import CheckpointError as WeightsCheckpointError
@@ -27,7 +27,7 @@ PRELUDE = textwrap.dedent("""
     sys.path.insert(0, REPO_PATH)
     import torch, torch.nn as nn
     from timm.models import register_model
-    from inceptionnext.train import engine as E
+    from inceptionnext.train.tasks import classification as C
 
     class Tiny(nn.Module):
         def __init__(self, num_classes=10):
@@ -45,7 +45,7 @@ PRELUDE = textwrap.dedent("""
         def evaluate(model, loader, device, env=None, amp="none", channels_last=False, progress=False, desc=""):
             epoch = int(desc.split()[-1])
             return {"loss": 1.0, "top1": scores.get(epoch, 1.0), "top5": 100.0, "count": 12}
-        E.evaluate = evaluate
+        C.evaluate = evaluate  # what the classification task scores each epoch with
 """)
 
 KILLED = PRELUDE + textwrap.dedent("""
@@ -105,7 +105,7 @@ def _resume_scripted(run_dir, scores, monkeypatch):
     """Resume in this process, with validation scripted to score re-run epochs lower than the killed run did."""
     def evaluate(model, loader, device, env=None, amp="none", channels_last=False, progress=False, desc=""):
         return {"loss": 1.0, "top1": scores.get(int(desc.split()[-1]), 1.0), "top5": 100.0, "count": 12}
-    monkeypatch.setattr(engine_lib, "evaluate", evaluate)
+    monkeypatch.setattr(classification_task, "evaluate", evaluate)
     return fit(parse_config(["--resume", str(run_dir / "last.pth")]))
 
 
@@ -140,7 +140,7 @@ def test_a_kill_inside_each_checkpoint_write_keeps_model_best_consistent(tmp_pat
 
 def test_resume_repairs_a_lagging_best_file_or_says_the_weights_are_lost(tmp_path, data, monkeypatch, capsys):
     scores = {1: 10.0, 2: 20.0, 3: 15.0}
-    monkeypatch.setattr(engine_lib, "evaluate", lambda *a, desc="", **k: {
+    monkeypatch.setattr(classification_task, "evaluate", lambda *a, desc="", **k: {
         "loss": 1.0, "top1": scores[int(desc.split()[-1])], "top5": 100.0, "count": 12})
     cfg = parse_config(_args(tmp_path, data, epochs=3) + ["--stop-after-epoch", "1"])
     fit(cfg)
