@@ -158,7 +158,7 @@ def test_ade20k_layout_reduces_zero_label(tmp_path):
 
 def _demo_cfg(tmp_path, **kw):
     values = dict(task="segmentation", model="fpn_inceptionnext_a", head_channels=32, dataset="digit_scenes",
-                  img_size=48, crop_size=48, seg_scale=None, cat_max_ratio=1.0, hflip=0.0, photometric=False,
+                  img_size=48, crop_size=48, seg_scale=None, cat_max_ratio=1.0, hflip=0.0, photometric=0.0,
                   device="cpu", workers=0, batch_size=8, lr=3e-3, weight_decay=0.01, sched="poly", decay_rate=1.0,
                   min_lr=0.0, warmup_iters=2, iters=40, eval_interval=20, scene_counts=(320, 48), seed=0,
                   output=str(tmp_path / "out"), experiment="seg", progress=False, plot=False, overlays=2)

@@ -11,6 +11,7 @@ COMMANDS = {
     'info': ('inceptionnext.cli.info', 'one model: stages, feature channels and strides, preprocessing, weights'),
     'predict': ('inceptionnext.cli.predict', 'top-5 ImageNet classes (or the model\'s own) for image files'),
     'segment': ('inceptionnext.cli.segment', 'colour-overlay and class-mask PNGs per image (segmentation models)'),
+    'detect': ('inceptionnext.cli.detect', 'boxes and masks of a trained detector, drawn on a PNG per image'),
     'convert': ('inceptionnext.cli.convert', 'any weight file to safetensors/.pth that rebuilds the model, '
                                             'optionally folded'),
     'export': ('inceptionnext.cli.export', 'ONNX, TorchScript or torch.export file, checked against PyTorch'),

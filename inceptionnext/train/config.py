@@ -80,8 +80,9 @@ class TrainConfig:
 
     # --- data
     dataset: str = key("folder", "classification: folder (an ImageFolder with train/ and val/ under data_dir) or "
-                       "digits (built in); segmentation: ade20k, masks (images/ + masks/ folders) or digit_scenes",
-                       ("folder", "digits", "ade20k", "masks", "digit_scenes"))
+                       "digits (built in); segmentation: ade20k, masks (images/ + masks/ folders) or digit_scenes; "
+                       "detection: coco (images + one annotations JSON per split) or digit_boxes",
+                       ("folder", "digits", "ade20k", "masks", "digit_scenes", "coco", "digit_boxes"))
     data_dir: Optional[str] = key(None, "the ImageFolder root (with the train_split and val_split folders)")
     train_split: str = key("train", "training folder under data_dir")
     val_split: str = key("val", "validation folder under data_dir")
@@ -154,7 +155,8 @@ class TrainConfig:
     seg_scale: Optional[Tuple[float, float]] = key((0.5, 2.0), "random rescale ratio range; null: no rescale",
                                                    "(0, 100]")
     cat_max_ratio: float = key(0.75, "redraw crops where one class covers more than this share", "(0, 1]")
-    photometric: bool = key(True, "random brightness/contrast/saturation/hue (SSD-style distortion)")
+    photometric: float = key(0.0, "probability of SSD-style photometric distortion (brightness, contrast, "
+                             "saturation, hue); segmentation applies it whenever > 0", "[0, 1]")
     reduce_zero_label: bool = key(False, "label 0 -> 255 (ignored), others minus one (ADE20K)")
     aux_weight: float = key(0.4, "loss weight of the auxiliary FCN head (UperNet); 0 builds none", "[0, 100]")
     head_channels: Optional[int] = key(None, "decode head width; null: the paper's (UperNet 512, FPN 256)",
@@ -182,6 +184,27 @@ class TrainConfig:
     device: str = key("auto", "device; auto: CUDA when available", ("auto", "cpu", "cuda"))
     dist_timeout: float = key(600.0, "seconds a distributed collective waits for the other ranks before the run "
                                      "stops with an error naming the rank and collective", "[1, 86400]")
+
+    # --- detection (task: detection; model is a detector name such as retinanet_inceptionnext_a_fpn)
+    backbone_weights: Optional[str] = key(None, "classification weights for the backbone, any format the loader "
+                                          "reads")
+    frozen_stages: int = key(-1, "-1 trains all; 0 freezes the stem; k also the first k stages", "[-1, 4]")
+    frozen_bn: bool = key(False, "the backbone's BatchNorm layers become FrozenBatchNorm2d")
+    fpn_channels: int = key(256, "FPN output channels", "[1, 4096]")
+    anchor_sizes: Optional[Tuple[int, ...]] = key(None, "base anchor size of each of the 5 levels; null: the "
+                                                  "detector's", "[1, 100000]")
+    min_size: Tuple[int, ...] = key((800,), "the detector resizes the shorter side to this (one of them per image "
+                                    "in training: multi-scale)", "[8, 16384]")
+    max_size: int = key(1333, "... and the longer side to at most max_size", "[8, 16384]")
+    zoom_out: float = key(0.0, "probability of SSD's zoom-out (image on a canvas up to 2x larger)", "[0, 1]")
+    iou_crop: bool = key(False, "SSD's IoU-keeping random crop")
+    aspect_grouping: bool = key(True, "batches of all-landscape or all-portrait images")
+    score_thresh: float = key(0.05, "detections below this score are dropped before evaluation", "[0, 1]")
+    detector_kwargs: Dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "more torchvision detector arguments, e.g. {box_batch_size_per_image: 128}", "allowed": None})
+    demo_images: int = key(1000, "dataset digits: train canvases of the generated detection demo", "[1, 10000000]")
+    vis_images: int = key(8, "val images drawn with their detections after each validation (0: none)",
+                          "[0, 1000]")
 
     # --- run
     seed: int = key(42, "random seed", "[0, 9223372036854775807]")
@@ -236,6 +259,12 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             if isinstance(value, (dict, list, tuple)):
                 raise ValueError("expected a string")
             return str(value)
+        if origin is dict:
+            if isinstance(value, str):
+                value = yaml.safe_load(value)
+            if not isinstance(value, dict):
+                raise ValueError("expected a mapping such as {key: value}")
+            return dict(value)
         if origin in (tuple, Tuple):
             if isinstance(value, str):
                 value = [v for v in value.replace("(", "").replace(")", "").replace("[", "").replace("]", "")

@@ -27,6 +27,27 @@ class DataError(RuntimeError):
     """The data cannot be used: a missing or empty folder, or an image that cannot be read."""
 
 
+def digits_split(split: str) -> Tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits (values 0-16) and labels of one split of DigitsDataset's fixed split, so every
+    dataset built from the digits (classification, detection, segmentation) keeps val digits out of training."""
+    if split not in ("train", "val"):
+        raise DataError(f"digits dataset has splits 'train' and 'val', not {split!r}")
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images, targets = digits.images, digits.target
+    rng = np.random.RandomState(DigitsDataset.SPLIT_SEED)
+    val_idx = []
+    for c in range(DigitsDataset.num_classes):
+        idx = np.flatnonzero(targets == c)
+        rng.shuffle(idx)
+        val_idx.extend(idx[: int(round(len(idx) * DigitsDataset.VAL_FRACTION))].tolist())
+    val_mask = np.zeros(len(targets), dtype=bool)
+    val_mask[val_idx] = True
+    keep = np.flatnonzero(val_mask if split == "val" else ~val_mask)
+    return images[keep], targets[keep]
+
+
 class DigitsDataset(torch.utils.data.Dataset):
     """scikit-learn's handwritten digits (1,797 8x8 grey images, 10 classes), shipped inside scikit-learn.
 
@@ -39,23 +60,9 @@ class DigitsDataset(torch.utils.data.Dataset):
     num_classes = 10
 
     def __init__(self, split: str = "train", img_size: int = 32, transform=None):
-        if split not in ("train", "val"):
-            raise DataError(f"digits dataset has splits 'train' and 'val', not {split!r}")
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        images, targets = digits.images, digits.target
-        rng = np.random.RandomState(self.SPLIT_SEED)
-        val_idx = []
-        for c in range(self.num_classes):
-            idx = np.flatnonzero(targets == c)
-            rng.shuffle(idx)
-            val_idx.extend(idx[: int(round(len(idx) * self.VAL_FRACTION))].tolist())
-        val_mask = np.zeros(len(targets), dtype=bool)
-        val_mask[val_idx] = True
-        keep = np.flatnonzero(val_mask if split == "val" else ~val_mask)
-        self.targets = [int(t) for t in targets[keep]]
-        self.images = [self._to_pil(images[i], img_size) for i in keep]
+        images, targets = digits_split(split)
+        self.targets = [int(t) for t in targets]
+        self.images = [self._to_pil(img, img_size) for img in images]
         self.transform = transform
 
     @staticmethod

@@ -1,0 +1,206 @@
+"""Detectors as data: every zoo backbone with an FPN, inside torchvision's own Faster R-CNN, RetinaNet, FCOS
+and Mask R-CNN classes, so torchvision's losses, post-processing, tools and exporters all still apply.
+
+A name such as `retinanet_inceptionnext_a_fpn` is split into a detector kind (`DETECTORS`) and a zoo backbone;
+the backbone is built through timm (so its weights come through the library's one loader: release file, hub
+copy, local .pth/.safetensors or a training checkpoint), loses its classifier, and feeds torchvision's
+FeaturePyramidNetwork with the extra levels the detector expects.
+"""
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import timm
+import torch
+import torch.nn as nn
+from timm.layers import freeze_batch_norm_2d
+from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.ops.feature_pyramid_network import (ExtraFPNBlock, FeaturePyramidNetwork, LastLevelMaxPool,
+                                                     LastLevelP6P7)
+
+from .zoo import ZOO, get_entry
+
+STAGES = 4  # every zoo backbone has four stages, at strides 4, 8, 16 and 32
+
+
+class DetectionBackbone(nn.Module):
+    """A zoo classifier without its head: the outputs of the chosen stages, by stage index.
+
+    `frozen_stages` follows mmdetection: -1 trains everything, 0 freezes the stem, k also the first k stages.
+    Frozen parts get no gradient and stay in eval mode (their BatchNorm statistics do not move); `frozen_bn`
+    turns every BatchNorm into a FrozenBatchNorm2d (the usual choice at small detection batches).
+    """
+
+    def __init__(self, model: nn.Module, return_stages: Sequence[int], frozen_stages: int = -1,
+                 frozen_bn: bool = False):
+        super().__init__()
+        if not -1 <= frozen_stages <= STAGES:
+            raise ValueError(f"frozen_stages must be between -1 (train all) and {STAGES}, not {frozen_stages}")
+        model.prune_intermediate_layers(STAGES, prune_norm=True, prune_head=True)
+        self.model = freeze_batch_norm_2d(model) if frozen_bn else model
+        self.return_stages = tuple(return_stages)
+        self.channels = [model.feature_info[i]['num_chs'] for i in self.return_stages]
+        self.strides = [model.feature_info[i]['reduction'] for i in self.return_stages]
+        self.frozen_stages = frozen_stages
+        for module in self.frozen_modules():
+            module.requires_grad_(False)
+            module.eval()
+
+    def frozen_modules(self) -> List[nn.Module]:
+        stem, stages = self.model._stem_and_stages()
+        return ([stem] if self.frozen_stages >= 0 else []) + list(stages[:max(self.frozen_stages, 0)])
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module in self.frozen_modules():
+            module.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        feats = self.model.forward_intermediates(x, indices=list(self.return_stages), intermediates_only=True)
+        return OrderedDict((str(i), f) for i, f in zip(self.return_stages, feats))
+
+
+class BackboneWithFPN(nn.Module):
+    """Stage outputs -> torchvision's FeaturePyramidNetwork; `out_channels` is what torchvision's heads read."""
+
+    def __init__(self, body: DetectionBackbone, out_channels: int, extra_blocks: Optional[ExtraFPNBlock],
+                 norm_layer: Optional[Callable[..., nn.Module]] = None):
+        super().__init__()
+        self.body = body
+        self.fpn = FeaturePyramidNetwork(body.channels, out_channels, extra_blocks=extra_blocks,
+                                         norm_layer=norm_layer)
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return self.fpn(self.body(x))
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """How one torchvision detector family is fed: which stages, which extra pyramid levels, which anchors."""
+    kind: str
+    model_cls: type
+    return_stages: Tuple[int, ...]
+    extra_blocks: Callable[[int], ExtraFPNBlock]
+    anchors: Callable[[Sequence[int]], AnchorGenerator]  # from one base anchor size per pyramid level
+    default_anchor_sizes: Tuple[int, ...]
+    masks: bool = False
+
+
+def _rcnn_anchors(sizes: Sequence[int]) -> AnchorGenerator:
+    return AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * len(sizes))
+
+
+def _retina_anchors(sizes: Sequence[int]) -> AnchorGenerator:  # three octave scales per level, as RetinaNet
+    return AnchorGenerator(tuple((s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for s in sizes),
+                           ((0.5, 1.0, 2.0),) * len(sizes))
+
+
+def _fcos_anchors(sizes: Sequence[int]) -> AnchorGenerator:  # one point per location; the size is the stride
+    return AnchorGenerator(tuple((s,) for s in sizes), ((1.0,),) * len(sizes))
+
+
+# torchvision's own choices for its ResNet-50 detectors: R-CNNs use all four stages plus a max-pooled level,
+# the one-stage detectors stages 2-4 plus P6/P7 computed from P5.
+DETECTORS: Dict[str, DetectorSpec] = {spec.kind: spec for spec in (
+    DetectorSpec('fasterrcnn', FasterRCNN, (0, 1, 2, 3), lambda c: LastLevelMaxPool(), _rcnn_anchors,
+                 (32, 64, 128, 256, 512)),
+    DetectorSpec('maskrcnn', MaskRCNN, (0, 1, 2, 3), lambda c: LastLevelMaxPool(), _rcnn_anchors,
+                 (32, 64, 128, 256, 512), masks=True),
+    DetectorSpec('retinanet', RetinaNet, (1, 2, 3), lambda c: LastLevelP6P7(c, c), _retina_anchors,
+                 (32, 64, 128, 256, 512)),
+    DetectorSpec('fcos', FCOS, (1, 2, 3), lambda c: LastLevelP6P7(c, c), _fcos_anchors,
+                 (8, 16, 32, 64, 128)),
+)}
+
+
+def detector_name(kind: str, backbone: str) -> str:
+    return f"{kind}_{backbone}_fpn"
+
+
+# every detector kind on every zoo backbone (short names; the official long names are accepted too)
+DETECTION_MODELS: Dict[str, Tuple[str, str]] = {
+    detector_name(kind, entry.name): (kind, entry.name) for kind in DETECTORS for entry in ZOO}
+
+
+def parse_name(name: str) -> Tuple[DetectorSpec, str]:
+    """(detector spec, zoo backbone name) for a detector name such as `maskrcnn_inceptionnext_t_fpn`."""
+    kind, _, rest = name.partition('_')
+    if kind in DETECTORS and rest.endswith('_fpn'):
+        backbone = rest[:-len('_fpn')]
+        try:
+            return DETECTORS[kind], get_entry(backbone).name
+        except KeyError:
+            pass
+    raise KeyError(f"{name!r} is not a detection model; names are <{'|'.join(DETECTORS)}>_<backbone>_fpn, "
+                   f"e.g. {next(iter(DETECTION_MODELS))} (see inceptionnext.models.detection.list_detectors())")
+
+
+def list_detectors(pattern: str = '*') -> List[str]:
+    import fnmatch
+    return sorted(n for n in DETECTION_MODELS if fnmatch.fnmatch(n, pattern))
+
+
+def create_backbone(backbone: str, return_stages: Sequence[int], weights: Optional[str] = None,
+                    pretrained: bool = False, frozen_stages: int = -1, frozen_bn: bool = False,
+                    drop_path_rate: float = 0.0) -> DetectionBackbone:
+    """A zoo backbone with its weights from `weights` (any file the library reads) or its pretrained source."""
+    overlay = None
+    if weights is not None:
+        overlay, pretrained = dict(file=str(weights)), True
+    model = timm.create_model(backbone, pretrained=pretrained, num_classes=0, pretrained_cfg_overlay=overlay,
+                              drop_path_rate=drop_path_rate)
+    return DetectionBackbone(model, return_stages, frozen_stages=frozen_stages, frozen_bn=frozen_bn)
+
+
+def create_detector(name: str, num_classes: int, *, backbone_weights: Optional[str] = None,
+                    pretrained_backbone: bool = False, frozen_stages: int = -1, frozen_bn: bool = False,
+                    fpn_channels: int = 256, anchor_sizes: Optional[Sequence[int]] = None,
+                    drop_path_rate: float = 0.0, **detector_kwargs: Any) -> nn.Module:
+    """torchvision's detector of the named kind on the named zoo backbone.
+
+    num_classes counts the object classes. Labels are 1..num_classes for every kind and 0 is background, as in
+    torchvision's COCO models, so every detector gets num_classes + 1 outputs (a one-stage detector's class 0
+    output is only ever a negative). `anchor_sizes` gives one base size per pyramid level (5 levels); everything else
+    (min_size, max_size, score_thresh, box_batch_size_per_image, ...) goes to the torchvision class unchanged.
+    """
+    spec, backbone = parse_name(name)
+    if num_classes < 1:
+        raise ValueError(f"{name}: num_classes must be at least 1, not {num_classes}")
+    body = create_backbone(backbone, spec.return_stages, backbone_weights, pretrained_backbone, frozen_stages,
+                           frozen_bn, drop_path_rate)
+    net = BackboneWithFPN(body, fpn_channels, spec.extra_blocks(fpn_channels))
+    sizes = tuple(anchor_sizes or spec.default_anchor_sizes)
+    if len(sizes) != 5:
+        raise ValueError(f"{name}: anchor_sizes needs one size per pyramid level (5), got {len(sizes)}")
+    cfg = body.model.pretrained_cfg or {}
+    detector_kwargs.setdefault('image_mean', list(cfg.get('mean', (0.485, 0.456, 0.406))))
+    detector_kwargs.setdefault('image_std', list(cfg.get('std', (0.229, 0.224, 0.225))))
+    anchors = spec.anchors(sizes)
+    key = 'rpn_anchor_generator' if spec.kind in ('fasterrcnn', 'maskrcnn') else 'anchor_generator'
+    detector_kwargs.setdefault(key, anchors)
+    model = spec.model_cls(net, num_classes=num_classes + 1, **detector_kwargs)
+    model.detector_name = name
+    model.num_object_classes = num_classes
+    return model
+
+
+def _register(name: str) -> None:
+    def builder(num_classes: int = 91, **kwargs) -> nn.Module:
+        return create_detector(name, num_classes, **kwargs)
+    builder.__name__ = builder.__qualname__ = name
+    builder.__module__ = __name__
+    kind, backbone = DETECTION_MODELS[name]
+    builder.__doc__ = (f"torchvision {DETECTORS[kind].model_cls.__name__} on {backbone} with an FPN; "
+                       "see create_detector for the options")
+    globals()[name] = builder
+
+
+for _name in DETECTION_MODELS:
+    _register(_name)
+
+
+__all__ = ['DETECTORS', 'DETECTION_MODELS', 'DetectionBackbone', 'BackboneWithFPN', 'DetectorSpec',
+           'create_detector', 'create_backbone', 'list_detectors', 'parse_name'] + list(DETECTION_MODELS)
