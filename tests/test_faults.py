@@ -20,26 +20,14 @@ from inceptionnext.weights import CheckpointError as WeightsCheckpointError
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMP = re.compile(r"^\..*\.tmp$")
 
-# A tiny registered model and a validation that returns a scripted top-1 per epoch, so that which epoch is best
-# is known; the killed run and the resumed one can be given different scores for the same epoch.
+# test_train's tiny registered model, and a validation that returns a scripted top-1 per epoch so that which epoch
+# is best is known; the killed run and the resumed one can be given different scores for the same epoch.
 PRELUDE = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, REPO_PATH)
-    import torch, torch.nn as nn
-    from timm.models import register_model
+    sys.path.insert(0, os.path.join(REPO_PATH, "tests"))
+    import test_train  # noqa: F401  (registers its tiny models with timm)
     from inceptionnext.train.tasks import classification as C
-
-    class Tiny(nn.Module):
-        def __init__(self, num_classes=10):
-            super().__init__()
-            self.features = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
-            self.fc = nn.Linear(8, num_classes)
-        def forward(self, x):
-            return self.fc(self.features(x).flatten(1))
-
-    @register_model
-    def _fault_net(pretrained=False, num_classes=10, **kwargs):
-        return Tiny(num_classes)
 
     def scripted_evaluate(scores):
         def evaluate(model, loader, device, env=None, amp="none", channels_last=False, progress=False, desc=""):
@@ -89,7 +77,7 @@ def data(tmp_path_factory):
 
 
 def _args(tmp_path, data, experiment="run", epochs=3):
-    return ["--model", "_fault_net", "--data-dir", str(data), "--img-size", "32", "--batch-size", "8",
+    return ["--model", "_test_plain_net", "--data-dir", str(data), "--img-size", "32", "--batch-size", "8",
             "--workers", "0", "--epochs", str(epochs), "--warmup-epochs", "0", "--aa", "none", "--color-jitter", "0",
             "--output", str(tmp_path / "out"), "--experiment", experiment, "--progress", "false", "--plot", "false"]
 
@@ -109,8 +97,7 @@ def _resume_scripted(run_dir, scores, monkeypatch):
     return fit(parse_config(["--resume", str(run_dir / "last.pth")]))
 
 
-exec(compile(PRELUDE.split("def scripted_evaluate")[0].replace("REPO_PATH", repr(REPO)), "prelude", "exec"),
-     {"__name__": __name__})  # the same tiny model, registered in this process too
+import test_train  # noqa: E402,F401  (its tiny models, registered in this process too)
 
 
 # kill points inside the second epoch's checkpoint writes: half-way through writing model_best.pth, between its
