@@ -6,7 +6,10 @@ import importlib.util
 from typing import Any, Dict, Sequence
 
 import torch
-from torchmetrics.detection import MeanAveragePrecision
+try:
+    from torchmetrics.detection import MeanAveragePrecision
+except ImportError as e:  # pragma: no cover
+    raise ImportError("COCO mAP comes from torchmetrics with pycocotools: pip install 'inceptionnext[detection]'") from e
 
 MASK_THRESHOLD = 0.5  # Mask R-CNN's soft masks become instance masks at this probability, as torchvision's
 

@@ -71,7 +71,11 @@ class UPerHead(nn.Module):
 
     def __init__(self, in_channels: Sequence[int], num_classes: int, channels: int = 512, dropout: float = 0.1):
         super().__init__()
-        from segmentation_models_pytorch.decoders.upernet.decoder import UPerNetDecoder
+        try:
+            from segmentation_models_pytorch.decoders.upernet.decoder import UPerNetDecoder
+        except ImportError as e:
+            raise ImportError("UperNet's decoder comes from segmentation_models_pytorch: "
+                              "pip install 'inceptionnext[segmentation]'") from e
 
         # smp counts features from full resolution: two placeholders stand for strides 1 and 2
         self.decoder = UPerNetDecoder([0, 0, *in_channels], encoder_depth=5, decoder_channels=channels)
