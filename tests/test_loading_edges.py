@@ -57,7 +57,7 @@ def test_every_cli_command_taking_weights_gives_one_line(argv, bad, bad_files, c
 
 
 def test_training_resume_from_an_empty_file_is_named(bad_files):
-    with pytest.raises(train_checkpoint.CheckpointError, match=r'empty.pth: is empty \(0 bytes\)'):
+    with pytest.raises(train_checkpoint.CheckpointError, match=r'empty.pth: it is empty \(0 bytes\)'):
         train_checkpoint.load_checkpoint_file(str(bad_files / 'empty.pth'))
 
 
