@@ -112,7 +112,7 @@ def parse_args(argv=None, prog: Optional[str] = None) -> argparse.Namespace:
     p.add_argument("--no-cpu-memory", dest="cpu_memory", action="store_false",
                    help="skip the profiled extra step that measures peak memory on CPU")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--runtime", default="",
+    p.add_argument("--runtime", default=None,
                    help="deployment paths instead of the eager/train benchmark: comma list of torch, torch.compile, "
                         "onnxruntime, openvino (inference only; ours folded; int8 quantized on random images)")
     p.add_argument("--precision", default="fp32", help="with --runtime: comma list of fp32, bf16, int8")
@@ -127,7 +127,7 @@ def parse_args(argv=None, prog: Optional[str] = None) -> argparse.Namespace:
     if args.batch_size < 1 or args.img_size < 8 or args.num_bench_iter < 1 or args.num_warm_iter < 0 \
             or args.repeats < 1:
         p.error("--batch-size, --num-bench-iter and --repeats must be >= 1, --img-size >= 8, --num-warm-iter >= 0")
-    args.runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()]
+    args.runtimes = [r.strip() for r in (args.runtime or "").split(",") if r.strip()]
     args.precisions = [q.strip() for q in args.precision.split(",") if q.strip()]
     from .runtimes import PRECISIONS, RUNTIMES
     if set(args.runtimes) - set(RUNTIMES) or set(args.precisions) - set(PRECISIONS) or not args.precisions:

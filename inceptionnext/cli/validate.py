@@ -56,7 +56,8 @@ def build_parser(prog=None):
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
                    help="print the results as JSON (as predict --json does), or write them to FILE")
     seg = p.add_argument_group("segmentation models (defaults: the checkpoint's training config)")
-    seg.add_argument("--test-mode", default=None, choices=("whole", "slide"))
+    seg.add_argument("--test-mode", default=None, choices=("whole", "slide"),
+                     help="segmentation: whole-image or sliding-window inference (default: the checkpoint's)")
     seg.add_argument("--crop-size", type=int, default=None, help="sliding-window size")
     seg.add_argument("--stride", type=int, default=None, help="sliding-window stride (default: 2/3 of the crop)")
     seg.add_argument("--base-size", type=floats, default=None, help="keep-ratio test resize, e.g. '2048,512'")

@@ -92,8 +92,8 @@ class TrainConfig:
     pin_memory: bool = key(True, "pin host memory for faster copies to the GPU")
 
     # --- preprocessing; None takes the model's pretrained config
-    img_size: Optional[int] = key(None, "input size in pixels; null: the model's own (32 for dataset digits)",
-                                  "[32, 4096]")
+    img_size: Optional[int] = key(None, "input size in pixels, at least the model's total stride (checked against "
+                                  "the model, as predict/validate/export do); null: the model's own (32 for digits)")
     crop_pct: Optional[float] = key(None, "evaluation center-crop fraction; null: the model's own", "(0, 1]")
     interpolation: Optional[str] = key(None, "evaluation resize interpolation; null: the model's own",
                                        INTERPOLATIONS)
