@@ -3,6 +3,7 @@ the library's input errors into one line on stderr and exit status 1 (bugs still
 import argparse
 import functools
 import sys
+from pathlib import Path
 from typing import Callable
 
 import timm
@@ -76,6 +77,15 @@ def runnable_from_args(args: argparse.Namespace, **kwargs) -> nn.Module:
         raise ValueError(f"--runtime {args.runtime} runs an .onnx/.xml file (from `inceptionnext export` or "
                          "`quantize`); give that file as the model")
     return wrap_torch(model_from_args(args, **kwargs), args.runtime or 'torch', args.precision or 'fp32')
+
+
+def split_model_and_images(args: argparse.Namespace, command: str) -> None:
+    """`COMMAND --weights FILE img ...`: a first positional that is an existing file and no model name is an image
+    (the weight file names the model); no images at all is an error naming the command's form."""
+    if args.model and args.weights and not timm.is_model(args.model) and Path(args.model).exists():
+        args.model, args.images = None, [args.model] + args.images
+    if not args.images:
+        raise ValueError(f"no images given: inceptionnext {command} [MODEL] IMAGE [IMAGE ...]")
 
 
 def floats(text: str):

@@ -6,14 +6,12 @@
 """
 import argparse
 import json
-from pathlib import Path
 
-import timm
 
 from ..inference import classify_files
 from ..safe_text import escape_control
 from .common import (add_model_args, add_runtime_args, floats, reports_errors, resolve_device,
-                     runnable_from_args, summary)
+                     runnable_from_args, split_model_and_images, summary)
 
 INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos')
 
@@ -42,10 +40,7 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
 @reports_errors()
 def cli(argv=None, prog: str = 'inceptionnext predict') -> int:
     a = build_parser(prog).parse_intermixed_args(argv)  # options may sit between the model and its images
-    if a.model and a.weights and not timm.is_model(a.model) and Path(a.model).exists():
-        a.model, a.images = None, [a.model] + a.images  # `predict --weights FILE img ...`: the file names the model
-    if not a.images:
-        raise ValueError("no images given: inceptionnext predict [MODEL] IMAGE [IMAGE ...]")
+    split_model_and_images(a, 'predict')
     if a.top_k < 1 or a.batch_size < 1:
         raise ValueError("--top-k and --batch-size must be at least 1")
     device = resolve_device(a.device)

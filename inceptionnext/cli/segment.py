@@ -7,10 +7,10 @@ import argparse
 import json
 from pathlib import Path
 
-import timm
 
 from ..segment import segment_files
-from .common import add_model_args, floats, model_from_args, reports_errors, resolve_device
+from .common import (add_model_args, floats, model_from_args, reports_errors, resolve_device,
+                     split_model_and_images)
 
 
 def build_parser(prog=None) -> argparse.ArgumentParser:
@@ -35,10 +35,7 @@ def cli(argv=None, prog: str = 'inceptionnext segment') -> int:
     a = build_parser(prog).parse_intermixed_args(argv)  # options may sit between the model and its images
     from ..models.segmentation import is_segmentation_model
     from ..train.evaluate import seg_architecture, training_config
-    if a.model and a.weights and not timm.is_model(a.model) and Path(a.model).exists():
-        a.model, a.images = None, [a.model] + a.images  # `segment --weights FILE img ...`: the file names the model
-    if not a.images:
-        raise ValueError("no images given: inceptionnext segment [MODEL] IMAGE [IMAGE ...]")
+    split_model_and_images(a, 'segment')
     if a.weights and not Path(a.weights).is_file():
         raise ValueError(f"weight file not found: {a.weights}")
     trained = training_config(a.weights) if a.weights else {}
