@@ -332,13 +332,15 @@ def test_detect_cli_rebuilds_the_detector_from_its_checkpoint(trained, demo, tmp
 
 
 def test_shortened_demo_loss_falls_and_map_rises(demo):
-    # the demo's detector (FCOS on inceptionnext_a, from scratch) on one fixed batch of 8 demo canvases: 30
-    # AdamW updates take the loss well down and mAP@0.5 on those canvases far above the untrained model's
-    # (the full demo and its bar are the README command)
+    # the demo config's detector (Faster R-CNN on inceptionnext_a, from scratch) on one fixed batch of 8 demo
+    # canvases: 30 AdamW updates take the loss well down and mAP@0.5 on those canvases far above the untrained
+    # model's (the full demo and its bar are the README command)
     torch.manual_seed(0)
+    cfg = parse_config(['--config', os.path.join(REPO, 'configs', 'detection', 'demo_fasterrcnn_inceptionnext_a.yaml')])
     train = CocoDetectionSet(*split_paths(demo, 'train'), transforms=eval_transforms())
     images, targets = (list(x) for x in zip(*[train[i] for i in range(len(train))]))
-    model = create_detector('fcos_inceptionnext_a_fpn', 10, min_size=32, max_size=32, fpn_channels=32)
+    model = create_detector(cfg.model, 10, fpn_channels=cfg.fpn_channels, anchor_sizes=cfg.anchor_sizes,
+                            min_size=32, max_size=32, **cfg.detector_kwargs)
 
     def map50():
         model.eval()

@@ -1,6 +1,6 @@
 """`inceptionnext detect`: boxes (and masks) with class names and scores, drawn on a PNG per image.
 
-    inceptionnext detect --weights output/demo_fcos_inceptionnext_a/model_best.pth img1.png img2.jpg
+    inceptionnext detect --weights output/demo_fasterrcnn_inceptionnext_a/model_best.pth img1.png img2.jpg
     inceptionnext detect --weights model_best.pth images/ --score-thresh 0.3 --out-dir detections --json
 """
 import argparse

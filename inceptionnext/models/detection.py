@@ -16,6 +16,8 @@ import torch.nn as nn
 from timm.layers import freeze_batch_norm_2d
 from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.ops.feature_pyramid_network import (ExtraFPNBlock, FeaturePyramidNetwork, LastLevelMaxPool,
                                                      LastLevelP6P7)
 
@@ -158,13 +160,16 @@ def create_backbone(backbone: str, return_stages: Sequence[int], weights: Option
 def create_detector(name: str, num_classes: int, *, backbone_weights: Optional[str] = None,
                     pretrained_backbone: bool = False, frozen_stages: int = -1, frozen_bn: bool = False,
                     fpn_channels: int = 256, anchor_sizes: Optional[Sequence[int]] = None,
-                    drop_path_rate: float = 0.0, **detector_kwargs: Any) -> nn.Module:
+                    drop_path_rate: float = 0.0, box_head_dim: Optional[int] = None,
+                    **detector_kwargs: Any) -> nn.Module:
     """torchvision's detector of the named kind on the named zoo backbone.
 
     num_classes counts the object classes. Labels are 1..num_classes for every kind and 0 is background, as in
     torchvision's COCO models, so every detector gets num_classes + 1 outputs (a one-stage detector's class 0
     output is only ever a negative). `anchor_sizes` gives one base size per pyramid level (5 levels); everything else
     (min_size, max_size, score_thresh, box_batch_size_per_image, ...) goes to the torchvision class unchanged.
+    `box_head_dim` narrows an R-CNN's two-layer box head (torchvision's is 1024 wide, which on small images costs
+    many times the backbone).
     """
     spec, backbone = parse_name(name)
     if num_classes < 1:
@@ -181,7 +186,18 @@ def create_detector(name: str, num_classes: int, *, backbone_weights: Optional[s
     anchors = spec.anchors(sizes)
     key = 'rpn_anchor_generator' if spec.kind in ('fasterrcnn', 'maskrcnn') else 'anchor_generator'
     detector_kwargs.setdefault(key, anchors)
-    model = spec.model_cls(net, num_classes=num_classes + 1, **detector_kwargs)
+    if box_head_dim is not None:
+        if spec.kind not in ('fasterrcnn', 'maskrcnn'):
+            raise ValueError(f"{name}: box_head_dim is for the R-CNN detectors (a {spec.kind} has no box head)")
+        roi = 7  # torchvision's MultiScaleRoIAlign output size for the box head
+        detector_kwargs['box_head'] = TwoMLPHead(fpn_channels * roi * roi, box_head_dim)
+        detector_kwargs['box_predictor'] = FastRCNNPredictor(box_head_dim, num_classes + 1)
+        if spec.kind == 'maskrcnn':  # torchvision's default mask head ends in 256 channels
+            detector_kwargs.setdefault('mask_predictor', MaskRCNNPredictor(256, 256, num_classes + 1))
+        num_classes_arg = None  # torchvision refuses num_classes beside a box predictor
+    else:
+        num_classes_arg = num_classes + 1
+    model = spec.model_cls(net, num_classes=num_classes_arg, **detector_kwargs)
     model.detector_name = name
     model.num_object_classes = num_classes
     return model

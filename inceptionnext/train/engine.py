@@ -527,8 +527,12 @@ class Trainer:
         dist_lib.barrier(env)
         done = len(self.history)
         main = self.task.main_metric
-        self._log(f"done: {done}/{self.total_epochs} epochs; best val {self.task.metric_label} "
-                  f"{self.best[main]:.2f}% at epoch {self.best['epoch']}\n"
+        if self.cfg.iters is None:
+            progress, best_at = f"{done}/{self.total_epochs} epochs", f"epoch {self.best['epoch']}"
+        else:  # an iteration run's epochs are rounds of eval_interval updates
+            step = self.cfg.eval_interval
+            progress, best_at = f"{done * step}/{self.cfg.iters} iterations", f"iteration {self.best['epoch'] * step}"
+        self._log(f"done: {progress}; best val {self.task.metric_label} {self.best[main]:.2f}% at {best_at}\n"
                   f"  checkpoint: {self.paths['best']} (latest: {self.paths['last']}); its "
                   f"{'EMA' if self.best_key.startswith('ema_') else 'model'} weights scored best, and validate, "
                   "predict, convert and export load them by default\n"

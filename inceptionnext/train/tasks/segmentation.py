@@ -41,7 +41,8 @@ def build_seg_datasets(cfg):
     if cfg.dataset == "digit_scenes":
         size = cfg.img_size or 96
         n_train, n_val = cfg.scene_counts
-        return (DigitScenes("train", size, length=n_train), DigitScenes("val", size, length=n_val),
+        design = dict(canvas=size, scale=tuple(cfg.digit_scale), digits_per_scene=tuple(cfg.scene_digits))
+        return (DigitScenes("train", length=n_train, **design), DigitScenes("val", length=n_val, **design),
                 list(DigitScenes.class_names))
     if cfg.dataset == "ade20k":
         names = list(ADE20K_CLASSES)
