@@ -135,6 +135,16 @@ def test_list_counts_params_and_macs_and_shows_tags(capsys):
     assert t['pretrained_tags'] == ['sail_in1k'] and rows['inceptionnext_b_384']['input_size'] == [3, 384, 384]
     code, _, err = run(capsys, 'list', 'resnet*')
     assert code == 1 and "no model matches resnet*" in err
+    # the segmentation and detection models are listed by task, with head and backbone
+    code, out, _ = run(capsys, 'list', '--task', 'segmentation', 'fpn_*', '--json')
+    rows = {r['name']: r for r in json.loads(out)}
+    assert code == 0 and rows['fpn_inceptionnext_a'] == dict(name='fpn_inceptionnext_a', head='fpn',
+                                                              backbone='inceptionnext_a')
+    assert not any(n.startswith('upernet_') for n in rows)
+    code, out, _ = run(capsys, 'list', '--task', 'detection')
+    assert code == 0 and 'maskrcnn_inceptionnext_t_fpn' in out and 'inceptionnext_t\n' in out + '\n'
+    code, _, err = run(capsys, 'list', '--task', 'detection', 'yolo*')
+    assert code == 1 and 'no detection model matches yolo*' in err
 
 
 def test_info_shows_stages_features_and_preprocessing(capsys):

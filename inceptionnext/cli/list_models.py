@@ -2,6 +2,7 @@
 
     inceptionnext list
     inceptionnext list 'inceptionnext_*' --pretrained --json
+    inceptionnext list --task segmentation 'fpn_*'
 """
 import argparse
 import fnmatch
@@ -32,6 +33,15 @@ def select(patterns: List[str], pretrained_only: bool) -> List[ZooEntry]:
     return chosen
 
 
+def dense_models(task: str) -> List[Dict[str, Any]]:
+    """The segmentation or detection models: each name with its head and zoo backbone (no counting: they are many)."""
+    if task == 'segmentation':
+        from ..models.segmentation import SEG_ZOO
+        return [dict(name=s.name, head=s.head, backbone=s.backbone) for s in SEG_ZOO]
+    from ..models.detection import DETECTION_MODELS
+    return [dict(name=n, head=kind, backbone=b) for n, (kind, b) in sorted(DETECTION_MODELS.items())]
+
+
 def format_table(rows: List[Dict[str, Any]]) -> str:
     header = ('name', 'alias', 'params (M)', 'MACs (G)', 'input', 'pretrained', 'paper top-1')
     body = [(r['name'], r['alias'] or '-', f"{r['params_m']:.2f}", f"{r['macs_g']:.2f}",
@@ -48,7 +58,18 @@ def cli(argv=None, prog: str = 'inceptionnext list') -> int:
     p.add_argument('patterns', nargs='*', metavar='PATTERN', help="shell-style name filters, e.g. 'inceptionnext_*'")
     p.add_argument('--pretrained', action='store_true', help="only models with pretrained weights")
     p.add_argument('--json', action='store_true', help="print JSON instead of a table")
+    p.add_argument('--task', choices=('classification', 'segmentation', 'detection'), default='classification',
+                   help="which models: the classifiers (default), or the segmentation or detection models on them")
     a = p.parse_args(argv)
+    if a.task != 'classification':
+        rows = [r for r in dense_models(a.task)
+                if not a.patterns or any(fnmatch.fnmatch(r['name'], pat) for pat in a.patterns)]
+        if not rows:
+            raise ValueError(f"no {a.task} model matches {' '.join(a.patterns)}")
+        width = max(len(r['name']) for r in rows)
+        print(json.dumps(rows, indent=2) if a.json
+              else '\n'.join(f"{r['name']:<{width}}  {r['head']:<10}  {r['backbone']}" for r in rows))
+        return 0
     entries = select(a.patterns, a.pretrained)
     if not entries:
         raise ValueError(f"no model matches {' '.join(a.patterns)}; names: {', '.join(e.name for e in ZOO)}")

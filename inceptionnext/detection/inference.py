@@ -58,7 +58,7 @@ def detect_files(model: nn.Module, paths: Sequence, class_names: Sequence[str], 
     model = model.to(device).eval()
     results = []
     for f in files:
-        image = torch.from_numpy(np.asarray(load_image(f))).permute(2, 0, 1).contiguous()
+        image = torch.from_numpy(np.array(load_image(f))).permute(2, 0, 1).contiguous()
         det = {k: v.cpu() for k, v in model([image.to(device).float() / 255])[0].items()}
         entry = dict(file=str(f), detections=describe(det, class_names, score_thresh))
         if out_dir is not None:

@@ -171,7 +171,7 @@ class TrainConfig:
     scene_counts: Tuple[int, int] = key((4000, 300), "digit_scenes: train and val scenes", "[1, 10000000]")
     scene_digits: Tuple[int, int] = key((2, 3), "digit_scenes: fewest and most digits per scene (as many as fit)",
                                         "[1, 16]")
-    digit_scale: Tuple[float, float] = key((4.0, 5.5), "digit_scenes: digit side, a multiple of its 8 px glyph",
+    digit_scale: Tuple[float, float] = key((3.5, 4.0), "digit_scenes: digit side, a multiple of its 8 px glyph",
                                            "[1, 64]")
 
     # --- EMA (timm ModelEmaV3)

@@ -210,7 +210,7 @@ class DetectionTask(Task):
         with torch.no_grad():
             outputs = model([im.to(self.device) for im in images])
         model.train(was_training)
-        grid = detection_grid(images, outputs, self.vis_set.class_names, score_thresh=0.5, upscale=3)
+        grid = detection_grid(images, outputs, self.vis_set.class_names, score_thresh=0.5)
         path = os.path.join(out_dir, "detections.png")
         Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path + ".tmp.png")
         os.replace(path + ".tmp.png", path)

@@ -39,7 +39,7 @@ def read_class_names(data_dir: str, num_classes) -> List[str]:
 def build_seg_datasets(cfg):
     """(train, val, class names) for cfg.dataset; transforms are attached by the task."""
     if cfg.dataset == "digit_scenes":
-        size = cfg.img_size or 96
+        size = cfg.img_size or 64
         n_train, n_val = cfg.scene_counts
         design = dict(canvas=size, scale=tuple(cfg.digit_scale), digits_per_scene=tuple(cfg.scene_digits))
         return (DigitScenes("train", length=n_train, **design), DigitScenes("val", length=n_val, **design),
@@ -174,7 +174,9 @@ class SegmentationTask(Task):
             pred = F.interpolate(logits, size=mask.shape[-2:], mode="bilinear").argmax(1)[0].cpu().numpy()
             raw = img.permute(1, 2, 0).numpy()
             truth = mask.numpy()
-            rows.append(np.concatenate([raw, overlay(raw, truth, colours, 0.6), overlay(raw, pred, colours, 0.6)], 1))
+            row = np.concatenate([raw, overlay(raw, truth, colours, 0.6), overlay(raw, pred, colours, 0.6)], 1)
+            zoom = max(1, 192 // max(raw.shape[:2]))  # small demo scenes are drawn larger, pixel for pixel
+            rows.append(row.repeat(zoom, 0).repeat(zoom, 1))
         model.train(was_training)
         width = max(r.shape[1] for r in rows)
         grid = np.concatenate([np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0)), constant_values=255)
