@@ -303,9 +303,10 @@ def test_torchrun_two_processes_gloo(tmp_path, data):
 
 @pytest.mark.slow
 def test_demo_config_reaches_95_percent(tmp_path):
+    # within the first half of its 10-epoch schedule (the README's run passes 95% at epoch 3), to keep CI short
     cmd = [sys.executable, os.path.join(REPO, "scripts", "train.py"), "--config",
            os.path.join(REPO, "configs", "demo", "digits_inceptionnext_a.yaml"), "--output", str(tmp_path),
-           "--progress", "false"]
+           "--progress", "false", "--stop-after-epoch", "5"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     run = tmp_path / "digits_inceptionnext_a"
