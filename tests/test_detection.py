@@ -54,6 +54,15 @@ def test_every_name_is_registered_and_every_backbone_builds_on_meta():
         assert head_out == 8, name
     with pytest.raises(KeyError, match='not a detection model'):
         create_detector('retinanet_resnet50_fpn', 3)
+    # box_head_dim narrows an R-CNN's box head (torchvision's own modules), Mask R-CNN's mask predictor following;
+    # a one-stage detector has no box head to narrow
+    with torch.device('meta'):
+        narrow = create_detector('maskrcnn_inceptionnext_a_fpn', 7, fpn_channels=64, box_head_dim=128)
+    heads = narrow.roi_heads
+    assert heads.box_head.fc6.in_features == 64 * 7 * 7 and heads.box_head.fc7.out_features == 128
+    assert heads.box_predictor.cls_score.out_features == 8 and heads.mask_predictor.mask_fcn_logits.out_channels == 8
+    with pytest.raises(ValueError, match='box_head_dim is for the R-CNN detectors'):
+        create_detector('fcos_inceptionnext_a_fpn', 7, box_head_dim=128)
 
 
 def test_detection_configs_parse_and_build_their_detector():
