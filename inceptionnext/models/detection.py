@@ -90,6 +90,11 @@ class DetectorSpec:
     default_anchor_sizes: Tuple[int, ...]
     masks: bool = False
 
+    @property
+    def two_stage(self) -> bool:
+        """An R-CNN (an RPN, then RoI heads): its anchors, box head and score threshold have their own kwargs."""
+        return issubclass(self.model_cls, FasterRCNN)  # Mask R-CNN is a Faster R-CNN
+
 
 def _rcnn_anchors(sizes: Sequence[int]) -> AnchorGenerator:
     return AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * len(sizes))
@@ -184,10 +189,10 @@ def create_detector(name: str, num_classes: int, *, backbone_weights: Optional[s
     detector_kwargs.setdefault('image_mean', list(cfg.get('mean', (0.485, 0.456, 0.406))))
     detector_kwargs.setdefault('image_std', list(cfg.get('std', (0.229, 0.224, 0.225))))
     anchors = spec.anchors(sizes)
-    key = 'rpn_anchor_generator' if spec.kind in ('fasterrcnn', 'maskrcnn') else 'anchor_generator'
+    key = 'rpn_anchor_generator' if spec.two_stage else 'anchor_generator'
     detector_kwargs.setdefault(key, anchors)
     if box_head_dim is not None:
-        if spec.kind not in ('fasterrcnn', 'maskrcnn'):
+        if not spec.two_stage:
             raise ValueError(f"{name}: box_head_dim is for the R-CNN detectors (a {spec.kind} has no box head)")
         roi = 7  # torchvision's MultiScaleRoIAlign output size for the box head
         detector_kwargs['box_head'] = TwoMLPHead(fpn_channels * roi * roi, box_head_dim)

@@ -121,7 +121,7 @@ class DetectionTask(Task):
     def detector_args(self, num_classes: int) -> Dict[str, Any]:
         """What rebuilds this detector (also stored in every checkpoint, for `inceptionnext detect`)."""
         cfg = self.cfg
-        score_key = "box_score_thresh" if self.spec.kind in ("fasterrcnn", "maskrcnn") else "score_thresh"
+        score_key = "box_score_thresh" if self.spec.two_stage else "score_thresh"
         return dict(name=cfg.model, num_classes=num_classes, fpn_channels=cfg.fpn_channels,
                     anchor_sizes=list(cfg.anchor_sizes) if cfg.anchor_sizes else None,
                     kwargs=dict(cfg.detector_kwargs, min_size=list(cfg.min_size), max_size=cfg.max_size,
