@@ -463,7 +463,8 @@ def _cpu_name() -> str:
     return platform.processor() or "CPU"
 
 
-def _fmt(v, spec):
+def fmt_or_blank(v, spec):
+    """A table cell: the value in `spec`, or blank when there is none."""
     return "" if v is None else format(v, spec)
 
 
@@ -479,9 +480,10 @@ def markdown_table(rows: List[Result], env: Dict[str, str]) -> str:
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         note = r.error or r.note
-        lines.append(f"| {r.model} | {r.variant} | {r.bench} | {r.setting} | {r.batch_size} | {_fmt(r.img_per_s, '.1f')} "
-                     f"| {_fmt(r.ms_per_step, '.2f')} | {_fmt(r.peak_mem_mib, '.0f')} | {_fmt(r.vs_timm, '.2f')}x "
-                     f"| {_fmt(r.vs_resnet50, '.2f')}x | {note} |".replace(" x |", " |"))
+        lines.append(f"| {r.model} | {r.variant} | {r.bench} | {r.setting} | {r.batch_size} "
+                     f"| {fmt_or_blank(r.img_per_s, '.1f')} | {fmt_or_blank(r.ms_per_step, '.2f')} "
+                     f"| {fmt_or_blank(r.peak_mem_mib, '.0f')} | {fmt_or_blank(r.vs_timm, '.2f')}x "
+                     f"| {fmt_or_blank(r.vs_resnet50, '.2f')}x | {note} |".replace(" x |", " |"))
     return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ import timm
 import torch
 import torch.nn as nn
 
+from .benchmark import BASELINE, fmt_or_blank, is_ours, timm_counterpart
 from .runtimes import RUNTIME_PRECISIONS, RuntimeUnavailable, TorchRuntime, available_runtimes, load_runtime
 
 __all__ = ["PathResult", "deployment_paths", "run_paths", "paths_table", "plot_paths"]
@@ -52,14 +53,10 @@ def deployment_paths(runtimes: List[str], precisions: List[str]) -> List[tuple]:
     return [(r, p) for r in runtimes for p in precisions if p in RUNTIME_PRECISIONS[r]]
 
 
-def _is_ours(name: str) -> bool:
-    return timm.models.model_entrypoint(name).__module__.split(".")[0] == "inceptionnext"
-
-
 def _build(name: str, num_classes: int, img_size: int) -> nn.Module:
     from .deploy import reparameterize_model
     model = timm.create_model(name, pretrained=False, num_classes=num_classes).eval()
-    if _is_ours(name) and name.startswith("inceptionnext"):
+    if is_ours(name) and name.startswith("inceptionnext"):
         model = reparameterize_model(model, inplace=True)
     return model
 
@@ -117,7 +114,7 @@ def run_paths(models: List[str], paths: List[tuple], batch_size: int = 16, img_s
         built = {name: _build(name, num_classes, img_size) for name in models}
         for runtime, precision in paths:
             for name in models:
-                row = PathResult(name, runtime, precision, batch_size, img_size, _is_ours(name))
+                row = PathResult(name, runtime, precision, batch_size, img_size, is_ours(name))
                 rows.append(row)
                 steps.append(None)
                 if runtime not in have:
@@ -151,7 +148,6 @@ def run_paths(models: List[str], paths: List[tuple], batch_size: int = 16, img_s
 
 
 def _ratios(rows: List[PathResult]) -> None:
-    from .benchmark import BASELINE, timm_counterpart
     speed = {(r.model, r.path): r.img_per_s for r in rows if r.img_per_s}
     for r in rows:
         if not r.img_per_s:
@@ -160,10 +156,6 @@ def _ratios(rows: List[PathResult]) -> None:
         r.vs_timm = r.img_per_s / ref if ref else None
         base = speed.get((BASELINE, r.path))
         r.vs_resnet50 = r.img_per_s / base if base else None
-
-
-def _fmt(v, spec: str) -> str:
-    return "" if v is None else format(v, spec)
 
 
 def paths_table(rows: List[PathResult], env: Dict[str, str]) -> str:
@@ -177,8 +169,9 @@ def paths_table(rows: List[PathResult], env: Dict[str, str]) -> str:
               "| path | model | batch | img/s | ms/batch | vs timm | vs resnet50 | note |",
               "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r.path} | {r.model} | {r.batch_size} | {_fmt(r.img_per_s, '.1f')} | "
-                     f"{_fmt(r.ms_per_batch, '.0f')} | {_fmt(r.vs_timm, '.2f')}x | {_fmt(r.vs_resnet50, '.2f')}x | "
+        lines.append(f"| {r.path} | {r.model} | {r.batch_size} | {fmt_or_blank(r.img_per_s, '.1f')} | "
+                     f"{fmt_or_blank(r.ms_per_batch, '.0f')} | {fmt_or_blank(r.vs_timm, '.2f')}x | "
+                     f"{fmt_or_blank(r.vs_resnet50, '.2f')}x | "
                      f"{r.error or r.note} |".replace(" x |", " |"))
     best = {}
     for r in rows:
@@ -188,7 +181,6 @@ def paths_table(rows: List[PathResult], env: Dict[str, str]) -> str:
         lines += ["", "Best path per model: " + "; ".join(f"{m}: {r.path} {r.img_per_s:.1f} img/s"
                                                           for m, r in best.items())]
         ours = [r for m, r in best.items() if r.ours]
-        from .benchmark import timm_counterpart
         for r in ours:
             other = best.get(timm_counterpart(r.model))
             if other:
