@@ -14,6 +14,10 @@ from ..models.model_api import check_img_size
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
+# The resampling filters timm and PIL both know, by the names timm takes.
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")
+
+
 class ImageError(ValueError):
     """An image file that is missing or cannot be decoded."""
 
