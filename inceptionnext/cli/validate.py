@@ -18,6 +18,8 @@ from ..tasks.classification.evaluate import run_validation
 from ..deploy.runtimes import PRECISIONS, RUNTIMES
 from .common import add_ema_args, floats, say_weights, summary
 from ..data.images import INTERPOLATIONS
+from ..tasks.segmentation.evaluate import format_table
+from ..train.checkpoint import training_config
 
 
 def build_parser(prog=None):
@@ -88,7 +90,6 @@ def seg_cli(a, model: str) -> int:
     """The segmentation branch: per-class IoU table, mIoU, optional per-class plot and JSON."""
     import numpy as np
 
-    from ..tasks.segmentation.evaluate import format_table
 
     r = run_seg_validation(model, a.weights, a.data_dir, a.dataset, a.num_classes, a.use_ema,
                            a.batch_size or 8, a.workers, a.amp, a.device, a.test_mode, a.crop_size, a.stride,
@@ -120,7 +121,6 @@ def cli(argv=None, prog: str = "inceptionnext validate") -> int:
         if model is None and a.weights is None:
             raise ValueError("name the model (inceptionnext validate MODEL ...) or give --weights FILE that records it")
         if model is None and a.weights:  # a segmentation checkpoint names its model in its training config
-            from ..train.checkpoint import training_config
             recorded = training_config(a.weights).get("model")
             model = recorded if is_segmentation_model(recorded) else None
         if model and is_segmentation_model(model):
