@@ -28,6 +28,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from .checksum import seal_onnx, seal_openvino
 from .runtimes import INSTALL_HINTS, METADATA_KEYS, RuntimeUnavailable, folded_for_inference, load_runtime
 
 __all__ = ["BACKENDS", "QualityFloor", "QuantizeReport", "QuantizeError", "AccuracyFloorError", "ImageSet",
@@ -289,6 +290,7 @@ def _record_report(path: str, report: QuantizeReport) -> None:
         record = json.loads(model.get_rt_info(key.split(".")).astype(str))
         record.update(figures)
         model.set_rt_info(json.dumps(record), key.split("."))
+        seal_openvino(model)
         tmp = path + ".tmp.xml"
         ov.save_model(model, tmp, compress_to_fp16=False)
         os.replace(tmp, path)
@@ -301,6 +303,7 @@ def _record_report(path: str, report: QuantizeReport) -> None:
     record.update(figures)
     prop.value = json.dumps(record)
     onnx.save(model, path)
+    seal_onnx(path)
 
 
 def quantize_file(model: nn.Module, output, source: str = "digits", num_calibration: int = 128,

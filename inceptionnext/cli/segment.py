@@ -39,6 +39,9 @@ def cli(argv=None, prog: str = 'inceptionnext segment') -> int:
     if a.weights and not Path(a.weights).is_file():
         raise ValueError(f"weight file not found: {a.weights}")
     trained = training_config(a.weights) if a.weights else {}
+    if not a.model and a.weights and not trained:  # a converted file records its model (read, and checked, here)
+        from ..model_file import read_model_file
+        a.model = read_model_file(a.weights).model_name
     a.model = a.model or trained.get("model")
     if not is_segmentation_model(a.model):
         raise ValueError(f"{a.model!r} is not a segmentation model (upernet_ or fpn_ before a zoo name, "
