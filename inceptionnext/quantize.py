@@ -50,6 +50,7 @@ class QualityFloor:
     """What an int8 file must keep of the float model on held-out images."""
     min_agreement: float = 0.99  # fraction of images whose top-1 class is unchanged
     min_sqnr_db: float = 25.0    # logit signal-to-quantization-noise ratio
+    min_check_images: int = 32   # the floor is never judged on fewer held-out images than this
 
 
 @dataclass
@@ -219,7 +220,9 @@ def _float_onnx(model: nn.Module, path: str, input_size) -> Dict[str, str]:
 
     from .export import export_model
     export_model(model, path, "onnx", input_size=tuple(input_size), check=False)
-    return {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+    from .checksum import METADATA_KEY
+    return {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props
+            if p.key != METADATA_KEY}  # the float file's checksum is not the int8 file's
 
 
 def _install(tmp_dir: str, tmp_out: str, output: Path) -> None:
@@ -251,6 +254,10 @@ def quantize_model(model: nn.Module, output, calibration: ImageSet, check: Image
     if len(calibration.images) == 0 or len(check.images) == 0:
         raise QuantizeError("need at least one calibration image and one check image")
     floor = floor or QualityFloor()
+    if len(check.images) < floor.min_check_images:
+        raise QuantizeError(f"only {len(check.images)} held-out images to judge the accuracy floor on; at least "
+                            f"{floor.min_check_images} are needed (raise --num-check or use a larger image source; "
+                            "--min-check-images sets the minimum)")
     folded = folded_for_inference(model)
     name = (getattr(folded, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
     input_size = tuple(check.images.shape[1:])

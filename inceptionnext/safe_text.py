@@ -42,3 +42,16 @@ def describe_value(value: Any, limit: int = 60) -> str:
     if isinstance(value, str):
         return f"'{excerpt(value, limit)}'"
     return f"a {type(value).__name__}"
+
+
+_WORKER_HEADER = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.")
+
+
+def error_message(e: BaseException) -> str:
+    """An error's own message; for one re-raised from a DataLoader worker (whose message is the worker's whole
+    traceback), the worker's original message alone, so a data error is one line with workers too."""
+    text = str(e)
+    if not _WORKER_HEADER.match(text):
+        return text
+    last = [line for line in text.rstrip().splitlines() if line.strip()][-1].strip()
+    return re.sub(r"^[\w.]+(Error|Exception|Warning)\w*: ", "", last)

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 
+from ..safe_text import escape_control
 from ..segment import segment_files
 from .common import (add_model_args, floats, model_from_args, reports_errors, resolve_device,
                      split_model_and_images)
@@ -27,6 +28,7 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
     p.add_argument('--flip', action='store_true', help="also average the horizontally flipped image")
     p.add_argument('--alpha', type=float, default=0.5, help="overlay opacity of the class colours")
     p.add_argument('--json', action='store_true', help="print each image's per-class pixel shares as JSON")
+    p.add_argument("--overwrite", action="store_true", help="write over PNGs already in the output folder")
     return p
 
 
@@ -51,11 +53,12 @@ def cli(argv=None, prog: str = 'inceptionnext segment') -> int:
     model = model.to(device)
     results = segment_files(model, a.images, a.output, device,
                             tuple(int(v) for v in a.base_size) if a.base_size else None, a.test_mode,
-                            a.crop_size, a.stride, a.scales, a.flip, a.alpha)
+                            a.crop_size, a.stride, a.scales, a.flip, a.alpha, overwrite=a.overwrite)
     if a.json:
         print(json.dumps({'model': a.model, 'weights': a.weights or 'pretrained', 'images': results}, indent=2))
         return 0
-    for r in results:
-        top = ", ".join(f"{c['label']} {c['share']:.1f}%" for c in r['classes'][:5])
-        print(f"{r['file']}: {top}\n  overlay {r['overlay']}\n  mask    {r['mask']}")
+    for r in results:  # names come from files: control characters are shown escaped, never sent to the terminal
+        top = ", ".join(f"{escape_control(c['label'])} {c['share']:.1f}%" for c in r["classes"][:5])
+        print(f"{escape_control(r['file'])}: {top}\n  overlay {escape_control(r['overlay'])}\n"
+              f"  mask    {escape_control(r['mask'])}")
     return 0

@@ -14,7 +14,7 @@ from ..models.model_api import check_img_size
 from ..runtimes import is_runtime_file, load_runtime, wrap_torch
 from ..weights import CheckpointError
 from . import checkpoint as ckpt_lib
-from .data import DigitsDataset, build_eval_loader, image_folder
+from .data import DigitsDataset, build_eval_loader, class_names, image_folder
 from .distributed import resolve_device
 from .engine import TrainError, create_model
 from .tasks.classification import evaluate
@@ -81,6 +81,13 @@ def run_validation(model_name: Optional[str], checkpoint: Optional[str] = None, 
         if not data_dir:
             raise TrainError("no data directory given: pass the folder that holds <class>/<image> (e.g. .../val)")
         ds = image_folder(data_dir, bad_images, class_map=info.get("class_to_idx"), known_as=str(checkpoint))
+    labels = (DigitsDataset.num_classes if dataset == "digits"
+              else max((int(i) for i in (class_names(ds) or {}).values()), default=-1) + 1)
+    predicts = int(getattr(model, "num_classes", 0) or 0)  # 0: a runtime file that does not record it
+    if predicts and labels > predicts:
+        source = checkpoint or model_name
+        raise TrainError(f"{source}: the model predicts {predicts} classes, the dataset {data_dir or dataset} has "
+                         f"{labels}; validate on data of the model's classes")
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)

@@ -50,6 +50,8 @@ def build_seg_datasets(cfg):
                   cfg.val_split if cfg.val_split != "val" else "validation")
         sets = [MaskFolderDataset(cfg.data_dir, s, len(names), "images", "annotations", reduce_zero_label=True,
                                   class_names=names) for s in splits]
+        for one in sets:  # both splits, before the first iteration
+            one.check_files()
         return sets[0], sets[1], names
     if cfg.dataset == "masks":
         if not cfg.data_dir or not os.path.isdir(cfg.data_dir):
@@ -57,6 +59,8 @@ def build_seg_datasets(cfg):
         names = read_class_names(cfg.data_dir, cfg.num_classes)
         sets = [MaskFolderDataset(cfg.data_dir, s, len(names), "images", "masks", cfg.reduce_zero_label,
                                   class_names=names) for s in (cfg.train_split, cfg.val_split)]
+        for one in sets:  # both splits, before the first iteration
+            one.check_files()
         return sets[0], sets[1], names
     raise DataError(f"dataset {cfg.dataset!r} is not a segmentation dataset; use ade20k, masks or digit_scenes")
 
