@@ -219,10 +219,14 @@ def _float_onnx(model: nn.Module, path: str, input_size) -> Dict[str, str]:
     import onnx
 
     from .export import export_model
-    export_model(model, path, "onnx", input_size=tuple(input_size), check=False)
     from .checksum import METADATA_KEY
-    return {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props
-            if p.key != METADATA_KEY}  # the float file's checksum is not the int8 file's
+    export_model(model, path, "onnx", input_size=tuple(input_size), check=False)
+    proto = onnx.load(path)  # the float file's checksum is not the int8 file's: dropped before it is carried over
+    keep = [p for p in proto.metadata_props if p.key != METADATA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    onnx.save(proto, path)
+    return {p.key: p.value for p in keep}
 
 
 def _install(tmp_dir: str, tmp_out: str, output: Path) -> None:

@@ -318,7 +318,7 @@ def test_names_from_files_are_escaped_in_detect_segment_and_segmentation_validat
         png(data / "images" / split / "0.png")
         os.makedirs(data / "masks" / split)
         Image.fromarray(np.arange(32 * 32).reshape(32, 32).astype(np.uint8) % 3).save(data / "masks" / split / "0.png")
-    (data / "classes.txt").write_text(f"{HOSTILE}\nb\rc\nd\n")
+    (data / "classes.txt").write_text(f"{HOSTILE}\nb\x07c\nd\n")
     code, out, err = run_cli(capsys, "validate", "fpn_inceptionnext_a", "--weights", weights, "--dataset", "masks",
                              "--data-dir", data, "--workers", "0", "--no-progress")
     assert code == 0, err

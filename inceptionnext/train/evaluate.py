@@ -81,6 +81,11 @@ def run_validation(model_name: Optional[str], checkpoint: Optional[str] = None, 
         if not data_dir:
             raise TrainError("no data directory given: pass the folder that holds <class>/<image> (e.g. .../val)")
         ds = image_folder(data_dir, bad_images, class_map=info.get("class_to_idx"), known_as=str(checkpoint))
+    if hasattr(model, "check_input"):  # a runtime file of fixed size: said before any image is read
+        try:
+            model.check_input((1, *data_cfg["input_size"]))
+        except ValueError as e:
+            raise TrainError(str(e)) from None
     labels = (DigitsDataset.num_classes if dataset == "digits"
               else max((int(i) for i in (class_names(ds) or {}).values()), default=-1) + 1)
     predicts = int(getattr(model, "num_classes", 0) or 0)  # 0: a runtime file that does not record it
