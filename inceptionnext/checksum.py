@@ -14,6 +14,7 @@ from typing import Any, Mapping, Tuple
 import torch
 
 from .weights import CheckpointError
+from .weights import read_weight_file
 
 KEY = 'checksum'
 ALGORITHM = 'sha256-content-v1'
@@ -196,8 +197,7 @@ def verify_runtime_model(model: Any, source: str) -> bool:
 def verify_path(path: str) -> Tuple[bool, str]:
     """Read any file the library loads (weight file, .onnx, OpenVINO .xml + .bin) and check its checksum:
     (True, what) when verified, (False, what) when it carries none; a CheckpointError when it cannot be used."""
-    from .weights import read_weight_file
-    from .runtimes import read_runtime_model
+    from .deploy.runtimes import read_runtime_model
     if str(path).lower().endswith((".onnx", ".xml")):
         model = read_runtime_model(path)
         checked = verify_runtime_model(model, str(path))

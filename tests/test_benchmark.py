@@ -18,7 +18,7 @@ TINY = ["--batch-size", "2", "--img-size", "64", "--num-warm-iter", "1", "--num-
 
 @pytest.fixture(scope="module")
 def bench():
-    import inceptionnext.benchmark
+    import inceptionnext.deploy.benchmark.models
     return inceptionnext.benchmark
 
 

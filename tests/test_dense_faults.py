@@ -15,6 +15,7 @@ from PIL import Image
 
 from inceptionnext.cli import main
 from inceptionnext.model_file import load_model, save_model
+from inceptionnext.models.dense import create_model
 from inceptionnext.weights import CheckpointError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,11 +90,11 @@ def files(tmp_path_factory):
     out = dict(root=root, pth=str(save_model(model, root / "cls.pth")),
                st=str(save_model(model, root / "cls.safetensors")),
                det=detection_checkpoint(root / "det.pth"), image=png(root / "img" / "a.png"))
-    from inceptionnext.export import export_model
+    from inceptionnext.deploy.export import export_model
     export_model(model, root / "cls.onnx", "onnx", input_size=(3, 32, 32))
     out["onnx"] = str(root / "cls.onnx")
     torch.manual_seed(0)
-    seg = timm.create_model("fpn_inceptionnext_a", num_classes=3, pretrained_cfg_overlay=dict(TINY_CFG))
+    seg = create_model("fpn_inceptionnext_a", num_classes=3, pretrained_cfg_overlay=dict(TINY_CFG))
     out["seg"] = str(save_model(seg.eval(), root / "seg.pth"))
     plain = root / "plain.pth"  # a state dict from another tool: no checksum
     torch.save(model.state_dict(), plain)
@@ -203,7 +204,7 @@ COCO_DEFECTS = {
 
 @pytest.mark.parametrize("case", list(COCO_DEFECTS))
 def test_each_coco_defect_is_refused_up_front_in_one_line(tmp_path, case):
-    from inceptionnext.detection.coco import AnnotationError, CocoDetectionSet
+    from inceptionnext.tasks.detection.data import AnnotationError, CocoDetectionSet
     kwargs, message = COCO_DEFECTS[case]
     root, path = coco_files(tmp_path, **kwargs)
     if case == "parent folder":
@@ -214,7 +215,7 @@ def test_each_coco_defect_is_refused_up_front_in_one_line(tmp_path, case):
 
 
 def test_a_symlink_out_of_the_data_root_and_an_oversized_image_are_named(tmp_path, monkeypatch):
-    from inceptionnext.detection.coco import AnnotationError, CocoDetectionSet
+    from inceptionnext.tasks.detection.data import AnnotationError, CocoDetectionSet
     outside = tmp_path / "outside"
     outside.mkdir()
     Image.new("RGB", (40, 30)).save(outside / "secret.png")
@@ -231,7 +232,7 @@ def test_a_symlink_out_of_the_data_root_and_an_oversized_image_are_named(tmp_pat
 # ------------------------------------------------------------------------------------------------ 2. other writers
 
 def test_a_coco_file_without_optional_fields_reads_as_pycocotools_reads_it(tmp_path):
-    from inceptionnext.detection.coco import CocoDetectionSet
+    from inceptionnext.tasks.detection.data import CocoDetectionSet
     root, path = coco_files(tmp_path, images=((7, "a.png", 40, 30), (8, "b.png", 24, 24)))
     doc = json.loads(open(path).read())
     for img in doc["images"]:  # no width/height, an extra field
@@ -252,7 +253,7 @@ def test_a_coco_file_without_optional_fields_reads_as_pycocotools_reads_it(tmp_p
 
 def test_a_coco_file_written_by_globox_trains(tmp_path):
     globox = pytest.importorskip("globox")
-    from inceptionnext.detection.coco import CocoDetectionSet, collate
+    from inceptionnext.tasks.detection.data import CocoDetectionSet, collate
     (tmp_path / "img").mkdir()
     annotations = []
     for i, name in enumerate(("a.png", "b.png")):
@@ -268,9 +269,8 @@ def test_a_coco_file_written_by_globox_trains(tmp_path):
 
 
 def test_a_bad_mask_in_the_validation_split_is_found_before_training(tmp_path):
-    from inceptionnext.train import fit
+    from inceptionnext.train import DataError, fit
     from inceptionnext.train.config import TrainConfig, apply_overrides
-    from inceptionnext.train.data import DataError
     rng = np.random.RandomState(0)
     for split in ("train", "val"):
         for i in range(2):
@@ -284,7 +284,11 @@ def test_a_bad_mask_in_the_validation_split_is_found_before_training(tmp_path):
         data_dir=str(tmp_path / "d"), img_size=32, crop_size=32, seg_scale=None, cat_max_ratio=1.0, hflip=0.0,
         photometric=0.0, device="cpu", workers=0, batch_size=2, iters=2, eval_interval=2, warmup_iters=0,
         output=str(tmp_path / "out"), experiment="seg", progress=False, plot=False, overlays=0), "test")
+    from inceptionnext.train import Trainer
+    from inceptionnext.train.distributed import DistEnv
     with pytest.raises(DataError, match=r"mask .*masks/val/1.png holds label 9, outside the 3 classes"):
+        Trainer(cfg, DistEnv())  # while the run is set up, not at its first validation
+    with pytest.raises(DataError, match=r"masks/val/1.png holds label 9"):
         fit(cfg)
     assert not os.path.exists(tmp_path / "out" / "seg" / "last.pth")
 
@@ -307,7 +311,7 @@ def test_names_from_files_are_escaped_in_detect_segment_and_segmentation_validat
     assert_escaped(out + err)
     assert "\\x1b[2J\\x1b[31mfake" in out.split("\n", 1)[1]  # a class name, not only the file name
     torch.manual_seed(0)
-    seg = timm.create_model("fpn_inceptionnext_a", num_classes=3,
+    seg = create_model("fpn_inceptionnext_a", num_classes=3,
                             pretrained_cfg_overlay=dict(TINY_CFG, label_names=[HOSTILE, "b\rc", "d"]))
     weights = str(save_model(seg.eval(), tmp_path / "seg.pth"))
     code, out, err = run_cli(capsys, "segment", "--weights", weights, image, "-o", tmp_path / "seg")

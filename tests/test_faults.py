@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from inceptionnext.train import CheckpointError, Trainer, fit, parse_config
-from inceptionnext.train.tasks import classification as classification_task
+from inceptionnext.tasks.classification import task as classification_task
 from inceptionnext.train.checkpoint import load_checkpoint_file
 from inceptionnext.train.distributed import DistEnv
 from inceptionnext.weights import CheckpointError as WeightsCheckpointError
@@ -27,7 +27,7 @@ PRELUDE = textwrap.dedent("""
     sys.path.insert(0, REPO_PATH)
     sys.path.insert(0, os.path.join(REPO_PATH, "tests"))
     import test_train  # noqa: F401  (registers its tiny models with timm)
-    from inceptionnext.train.tasks import classification as C
+    from inceptionnext.tasks.classification import task as C
 
     def scripted_evaluate(scores):
         def evaluate(model, loader, device, env=None, amp="none", channels_last=False, progress=False, desc=""):

@@ -6,9 +6,10 @@
 import argparse
 import json
 
-from ..detection.inference import detect_files, load_detector
-from ..safe_text import escape_control
-from .common import reports_errors, resolve_device
+from ..tasks.detection.infer import detect_files, load_detector
+from ..utils.text import escape_control
+from .common import reports_errors
+from ..utils.device import resolve_device
 
 
 def build_parser(prog=None) -> argparse.ArgumentParser:

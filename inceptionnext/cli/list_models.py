@@ -12,6 +12,7 @@ from typing import Any, Dict, List
 import timm
 
 from ..models.complexity import count_params_and_macs
+from ..models.dense import DENSE_MODELS, list_dense_models
 from ..models.zoo import ZOO, ZooEntry
 from .common import reports_errors, summary
 
@@ -35,11 +36,7 @@ def select(patterns: List[str], pretrained_only: bool) -> List[ZooEntry]:
 
 def dense_models(task: str) -> List[Dict[str, Any]]:
     """The segmentation or detection models: each name with its head and zoo backbone (no counting: they are many)."""
-    if task == 'segmentation':
-        from ..models.segmentation import SEG_ZOO
-        return [dict(name=s.name, head=s.head, backbone=s.backbone) for s in SEG_ZOO]
-    from ..models.detection import DETECTION_MODELS
-    return [dict(name=n, head=kind, backbone=b) for n, (kind, b) in sorted(DETECTION_MODELS.items())]
+    return [dict(name=n, head=DENSE_MODELS[n].head, backbone=DENSE_MODELS[n].backbone) for n in list_dense_models(task)]
 
 
 def format_table(rows: List[Dict[str, Any]]) -> str:

@@ -6,7 +6,7 @@ overridden as --key value.
 """
 import sys
 
-from ..safe_text import error_message, escape_control
+from ..utils.text import error_message, escape_control
 from ..train import CheckpointError, ConfigError, DataError, TrainError, fit, parse_config
 from ..train.engine import RunInterrupted
 

@@ -9,11 +9,12 @@ import argparse
 import json
 import sys
 
-from ..safe_text import error_message, escape_control
+from ..utils.text import error_message, escape_control
 from ..train import CheckpointError, DataError, TrainError
 from ..models.segmentation import is_segmentation_model
-from ..train.evaluate import run_seg_validation, run_validation
-from ..runtimes import PRECISIONS, RUNTIMES
+from ..tasks.segmentation.evaluate import run_seg_validation
+from ..tasks.classification.evaluate import run_validation
+from ..deploy.runtimes import PRECISIONS, RUNTIMES
 from .common import add_ema_args, floats, say_weights, summary
 from .predict import INTERPOLATIONS
 
@@ -90,7 +91,7 @@ def seg_cli(a, model: str) -> int:
     """The segmentation branch: per-class IoU table, mIoU, optional per-class plot and JSON."""
     import numpy as np
 
-    from ..train.seg_eval import format_table
+    from ..tasks.segmentation.evaluate import format_table
 
     r = run_seg_validation(model, a.weights, a.data_dir, a.dataset, a.num_classes, a.use_ema,
                            a.batch_size or 8, a.workers, a.amp, a.device, a.test_mode, a.crop_size, a.stride,
@@ -122,7 +123,7 @@ def cli(argv=None, prog: str = "inceptionnext validate") -> int:
         if model is None and a.weights is None:
             raise ValueError("name the model (inceptionnext validate MODEL ...) or give --weights FILE that records it")
         if model is None and a.weights:  # a segmentation checkpoint names its model in its training config
-            from ..train.evaluate import training_config
+            from ..train.checkpoint import training_config
             recorded = training_config(a.weights).get("model")
             model = recorded if is_segmentation_model(recorded) else None
         if model and is_segmentation_model(model):

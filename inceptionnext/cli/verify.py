@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from ..checksum import verify_path
-from ..safe_text import escape_control
+from ..utils.text import escape_control
 from .common import USER_ERRORS, summary
 
 DAMAGED, UNCHECKED = 1, 2  # exit statuses

@@ -8,7 +8,10 @@ bandwidth floor a one-pass kernel is measured against.
 import argparse
 from typing import Dict, List
 
+
 import torch
+
+from .dispatch import inception_dwconv
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -31,7 +34,6 @@ def benchmark_token_mixer(
     from triton.testing import do_bench
     from timm.models.inception_next import InceptionDWConv2d
 
-    from . import inception_dwconv
 
     if not torch.cuda.is_available():
         raise RuntimeError("benchmark_token_mixer needs a CUDA device")

@@ -14,11 +14,13 @@ import re
 import typing
 from pathlib import Path
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import yaml
 
-from ..safe_text import describe_value, excerpt
+from ..utils.text import describe_value, excerpt
+from ..utils.files import write_atomically
+from .checkpoint import read_checkpoint_config
 
 
 class ConfigError(ValueError):
@@ -401,7 +403,6 @@ def save_config(cfg: TrainConfig, path: str, extra_comment: str = "") -> None:
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
     if extra_comment:
         text = "".join(f"# {line}\n" for line in extra_comment.splitlines()) + text
-    from ..weights import write_atomically
     write_atomically(path, lambda tmp: Path(tmp).write_text(text))
 
 
@@ -442,7 +443,6 @@ def parse_config(argv: Optional[Sequence[str]] = None, prog: Optional[str] = Non
     cfg = TrainConfig()
     resume = sets.get("resume", cli.get("resume"))
     if args.config is None and resume not in (None, "auto"):
-        from .checkpoint import read_checkpoint_config  # the killed run's own config
         cfg = apply_overrides(cfg, read_checkpoint_config(resume), f"checkpoint {resume}")
     if args.config is not None:
         cfg = apply_overrides(cfg, load_yaml(args.config), args.config)

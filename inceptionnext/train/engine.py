@@ -23,7 +23,6 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 import torch.nn as nn
-import timm
 from timm.models import model_parameters
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
@@ -32,12 +31,13 @@ from tqdm import tqdm
 
 from .. import models as _models  # noqa: F401  (registers this library's models with timm)
 from ..model_file import check_model_name
-from ..weights import sweep_temp_files, write_atomically
+from ..models.backbone import create_timm_model
+from ..utils.files import sweep_temp_files, write_atomically
 from . import checkpoint as ckpt_lib
 from . import distributed as dist_lib
 from .config import TrainConfig, config_to_dict, plan_batch, save_config
 from .logs import plot_curves, write_csv
-from .tasks import get_task
+from .task import get_task
 
 
 class TrainError(RuntimeError):
@@ -63,17 +63,10 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, weights:
         check_model_name(name)  # the close-match helper predict and info use
     except ValueError as e:
         raise TrainError(str(e)) from None
-    overlay = None
-    if weights:
-        if not os.path.isfile(weights):
-            raise TrainError(f"weight file not found: {weights}")
-        overlay = dict(file=os.path.abspath(weights))
-        if keep_classifier:
-            overlay["num_classes"] = num_classes
-        pretrained = True
+    if weights and not os.path.isfile(weights):
+        raise TrainError(f"weight file not found: {weights}")
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes,
-                                 pretrained_cfg_overlay=overlay, **kwargs)
+        return create_timm_model(name, num_classes, pretrained, weights, keep_classifier, **kwargs)
     except Exception as e:
         src = weights or ("its pretrained weights" if pretrained else "random init")
         raise TrainError(f"cannot build model {name!r} with {num_classes} classes from {src}: {e}") from e

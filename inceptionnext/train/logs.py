@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from typing import Any, Dict, List, Sequence, Tuple
 
-from ..weights import write_atomically
+from ..utils.files import write_atomically
 
 COLUMNS = ["epoch", "lr", "train_loss", "val_loss", "val_top1", "val_top5",
            "ema_val_loss", "ema_val_top1", "ema_val_top5", "epoch_time_s", "skipped_images"]
