@@ -178,7 +178,8 @@ ANN = dict(id=1, image_id=1, category_id=1, bbox=[2, 2, 10, 10], area=100, iscro
 COCO_DEFECTS = {
     "duplicate image id": (dict(images=((1, "a.png", 40, 30), (1, "b.png", 40, 30))),
                            r"image id 1 appears twice \(a.png and b.png\); ids must be unique"),
-    "NaN box": (dict(annotations=[dict(ANN, bbox=[2, 2, float("nan"), 10])]), r"a value is not finite or beyond 1e\+06"),
+    "NaN box": (dict(annotations=[dict(ANN, bbox=[2, 2, float("nan"), 10])]),
+                r"a value is not finite or beyond 1e\+06"),
     "inf box": (dict(annotations=[dict(ANN, bbox=[2, 2, float("inf"), 10])]), r"a value is not finite or beyond"),
     "huge box": (dict(annotations=[dict(ANN, bbox=[2, 2, 1e300, 10])]), r"a value is not finite or beyond"),
     "string box": (dict(annotations=[dict(ANN, bbox="2,2,10,10")]),
@@ -340,7 +341,8 @@ def test_runtime_files_and_mismatched_models_are_one_line_errors(files, tmp_path
     (tmp_path / "cut.xml").write_bytes(xml.read_bytes())
     (tmp_path / "cut.bin").write_bytes((tmp_path / "cls.bin").read_bytes()[:1000])
     (tmp_path / "garbage.onnx").write_bytes(os.urandom(4000))
-    cases = [(["predict", tmp_path / "nobin.xml", files["image"]], r"nobin.xml: its weights file .*nobin.bin is missing"),
+    cases = [(["predict", tmp_path / "nobin.xml", files["image"]],
+              r"nobin.xml: its weights file .*nobin.bin is missing"),
              (["predict", tmp_path / "cut.xml", files["image"]],
               r"cut.xml: cannot be read as an OpenVINO IR with cut.bin \(1000 bytes\)"),
              (["predict", tmp_path / "garbage.onnx", files["image"]], r"garbage.onnx: not a readable ONNX file"),
@@ -480,4 +482,4 @@ def test_a_huge_image_is_refused_from_its_header_with_memory_bounded(files, tmp_
                            cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"))
         assert p.returncode == 1 and "big.png: 10000x10000 is 100000000 pixels, over the limit of 16777216" in p.stderr
         rss_mb = int(p.stdout.split("RSS")[-1]) / 1024
-        assert rss_mb < 1500, rss_mb
+        assert rss_mb < 2000, rss_mb  # the libraries alone (about 1.4 GB); decoded, it took 4.6 to 6 GB

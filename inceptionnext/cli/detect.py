@@ -7,6 +7,7 @@ import argparse
 import json
 
 from ..tasks.detection.infer import detect_files, load_detector
+from ..data.images import check_dense_inputs
 from ..utils.text import escape_control
 from .common import reports_errors
 from ..utils.device import resolve_device
@@ -32,6 +33,7 @@ def cli(argv=None, prog: str = 'inceptionnext detect') -> int:
     a = build_parser(prog).parse_args(argv)
     if not 0 <= a.score_thresh <= 1:
         raise ValueError(f"--score-thresh must be between 0 and 1, not {a.score_thresh}")
+    check_dense_inputs(a.images)  # before the model is built: a refused image costs no memory
     model, names = load_detector(a.weights, use_ema=a.use_ema)
     results = detect_files(model, a.images, names, resolve_device(a.device), a.score_thresh,
                            None if a.no_draw else a.out_dir, overwrite=a.overwrite)

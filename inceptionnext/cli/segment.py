@@ -9,6 +9,7 @@ from pathlib import Path
 
 
 from ..tasks.segmentation.infer import segment_files
+from ..data.images import check_dense_inputs
 from ..utils.text import escape_control
 from .common import add_model_args, floats, model_from_args, reports_errors, split_model_and_images
 from ..utils.device import resolve_device
@@ -49,6 +50,7 @@ def cli(argv=None, prog: str = 'inceptionnext segment') -> int:
     if not is_segmentation_model(a.model):
         raise ValueError(f"{a.model!r} is not a segmentation model (upernet_ or fpn_ before a zoo name, "
                          "e.g. fpn_inceptionnext_t)")
+    check_dense_inputs(a.images)  # before the model is built: a refused image costs no memory
     device = resolve_device(a.device)
     model = model_from_args(a, **seg_architecture(trained, a.model))
     model = model.to(device)

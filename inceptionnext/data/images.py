@@ -83,6 +83,13 @@ def output_names(paths: Sequence) -> List[Tuple[Path, Path]]:
     return out
 
 
+def check_dense_inputs(paths: Sequence) -> None:
+    """What `segment` and `detect` check before a model is built: every image readable, at most
+    MAX_DENSE_PIXELS (from its header), and no two sharing outputs (`output_names`)."""
+    for f, _ in output_names(paths):
+        check_image(f, MAX_DENSE_PIXELS)
+
+
 def refuse_existing(targets: Sequence, overwrite: bool) -> None:
     """A FileExistsError naming the first of `targets` that exists, unless `overwrite`."""
     if overwrite:

@@ -142,8 +142,9 @@ def check_annotations(data: Dict[str, Any], path: str, image_root: str, masks: b
         if not isinstance(img, dict) or not _is_int(img.get('id')) or 'file_name' not in img:
             raise AnnotationError(f"{path}: image entry {i} lacks an integer 'id' or a 'file_name'")
         if img['id'] in images:
-            raise AnnotationError(f"{path}: image id {img['id']} appears twice ({excerpt(images[img['id']]['file_name'])}"
-                                  f" and {excerpt(img['file_name'])}); ids must be unique")
+            first = excerpt(images[img['id']]['file_name'])
+            raise AnnotationError(f"{path}: image id {img['id']} appears twice ({first} and "
+                                  f"{excerpt(img['file_name'])}); ids must be unique")
         why = _inside(image_root, img['file_name'])
         if why:
             raise AnnotationError(f"{path}: image {img['id']}'s file_name {describe_value(img['file_name'])} {why}")
