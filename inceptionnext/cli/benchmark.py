@@ -6,7 +6,7 @@ from dataclasses import asdict
 from typing import List, Optional
 import torch
 import timm
-from ..deploy.benchmark.models import AMP_DTYPES, DEFAULT_MODELS, Result, markdown_table, plot, run
+from ..deploy.benchmark.models import AMP_DTYPES, DEFAULT_MODELS, Result, plot, results_table, run
 from ..deploy.benchmark.common import environment
 
 
@@ -94,7 +94,7 @@ def main(argv=None, prog: Optional[str] = None) -> List[Result]:
         return main_paths(args)
     rows = run(args)
     env = environment(args, torch.device(args.device))
-    print(markdown_table(rows, env))
+    print(results_table(rows, env))
     micro = mixer_micro_benchmark(args)
     if micro:
         from ..ops.bench import format_rows

@@ -12,13 +12,12 @@ from ..data.images import ImageError
 from ..utils.text import error_message, escape_control
 from ..models.dense import create_model, is_model
 from ..model_file import EMA_CHOICE_HELP, check_model_name, load_model
-from ..train.checkpoint import CheckpointError as TrainCheckpointError
 from ..weights import CheckpointError
 from ..deploy.runtimes import PRECISIONS, RUNTIMES
 from ..deploy.runtimes import is_runtime_file, load_runtime, wrap_torch
 
 # input errors, each with a message naming what was wrong (OSError: files that cannot be read or written)
-USER_ERRORS = (CheckpointError, TrainCheckpointError, ImageError, OSError, ValueError, ImportError)
+USER_ERRORS = (CheckpointError, ImageError, OSError, ValueError, ImportError)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:

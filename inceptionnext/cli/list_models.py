@@ -14,6 +14,7 @@ import timm
 from ..models.complexity import count_params_and_macs
 from ..models.dense import DENSE_MODELS, list_dense_models
 from ..models.zoo import ZOO, ZooEntry
+from ..utils.tables import text_table
 from .common import reports_errors, summary
 
 
@@ -44,9 +45,7 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
     body = [(r['name'], r['alias'] or '-', f"{r['params_m']:.2f}", f"{r['macs_g']:.2f}",
              'x'.join(map(str, r['input_size'][1:])), ','.join(r['pretrained_tags']) or '-',
              f"{r['paper_top1']:.1f}" if r['paper_top1'] is not None else '-') for r in rows]
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *body)]
-    line = lambda cells: '  '.join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    return '\n'.join([line(header), line(['-' * w for w in widths])] + [line(b) for b in body])
+    return text_table(header, body)
 
 
 @reports_errors()

@@ -1,4 +1,4 @@
-"""`inceptionnext train`: train or fine-tune an image classifier from a YAML config; any config key can be
+"""`inceptionnext train`: train or fine-tune a classifier, segmenter or detector from a YAML config; any config key can be
 overridden as --key value.
 
     inceptionnext train --config configs/demo/digits_inceptionnext_a.yaml

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from ..utils.plots import pyplot, save_figure
 from ..utils.text import error_message, escape_control
 from ..train import CheckpointError, DataError, TrainError
 from ..models.segmentation import is_segmentation_model
@@ -16,7 +17,7 @@ from ..tasks.segmentation.evaluate import run_seg_validation
 from ..tasks.classification.evaluate import run_validation
 from ..deploy.runtimes import PRECISIONS, RUNTIMES
 from .common import add_ema_args, floats, say_weights, summary
-from .predict import INTERPOLATIONS
+from ..data.images import INTERPOLATIONS
 
 
 def build_parser(prog=None):
@@ -70,10 +71,7 @@ def build_parser(prog=None):
 
 def plot_per_class(per_class, path: str, title: str) -> None:
     """Horizontal bars of per-class IoU, sorted, with the mIoU as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     items = sorted(((v, k) for k, v in per_class.items() if v is not None), reverse=True)
     fig, ax = plt.subplots(figsize=(7, max(2.5, 0.22 * len(items) + 1)))
@@ -83,8 +81,7 @@ def plot_per_class(per_class, path: str, title: str) -> None:
     ax.set(xlabel="IoU (%)", xlim=(0, 100), title=title)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def seg_cli(a, model: str) -> int:

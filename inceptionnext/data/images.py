@@ -16,6 +16,10 @@ from ..utils.text import escape_control
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
+# The resampling filters timm and PIL both know, by the names timm takes.
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")
+
+
 class ImageError(ValueError):
     """An image file that is missing or cannot be decoded."""
 

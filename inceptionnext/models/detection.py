@@ -25,6 +25,7 @@ from .dense import DenseModel, list_dense_models, register_dense_model
 from .zoo import ZOO, get_entry
 
 STAGES = 4  # every zoo backbone has four stages, at strides 4, 8, 16 and 32
+MASK_THRESHOLD = 0.5  # Mask R-CNN's soft masks become instance masks at this probability, as torchvision's
 
 
 class DetectionBackbone(nn.Module):

@@ -139,9 +139,19 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, env: dist_lib.DistEnv):
         grad_accum, self.lr, self.batch_plan = plan_batch(cfg, env.world_size)
-        cfg = dataclasses.replace(cfg, grad_accum=grad_accum)  # resolved once; config.yaml records it
-        self.cfg, self.env = cfg, env
-        self.device = env.device
+        self.cfg = dataclasses.replace(cfg, grad_accum=grad_accum)  # resolved once; config.yaml records it
+        self.env, self.device = env, env.device
+        self._check_settings()
+        self._build_task_data_and_model()
+        self._build_optimizer()
+        self._wrap_for_training()
+        self._build_loaders_and_schedule()
+        self._prepare_run_folder()
+
+    def _check_settings(self) -> None:
+        """Settings that cannot run here fail before anything is built."""
+        cfg = self.cfg
+        env = self.env
         if cfg.amp == "none":
             use_official_fp32(self.device)
         if cfg.sync_bn and env.distributed and self.device.type != "cuda":
@@ -149,6 +159,10 @@ class Trainer:
         if cfg.grad_accum < 1 or cfg.batch_size < 1 or cfg.epochs < 1:
             raise TrainError("batch_size, grad_accum and epochs must each be at least 1")
 
+    def _build_task_data_and_model(self) -> None:
+        """The task the config names, its datasets, and the model on the device (the same init on every rank)."""
+        cfg = self.cfg
+        env = self.env
         try:
             self.task = get_task(cfg.task)(cfg, env)
         except ValueError as e:
@@ -167,6 +181,10 @@ class Trainer:
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
 
+    def _build_optimizer(self) -> None:
+        """timm's optimizer (layer decay included) and, for fp16, the loss scaler."""
+        cfg = self.cfg
+        env = self.env
         self.world_batch = cfg.batch_size * env.world_size * cfg.grad_accum
         try:
             self.optimizer = create_optimizer_v2(self.model, opt=cfg.opt, lr=self.lr, weight_decay=cfg.weight_decay,
@@ -176,6 +194,10 @@ class Trainer:
         # fp16 needs loss scaling; torch's GradScaler runs on CUDA and on the CPU alike
         self.scaler = NativeScaler(device=self.device.type) if cfg.amp == "fp16" else None
 
+    def _wrap_for_training(self) -> None:
+        """DDP, the EMA copy and torch.compile around the model."""
+        cfg = self.cfg
+        env = self.env
         self.train_model: nn.Module = self.model
         if env.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -187,6 +209,9 @@ class Trainer:
             self.train_model = torch.compile(self.train_model)
             self.eval_model = torch.compile(self.model)
 
+    def _build_loaders_and_schedule(self) -> None:
+        """The task's loaders and timm's lr schedule, stepped per optimizer update (an iteration run's epoch is a round of eval_interval updates)."""
+        cfg = self.cfg
         if cfg.iters is not None and (cfg.iters < 1 or cfg.eval_interval < 1 or cfg.iters % cfg.eval_interval):
             raise TrainError(f"iters ({cfg.iters}) must be a positive multiple of eval_interval ({cfg.eval_interval})")
         self.train_loader, self.val_loader = self.task.build_loaders(
@@ -209,6 +234,10 @@ class Trainer:
                 updates_per_epoch=1)
             self.total_epochs = cfg.iters // cfg.eval_interval
 
+    def _prepare_run_folder(self) -> None:
+        """The run folder: temp files of killed writes swept, the resume point read, config.yaml written."""
+        cfg = self.cfg
+        env = self.env
         self.out_dir = self._run_dir()
         self.paths = {name: os.path.join(self.out_dir, f) for name, f in (
             ("last", "last.pth"), ("best", "model_best.pth"), ("log", "log.csv"),

@@ -6,6 +6,7 @@ import csv
 from typing import Any, Dict, List, Sequence, Tuple
 
 from ..utils.files import write_atomically
+from ..utils.plots import pyplot, save_figure
 
 COLUMNS = ["epoch", "lr", "train_loss", "val_loss", "val_top1", "val_top5",
            "ema_val_loss", "ema_val_top1", "ema_val_top5", "epoch_time_s", "skipped_images"]
@@ -32,10 +33,7 @@ CLASSIFICATION_METRICS = (("val_top1", "top-1"), ("val_top5", "top-5"), ("ema_va
 def plot_curves(history: List[Dict[str, Any]], path: str, title: str = "",
                 metrics: Sequence[Tuple[str, str]] = CLASSIFICATION_METRICS) -> None:
     """Two panels: train/val loss, and the task's validation metrics (history key, label), by epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     epochs = [r["epoch"] for r in history]
 
@@ -61,7 +59,4 @@ def plot_curves(history: List[Dict[str, Any]], path: str, title: str = "",
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    try:
-        write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=100)

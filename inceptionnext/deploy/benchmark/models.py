@@ -13,6 +13,8 @@ import os
 import statistics
 import sys
 import time
+from ...utils.tables import cell, markdown_table
+from ...utils.plots import pyplot, save_figure
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -23,7 +25,7 @@ import timm
 
 from ...ops import fast_path_available as ops_fast_path_available
 from ...models.fold import reparameterize_model
-from .common import BASELINE, fmt_or_blank, is_ours, paper_top1, timm_counterpart
+from .common import BASELINE, is_ours, paper_top1, timm_counterpart
 
 FAST_ENV = "INCEPTIONNEXT_FAST_PATH"
 
@@ -360,7 +362,8 @@ def add_ratios(rows: List[Result]) -> None:
 
 
 
-def markdown_table(rows: List[Result], env: Dict[str, str]) -> str:
+def results_table(rows: List[Result], env: Dict[str, str]) -> str:
+    """Markdown: the device and command, then one row per (model, variant, bench) with its ratios."""
     lines = [f"Device: {env['device']} | torch {env['torch']} | timm {env['timm']} | triton {env['triton']}"
              + (f" | CUDA {env['cuda']}" if "cuda" in env else ""), ""]
     if env.get("command"):
@@ -368,22 +371,17 @@ def markdown_table(rows: List[Result], env: Dict[str, str]) -> str:
     lines += ["img/s and ms/step: median over timed steps. Peak mem: " + (
         "CUDA allocator peak over the timed steps." if "cuda" in env else
         "peak live tensor memory (parameters included) of one profiled step."), ""]
-    lines += ["| model | variant | bench | setting | batch | img/s | ms/step | peak mem (MiB) | vs timm | vs resnet50 | note |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        note = r.error or r.note
-        lines.append(f"| {r.model} | {r.variant} | {r.bench} | {r.setting} | {r.batch_size} "
-                     f"| {fmt_or_blank(r.img_per_s, '.1f')} | {fmt_or_blank(r.ms_per_step, '.2f')} "
-                     f"| {fmt_or_blank(r.peak_mem_mib, '.0f')} | {fmt_or_blank(r.vs_timm, '.2f')}x "
-                     f"| {fmt_or_blank(r.vs_resnet50, '.2f')}x | {note} |".replace(" x |", " |"))
-    return "\n".join(lines)
+    header = ["model", "variant", "bench", "setting", "batch", "img/s", "ms/step", "peak mem (MiB)", "vs timm",
+              "vs resnet50", "note"]
+    body = [(r.model, r.variant, r.bench, r.setting, r.batch_size, cell(r.img_per_s, ".1f"), cell(r.ms_per_step, ".2f"),
+             cell(r.peak_mem_mib, ".0f"), cell(r.vs_timm, ".2f", "x"), cell(r.vs_resnet50, ".2f", "x"),
+             r.error or r.note) for r in rows]
+    return "\n".join(lines + [markdown_table(header, body)])
 
 
 def plot(rows: List[Result], path: str, bench: str, env: Dict[str, str]) -> None:
     """The paper's Figure 1 redrawn with our measurements: img/s (x) against the paper's top-1 (y)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     measured = [r for r in rows if r.bench == bench and r.img_per_s and paper_top1(r.model) is not None]
     # one point per (model, ours/timm): ours at its fastest variant
@@ -415,8 +413,7 @@ def plot(rows: List[Result], path: str, bench: str, env: Dict[str, str]) -> None
     ax.set_title(f"Throughput on {env['device']}\n(torch {env['torch']}, timm {env['timm']})", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def run(args) -> List[Result]:

@@ -14,6 +14,8 @@ import statistics
 import sys
 import tempfile
 import time
+from ...utils.tables import cell, markdown_table
+from ...utils.plots import pyplot, save_figure
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
@@ -21,7 +23,7 @@ import timm
 import torch
 import torch.nn as nn
 
-from .models import BASELINE, fmt_or_blank, is_ours, timm_counterpart
+from .common import BASELINE, is_ours, timm_counterpart
 from ..runtimes import RUNTIME_PRECISIONS, RuntimeUnavailable, TorchRuntime, available_runtimes, load_runtime
 from ...models.fold import reparameterize_model
 from ..export import export_model
@@ -165,14 +167,11 @@ def paths_table(rows: List[PathResult], env: Dict[str, str]) -> str:
              f"{' | '.join(f'{k} {v}' for k, v in env.items() if k in ('onnxruntime', 'openvino'))}", ""]
     if env.get("command"):
         lines += [f"Command: `{env['command']}`", ""]
-    lines += ["img/s: median over the timed rounds, all paths interleaved in one run.", "",
-              "| path | model | batch | img/s | ms/batch | vs timm | vs resnet50 | note |",
-              "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r.path} | {r.model} | {r.batch_size} | {fmt_or_blank(r.img_per_s, '.1f')} | "
-                     f"{fmt_or_blank(r.ms_per_batch, '.0f')} | {fmt_or_blank(r.vs_timm, '.2f')}x | "
-                     f"{fmt_or_blank(r.vs_resnet50, '.2f')}x | "
-                     f"{r.error or r.note} |".replace(" x |", " |"))
+    lines += ["img/s: median over the timed rounds, all paths interleaved in one run.", ""]
+    lines += markdown_table(
+        ["path", "model", "batch", "img/s", "ms/batch", "vs timm", "vs resnet50", "note"],
+        [(r.path, r.model, r.batch_size, cell(r.img_per_s, ".1f"), cell(r.ms_per_batch, ".0f"),
+          cell(r.vs_timm, ".2f", "x"), cell(r.vs_resnet50, ".2f", "x"), r.error or r.note) for r in rows]).split("\n")
     best = {}
     for r in rows:
         if r.img_per_s and (r.model not in best or r.img_per_s > best[r.model].img_per_s):
@@ -190,9 +189,7 @@ def paths_table(rows: List[PathResult], env: Dict[str, str]) -> str:
 
 def plot_paths(rows: List[PathResult], path: str, env: Dict[str, str]) -> None:
     """Grouped bars: img/s on each path, one bar per model."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     labels = list(dict.fromkeys(r.path for r in rows))
     models = list(dict.fromkeys(r.model for r in rows))
@@ -208,8 +205,7 @@ def plot_paths(rows: List[PathResult], path: str, env: Dict[str, str]) -> None:
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def environment_versions() -> Dict[str, str]:

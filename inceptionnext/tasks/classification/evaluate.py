@@ -12,8 +12,6 @@ from timm.data import resolve_data_config
 from ...model_file import load_model
 from ...models.model_api import check_img_size
 from ...deploy.runtimes import is_runtime_file, load_runtime, wrap_torch
-from ...weights import CheckpointError
-from ...train import checkpoint as ckpt_lib
 from ...data.digits import DigitsDataset
 from .data import build_eval_loader
 from ...data.folders import class_to_idx, image_folder
@@ -47,10 +45,7 @@ def load_for_eval(model_name: Optional[str], checkpoint: Optional[str] = None, n
         model.weights_note = f"the pretrained weights of {model_name}"
         return wrap_torch(model, runtime or "torch", precision or "fp32"), {}
     else:
-        try:
-            model = load_model(checkpoint, model_name, num_classes=num_classes, use_ema=use_ema)
-        except CheckpointError as e:
-            raise ckpt_lib.CheckpointError(str(e)) from e
+        model = load_model(checkpoint, model_name, num_classes=num_classes, use_ema=use_ema)
         model = wrap_torch(model, runtime or "torch", precision or "fp32")
     names = model.pretrained_cfg.get("label_names")
     return model, ({"class_to_idx": {n: i for i, n in enumerate(names)}} if names else {})

@@ -1,6 +1,7 @@
 """Image classification: ImageFolder or the built-in digits, timm's augmentation and mixup, top-1/top-5."""
 from __future__ import annotations
 
+import os
 from typing import Any, Dict
 
 import torch
@@ -9,6 +10,7 @@ from timm.data import resolve_data_config
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
 from ...models.model_api import check_img_size
+from .draw import prediction_grid, to_display
 from .data import build_datasets, build_eval_loader, build_mixup, build_train_loader
 from ...data.folders import class_to_idx
 from ...train.engine import TrainError, create_model
@@ -59,6 +61,7 @@ class ClassificationTask(Task):
                                           collate_mixup=collate)
         val_loader = build_eval_loader(val_set, data_cfg, cfg.batch_size, cfg.workers, self.device,
                                        env.rank, env.world_size)
+        self.val_set, self.data_cfg = val_set, data_cfg
         if self.mixing:
             self.criterion = SoftTargetCrossEntropy()
         elif cfg.smoothing > 0:
@@ -85,3 +88,27 @@ class ClassificationTask(Task):
 
     def checkpoint_record(self, data_cfg, train_set):
         return {"data_config": dict(data_cfg), "class_to_idx": class_to_idx(train_set)}
+
+    PICTURE = "val_predictions.png"
+
+    @torch.no_grad()
+    def after_validation(self, model, out_dir, epoch):
+        """The first 16 validation images with the model's predictions, rewritten after every validation."""
+        n = min(16, len(self.val_set))
+        if n == 0:
+            return
+        images, targets = zip(*(self.val_set[i] for i in range(n)))
+        x = torch.stack(images).to(self.device)
+        was_training = model.training
+        model.eval()
+        predictions = model(x).argmax(1).tolist()
+        model.train(was_training)
+        mapping = class_to_idx(self.val_set)
+        names = ([n for n, _ in sorted(mapping.items(), key=lambda kv: kv[1])] if mapping else
+                 [str(i) for i in range(max(max(targets), max(predictions)) + 1)])
+        prediction_grid(to_display(x, self.data_cfg["mean"], self.data_cfg["std"]), [int(t) for t in targets],
+                        predictions, names, f"Validation after epoch {epoch}", os.path.join(out_dir, self.PICTURE))
+
+    def extra_outputs(self, out_dir):
+        path = os.path.join(out_dir, self.PICTURE)
+        return {"predictions": path} if os.path.exists(path) else {}

@@ -8,8 +8,8 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks, make_grid
 
+from ...models.detection import MASK_THRESHOLD
 from ...utils.text import excerpt
-from .evaluate import MASK_THRESHOLD
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255)]

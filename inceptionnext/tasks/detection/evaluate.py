@@ -6,12 +6,8 @@ import importlib.util
 from typing import Any, Dict, Sequence
 
 import torch
-try:
-    from torchmetrics.detection import MeanAveragePrecision
-except ImportError as e:  # pragma: no cover
-    raise ImportError("COCO mAP comes from torchmetrics with pycocotools: pip install 'inceptionnext[detection]'") from e
 
-MASK_THRESHOLD = 0.5  # Mask R-CNN's soft masks become instance masks at this probability, as torchvision's
+from ...models.detection import MASK_THRESHOLD
 
 
 def coco_backend() -> str:
@@ -23,6 +19,11 @@ class DetectionMAP:
     mar_100, and the same with a `segm_` prefix when masks are evaluated."""
 
     def __init__(self, masks: bool = False, backend: str = 'auto', sync: bool = True):
+        try:  # an optional package: training and evaluating detectors need it, `inceptionnext detect` does not
+            from torchmetrics.detection import MeanAveragePrecision
+        except ImportError as e:  # pragma: no cover
+            raise ImportError("COCO mAP comes from torchmetrics with pycocotools: "
+                              "pip install 'inceptionnext[detection]'") from e
         self.masks = masks
         iou_type = ('bbox', 'segm') if masks else ('bbox',)
         self.metric = MeanAveragePrecision(

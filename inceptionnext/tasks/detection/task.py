@@ -19,6 +19,7 @@ from .evaluate import DetectionMAP
 from .data import GroupedBatchSampler, aspect_ratio_groups
 from .data import Augment, eval_transforms, train_transforms
 from ...models.detection import create_detector, parse_name
+from ...utils.plots import save_png
 from ...weights import CheckpointError, load_state_dict_file
 from ...train import distributed as dist_lib
 from ...data.folders import DataError
@@ -204,7 +205,6 @@ class DetectionTask(Task):
         n = min(self.cfg.vis_images, len(self.vis_set))
         if n == 0:
             return
-        from PIL import Image
         images = [self.vis_set[i][0] for i in range(n)]
         was_training = model.training
         model.eval()
@@ -213,6 +213,5 @@ class DetectionTask(Task):
         model.train(was_training)
         grid = detection_grid(images, outputs, self.vis_set.class_names, score_thresh=0.5)
         path = os.path.join(out_dir, "detections.png")
-        Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path + ".tmp.png")
-        os.replace(path + ".tmp.png", path)
+        save_png(grid.permute(1, 2, 0).numpy(), path)
 

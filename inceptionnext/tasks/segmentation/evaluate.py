@@ -16,8 +16,6 @@ from ...train import distributed as dist_lib
 import time
 from typing import Any
 from ...model_file import load_model
-from ...weights import CheckpointError
-from ...train import checkpoint as ckpt_lib
 from ...utils.device import resolve_device
 from ...train.engine import TrainError
 from ...train.checkpoint import training_config
@@ -185,10 +183,7 @@ def run_seg_validation(model_name: str, checkpoint: Optional[str] = None, data_d
     cfg = apply_overrides(cfg, {k: v for k, v in given.items() if v is not None}, "the validate options")
     if cfg.dataset not in ("ade20k", "masks", "digit_scenes"):
         raise TrainError("name the segmentation dataset: --dataset ade20k|masks|digit_scenes (and --data-dir)")
-    try:
-        model = load_model(checkpoint, model_name, use_ema=use_ema, **seg_architecture(saved, model_name))
-    except CheckpointError as e:
-        raise ckpt_lib.CheckpointError(str(e)) from e
+    model = load_model(checkpoint, model_name, use_ema=use_ema, **seg_architecture(saved, model_name))
     _, val_set, names = build_seg_datasets(cfg)
     if model.num_classes != len(names):
         raise TrainError(f"{checkpoint} predicts {model.num_classes} classes, the {cfg.dataset} data has "

@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from ...utils.plots import save_png
 from ...models.dense import create_dense_model
 from ...models.segmentation import IGNORE_INDEX, is_segmentation_model
 from ...train.engine import TrainError
@@ -121,7 +122,6 @@ class SegmentationTask(Task):
         n = min(self.cfg.overlays, len(self.val_set))
         if n <= 0:
             return
-        from PIL import Image
 
         colours = np.asarray(palette(self.num_classes), dtype=np.float32)
         was_training = model.training
@@ -142,6 +142,4 @@ class SegmentationTask(Task):
         grid = np.concatenate([np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0)), constant_values=255)
                                for r in rows], 0)
         path = os.path.join(out_dir, "val_overlays.png")
-        tmp = path + ".tmp.png"
-        Image.fromarray(grid).save(tmp)
-        os.replace(tmp, path)
+        save_png(grid, path)
