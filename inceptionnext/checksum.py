@@ -13,8 +13,7 @@ from typing import Any, Mapping, Tuple
 
 import torch
 
-from .weights import CheckpointError
-from .weights import read_weight_file
+from .weights import CheckpointError, read_weight_file
 
 KEY = 'checksum'
 ALGORITHM = 'sha256-content-v1'

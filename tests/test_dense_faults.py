@@ -334,6 +334,7 @@ def test_names_from_files_are_escaped_in_detect_segment_and_segmentation_validat
 
 def test_runtime_files_and_mismatched_models_are_one_line_errors(files, tmp_path, capsys):
     import shutil
+
     import openvino as ov
     xml = tmp_path / "cls.xml"
     ov.save_model(ov.Core().read_model(files["onnx"]), str(xml), compress_to_fp16=False)
@@ -392,7 +393,9 @@ def test_detect_and_segment_keep_same_named_images_apart_and_never_write_over_ou
 def test_resume_with_a_changed_schedule_is_refused_and_config_yaml_keeps_what_trained(tmp_path):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from test_train import make_folder, toy_cfg  # noqa: F401  (registers its tiny models)
-    from inceptionnext.train import CheckpointError as TrainCheckpointError, fit, parse_config
+
+    from inceptionnext.train import CheckpointError as TrainCheckpointError
+    from inceptionnext.train import fit, parse_config
     data = make_folder(tmp_path / "data", classes=2, train=4, val=2)
     res = fit(toy_cfg(tmp_path, data, model="_test_plain_net", epochs=2, stop_after_epoch=1, plot=False))
     recorded = open(res.config_path).read()

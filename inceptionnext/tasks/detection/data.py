@@ -129,7 +129,7 @@ def check_annotations(data: Dict[str, Any], path: str, image_root: str, masks: b
         raise AnnotationError(f"{path}: the annotation list is empty (no objects to learn from)")
     if not data['categories']:
         raise AnnotationError(f"{path}: the category list is empty")
-    categories, category_names = {}, {}
+    categories = {}
     for i, c in enumerate(data['categories']):
         if not isinstance(c, dict) or not _is_int(c.get('id')):
             raise AnnotationError(f"{path}: category {i} ({describe_value(c)}) has no integer 'id'")
