@@ -170,6 +170,7 @@ def _quantize_openvino(onnx_path: str, out_xml: str, calibration: torch.Tensor, 
                                   preset=nncf.QuantizationPreset.PERFORMANCE)
     for key, value in metadata.items():
         quantized.set_rt_info(value, key.split("."))
+    seal_openvino(quantized)  # the int8 file's own checksum (never the float file's)
     ov.save_model(quantized, out_xml, compress_to_fp16=False)
 
 
@@ -201,6 +202,7 @@ def _quantize_onnxruntime(onnx_path: str, out_onnx: str, calibration: torch.Tens
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, out_onnx)
+    seal_onnx(out_onnx)  # the quantizer copies the float file's properties: the int8 file gets its own checksum
 
 
 def quantize_onnx(onnx_path: str, output: str, calibration: torch.Tensor, backend: str = "openvino",
