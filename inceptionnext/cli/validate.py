@@ -14,6 +14,7 @@ from ..train import CheckpointError, DataError, TrainError
 from ..models.segmentation import is_segmentation_model
 from ..train.evaluate import run_seg_validation, run_validation
 from ..runtimes import PRECISIONS, RUNTIMES
+from ..cpu_workers import loader_workers
 from .common import add_ema_args, floats, say_weights, summary
 from .predict import INTERPOLATIONS
 
@@ -36,7 +37,8 @@ def build_parser(prog=None):
     add_ema_args(p)
     p.add_argument("--batch-size", "-b", type=int, default=None, help="images per forward pass (default 128; "
                    "segmentation 8)")
-    p.add_argument("--workers", type=int, default=4, help="data loader processes")
+    p.add_argument("--workers", type=int, default=None,
+                   help="data loader processes (default: this machine's cores, at most 8; more are capped to them)")
     p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"), help="autocast dtype (fp16: CUDA only)")
     p.add_argument("--channels-last", action="store_true", help="run in channels_last memory format")
     p.add_argument("--runtime", default=None, choices=RUNTIMES,
@@ -115,6 +117,9 @@ def seg_cli(a, model: str) -> int:
 
 def cli(argv=None, prog: str = "inceptionnext validate") -> int:
     a = build_parser(prog).parse_args(argv)
+    a.workers, note = loader_workers(a.workers, processes=1)
+    if note:
+        print(note, file=sys.stderr, flush=True)
     try:
         if a.model and a.model_flag and a.model != a.model_flag:
             raise ValueError(f"two model names given: {a.model} and --model {a.model_flag}")

@@ -88,7 +88,8 @@ class TrainConfig:
     val_split: str = key("val", "validation folder under data_dir")
     bad_images: str = key("fail", "unreadable images: fail (an error naming the file) or skip (and count them)",
                           ("fail", "skip"))
-    workers: int = key(4, "data loading processes per training process", "[0, 256]")
+    workers: Optional[int] = key(None, "data loading processes per training process; null: the cores each process "
+                                 "gets (at most 8); more than the machine's cores is capped to them", "[0, 256]")
     pin_memory: bool = key(True, "pin host memory for faster copies to the GPU")
 
     # --- preprocessing; None takes the model's pretrained config

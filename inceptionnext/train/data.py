@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from timm.data import ImageDataset, Mixup, FastCollateMixup, create_loader, create_transform
 
+from ..cpu_workers import capped_workers
 from .augment import fix_posterize
 
 _logger = logging.getLogger(__name__)
@@ -244,7 +245,7 @@ def build_train_loader(dataset, cfg, data_cfg: Dict[str, Any], device: torch.dev
         re_prob=cfg.reprob, re_mode=cfg.remode, re_count=cfg.recount, scale=cfg.scale, ratio=cfg.ratio,
         hflip=cfg.hflip, color_jitter=cfg.color_jitter, auto_augment=cfg.aa,
         interpolation=cfg.train_interpolation, mean=data_cfg["mean"], std=data_cfg["std"],
-        num_workers=min(cfg.workers, os.cpu_count() or 1), distributed=distributed, collate_fn=collate_mixup,
+        num_workers=capped_workers(cfg.workers), distributed=distributed, collate_fn=collate_mixup,
         pin_memory=cfg.pin_memory and device.type == "cuda", device=device,
         use_prefetcher=device.type == "cuda", persistent_workers=False,
     )
@@ -265,5 +266,5 @@ def build_eval_loader(dataset, data_cfg: Dict[str, Any], batch_size: int, worker
     if world_size > 1:
         dataset = torch.utils.data.Subset(dataset, list(range(rank, len(dataset), world_size)))
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                                       num_workers=min(workers, os.cpu_count() or 1),
+                                       num_workers=capped_workers(workers),
                                        pin_memory=device.type == "cuda", drop_last=False)

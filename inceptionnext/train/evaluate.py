@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 from timm.data import resolve_data_config
 
+from ..cpu_workers import capped_workers
 from ..model_file import load_model
 from ..models.model_api import check_img_size
 from ..runtimes import is_runtime_file, load_runtime, wrap_torch
@@ -54,7 +55,7 @@ def load_for_eval(model_name: Optional[str], checkpoint: Optional[str] = None, n
 
 def run_validation(model_name: Optional[str], checkpoint: Optional[str] = None, data_dir: Optional[str] = None,
                    dataset: str = "folder", num_classes: Optional[int] = None, use_ema: Optional[bool] = None,
-                   batch_size: int = 128, workers: int = 4, amp: str = "none", channels_last: bool = False,
+                   batch_size: int = 128, workers: Optional[int] = None, amp: str = "none", channels_last: bool = False,
                    device: str = "auto", img_size: Optional[int] = None, crop_pct: Optional[float] = None,
                    interpolation: Optional[str] = None, mean=None, std=None, bad_images: str = "fail",
                    progress: bool = True, runtime: Optional[str] = None,
@@ -116,7 +117,7 @@ def training_config(path: str) -> Dict[str, Any]:
 
 def run_seg_validation(model_name: str, checkpoint: Optional[str] = None, data_dir: Optional[str] = None,
                        dataset: Optional[str] = None, num_classes: Optional[int] = None, use_ema: Optional[bool] = None,
-                       batch_size: int = 8, workers: int = 4, amp: str = "none", device: str = "auto",
+                       batch_size: int = 8, workers: Optional[int] = None, amp: str = "none", device: str = "auto",
                        mode: Optional[str] = None, crop_size: Optional[int] = None, stride: Optional[int] = None,
                        scales=(1.0,), flip: bool = False, base_size=None, img_size: Optional[int] = None,
                        progress: bool = True) -> Dict[str, Any]:
@@ -152,7 +153,7 @@ def run_seg_validation(model_name: str, checkpoint: Optional[str] = None, data_d
     data_cfg = model.pretrained_cfg
     val_set.transform = EvalTransform(cfg.base_size, data_cfg["mean"], data_cfg["std"])
     loader = torch.utils.data.DataLoader(val_set, batch_size=batch_size, shuffle=False, collate_fn=collate_pairs,
-                                         num_workers=workers)
+                                         num_workers=capped_workers(workers))
     model.to(dev)
     t0 = time.time()
     metrics, per_class = evaluate_segmentation(

@@ -23,6 +23,7 @@ from ...weights import CheckpointError, load_state_dict_file
 from .. import distributed as dist_lib
 from ..data import DataError
 from ..engine import TrainError, autocast_for
+from ...cpu_workers import capped_workers
 from .base import Task
 
 # mAP figures are logged in percent, like top-1 and mIoU
@@ -109,9 +110,9 @@ class DetectionTask(Task):
         groups = (aspect_ratio_groups(train_set.aspect_ratios()) if cfg.aspect_grouping
                   else [0] * len(train_set))
         batches = GroupedBatchSampler(base, groups, cfg.batch_size, seed=cfg.seed)
-        common = dict(num_workers=cfg.workers, collate_fn=coco_lib.collate,
+        common = dict(num_workers=capped_workers(cfg.workers), collate_fn=coco_lib.collate,
                       pin_memory=cfg.pin_memory and self.device.type == "cuda",
-                      persistent_workers=cfg.workers > 0)
+                      persistent_workers=capped_workers(cfg.workers) > 0)
         train = EpochLoader(torch.utils.data.DataLoader(train_set, batch_sampler=batches, **common), batches)
         share = torch.utils.data.Subset(val_set, list(range(env.rank, len(val_set), env.world_size)))
         val = torch.utils.data.DataLoader(share, batch_size=cfg.batch_size, shuffle=False, **common)
@@ -144,6 +145,11 @@ class DetectionTask(Task):
             except (RuntimeError, CheckpointError) as e:
                 raise TrainError(f"weights {cfg.weights} do not fit {cfg.model} with {num_classes} classes: "
                                  f"{str(e).splitlines()[0]}") from e
+            model.start_note = f"the whole detector from the weight file {cfg.weights}"
+        else:
+            body = (f"backbone from the weight file {cfg.backbone_weights}" if cfg.backbone_weights else
+                    "backbone from its pretrained weights" if cfg.pretrained else "backbone initialised at random")
+            model.start_note = f"{body}; the {num_classes}-class detection heads initialised at random"
         return model
 
     def data_config(self, model):
@@ -197,6 +203,10 @@ class DetectionTask(Task):
     def checkpoint_record(self, data_cfg, train_set):
         return {"data_config": dict(data_cfg), "task": self.name, "class_names": list(train_set.class_names),
                 "detector": self.detector_args(train_set.num_classes)}
+
+    def extra_outputs(self, out_dir):
+        path = os.path.join(out_dir, "detections.png")
+        return {"detections": path} if os.path.isfile(path) else {}
 
     def after_validation(self, model, out_dir, epoch):
         """A picture of the first val images with the current detections: <run>/detections.png."""

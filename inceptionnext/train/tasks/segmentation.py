@@ -19,6 +19,7 @@ from ..engine import TrainError
 from ..seg_data import (ADE20K_CLASSES, EvalTransform, MaskFolderDataset, RoundSampler, collate_pairs, palette,
                         train_transform)
 from ..seg_eval import evaluate_segmentation
+from ...cpu_workers import capped_workers
 from .base import Task
 
 
@@ -91,10 +92,14 @@ class SegmentationTask(Task):
         if cfg.model.startswith("upernet_"):
             kwargs["aux_head"] = cfg.aux_weight > 0
         try:
-            return timm.create_model(cfg.model, **kwargs)
+            model = timm.create_model(cfg.model, **kwargs)
         except Exception as e:
             src = cfg.weights or ("pretrained backbone" if cfg.pretrained else "random init")
             raise TrainError(f"cannot build {cfg.model!r} with {num_classes} classes from {src}: {e}") from e
+        body = (f"backbone from the weight file {cfg.weights}" if cfg.weights else
+                "backbone from its pretrained weights" if cfg.pretrained else "backbone initialised at random")
+        model.start_note = f"{body}; the {num_classes}-class decoder and head initialised at random"
+        return model
 
     def data_config(self, model: nn.Module) -> Dict[str, Any]:
         cfg = self.cfg
@@ -111,7 +116,7 @@ class SegmentationTask(Task):
         train_set.transform = train_transform(cfg, data_cfg["mean"], data_cfg["std"])
         val_set.transform = EvalTransform(cfg.base_size, data_cfg["mean"], data_cfg["std"])
         self.val_set = val_set
-        workers = min(cfg.workers, os.cpu_count() or 1)
+        workers = capped_workers(cfg.workers)
         pin = cfg.pin_memory and self.device.type == "cuda"
         sampler = RoundSampler(len(train_set), batches_per_epoch * cfg.batch_size, cfg.seed, env.rank,
                                env.world_size)
