@@ -1,5 +1,5 @@
-"""`inceptionnext train`: train or fine-tune an image classifier from a YAML config; any config key can be
-overridden as --key value.
+"""`inceptionnext train`: train or fine-tune a classifier, segmentation or detection model from a YAML config; any
+config key can be overridden as --key value.
 
     inceptionnext train --config configs/demo/digits_inceptionnext_a.yaml
     torchrun --nproc_per_node 8 scripts/train.py --config configs/imagenet/inceptionnext_t.yaml --data-dir /data/imagenet

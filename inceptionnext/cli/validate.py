@@ -20,7 +20,7 @@ from .predict import INTERPOLATIONS
 
 
 def build_parser(prog=None):
-    p = argparse.ArgumentParser(prog=prog, description=summary(__doc__))
+    p = argparse.ArgumentParser(allow_abbrev=False, prog=prog, description=summary(__doc__))
     p.add_argument("model", nargs="?", default=None,
                    help="model name, e.g. inceptionnext_t, or an .onnx / OpenVINO .xml file; optional "
                         "when the weight file records it")

@@ -12,7 +12,7 @@ from .common import USER_ERRORS
 
 
 def cli(argv=None, prog: str = 'inceptionnext verify') -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0].split(': ', 1)[1])
+    p = argparse.ArgumentParser(allow_abbrev=False, prog=prog, description=__doc__.splitlines()[0].split(': ', 1)[1])
     p.add_argument('files', nargs='+', metavar='FILE', help="checkpoints or weight files to check")
     a = p.parse_args(argv)
     failed = 0

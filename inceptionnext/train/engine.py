@@ -418,6 +418,7 @@ class Trainer:
         bar = tqdm(loader, desc=self._round_name(epoch), leave=False, dynamic_ncols=True,
                    disable=None if (cfg.progress and env.is_main) else True)
         self.optimizer.zero_grad(set_to_none=True)
+        applied_lr = self.base_lr
         for i, batch in enumerate(bar):
             group = cfg.grad_accum if i < full else n - full
             step_now = (i + 1) % cfg.grad_accum == 0 or i + 1 == n
@@ -438,6 +439,7 @@ class Trainer:
             loss_sum += loss.detach().double() * count
             seen += count
             if step_now:
+                applied_lr = self.base_lr  # the rate this update used, before the scheduler moves it on
                 self.optimizer.zero_grad(set_to_none=True)
                 num_updates += 1
                 if self.ema is not None:
@@ -450,7 +452,8 @@ class Trainer:
             self.scheduler.step(epoch + 1)
         totals = dist_lib.all_reduce_sum(torch.stack([loss_sum, torch.tensor(float(seen), dtype=torch.float64,
                                                                              device=device)]), env)
-        return {"train_loss": (totals[0] / totals[1]).item()}
+        # the logged lr is the one the interval's last update applied (a warm-up's start would misreport it)
+        return {"train_loss": (totals[0] / totals[1]).item(), "lr": applied_lr}
 
     def _clipped_parameters(self):
         """What gradient clipping sees: every parameter, but the head's last layer under AGC (as timm's train.py:
