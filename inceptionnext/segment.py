@@ -15,8 +15,19 @@ from torchvision import tv_tensors
 from .inference import class_names, expand_image_paths, check_image, load_image
 from .train.seg_data import EvalTransform, palette
 from .train.seg_eval import predict_probs
-from .train.tasks.segmentation import overlay
+from .train.tasks.segmentation import overlay, untinted_classes
 from .weights import write_atomically
+
+
+def mask_png(mask: np.ndarray, colours: np.ndarray, black: Sequence[int] = ()) -> Image.Image:
+    """A palette PNG of class indices (up to 256 classes): its pixel values are the indices, and its palette
+    shows each class in its colour (the `black` classes, background, in black), so a viewer shows the mask."""
+    img = Image.fromarray(mask.astype(np.uint8))
+    table = np.zeros((256, 3), dtype=np.uint8)
+    table[:len(colours)] = np.asarray(colours).clip(0, 255).astype(np.uint8)[:256]
+    table[list(black)] = 0
+    img.putpalette(table.ravel().tolist())
+    return img
 
 
 @torch.no_grad()
@@ -24,8 +35,8 @@ def segment_files(model: nn.Module, paths: Sequence, out_dir: str, device: Optio
                   base_size: Optional[Tuple[int, int]] = None, mode: str = "whole", crop: int = 512,
                   stride: Optional[int] = None, scales: Sequence[float] = (1.0,), flip: bool = False,
                   alpha: float = 0.5) -> List[Dict[str, Any]]:
-    """For each image: <out_dir>/<stem>_overlay.png, <stem>_mask.png (class indices; uint8 up to 256 classes,
-    else 16-bit) and the classes' pixel shares (%), largest first. Every file is checked before the model runs."""
+    """For each image: <out_dir>/<stem>_overlay.png, <stem>_mask.png (class indices; up to 256 classes a palette
+    PNG that shows the classes in their colours, else 16-bit grey) and the classes' pixel shares (%), largest first. Every file is checked before the model runs."""
     paths = expand_image_paths(paths)
     if not paths:
         raise ValueError("no image files given")
@@ -36,6 +47,7 @@ def segment_files(model: nn.Module, paths: Sequence, out_dir: str, device: Optio
     os.makedirs(out_dir, exist_ok=True)
     names = class_names(model)
     colours = np.asarray(palette(model.num_classes), dtype=np.float32)
+    plain = untinted_classes(names)
     cfg = model.pretrained_cfg
     transform = EvalTransform(base_size, cfg["mean"], cfg["std"])
     device = device or next(model.parameters()).device
@@ -49,9 +61,10 @@ def segment_files(model: nn.Module, paths: Sequence, out_dir: str, device: Optio
         pred = probs.argmax(1)[0].cpu().numpy()
         stem = Path(path).stem
         mask_path, overlay_path = os.path.join(out_dir, f"{stem}_mask.png"), os.path.join(out_dir, f"{stem}_overlay.png")
-        mask_img = Image.fromarray(pred.astype(np.uint8 if model.num_classes <= 256 else np.uint16))
+        mask_img = mask_png(pred, colours, plain) if model.num_classes <= 256 else Image.fromarray(
+            pred.astype(np.uint16))
         write_atomically(mask_path, lambda tmp: mask_img.save(tmp, format="PNG"))
-        over = Image.fromarray(overlay(raw, pred, colours, alpha))
+        over = Image.fromarray(overlay(raw, pred, colours, alpha, plain))
         write_atomically(overlay_path, lambda tmp: over.save(tmp, format="PNG"))
         counts = np.bincount(pred.ravel(), minlength=model.num_classes)
         shares = [{"index": int(i), "label": names[i], "share": 100.0 * counts[i] / pred.size,

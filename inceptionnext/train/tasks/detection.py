@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from ...detection import coco as coco_lib
 from ...detection.demo_data import DemoSpec, ensure_demo_data, split_paths
-from ...detection.draw import detection_grid
+from ...detection.draw import truth_and_detections_figure
 from ...detection.metrics import DetectionMAP
 from ...detection.sampler import GroupedBatchSampler, aspect_ratio_groups
 from ...detection.transforms import Augment, eval_transforms, train_transforms
@@ -213,15 +213,19 @@ class DetectionTask(Task):
         n = min(self.cfg.vis_images, len(self.vis_set))
         if n == 0:
             return
-        from PIL import Image
-        images = [self.vis_set[i][0] for i in range(n)]
+        from ...picture_grid import save_figure
+        save_figure(self.detections_figure(model, epoch), os.path.join(out_dir, "detections.png"))
+
+    def detections_figure(self, model, epoch: int):
+        """The figure of detections.png: the first `vis_images` val images, ground truth beside detections."""
+        samples = [self.vis_set[i] for i in range(min(self.cfg.vis_images, len(self.vis_set)))]
+        images = [s[0] for s in samples]
         was_training = model.training
         model.eval()
         with torch.no_grad():
             outputs = model([im.to(self.device) for im in images])
         model.train(was_training)
-        grid = detection_grid(images, outputs, self.vis_set.class_names, score_thresh=0.5)
-        path = os.path.join(out_dir, "detections.png")
-        Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path + ".tmp.png")
-        os.replace(path + ".tmp.png", path)
+        when = f"iteration {epoch * self.cfg.eval_interval}" if self.cfg.iters is not None else f"epoch {epoch}"
+        return truth_and_detections_figure(images, [s[1] for s in samples], outputs, self.vis_set.class_names,
+                                           score_thresh=0.5, title=f"validation images after {when}")
 

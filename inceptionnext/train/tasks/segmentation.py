@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 import timm
@@ -62,10 +62,23 @@ def build_seg_datasets(cfg):
     raise DataError(f"dataset {cfg.dataset!r} is not a segmentation dataset; use ade20k, masks or digit_scenes")
 
 
-def overlay(img: np.ndarray, mask: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """The image with each labelled pixel blended with its class colour (ignored pixels left as they are)."""
+BACKGROUND_NAMES = ("background", "_background_", "bg", "backdrop")
+
+
+def untinted_classes(names) -> Tuple[int, ...]:
+    """The classes named background: left as the image in overlays (a tint over most of the picture would hide
+    it), black in mask PNGs."""
+    return tuple(i for i, n in enumerate(names or ()) if str(n).strip().lower() in BACKGROUND_NAMES)
+
+
+def overlay(img: np.ndarray, mask: np.ndarray, colours: np.ndarray, alpha: float = 0.5,
+            untinted: Sequence[int] = ()) -> np.ndarray:
+    """The image with each labelled pixel blended with its class colour (ignored pixels, and those of the
+    `untinted` classes, left as they are)."""
     out = img.astype(np.float32).copy()
     keep = mask != IGNORE_INDEX
+    for c in untinted:
+        keep &= mask != c
     out[keep] = (1 - alpha) * out[keep] + alpha * colours[np.clip(mask[keep], 0, len(colours) - 1)]
     return out.clip(0, 255).astype(np.uint8)
 
@@ -161,17 +174,20 @@ class SegmentationTask(Task):
         return {"overlays": path} if os.path.isfile(path) else {}
 
     @torch.no_grad()
-    def after_validation(self, model, out_dir, epoch):
-        """val_overlays.png: the first `overlays` val images as image | truth | prediction."""
+    def overlay_figure(self, model, epoch: int):
+        """The figure of val_overlays.png: the first `overlays` val images as image | ground truth | prediction,
+        one scale for all, the classes shown in a legend (background untinted); None when there is none to draw."""
         n = min(self.cfg.overlays, len(self.val_set))
         if n <= 0:
-            return
-        from PIL import Image
+            return None
+        from ...picture_grid import grid_figure
 
         colours = np.asarray(palette(self.num_classes), dtype=np.float32)
+        names = list(self.class_names)
+        plain = untinted_classes(names)
         was_training = model.training
         model.eval()
-        rows = []
+        rows, present = [], set()
         for i in range(n):
             img, mask = self.val_set.load(i)
             x, _ = self.val_set.transform(img, mask)
@@ -179,14 +195,23 @@ class SegmentationTask(Task):
             pred = F.interpolate(logits, size=mask.shape[-2:], mode="bilinear").argmax(1)[0].cpu().numpy()
             raw = img.permute(1, 2, 0).numpy()
             truth = mask.numpy()
-            row = np.concatenate([raw, overlay(raw, truth, colours, 0.6), overlay(raw, pred, colours, 0.6)], 1)
-            zoom = max(1, 192 // max(raw.shape[:2]))  # small demo scenes are drawn larger, pixel for pixel
-            rows.append(row.repeat(zoom, 0).repeat(zoom, 1))
+            present |= set(np.unique(truth).tolist()) | set(np.unique(pred).tolist())
+            grey = np.repeat(raw.mean(2, keepdims=True), 3, 2)  # tints over grey: the image's colours can't mislead
+            rows.append([raw, overlay(grey, truth, colours, 0.7, plain), overlay(grey, pred, colours, 0.7, plain)])
         model.train(was_training)
-        width = max(r.shape[1] for r in rows)
-        grid = np.concatenate([np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0)), constant_values=255)
-                               for r in rows], 0)
-        path = os.path.join(out_dir, "val_overlays.png")
-        tmp = path + ".tmp.png"
-        Image.fromarray(grid).save(tmp)
-        os.replace(tmp, path)
+        legend = [(f"{names[c]} (not tinted)" if c in plain else names[c],
+                   (255, 255, 255) if c in plain else tuple(int(v) for v in colours[c]))
+                  for c in sorted(present) if 0 <= c < len(names)]
+        if IGNORE_INDEX in present:
+            legend.append(("unlabelled (ignored, not tinted)", (255, 255, 255)))
+        when = (f"iteration {epoch * self.cfg.eval_interval}" if self.cfg.iters is not None else f"epoch {epoch}")
+        return grid_figure(rows, ["image", "ground truth", f"prediction ({when})"], legend,
+                           row_labels=[f"val {i}" for i in range(n)], legend_title="classes")
+
+    @torch.no_grad()
+    def after_validation(self, model, out_dir, epoch):
+        """val_overlays.png: the first `overlays` val images as image | ground truth | prediction."""
+        fig = self.overlay_figure(model, epoch)
+        if fig is not None:
+            from ...picture_grid import save_figure
+            save_figure(fig, os.path.join(out_dir, "val_overlays.png"))
