@@ -196,3 +196,141 @@ def test_shapes_folder_is_an_image_folder_of_distinct_classes(tmp_path):
     assert np.array_equal(a, np.asarray(draw_shape("circle", 32, np.random.RandomState(3))))
     with pytest.raises(ValueError, match="unknown class 'square'"):
         draw_shape("square")
+
+
+# ------------------------------------------------------------------------------------------- pictures
+def _texts(legend):
+    return [t.get_text() for t in legend.get_texts()] if legend is not None else []
+
+
+def _close(fig):
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
+def test_curves_name_only_what_they_draw_and_leave_out_a_flat_series():
+    from inceptionnext.train.logs import curves_figure
+    history = [dict(epoch=e, lr=1e-3, train_loss=1.0 / e, val_loss=1.1 / e, val_top1=50 + 10 * e, val_top5=100.0)
+               for e in range(1, 5)]  # 3 classes: top-5 is 100 at every epoch; no EMA
+    fig = curves_figure(history, title="inceptionnext_a (run)")
+    try:
+        loss, metric = fig.axes
+        assert fig._suptitle.get_text() == "inceptionnext_a (run)"
+        assert loss.get_title() == "loss: train, validation" and _texts(loss.get_legend()) == ["train", "validation"]
+        assert _texts(metric.get_legend()) == ["top-1"] and len(metric.get_lines()) == 1
+        assert metric.get_title().startswith("validation top-1") and "EMA" not in metric.get_title()
+        assert "not drawn: top-5 100 throughout" in metric.get_title()
+        assert loss.get_xlabel() == metric.get_xlabel() == "epoch" and metric.get_ylabel() == "%"
+        assert [t for t in metric.get_xticks()] == [1, 2, 3, 4]
+    finally:
+        _close(fig)
+
+
+def test_curves_of_an_iteration_run_count_iterations_and_name_no_absent_metric():
+    from inceptionnext.train.logs import curves_figure
+    from inceptionnext.train.tasks.detection import DetectionTask
+    history = [dict(epoch=r, iter=200 * r, lr=1e-3, train_loss=2.0 / r, val_map=5.0 * r, val_map_50=9.0 * r)
+               for r in range(1, 5)]  # Faster R-CNN: no mask mAP
+    fig = curves_figure(history, metrics=DetectionTask.plot_metrics)
+    try:
+        loss, metric = fig.axes
+        assert loss.get_xlabel() == metric.get_xlabel() == "iteration"
+        assert list(metric.get_xticks()) == [200, 400, 600, 800]
+        assert _texts(metric.get_legend()) == ["mAP", "mAP@0.5"]
+        assert "mask" not in metric.get_title() and "EMA" not in metric.get_title()
+        assert _texts(loss.get_legend()) == ["train"] and loss.get_title() == "loss: train"
+    finally:
+        _close(fig)
+
+
+def test_grid_figure_draws_every_panel_at_one_scale():
+    from inceptionnext.picture_grid import grid_figure
+    small, large = np.zeros((32, 32, 3), np.uint8), np.zeros((64, 48, 3), np.uint8)
+    fig = grid_figure([[small, small], [large, large]], ["a", "b"], legend=[("cat", (255, 0, 0))])
+    try:
+        axes = fig.axes
+        assert {ax.get_xlim() for ax in axes} == {(0.0, 48.0)} and {ax.get_ylim() for ax in axes} == {(64.0, 0.0)}
+        assert {tuple(a.get_position().size.round(6)) for a in axes}.__len__() == 1  # equal panels
+        assert axes[0].images[0].get_extent() == [0, 32, 32, 0] and axes[2].images[0].get_extent() == [0, 48, 64, 0]
+    finally:
+        _close(fig)
+
+
+class _SegVal:
+    """Two val scenes of different sizes: background (0) with a square of class 2, and a few ignored pixels."""
+
+    def load(self, i):
+        side = 24 if i == 0 else 40
+        img = torch.full((3, side, side), 120, dtype=torch.uint8)
+        mask = torch.zeros((side, side), dtype=torch.int64)
+        mask[4:12, 4:12] = 2
+        mask[0, 0] = 255
+        return img, mask
+
+    def transform(self, img, mask):
+        return img.float() / 255, mask
+
+    def __len__(self):
+        return 2
+
+
+class _PredictsOne(torch.nn.Module):
+    def forward(self, x):
+        logits = torch.zeros(1, 3, *x.shape[-2:])
+        logits[:, 1] = 1.0  # class "road" everywhere
+        return logits
+
+
+def test_segmentation_overlays_have_column_titles_a_legend_and_an_untinted_background():
+    from inceptionnext.train.config import TrainConfig
+    from inceptionnext.train.tasks.segmentation import SegmentationTask, overlay, untinted_classes
+    task = SegmentationTask.__new__(SegmentationTask)
+    task.cfg, task.device = TrainConfig(overlays=2, iters=400, eval_interval=200), torch.device("cpu")
+    task.val_set, task.class_names, task.num_classes = _SegVal(), ["background", "road", "car"], 3
+    fig = task.overlay_figure(_PredictsOne(), epoch=2)
+    try:
+        titles = [ax.get_title() for ax in fig.axes[:3]]
+        assert titles == ["image", "ground truth", "prediction (iteration 400)"]
+        legend = _texts(fig.legends[0])
+        assert legend == ["background (not tinted)", "road", "car", "unlabelled (ignored, not tinted)"]
+        assert fig.legends[0].get_title().get_text() == "classes"
+        assert {ax.get_xlim() for ax in fig.axes} == {(0.0, 40.0)}  # the 24 px scene at the 40 px one's scale
+    finally:
+        _close(fig)
+    assert untinted_classes(["Background", "x"]) == (0,)
+    img = np.full((2, 2, 3), 100, np.uint8)
+    out = overlay(img, np.array([[0, 1], [1, 255]]), np.array([[0, 255, 0], [255, 0, 0]], np.float32), 0.5, (0,))
+    assert (out[0, 0] == 100).all() and (out[1, 1] == 100).all() and out[0, 1, 0] > 100
+
+
+def test_mask_png_is_a_palette_png_of_class_indices(tmp_path):
+    from PIL import Image
+    from inceptionnext.segment import mask_png
+    pred = np.array([[0, 1, 2], [2, 2, 1]])
+    colours = np.array([[20, 200, 20], [200, 30, 30], [30, 30, 200]], np.float32)
+    mask_png(pred, colours, black=(0,)).save(tmp_path / "m.png")
+    back = Image.open(tmp_path / "m.png")
+    assert back.mode == "P" and np.array_equal(np.asarray(back), pred)
+    pal = back.getpalette()
+    assert pal[0:3] == [0, 0, 0] and pal[3:6] == [200, 30, 30] and pal[6:9] == [30, 30, 200]
+    assert np.asarray(back.convert("RGB")).max() == 200  # a viewer sees colours, not near-black 0/1/2
+
+
+def test_detections_picture_puts_ground_truth_beside_the_detections():
+    from inceptionnext.detection.draw import truth_and_detections_figure
+    images = [torch.rand(3, 48, 48), torch.rand(3, 32, 40)]
+    targets = [dict(boxes=torch.tensor([[4.0, 4.0, 20.0, 30.0]]), labels=torch.tensor([3])),
+               dict(boxes=torch.tensor([[2.0, 2.0, 12.0, 12.0]]), labels=torch.tensor([1]))]
+    dets = [dict(boxes=torch.tensor([[5.0, 5.0, 21.0, 29.0], [1.0, 1.0, 9.0, 9.0]]), labels=torch.tensor([3, 2]),
+                 scores=torch.tensor([0.9, 0.2])),  # the 0.2 one is below the threshold: not drawn, not named
+            dict(boxes=torch.zeros((0, 4)), labels=torch.zeros(0, dtype=torch.int64), scores=torch.zeros(0))]
+    # labels are 1..K (0 is the detectors' background): 1 cat, 2 dog, 3 bird
+    fig = truth_and_detections_figure(images, targets, dets, ["cat", "dog", "bird"], title="after epoch 3")
+    try:
+        assert [ax.get_title() for ax in fig.axes[:2]] == ["ground truth", "detections (score >= 0.5)"]
+        assert [fig.axes[i].get_ylabel() for i in (0, 2)] == ["val 0", "val 1"]
+        assert _texts(fig.legends[0]) == ["cat", "bird"]  # the dog scored 0.2: neither drawn nor named
+        assert fig._suptitle.get_text() == "after epoch 3"
+        assert {ax.get_xlim() for ax in fig.axes} == {(0.0, 48.0 * 4)}  # one enlargement (x4) for both images
+    finally:
+        _close(fig)

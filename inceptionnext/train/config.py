@@ -109,6 +109,8 @@ class TrainConfig:
     ratio: Tuple[float, float] = key((3 / 4, 4 / 3), "RandomResizedCrop aspect ratio range", "(0, 100]")
     hflip: float = key(0.5, "horizontal flip probability", "[0, 1]")
     color_jitter: float = key(0.4, "color jitter strength (ignored when aa is set)", "[0, 10]")
+    grayscale_prob: float = key(0.0, "probability of a grey training image (timm's --grayscale-prob): on a small "
+                                "set, keeps colour from being the only cue learnt", "[0, 1]")
     aa: Optional[str] = key(None, "timm auto-augment string, e.g. rand-m9-mstd0.5-inc1; null: none")
     reprob: float = key(0.0, "random erasing probability", "[0, 1]")
     remode: str = key("pixel", "random erasing fill", ("const", "rand", "pixel"))

@@ -243,7 +243,7 @@ def build_train_loader(dataset, cfg, data_cfg: Dict[str, Any], device: torch.dev
     loader = create_loader(
         dataset, input_size=data_cfg["input_size"], batch_size=cfg.batch_size, is_training=True,
         re_prob=cfg.reprob, re_mode=cfg.remode, re_count=cfg.recount, scale=cfg.scale, ratio=cfg.ratio,
-        hflip=cfg.hflip, color_jitter=cfg.color_jitter, auto_augment=cfg.aa,
+        hflip=cfg.hflip, color_jitter=cfg.color_jitter, auto_augment=cfg.aa, grayscale_prob=cfg.grayscale_prob,
         interpolation=cfg.train_interpolation, mean=data_cfg["mean"], std=data_cfg["std"],
         num_workers=capped_workers(cfg.workers), distributed=distributed, collate_fn=collate_mixup,
         pin_memory=cfg.pin_memory and device.type == "cuda", device=device,
