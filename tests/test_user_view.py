@@ -334,3 +334,27 @@ def test_detections_picture_puts_ground_truth_beside_the_detections():
         assert {ax.get_xlim() for ax in fig.axes} == {(0.0, 48.0 * 4)}  # one enlargement (x4) for both images
     finally:
         _close(fig)
+
+
+# ------------------------------------------------------------------------------------------- the small-set recipe
+@pytest.mark.slow
+def test_small_set_recipe_learns_a_generated_three_class_set(tmp_path, capsys):
+    """configs/finetune/small_scratch.yaml from scratch on a set the size of the issue's (60 train / 20 val
+    images per class, 3 classes): at least 90% val top-1. 10 of the recipe's 20 epochs keep it short."""
+    make_shapes_folder(str(tmp_path / "shapes"), train=60, val=20, size=64, seed=0)
+    cfg = parse_config(["--config", os.path.join(REPO, "configs", "finetune", "small_scratch.yaml"),
+                        "--data-dir", str(tmp_path / "shapes"), "--output", str(tmp_path / "out"), "--epochs", "10",
+                        "--progress", "false", "--plot", "false"])
+    res = fit(cfg)
+    out = capsys.readouterr().out
+    assert "weights: random initialisation" in out and "180 train / 60 val images at 64px" in out
+    assert res.best_top1 >= 90.0, [round(r["val_top1"], 1) for r in res.history]
+
+
+def test_small_recipes_are_light_and_the_pretrained_one_starts_from_weights():
+    scratch = parse_config(["--config", os.path.join(REPO, "configs", "finetune", "small_scratch.yaml")])
+    tuned = parse_config(["--config", os.path.join(REPO, "configs", "finetune", "small_pretrained.yaml")])
+    for cfg in (scratch, tuned):
+        assert cfg.aa is None and cfg.mixup == cfg.cutmix == cfg.reprob == 0 and cfg.layer_decay is None
+        assert cfg.batch_size == 16 and cfg.workers is None
+    assert not scratch.pretrained and tuned.pretrained and tuned.epochs < scratch.epochs
