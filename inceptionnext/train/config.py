@@ -170,7 +170,7 @@ class TrainConfig:
     test_scales: Tuple[float, ...] = key((1.0,), "multi-scale test ratios, e.g. 0.5,0.75,1.0,1.25,1.5,1.75",
                                          "(0, 100]")
     test_flip: bool = key(False, "also average the horizontally flipped input")
-    overlays: int = key(4, "val images drawn as image | truth | prediction after each round", "[0, 1000]")
+    overlays: int = key(4, "val images drawn as image | ground truth | prediction after each round", "[0, 1000]")
     scene_counts: Tuple[int, int] = key((4000, 300), "digit_scenes: train and val scenes", "[1, 10000000]")
     scene_digits: Tuple[int, int] = key((2, 3), "digit_scenes: fewest and most digits per scene (as many as fit)",
                                         "[1, 16]")
