@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import torch
 
 from .weights import CheckpointError
+from .weights import read_weight_file
 
 KEY = 'checksum'
 ALGORITHM = 'sha256-content-v1'
@@ -80,7 +81,6 @@ def verify(obj: Mapping[str, Any], source: str) -> bool:
 def verify_file(path: str) -> str:
     """Read a weight file and check the checksum it carries; returns what was found, in words (a
     CheckpointError, ChecksumError included, when the file cannot be used)."""
-    from .weights import read_weight_file
     obj, _ = read_weight_file(path)
     checked = verify(obj, str(path))
     what = 'a file'

@@ -19,10 +19,13 @@ import torch
 import torch.nn as nn
 
 from . import checksum
-from .deploy import is_folded, is_metanext_block, reparameterize_model
-from .safe_text import describe_value, excerpt
+from .models.dense import create_dense_model, create_model, is_dense_model, is_model, list_dense_models
+from .models.fold import is_folded, is_metanext_block, reparameterize_model
+from .utils.text import describe_value, excerpt
 from .weights import (CheckpointError, PathLike, describe_mismatch, read_weight_file, scored_weights_key,
-                      unwrap_state_dict, write_atomically)
+    unwrap_state_dict)
+from .utils.files import write_atomically
+from .models.zoo import ZOO, get_entry
 
 FORMAT = 'inceptionnext.model'
 TRAINING_FORMAT = 'inceptionnext.train'  # what inceptionnext.train.checkpoint writes
@@ -101,10 +104,18 @@ def _check_record(mf: 'ModelFile', cfg: Mapping[str, Any]) -> None:
         raise CheckpointError(f"{mf.path}: its record's label_names are not a list of short strings")
 
 
+def default_cfg(name: str) -> Dict[str, Any]:
+    """The pretrained config a model is built with: timm's for its models, the dense model's own otherwise."""
+    if is_dense_model(name):
+        return dict(create_dense_model(name, device="meta").pretrained_cfg)
+    cfg = timm.models.get_pretrained_cfg(name)
+    return cfg.to_dict() if cfg is not None else {}
+
+
 def check_model_name(name: str) -> str:
     """`name` if timm can build it, else a ValueError listing close names."""
-    if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+    if not is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models() + list_dense_models(), n=5, cutoff=0.6)
         raise ValueError(f"unknown model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else
                                                       "; `inceptionnext list` shows the names"))
     return name
@@ -112,7 +123,6 @@ def check_model_name(name: str) -> str:
 
 def _same_model(a: str, b: str) -> bool:
     """Same architecture: equal names, or an inceptionnext short name and its official alias."""
-    from .models.zoo import ZOO, get_entry
     if a.split('.')[0] == b.split('.')[0]:
         return True
     def entry(name):
@@ -245,8 +255,7 @@ def load_model(path: PathLike, model_name: Optional[str] = None, *, num_classes:
         raise CheckpointError(f"{path}: a plain state dict does not say which model it is for; name the model "
                               "(--model, model_name=)")
     check_model_name(name)
-    cfg = timm.models.get_pretrained_cfg(name)
-    cfg = dict(cfg.to_dict() if cfg is not None else {}, **mf.pretrained_cfg)
+    cfg = dict(default_cfg(name), **mf.pretrained_cfg)
     _check_record(mf, cfg)
     found = mf.num_classes if mf.num_classes is not None else _classifier_classes(mf.state_dict,
                                                                                   cfg.get('classifier'))
@@ -258,7 +267,7 @@ def load_model(path: PathLike, model_name: Optional[str] = None, *, num_classes:
     size = overlay.get('input_size') or cfg.get('input_size')
     if size and size[0] != in_chans:
         overlay['input_size'] = (in_chans, *size[1:])
-    model = timm.create_model(name, num_classes=classes, in_chans=in_chans, pretrained_cfg_overlay=overlay or None,
+    model = create_model(name, num_classes=classes, in_chans=in_chans, pretrained_cfg_overlay=overlay or None,
                               **kwargs).eval()
     if deploy is None:
         deploy = mf.deploy

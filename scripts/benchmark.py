@@ -5,7 +5,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from inceptionnext.benchmark import cli  # noqa: E402
+from inceptionnext.cli.benchmark import cli  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(cli(prog="python scripts/benchmark.py"))

@@ -10,8 +10,8 @@ import torch
 from PIL import Image, ImageOps
 
 from inceptionnext.train import parse_config
-from inceptionnext.train.augment import posterize
-from inceptionnext.train.data import build_train_loader
+from inceptionnext.tasks.classification.augment import posterize
+from inceptionnext.tasks.classification.data import build_train_loader
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True)

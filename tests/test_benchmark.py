@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from inceptionnext.cli import benchmark as cli_bench
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "benchmark.py"
 TINY = ["--batch-size", "2", "--img-size", "64", "--num-warm-iter", "1", "--num-bench-iter", "2", "--no-progress",
@@ -18,8 +20,8 @@ TINY = ["--batch-size", "2", "--img-size", "64", "--num-warm-iter", "1", "--num-
 
 @pytest.fixture(scope="module")
 def bench():
-    import inceptionnext.benchmark
-    return inceptionnext.benchmark
+    from inceptionnext.deploy.benchmark import models
+    return models
 
 
 def test_cli_end_to_end_writes_json_table_and_plot(tmp_path):
@@ -56,7 +58,7 @@ def test_cli_end_to_end_writes_json_table_and_plot(tmp_path):
 
 
 def test_mixer_bench_times_the_first_token_mixer_over_repeats(bench):
-    rows = bench.main(["--model", "inceptionnext_a,resnet50", "--bench", "mixer", "--repeats", "2", "--no-cpu-memory",
+    rows = cli_bench.main(["--model", "inceptionnext_a,resnet50", "--bench", "mixer", "--repeats", "2", "--no-cpu-memory",
                        *TINY])
     by_model = {r.model: r for r in rows}
     mixer = by_model["inceptionnext_a"]
@@ -105,7 +107,7 @@ def test_fast_path_env_is_restored(bench, monkeypatch):
 ])
 def test_bad_arguments_are_named(bench, capsys, argv, message):
     with pytest.raises(SystemExit):
-        bench.parse_args(argv)
+        cli_bench.parse_args(argv)
     assert message in capsys.readouterr().err
 
 
@@ -118,7 +120,7 @@ def test_paper_top1_covers_the_default_models(bench):
 
 
 def test_interleaved_rounds_time_every_model_each_step(bench):
-    rows = bench.main(["--model", "inceptionnext_a,inception_next_atto", "--bench", "inference", "--interleave",
+    rows = cli_bench.main(["--model", "inceptionnext_a,inception_next_atto", "--bench", "inference", "--interleave",
                        "--repeats", "2", "--variants", "folded", "--no-cpu-memory", *TINY])
     assert [(r.model, r.variant) for r in rows] == [("inceptionnext_a", "ours ref folded"),
                                                     ("inception_next_atto", "timm")]
@@ -131,7 +133,7 @@ def test_runtime_paths_end_to_end(bench, tmp_path, capsys):
     """--runtime/--precision: every model on every path it runs, ratios on the same path, JSON and plot."""
     pytest.importorskip("onnxruntime")
     results, png = tmp_path / "paths.json", tmp_path / "paths.png"
-    rows = bench.main(["--runtime", "torch,onnxruntime", "--precision", "fp32,int8", "--model",
+    rows = cli_bench.main(["--runtime", "torch,onnxruntime", "--precision", "fp32,int8", "--model",
                        "inceptionnext_a,inception_next_atto", "--img-size", "32", "--results-file", str(results),
                        "--plot", str(png), "--batch-size", "2", "--num-warm-iter", "1",
                        "--num-bench-iter", "2", "--no-progress", "--device", "cpu"])
@@ -155,5 +157,5 @@ def test_runtime_paths_end_to_end(bench, tmp_path, capsys):
 
 def test_runtime_paths_reject_unknown_names(bench, capsys):
     with pytest.raises(SystemExit):
-        bench.main(["--runtime", "tensorrt", "--model", "resnet18", "--device", "cpu"])
+        cli_bench.main(["--runtime", "tensorrt", "--model", "resnet18", "--device", "cpu"])
     assert "--runtime takes" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from timm.data import ImageNetInfo, create_transform, resolve_data_config
 
 import inceptionnext
 from inceptionnext.cli import COMMANDS, main
-from inceptionnext.deploy import is_folded, reparameterize_model
+from inceptionnext.models.fold import is_folded, reparameterize_model
 from inceptionnext.model_file import load_model, read_model_file
 from inceptionnext.train.checkpoint import capture_rng, make_checkpoint
 from test_train import make_folder
@@ -464,7 +464,7 @@ def test_predict_takes_a_folder_of_images(files, tmp_path, capsys):
 
 
 def test_images_are_read_upright_and_16_bit_ones_keep_their_levels(tmp_path):
-    from inceptionnext.inference import load_image
+    from inceptionnext.data.images import load_image
     img = Image.new('RGB', (80, 60), (10, 200, 30))
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees on display

@@ -11,7 +11,7 @@ from timm.layers import DropPath
 import inceptionnext  # noqa: F401  (registers the models the configs name)
 from inceptionnext.train.engine import create_model
 from inceptionnext.train.config import (ConfigError, TrainConfig, apply_overrides, effective_lr, load_yaml,
-                                        parse_config, plan_batch)
+    parse_config, plan_batch)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True)

@@ -7,14 +7,8 @@ import timm
 import torch
 import torch.nn as nn
 
-from inceptionnext.deploy import (
-    FusedMetaNeXtBlock,
-    create_deploy_model,
-    fold_bn_after_conv,
-    fold_bn_before_conv,
-    fold_scale_into_conv,
-    reparameterize_model,
-)
+from inceptionnext.models.fold import (FusedMetaNeXtBlock, create_deploy_model, fold_bn_after_conv,
+    fold_bn_before_conv, fold_scale_into_conv, reparameterize_model)
 
 
 def randomize_bn(bn: nn.BatchNorm2d) -> nn.BatchNorm2d:

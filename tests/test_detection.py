@@ -11,11 +11,11 @@ import timm
 import torch
 from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet
 
-from inceptionnext.detection.coco import AnnotationError, CocoDetectionSet
-from inceptionnext.detection.demo_data import DemoSpec, ensure_demo_data, split_paths
-from inceptionnext.detection.metrics import DetectionMAP
-from inceptionnext.detection.sampler import GroupedBatchSampler, aspect_ratio_groups
-from inceptionnext.detection.transforms import eval_transforms
+from inceptionnext.tasks.detection.data import AnnotationError, CocoDetectionSet
+from inceptionnext.tasks.detection.scenes import DemoSpec, ensure_demo_data, split_paths
+from inceptionnext.tasks.detection.evaluate import DetectionMAP
+from inceptionnext.tasks.detection.data import GroupedBatchSampler, aspect_ratio_groups
+from inceptionnext.tasks.detection.data import eval_transforms
 from inceptionnext.models.detection import DETECTION_MODELS, create_detector, list_detectors
 from inceptionnext.models.zoo import ZOO
 from inceptionnext.train.checkpoint import load_checkpoint_file

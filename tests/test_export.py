@@ -9,8 +9,8 @@ import timm
 import torch
 import torch.nn as nn
 
-from inceptionnext.deploy import FusedMetaNeXtBlock, reparameterize_model
-from inceptionnext.export import FORMATS, SUFFIXES, ExportError, check_export, export_model
+from inceptionnext.models.fold import FusedMetaNeXtBlock, reparameterize_model
+from inceptionnext.deploy.export import FORMATS, SUFFIXES, ExportError, check_export, export_model
 
 INPUT_SIZE = (3, 64, 64)
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:FutureWarning")

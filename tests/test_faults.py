@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from inceptionnext.train import CheckpointError, Trainer, fit, parse_config
-from inceptionnext.train.tasks import classification as classification_task
+from inceptionnext.tasks.classification import task as classification_task
 from inceptionnext.train.checkpoint import load_checkpoint_file
 from inceptionnext.train.distributed import DistEnv
 from inceptionnext.weights import CheckpointError as WeightsCheckpointError
@@ -27,7 +27,7 @@ PRELUDE = textwrap.dedent("""
     sys.path.insert(0, REPO_PATH)
     sys.path.insert(0, os.path.join(REPO_PATH, "tests"))
     import test_train  # noqa: F401  (registers its tiny models with timm)
-    from inceptionnext.train.tasks import classification as C
+    from inceptionnext.tasks.classification import task as C
 
     def scripted_evaluate(scores):
         def evaluate(model, loader, device, env=None, amp="none", channels_last=False, progress=False, desc=""):
@@ -38,7 +38,7 @@ PRELUDE = textwrap.dedent("""
 
 KILLED = PRELUDE + textwrap.dedent("""
     scripted_evaluate({1: 10.0, 2: 20.0, 3: 30.0})   # every epoch is a new best
-    from inceptionnext import weights as W
+    from inceptionnext.utils import files as W
     where, target, nth = sys.argv[1].split(":")
     counts = {}
 
@@ -195,8 +195,8 @@ def test_an_empty_last_pth_says_why(tmp_path):
 
 def _dev_full_temp_files(monkeypatch, name):
     """Writes of `name` go to /dev/full (ENOSPC from the kernel on every write), as on a full disk."""
-    from inceptionnext import weights
-    real = weights.tempfile.mkstemp
+    from inceptionnext.utils import files
+    real = files.tempfile.mkstemp
 
     def mkstemp(*a, prefix="", **k):
         fd, tmp = real(*a, prefix=prefix, **k)
@@ -204,7 +204,7 @@ def _dev_full_temp_files(monkeypatch, name):
             os.remove(tmp)
             os.symlink("/dev/full", tmp)
         return fd, tmp
-    monkeypatch.setattr(weights.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(files.tempfile, "mkstemp", mkstemp)
 
 
 def test_a_full_disk_names_the_file_and_keeps_the_previous_checkpoint(tmp_path, data, monkeypatch, capsys):

@@ -12,7 +12,7 @@ from PIL import Image
 
 from inceptionnext.cli import main
 from inceptionnext.model_file import load_model, save_model
-from inceptionnext.train.checkpoint import CheckpointError as TrainCheckpointError
+from inceptionnext.weights import CheckpointError as TrainCheckpointError  # one class now
 from inceptionnext.train.checkpoint import load_checkpoint_file
 from inceptionnext.weights import CheckpointError, read_weight_file
 

@@ -10,9 +10,9 @@ import timm
 import torch
 import torch.nn as nn
 
-from inceptionnext.quantize import (AccuracyFloorError, ImageSet, QualityFloor, compare_logits, load_images,
-                                    quantize_model)
-from inceptionnext.runtimes import RuntimeUnavailable, TorchRuntime, load_runtime, wrap_torch
+from inceptionnext.deploy.quantize import (AccuracyFloorError, ImageSet, QualityFloor, compare_logits, load_images,
+    quantize_model)
+from inceptionnext.deploy.runtimes import RuntimeUnavailable, TorchRuntime, load_runtime, wrap_torch
 
 LABELS = [f"digit {i}" for i in range(10)]
 NO_FLOOR = QualityFloor(0.0, -math.inf)
@@ -94,7 +94,7 @@ def test_openvino_cli_round_trip_quantize_predict_validate(model, tmp_path, caps
 
     from inceptionnext.cli import main
     from inceptionnext.model_file import save_model
-    from inceptionnext.train.data import DigitsDataset
+    from inceptionnext.data.digits import DigitsDataset
     weights = tmp_path / "a.safetensors"
     save_model(model, weights)
     out = tmp_path / "a_int8.xml"
@@ -111,7 +111,7 @@ def test_openvino_cli_round_trip_quantize_predict_validate(model, tmp_path, caps
     assert main(["predict", str(out), str(tmp_path), "--json", "--top-k", "2", "--no-progress"]) == 0
     preds = json.loads(capsys.readouterr().out)["predictions"]
     assert len(preds) == 3 and all(p["top_k"][0]["label"] in LABELS for p in preds)
-    from inceptionnext.inference import classify_files
+    from inceptionnext.tasks.classification.infer import classify_files
     expected = classify_files(model, [tmp_path], top_k=1, progress=False)  # the float model, same preprocessing
     assert [p["file"] for p in preds] == [e["file"] for e in expected]
     assert sum(p["top_k"][0]["index"] == e["top_k"][0]["index"] for p, e in zip(preds, expected)) >= 2
@@ -135,7 +135,7 @@ def test_missing_runtime_is_named_with_its_install_hint(monkeypatch, tmp_path):
 def test_torch_runtime_bf16_is_close_to_fp32_and_int8_is_refused(model):
     import contextlib
 
-    from inceptionnext.runtimes import native_bf16
+    from inceptionnext.deploy.runtimes import native_bf16
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         ref = model(x)

@@ -10,7 +10,7 @@ from timm.scheduler import create_scheduler_v2
 
 from inceptionnext.train import Trainer, fit, parse_config
 from inceptionnext.train.config import apply_overrides, plan_batch
-from inceptionnext.train.data import build_datasets, build_train_loader
+from inceptionnext.tasks.classification.data import build_datasets, build_train_loader
 from inceptionnext.train.distributed import DistEnv
 from test_train import make_folder, toy_cfg
 

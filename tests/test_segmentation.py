@@ -16,11 +16,12 @@ from safetensors.torch import save_file
 
 import inceptionnext  # noqa: F401
 from inceptionnext.models.complexity import count_params_and_macs
+from inceptionnext.models.dense import create_dense_model
 from inceptionnext.models.segmentation import PAPER, PAPER_SIZE, SEG_ZOO, get_seg_spec
 from inceptionnext.train import DataError, TrainConfig, TrainError, apply_overrides, fit
 from inceptionnext.train.checkpoint import load_checkpoint_file
-from inceptionnext.train.seg_data import MaskFolderDataset
-from inceptionnext.train.seg_eval import confusion_matrix, iou_metrics, predict_logits, predict_probs
+from inceptionnext.tasks.segmentation.data import MaskFolderDataset
+from inceptionnext.tasks.segmentation.evaluate import confusion_matrix, iou_metrics, predict_logits, predict_probs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,7 +40,7 @@ def test_every_name_builds_and_gives_full_resolution_logits():
     assert len(SEG_ZOO) == 2 * 11 and {s.head for s in SEG_ZOO} == {"upernet", "fpn"}
     for spec in SEG_ZOO:
         with torch.device("meta"):
-            model = timm.create_model(spec.name, num_classes=7).eval()
+            model = create_dense_model(spec.name, num_classes=7).eval()
             out = model(torch.empty(2, 3, 96, 128))
         assert out.shape == (2, 7, 96, 128), spec.name
         model.train()
@@ -63,13 +64,13 @@ def _classifier_state(tmp_path):
 def test_backbone_weights_load_from_every_format(tmp_path):
     sd, files = _classifier_state(tmp_path)
     for what, path in files.items():
-        seg = timm.create_model("fpn_inceptionnext_a", num_classes=5, backbone_weights=str(path))
+        seg = create_dense_model("fpn_inceptionnext_a", num_classes=5, backbone_weights=str(path))
         got = seg.backbone.state_dict()
         for k, v in got.items():
             assert torch.equal(v, sd[k]), (what, k)
         assert not any(k.startswith("head.fc") for k in got)  # the classifier's head is gone
     with pytest.raises(FileNotFoundError, match="backbone weight file not found"):
-        timm.create_model("fpn_inceptionnext_a", backbone_weights=str(tmp_path / "missing.pth"))
+        create_dense_model("fpn_inceptionnext_a", backbone_weights=str(tmp_path / "missing.pth"))
 
 
 def test_miou_against_a_hand_computed_case():
@@ -95,14 +96,14 @@ def test_sliding_window_equals_whole_where_they_must_agree():
         whole = predict_logits(pointwise, x, 5)
         slide = predict_logits(pointwise, x, 5, mode="slide", crop=24, stride=16)
     torch.testing.assert_close(slide, whole)
-    model = timm.create_model("fpn_inceptionnext_a", num_classes=5).eval()
+    model = create_dense_model("fpn_inceptionnext_a", num_classes=5).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():  # one window covering the image
         torch.testing.assert_close(predict_logits(model, x, 5, "slide", crop=64, stride=42), model(x))
 
 
 def test_multi_scale_with_one_scale_is_plain_inference():
-    model = timm.create_model("upernet_inceptionnext_a", num_classes=4, head_channels=32).eval()
+    model = create_dense_model("upernet_inceptionnext_a", num_classes=4, head_channels=32).eval()
     x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
         torch.testing.assert_close(predict_probs(model, x, 4, scales=(1.0,)), model(x).softmax(1))
@@ -150,7 +151,7 @@ def test_ade20k_layout_reduces_zero_label(tmp_path):
         Image.fromarray(np.array([[0, 1, 150, 2]] * 8, np.uint8).repeat(2, 1)).save(
             root / "annotations" / split / "a.png")
     cfg = apply_overrides(TrainConfig(), dict(task="segmentation", dataset="ade20k", data_dir=str(root)), "test")
-    from inceptionnext.train.tasks.segmentation import build_seg_datasets
+    from inceptionnext.tasks.segmentation.data import build_seg_datasets
     train, val, names = build_seg_datasets(cfg)
     assert len(names) == 150 and names[0] == "wall"
     assert sorted(np.unique(val.load(0)[1].numpy()).tolist()) == [0, 1, 149, 255]
@@ -183,12 +184,12 @@ def test_short_demo_learns(tmp_path):
     ckpt = load_checkpoint_file(res.best_checkpoint)
     assert ckpt["task"] == "segmentation" and list(ckpt["class_to_idx"])[:2] == ["background", "0"]
     # the checkpoint validates to the number the run logged
-    from inceptionnext.train.evaluate import run_seg_validation
+    from inceptionnext.tasks.segmentation.evaluate import run_seg_validation
     r = run_seg_validation("fpn_inceptionnext_a", res.best_checkpoint, workers=0, progress=False, device="cpu")
     assert r["miou"] == pytest.approx(res.best_value, abs=1e-6)
     # and `inceptionnext segment` writes an overlay and a class-index mask, with the run's class names
     from inceptionnext.cli import main
-    from inceptionnext.train.digit_scenes import DigitScenes
+    from inceptionnext.tasks.segmentation.scenes import DigitScenes
     img, truth = DigitScenes("val", 48).scene(0)
     Image.fromarray(img).save(tmp_path / "scene.png")
     assert main(["segment", "fpn_inceptionnext_a", "--weights", res.best_checkpoint, str(tmp_path / "scene.png"),
@@ -246,7 +247,7 @@ def test_seg_spec_lookup():
 
 @pytest.mark.parametrize("name,fmt", [("fpn_inceptionnext_a", "onnx"), ("upernet_inceptionnext_a", "torchscript")])
 def test_export_through_the_library_exporter(tmp_path, name, fmt):
-    from inceptionnext.export import export_model
-    model = timm.create_model(name, num_classes=5, head_channels=32).eval()
+    from inceptionnext.deploy.export import export_model
+    model = create_dense_model(name, num_classes=5, head_channels=32).eval()
     report = export_model(model, str(tmp_path / f"m.{fmt}"), fmt, input_size=(3, 64, 64), batch_size=2)
     assert report.max_abs_diff < 1e-4  # the exporter ran the file and compared it with PyTorch

@@ -15,7 +15,7 @@ import torch
 from timm.layers import create_feature_extractor as timm_feature_extractor
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from inceptionnext.deploy import reparameterize_model
+from inceptionnext.models.fold import reparameterize_model
 from inceptionnext.models import ZOO
 
 ALL_NAMES = [n for e in ZOO for n in e.names]

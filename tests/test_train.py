@@ -15,13 +15,13 @@ from PIL import Image
 from timm.models import register_model
 
 from inceptionnext import checksum
-from inceptionnext.train import (CheckpointError, ConfigError, DataError, NonFiniteLossError, TrainConfig,
-                                 Trainer, apply_overrides, fit, parse_config)
+from inceptionnext.train import (CheckpointError, ConfigError, DataError, NonFiniteLossError, TrainConfig, Trainer,
+    apply_overrides, fit, parse_config)
 from inceptionnext.train.distributed import DistEnv
 from inceptionnext.train.checkpoint import load_checkpoint_file
 from inceptionnext.train.config import save_config
 from inceptionnext.train.engine import create_model
-from inceptionnext.train.evaluate import run_validation
+from inceptionnext.tasks.classification.evaluate import run_validation
 from inceptionnext.train.logs import read_csv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -9,8 +9,8 @@ import torch
 
 from inceptionnext.cli import COMMANDS, main
 from inceptionnext.train import ConfigError, DataError, fit, parse_config
-from inceptionnext.train.data import build_datasets
-from inceptionnext.train.evaluate import run_validation
+from inceptionnext.tasks.classification.data import build_datasets
+from inceptionnext.tasks.classification.evaluate import run_validation
 from test_cli import run
 from test_train import make_folder, toy_cfg
 

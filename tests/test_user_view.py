@@ -13,8 +13,8 @@ import pytest
 import timm
 import torch
 
-from inceptionnext import cpu_workers
-from inceptionnext.shapes import CLASSES, draw_shape, make_shapes_folder
+from inceptionnext.utils import workers as cpu_workers
+from inceptionnext.data.shapes import CLASSES, draw_shape, make_shapes_folder
 from inceptionnext.train import ConfigError, fit, parse_config
 from inceptionnext.train.config import ALIASES, FIELDS, suggest_keys
 from inceptionnext.train.engine import create_model
@@ -158,14 +158,14 @@ def test_logged_lr_is_the_one_the_last_update_applied(tmp_path, data):
 
 
 def test_digits_config_comment_counts_the_split():
-    from inceptionnext.train.data import DigitsDataset
+    from inceptionnext.data.digits import DigitsDataset
     text = open(os.path.join(REPO, "configs", "demo", "digits_inceptionnext_a.yaml")).read()
     n_train, n_val = len(DigitsDataset("train", 8)), len(DigitsDataset("val", 8))
     assert f"{n_train:,} train / {n_val:,} val images" in text
 
 
 def test_demo_data_folder_has_ordinary_permissions(tmp_path):
-    from inceptionnext.detection.demo_data import DemoSpec, ensure_demo_data
+    from inceptionnext.tasks.detection.scenes import DemoSpec, ensure_demo_data
     root = ensure_demo_data(str(tmp_path / "data" / "digits_detection"), DemoSpec(train_images=2, val_images=1))
     mask = os.umask(0)
     os.umask(mask)
@@ -173,7 +173,7 @@ def test_demo_data_folder_has_ordinary_permissions(tmp_path):
 
 
 def test_quantize_keeps_the_cuda_home_notice_quiet(caplog):
-    from inceptionnext.quantize import _quiet_cpp_extension
+    from inceptionnext.deploy.quantize import _quiet_cpp_extension
     log = logging.getLogger("torch.utils.cpp_extension")
     before = log.level
     with _quiet_cpp_extension():
@@ -228,7 +228,7 @@ def test_curves_name_only_what_they_draw_and_leave_out_a_flat_series():
 
 def test_curves_of_an_iteration_run_count_iterations_and_name_no_absent_metric():
     from inceptionnext.train.logs import curves_figure
-    from inceptionnext.train.tasks.detection import DetectionTask
+    from inceptionnext.tasks.detection.task import DetectionTask
     history = [dict(epoch=r, iter=200 * r, lr=1e-3, train_loss=2.0 / r, val_map=5.0 * r, val_map_50=9.0 * r)
                for r in range(1, 5)]  # Faster R-CNN: no mask mAP
     fig = curves_figure(history, metrics=DetectionTask.plot_metrics)
@@ -244,7 +244,7 @@ def test_curves_of_an_iteration_run_count_iterations_and_name_no_absent_metric()
 
 
 def test_grid_figure_draws_every_panel_at_one_scale():
-    from inceptionnext.picture_grid import grid_figure
+    from inceptionnext.utils.plots import grid_figure
     small, large = np.zeros((32, 32, 3), np.uint8), np.zeros((64, 48, 3), np.uint8)
     fig = grid_figure([[small, small], [large, large]], ["a", "b"], legend=[("cat", (255, 0, 0))])
     try:
@@ -283,7 +283,8 @@ class _PredictsOne(torch.nn.Module):
 
 def test_segmentation_overlays_have_column_titles_a_legend_and_an_untinted_background():
     from inceptionnext.train.config import TrainConfig
-    from inceptionnext.train.tasks.segmentation import SegmentationTask, overlay, untinted_classes
+    from inceptionnext.tasks.segmentation.draw import overlay, untinted_classes
+    from inceptionnext.tasks.segmentation.task import SegmentationTask
     task = SegmentationTask.__new__(SegmentationTask)
     task.cfg, task.device = TrainConfig(overlays=2, iters=400, eval_interval=200), torch.device("cpu")
     task.val_set, task.class_names, task.num_classes = _SegVal(), ["background", "road", "car"], 3
@@ -305,7 +306,7 @@ def test_segmentation_overlays_have_column_titles_a_legend_and_an_untinted_backg
 
 def test_mask_png_is_a_palette_png_of_class_indices(tmp_path):
     from PIL import Image
-    from inceptionnext.segment import mask_png
+    from inceptionnext.tasks.segmentation.infer import mask_png
     pred = np.array([[0, 1, 2], [2, 2, 1]])
     colours = np.array([[20, 200, 20], [200, 30, 30], [30, 30, 200]], np.float32)
     mask_png(pred, colours, black=(0,)).save(tmp_path / "m.png")
@@ -317,7 +318,7 @@ def test_mask_png_is_a_palette_png_of_class_indices(tmp_path):
 
 
 def test_detections_picture_puts_ground_truth_beside_the_detections():
-    from inceptionnext.detection.draw import truth_and_detections_figure
+    from inceptionnext.tasks.detection.draw import truth_and_detections_figure
     images = [torch.rand(3, 48, 48), torch.rand(3, 32, 40)]
     targets = [dict(boxes=torch.tensor([[4.0, 4.0, 20.0, 30.0]]), labels=torch.tensor([3])),
                dict(boxes=torch.tensor([[2.0, 2.0, 12.0, 12.0]]), labels=torch.tensor([1]))]

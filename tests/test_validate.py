@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 import inceptionnext  # noqa: F401
 from inceptionnext.train import DataError
-from inceptionnext.train.evaluate import load_for_eval, run_validation
+from inceptionnext.tasks.classification.evaluate import load_for_eval, run_validation
 from test_train import make_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -286,7 +286,7 @@ def test_timm_train_checkpoint_with_argparse_args_loads(tmp_path):
 
 
 def test_write_atomically_keeps_the_old_file_on_failure_and_gives_an_ordinary_mode(tmp_path):
-    from inceptionnext.weights import write_atomically
+    from inceptionnext.utils.files import write_atomically
     target = tmp_path / 'w.pth'
     torch.save({'a': torch.ones(1)}, target)
 

@@ -20,7 +20,7 @@ COMMANDS = {
     'train': ('inceptionnext.cli.train', 'train or fine-tune from a YAML config (torchrun for multi-GPU)'),
     'validate': ('inceptionnext.cli.validate', 'top-1/top-5 of weights on an image folder (mIoU: segmentation)'),
     'verify': ('inceptionnext.cli.verify', 'check that checkpoints are whole (their stored checksum)'),
-    'benchmark': ('inceptionnext.benchmark', 'throughput beside timm\'s models, in one run'),
+    'benchmark': ('inceptionnext.cli.benchmark', 'throughput beside timm\'s models, in one run'),
 }
 
 
@@ -38,7 +38,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     if argv[0] == '--version':
-        from .. import __version__
+        from ..version import __version__
         print(f"inceptionnext {__version__}")
         return 0
     command = argv[0]

@@ -6,18 +6,18 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-import timm
-import torch
 import torch.nn as nn
 
-from ..inference import ImageError
-from ..safe_text import escape_control
+from ..data.images import ImageError
+from ..utils.text import escape_control
+from ..models.dense import create_model, is_model
 from ..model_file import EMA_CHOICE_HELP, check_model_name, load_model
-from ..train.checkpoint import CheckpointError as TrainCheckpointError
 from ..weights import CheckpointError
+from ..deploy.runtimes import PRECISIONS, RUNTIMES
+from ..deploy.runtimes import is_runtime_file, load_runtime, wrap_torch
 
 # input errors, each with a message naming what was wrong (OSError: files that cannot be read or written)
-USER_ERRORS = (CheckpointError, TrainCheckpointError, ImageError, OSError, ValueError, ImportError)
+USER_ERRORS = (CheckpointError, ImageError, OSError, ValueError, ImportError)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -57,7 +57,6 @@ def summary(doc: str) -> str:
 
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
     """How the model runs: PyTorch eager or compiled, ONNX Runtime or OpenVINO, and in which precision."""
-    from ..runtimes import PRECISIONS, RUNTIMES
     p.add_argument('--runtime', default=None, choices=RUNTIMES,
                    help="torch (default for weights), torch.compile (Inductor, freezing), onnxruntime (default for "
                         ".onnx) or openvino (default for .xml; also runs .onnx)")
@@ -68,7 +67,6 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
 def runnable_from_args(args: argparse.Namespace, **kwargs) -> nn.Module:
     """The model the arguments name, as the runtime and precision they ask for: an .onnx or OpenVINO .xml file
     given as the model runs on its runtime; a model name (with --weights) runs in PyTorch."""
-    from ..runtimes import is_runtime_file, load_runtime, wrap_torch
     if args.model and is_runtime_file(args.model):
         if args.weights:
             raise ValueError(f"{args.model} is a complete model file; drop --weights")
@@ -82,7 +80,7 @@ def runnable_from_args(args: argparse.Namespace, **kwargs) -> nn.Module:
 def split_model_and_images(args: argparse.Namespace, command: str) -> None:
     """`COMMAND --weights FILE img ...`: a first positional that is an existing file and no model name is an image
     (the weight file names the model); no images at all is an error naming the command's form."""
-    if args.model and args.weights and not timm.is_model(args.model) and Path(args.model).exists():
+    if args.model and args.weights and not is_model(args.model) and Path(args.model).exists():
         args.model, args.images = None, [args.model] + args.images
     if not args.images:
         raise ValueError(f"no images given: inceptionnext {command} [MODEL] IMAGE [IMAGE ...]")
@@ -103,22 +101,10 @@ def model_from_args(args: argparse.Namespace, **kwargs) -> nn.Module:
         if args.use_ema is not None:
             raise ValueError(f"{'--use-ema' if args.use_ema else '--no-ema'} needs --weights (a training checkpoint)")
         check_model_name(args.model)
-        model = timm.create_model(args.model, pretrained=True, **kwargs).eval()
+        model = create_model(args.model, pretrained=True, **kwargs).eval()
         model.weights_note = f"the pretrained weights of {args.model}"
     say_weights(model)
     return model
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"--device {name!r}: not a device (use auto, cpu, cuda or cuda:N)") from e
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available here")
-    return device
 
 
 def reports_errors(*extra: type) -> Callable[[Callable[..., int]], Callable[..., int]]:

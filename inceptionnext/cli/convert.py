@@ -7,7 +7,7 @@ that rebuilds the model (name, classes, preprocessing, class names), optionally 
 """
 import argparse
 
-from ..deploy import is_folded
+from ..models.fold import is_folded
 from ..model_file import convert, save_hub_folder
 from .common import add_ema_args, reports_errors, say_weights, summary
 

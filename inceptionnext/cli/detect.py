@@ -6,8 +6,9 @@
 import argparse
 import json
 
-from ..detection.inference import detect_files, load_detector
-from .common import reports_errors, resolve_device
+from ..tasks.detection.infer import detect_files, load_detector
+from .common import reports_errors
+from ..utils.device import resolve_device
 
 
 def build_parser(prog=None) -> argparse.ArgumentParser:

@@ -6,8 +6,8 @@ checked against PyTorch's own outputs (onnxruntime for ONNX) before it is kept.
 """
 import argparse
 
-from ..deploy import is_folded, reparameterize_model
-from ..export import FORMATS, MIN_OPSET, SUFFIXES, ExportError, export_model
+from ..models.fold import is_folded, reparameterize_model
+from ..deploy.export import FORMATS, MIN_OPSET, SUFFIXES, ExportError, export_model
 from ..models.model_api import check_img_size
 from .common import add_model_args, model_from_args, reports_errors, summary
 

@@ -12,7 +12,9 @@ from typing import Any, Dict, List
 import timm
 
 from ..models.complexity import count_params_and_macs
+from ..models.dense import DENSE_MODELS, list_dense_models
 from ..models.zoo import ZOO, ZooEntry
+from ..utils.tables import text_table
 from .common import reports_errors, summary
 
 
@@ -35,11 +37,7 @@ def select(patterns: List[str], pretrained_only: bool) -> List[ZooEntry]:
 
 def dense_models(task: str) -> List[Dict[str, Any]]:
     """The segmentation or detection models: each name with its head and zoo backbone (no counting: they are many)."""
-    if task == 'segmentation':
-        from ..models.segmentation import SEG_ZOO
-        return [dict(name=s.name, head=s.head, backbone=s.backbone) for s in SEG_ZOO]
-    from ..models.detection import DETECTION_MODELS
-    return [dict(name=n, head=kind, backbone=b) for n, (kind, b) in sorted(DETECTION_MODELS.items())]
+    return [dict(name=n, head=DENSE_MODELS[n].head, backbone=DENSE_MODELS[n].backbone) for n in list_dense_models(task)]
 
 
 def format_table(rows: List[Dict[str, Any]]) -> str:
@@ -47,9 +45,7 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
     body = [(r['name'], r['alias'] or '-', f"{r['params_m']:.2f}", f"{r['macs_g']:.2f}",
              'x'.join(map(str, r['input_size'][1:])), ','.join(r['pretrained_tags']) or '-',
              f"{r['paper_top1']:.1f}" if r['paper_top1'] is not None else '-') for r in rows]
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *body)]
-    line = lambda cells: '  '.join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    return '\n'.join([line(header), line(['-' * w for w in widths])] + [line(b) for b in body])
+    return text_table(header, body)
 
 
 @reports_errors()

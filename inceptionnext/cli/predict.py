@@ -8,12 +8,13 @@ import argparse
 import json
 
 
-from ..inference import classify_files
-from ..safe_text import escape_control
-from .common import (add_model_args, add_runtime_args, floats, reports_errors, resolve_device,
-                     runnable_from_args, split_model_and_images, summary)
+from ..data.images import INTERPOLATIONS
+from ..tasks.classification.infer import classify_files
+from ..utils.text import escape_control
+from .common import (add_model_args, add_runtime_args, floats, reports_errors, runnable_from_args,
+    split_model_and_images, summary)
+from ..utils.device import resolve_device
 
-INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos')
 
 
 def build_parser(prog=None) -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ checked against the float model on held-out ones before it is kept.
 import argparse
 import json
 
-from ..quantize import BACKENDS, AccuracyFloorError, QualityFloor, QuantizeError, quantize_file
+from ..deploy.quantize import BACKENDS, AccuracyFloorError, QualityFloor, QuantizeError, quantize_file
 from .common import add_model_args, model_from_args, reports_errors
 
 

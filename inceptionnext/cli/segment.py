@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 
-from ..segment import segment_files
-from .common import (add_model_args, floats, model_from_args, reports_errors, resolve_device,
-                     split_model_and_images)
+from ..tasks.segmentation.infer import segment_files
+from .common import add_model_args, floats, model_from_args, reports_errors, split_model_and_images
+from ..utils.device import resolve_device
 
 
 def build_parser(prog=None) -> argparse.ArgumentParser:
@@ -34,7 +34,8 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
 def cli(argv=None, prog: str = 'inceptionnext segment') -> int:
     a = build_parser(prog).parse_intermixed_args(argv)  # options may sit between the model and its images
     from ..models.segmentation import is_segmentation_model
-    from ..train.evaluate import seg_architecture, training_config
+    from ..tasks.segmentation.evaluate import seg_architecture
+    from ..train.checkpoint import training_config
     split_model_and_images(a, 'segment')
     if a.weights and not Path(a.weights).is_file():
         raise ValueError(f"weight file not found: {a.weights}")

@@ -1,12 +1,12 @@
-"""`inceptionnext train`: train or fine-tune a classifier, segmentation or detection model from a YAML config; any
-config key can be overridden as --key value.
+"""`inceptionnext train`: train or fine-tune a classifier, segmenter or detector from a YAML config; any config key can be
+overridden as --key value.
 
     inceptionnext train --config configs/demo/digits_inceptionnext_a.yaml
     torchrun --nproc_per_node 8 scripts/train.py --config configs/imagenet/inceptionnext_t.yaml --data-dir /data/imagenet
 """
 import sys
 
-from ..safe_text import escape_control
+from ..utils.text import escape_control
 from ..train import CheckpointError, ConfigError, DataError, TrainError, fit, parse_config
 
 

@@ -9,14 +9,16 @@ import argparse
 import json
 import sys
 
-from ..safe_text import escape_control
+from ..utils.plots import pyplot, save_figure
+from ..utils.text import escape_control
 from ..train import CheckpointError, DataError, TrainError
 from ..models.segmentation import is_segmentation_model
-from ..train.evaluate import run_seg_validation, run_validation
-from ..runtimes import PRECISIONS, RUNTIMES
-from ..cpu_workers import loader_workers
+from ..tasks.segmentation.evaluate import run_seg_validation
+from ..tasks.classification.evaluate import run_validation
+from ..deploy.runtimes import PRECISIONS, RUNTIMES
+from ..utils.workers import loader_workers
 from .common import add_ema_args, floats, say_weights, summary
-from .predict import INTERPOLATIONS
+from ..data.images import INTERPOLATIONS
 
 
 def build_parser(prog=None):
@@ -71,10 +73,7 @@ def build_parser(prog=None):
 
 def plot_per_class(per_class, path: str, title: str) -> None:
     """Horizontal bars of per-class IoU, sorted, with the mIoU as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     items = sorted(((v, k) for k, v in per_class.items() if v is not None), reverse=True)
     fig, ax = plt.subplots(figsize=(7, max(2.5, 0.22 * len(items) + 1)))
@@ -84,15 +83,14 @@ def plot_per_class(per_class, path: str, title: str) -> None:
     ax.set(xlabel="IoU (%)", xlim=(0, 100), title=title)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def seg_cli(a, model: str) -> int:
     """The segmentation branch: per-class IoU table, mIoU, optional per-class plot and JSON."""
     import numpy as np
 
-    from ..train.seg_eval import format_table
+    from ..tasks.segmentation.evaluate import format_table
 
     r = run_seg_validation(model, a.weights, a.data_dir, a.dataset, a.num_classes, a.use_ema,
                            a.batch_size or 8, a.workers, a.amp, a.device, a.test_mode, a.crop_size, a.stride,
@@ -127,7 +125,7 @@ def cli(argv=None, prog: str = "inceptionnext validate") -> int:
         if model is None and a.weights is None:
             raise ValueError("name the model (inceptionnext validate MODEL ...) or give --weights FILE that records it")
         if model is None and a.weights:  # a segmentation checkpoint names its model in its training config
-            from ..train.evaluate import training_config
+            from ..train.checkpoint import training_config
             recorded = training_config(a.weights).get("model")
             model = recorded if is_segmentation_model(recorded) else None
         if model and is_segmentation_model(model):

@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from ..checksum import verify_file
-from ..safe_text import escape_control
+from ..utils.text import escape_control
 from .common import USER_ERRORS
 
 

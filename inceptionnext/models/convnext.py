@@ -3,7 +3,7 @@
 Layout as released: `downsample_layers.{i}` (stem = index 0), `stages.{i}.{j}` blocks with `dwconv`, `norm`,
 `pwconv1`, `pwconv2`, `gamma`; final `norm` and `head`. A partial conv keeps its weights under `dwconv.conv`.
 """
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn

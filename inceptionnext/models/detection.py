@@ -10,7 +10,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-import timm
 import torch
 import torch.nn as nn
 from timm.layers import freeze_batch_norm_2d
@@ -21,9 +20,12 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.ops.feature_pyramid_network import (ExtraFPNBlock, FeaturePyramidNetwork, LastLevelMaxPool,
                                                      LastLevelP6P7)
 
+from .backbone import create_backbone
+from .dense import DenseModel, list_dense_models, register_dense_model
 from .zoo import ZOO, get_entry
 
 STAGES = 4  # every zoo backbone has four stages, at strides 4, 8, 16 and 32
+MASK_THRESHOLD = 0.5  # Mask R-CNN's soft masks become instance masks at this probability, as torchvision's
 
 
 class DetectionBackbone(nn.Module):
@@ -39,7 +41,6 @@ class DetectionBackbone(nn.Module):
         super().__init__()
         if not -1 <= frozen_stages <= STAGES:
             raise ValueError(f"frozen_stages must be between -1 (train all) and {STAGES}, not {frozen_stages}")
-        model.prune_intermediate_layers(STAGES, prune_norm=True, prune_head=True)
         self.model = freeze_batch_norm_2d(model) if frozen_bn else model
         self.return_stages = tuple(return_stages)
         self.channels = [model.feature_info[i]['num_chs'] for i in self.return_stages]
@@ -146,19 +147,14 @@ def parse_name(name: str) -> Tuple[DetectorSpec, str]:
 
 
 def list_detectors(pattern: str = '*') -> List[str]:
-    import fnmatch
-    return sorted(n for n in DETECTION_MODELS if fnmatch.fnmatch(n, pattern))
+    return list_dense_models('detection', pattern)
 
 
-def create_backbone(backbone: str, return_stages: Sequence[int], weights: Optional[str] = None,
-                    pretrained: bool = False, frozen_stages: int = -1, frozen_bn: bool = False,
-                    drop_path_rate: float = 0.0) -> DetectionBackbone:
+def detection_backbone(backbone: str, return_stages: Sequence[int], weights: Optional[str] = None,
+                       pretrained: bool = False, frozen_stages: int = -1, frozen_bn: bool = False,
+                       drop_path_rate: float = 0.0) -> DetectionBackbone:
     """A zoo backbone with its weights from `weights` (any file the library reads) or its pretrained source."""
-    overlay = None
-    if weights is not None:
-        overlay, pretrained = dict(file=str(weights)), True
-    model = timm.create_model(backbone, pretrained=pretrained, num_classes=0, pretrained_cfg_overlay=overlay,
-                              drop_path_rate=drop_path_rate)
+    model = create_backbone(backbone, pretrained=pretrained, weights=weights, drop_path_rate=drop_path_rate)
     return DetectionBackbone(model, return_stages, frozen_stages=frozen_stages, frozen_bn=frozen_bn)
 
 
@@ -179,7 +175,7 @@ def create_detector(name: str, num_classes: int, *, backbone_weights: Optional[s
     spec, backbone = parse_name(name)
     if num_classes < 1:
         raise ValueError(f"{name}: num_classes must be at least 1, not {num_classes}")
-    body = create_backbone(backbone, spec.return_stages, backbone_weights, pretrained_backbone, frozen_stages,
+    body = detection_backbone(backbone, spec.return_stages, backbone_weights, pretrained_backbone, frozen_stages,
                            frozen_bn, drop_path_rate)
     net = BackboneWithFPN(body, fpn_channels, spec.extra_blocks(fpn_channels))
     sizes = tuple(anchor_sizes or spec.default_anchor_sizes)
@@ -221,7 +217,8 @@ def _register(name: str) -> None:
 
 for _name in DETECTION_MODELS:
     _register(_name)
+    register_dense_model(DenseModel(_name, "detection", *DETECTION_MODELS[_name], globals()[_name]))
 
 
 __all__ = ['DETECTORS', 'DETECTION_MODELS', 'DetectionBackbone', 'BackboneWithFPN', 'DetectorSpec',
-           'create_detector', 'create_backbone', 'list_detectors', 'parse_name'] + list(DETECTION_MODELS)
+           'create_detector', 'detection_backbone', 'list_detectors', 'parse_name'] + list(DETECTION_MODELS)

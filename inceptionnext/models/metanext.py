@@ -12,7 +12,7 @@ from timm.layers import DropPath, trunc_normal_
 from timm.models._features import feature_take_indices
 from timm.models import checkpoint_seq
 
-from ..deploy import fold_metanext_block, fold_sequential
+from .fold import fold_metanext_block, fold_sequential
 from .layers import ConvMlp, InceptionDWConv2d, MlpClassifierHead, downsample_conv, stage_strides_and_dilations
 from .model_api import TimmModelMixin, check_input_channels, drop_path_schedule
 

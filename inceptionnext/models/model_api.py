@@ -5,7 +5,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 from timm.models._features import feature_take_indices
-from .._tracing import is_fx_tracing
+from ..utils.tracing import is_fx_tracing
 
 from ..weights import check_state_dict, model_name
 

@@ -14,25 +14,25 @@ turns BatchNorm into SyncBatchNorm under DDP). The heads are mmsegmentation's, a
   so these two are small modules here.
 
 The weights of the backbone come through the library's one loader (`weights.load_pretrained_state_dict`, via
-timm's pretrained path): ``pretrained=True`` takes the backbone's default source, ``backbone_weights=<file>`` any
+timm's pretrained path, in `models.backbone`): ``pretrained=True`` takes the backbone's default source, ``backbone_weights=<file>`` any
 file the loader reads (official .pth, hub copy, safetensors, training checkpoints of a classifier).
 """
 from __future__ import annotations
 
 import contextlib
-import os
+from functools import partial
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import LayerNorm2d
-from timm.models import generate_default_cfgs
 
-from .zoo import ZOO, get_entry, register_entrypoint
+from .backbone import create_backbone
+from .dense import DenseModel, is_dense_model, register_dense_model
+from .zoo import ZOO, get_entry
 
 # ADE20K's 150 classes (reduce_zero_label drops "other"), the paper's benchmark and these models' default.
 ADE20K_NUM_CLASSES = 150
@@ -211,24 +211,6 @@ def _stage_norm(family: str, channels: int) -> nn.Module:
     return nn.BatchNorm2d(channels) if family == "inceptionnext" else LayerNorm2d(channels, eps=1e-6)
 
 
-def create_backbone(name: str, pretrained: bool = False, weights: Optional[str] = None,
-                    cache_dir: Optional[str] = None, **kwargs) -> nn.Module:
-    """The zoo classifier `name` without its head, its weights (if any) loaded through the library's loader.
-
-    A classifier's head (any class count) is dropped on loading: the model is built with no classes, so timm's
-    pretrained path leaves the classifier weights out.
-    """
-    overlay = None
-    if weights:
-        if not os.path.isfile(weights):
-            raise FileNotFoundError(f"backbone weight file not found: {weights}")
-        overlay, pretrained = dict(file=os.path.abspath(weights)), True
-    model = timm.create_model(name, pretrained=pretrained, num_classes=0, pretrained_cfg_overlay=overlay,
-                              cache_dir=cache_dir, **kwargs)
-    model.prune_intermediate_layers(len(model.feature_info), prune_norm=True, prune_head=True)
-    return model
-
-
 def build_segmenter(head: str, backbone: str, num_classes: int = ADE20K_NUM_CLASSES, pretrained: bool = False,
                     backbone_weights: Optional[str] = None, aux_head: Optional[bool] = None,
                     drop_path_rate: float = 0.0, in_chans: int = 3, cache_dir: Optional[str] = None,
@@ -291,7 +273,7 @@ def get_seg_spec(name: str) -> SegSpec:
 
 
 def is_segmentation_model(name: Optional[str]) -> bool:
-    return bool(name) and any(s.name == name.split(".")[0] for s in SEG_ZOO)
+    return is_dense_model(name, "segmentation")
 
 
 def _seg_cfg(spec: SegSpec) -> Dict[str, Any]:
@@ -304,28 +286,25 @@ def _seg_cfg(spec: SegSpec) -> Dict[str, Any]:
                 paper_name="InceptionNeXt: When Inception Meets ConvNeXt", paper_ids="arXiv:2303.16900")
 
 
-default_cfgs = generate_default_cfgs({f"{spec.name}.untrained": _seg_cfg(spec) for spec in SEG_ZOO})
-
-
-def build(name: str, pretrained: bool = False, **kwargs) -> EncoderDecoder:
-    """Build the registered segmentation model `name`; `pretrained` loads the backbone's ImageNet weights."""
-    from timm.models._builder import resolve_pretrained_cfg
-
+def create_segmenter(name: str, pretrained: bool = False, pretrained_cfg_overlay: Optional[Dict[str, Any]] = None,
+                     device=None, dtype=None, **kwargs) -> EncoderDecoder:
+    """Build the registered segmentation model `name` (kwargs as `build_segmenter`; num_classes defaults to
+    ADE20K's 150); `pretrained` loads the backbone's ImageNet weights. Its `pretrained_cfg` carries the
+    preprocessing, updated by `pretrained_cfg_overlay` (a saved model's own record)."""
     spec = get_seg_spec(name)
-    cfg = resolve_pretrained_cfg(name, kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None))
-    device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
-    kwargs.setdefault("num_classes", cfg.num_classes)
+    cfg = dict(_seg_cfg(spec), architecture=spec.name, **(pretrained_cfg_overlay or {}))
+    kwargs.setdefault("num_classes", cfg["num_classes"])
     with torch.device(device) if device is not None else contextlib.nullcontext():
         model = build_segmenter(spec.head, spec.backbone, pretrained=pretrained, **kwargs)
     if dtype is not None:
         model = model.to(dtype=dtype)
-    model.pretrained_cfg = model.default_cfg = dict(cfg.to_dict(), num_classes=model.num_classes)
+    model.pretrained_cfg = model.default_cfg = dict(cfg, num_classes=model.num_classes)
     return model
 
 
 for _spec in SEG_ZOO:
-    register_entrypoint(_spec.name, build, globals(),
-                        f"{_spec.head} on {_spec.backbone}; see inceptionnext.models.segmentation.SEG_ZOO")
+    register_dense_model(DenseModel(_spec.name, "segmentation", _spec.head, _spec.backbone,
+                                    partial(create_segmenter, _spec.name)))
 
 
 def paper_size(name: str) -> Tuple[int, int]:
@@ -333,5 +312,5 @@ def paper_size(name: str) -> Tuple[int, int]:
 
 
 __all__ = ["ADE20K_NUM_CLASSES", "IGNORE_INDEX", "EncoderDecoder", "FCNHead", "FPNHead", "FPNNeck", "SEG_ZOO", "SegSpec",
-           "SemanticFPNHead", "UPerHead", "build_segmenter", "create_backbone", "get_seg_spec",
+           "SemanticFPNHead", "UPerHead", "build_segmenter", "create_segmenter", "get_seg_spec",
            "is_segmentation_model"]

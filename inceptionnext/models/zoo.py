@@ -12,7 +12,6 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models import _factory as _timm_factory
 from timm.models._builder import resolve_pretrained_cfg
 
 from .. import weights
@@ -172,22 +171,6 @@ def build(variant: str, pretrained: bool = False, **kwargs):
         if isinstance(getattr(m, 'pretrained_cfg', None), dict):
             m.pretrained_cfg['state_dict'] = None
     return model
-
-
-def _load_checkpoint_path(model, checkpoint_path, *args, **kwargs):
-    """timm.create_model(checkpoint_path=...) for this zoo: read through `weights` (named one-line errors for a
-    missing, empty or unreadable file) and load strictly; other models keep timm's own loader."""
-    if args or kwargs or not isinstance(model, (MetaNeXt, ConvNeXt)):
-        return _timm_load_checkpoint(model, checkpoint_path, *args, **kwargs)
-    model.load_state_dict(weights.load_state_dict_file(checkpoint_path))
-
-
-_timm_load_checkpoint = _timm_factory.load_checkpoint
-if getattr(_timm_load_checkpoint, '__module__', '') != __name__:  # once, even if this module is reloaded
-    _timm_factory.load_checkpoint = _load_checkpoint_path
-else:  # pragma: no cover
-    _timm_load_checkpoint = _timm_load_checkpoint.__wrapped__
-_load_checkpoint_path.__wrapped__ = _timm_load_checkpoint
 
 
 def register_entrypoint(name: str, builder, module_globals: Dict[str, Any], doc: str) -> None:

@@ -8,7 +8,11 @@ bandwidth floor a one-pass kernel is measured against.
 import argparse
 from typing import Dict, List
 
+
 import torch
+
+from ..utils.tables import markdown_table
+from .dispatch import inception_dwconv
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -31,7 +35,6 @@ def benchmark_token_mixer(
     from triton.testing import do_bench
     from timm.models.inception_next import InceptionDWConv2d
 
-    from . import inception_dwconv
 
     if not torch.cuda.is_available():
         raise RuntimeError("benchmark_token_mixer needs a CUDA device")
@@ -72,12 +75,9 @@ def benchmark_token_mixer(
 
 def format_rows(rows: List[Dict[str, object]], title: str = "") -> str:
     """A markdown table of benchmark_token_mixer's rows."""
-    lines = [title] if title else []
-    lines += ["| op | fwd ms | fwd+bwd ms | fwd / copy | fwd+bwd / copy |", "|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['name']} | {r['fwd_ms']:.3f} | {r['fwd_bwd_ms']:.3f} | "
-                     f"{r['fwd_vs_copy']:.2f}x | {r['fwd_bwd_vs_copy']:.2f}x |")
-    return "\n".join(lines)
+    return markdown_table(["op", "fwd ms", "fwd+bwd ms", "fwd / copy", "fwd+bwd / copy"],
+                          [(r["name"], f"{r['fwd_ms']:.3f}", f"{r['fwd_bwd_ms']:.3f}", f"{r['fwd_vs_copy']:.2f}x",
+                            f"{r['fwd_bwd_vs_copy']:.2f}x") for r in rows], title or None)
 
 
 def main(argv=None):

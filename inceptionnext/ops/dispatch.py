@@ -14,7 +14,7 @@ import torch
 
 from .reference import branch_split_sizes, inception_dwconv_reference
 
-try:
+try:  # the Triton kernels import triton, an optional dependency
     from . import custom_op as _fused
     from .triton_dwconv import INTERPRETED as _TRITON_INTERPRETED, MAX_BRANCHES as _MAX_BRANCHES
     _TRITON_ERROR: Optional[str] = None

@@ -1,11 +1,12 @@
-"""Training engine on timm's components: configs, data, checkpoints, distributed runs, evaluation."""
+"""The training engine on timm's components: config, loop, checkpoints, distributed runs, logs. It knows no task
+by name: tasks register with it (`train.task.register_task`)."""
 from .checkpoint import CheckpointError
 from .config import ConfigError, TrainConfig, apply_overrides, load_yaml, parse_config
-from .data import DataError, DigitsDataset
+from ..data.folders import DataError
+from ..data.digits import DigitsDataset
 from .engine import NonFiniteLossError, RunResult, Trainer, TrainError, create_model, fit
-from .tasks.classification import evaluate
 
 __all__ = [
     "CheckpointError", "ConfigError", "DataError", "DigitsDataset", "NonFiniteLossError", "RunResult", "TrainConfig",
-    "TrainError", "Trainer", "apply_overrides", "create_model", "evaluate", "fit", "load_yaml", "parse_config",
+    "TrainError", "Trainer", "apply_overrides", "create_model", "fit", "load_yaml", "parse_config",
 ]

@@ -15,13 +15,11 @@ import torch
 
 from .. import checksum
 from ..model_file import TRAINING_FORMAT
-from ..weights import describe_mismatch, load_error_reason, torch_save, write_atomically
+from ..weights import describe_mismatch, load_error_reason
+from ..utils.files import torch_save, write_atomically
+from ..weights import CheckpointError
 
 FORMAT_VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, unreadable, or does not fit the model being trained."""
 
 
 def capture_rng() -> Dict[str, Any]:
@@ -123,3 +121,11 @@ def make_checkpoint(*, model, optimizer, scheduler, ema, scaler, epoch: int, mod
         "scored_weights": scored_weights or ("state_dict_ema" if ema is not None else "state_dict"),
         **task_record,
     })  # with the SHA-256 of all of the above, checked on every read
+
+
+def training_config(path: str) -> Dict[str, Any]:
+    """The config a training checkpoint of this engine was run with; empty for any other weight file."""
+    try:
+        return dict(load_checkpoint_file(path).get("config") or {})
+    except CheckpointError:
+        return {}

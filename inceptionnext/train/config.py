@@ -14,11 +14,15 @@ import re
 import typing
 from pathlib import Path
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import yaml
 
-from ..safe_text import describe_value, excerpt
+from ..data.images import INTERPOLATIONS as IMAGE_INTERPOLATIONS
+from .task import TASKS
+from ..utils.text import describe_value, excerpt
+from ..utils.files import write_atomically
+from .checkpoint import read_checkpoint_config
 
 
 class ConfigError(ValueError):
@@ -52,7 +56,8 @@ class Allowed:
 
 def key(default: Any, help: str, allowed: Any = None) -> Any:
     """One config key: its default, what it does, and what it accepts (an interval "[lo, hi]" with ( ) for open
-    ends, or a tuple of choices). Adding a key to TrainConfig is one line of this."""
+    ends, or a tuple of choices). Adding a key to TrainConfig is one line of this; a key that only one task
+    reads is listed under that task in TASK_KEYS."""
     allowed = Allowed(choices=tuple(allowed)) if isinstance(allowed, (tuple, list)) else (
         Allowed(interval=allowed) if allowed else None)
     if allowed is not None and allowed.interval:
@@ -60,14 +65,14 @@ def key(default: Any, help: str, allowed: Any = None) -> Any:
     return field(default=default, metadata={"help": help, "allowed": allowed})
 
 
-INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming", "random")
+INTERPOLATIONS = IMAGE_INTERPOLATIONS + ("random",)  # training may also draw one at random per image (timm)
 MANY = "[0, 1000000]"
 
 
 @dataclass
 class TrainConfig:
-    task: str = key("classification", "what is trained: its data, model builder, loss and metrics (train/tasks)",
-                    ("classification", "segmentation", "detection"))
+    task: str = key("classification", "what is trained: its data, model builder, loss and metrics; any task "
+                    "registered with the engine (inceptionnext.tasks: classification, segmentation, detection)")
 
     # --- model: built by name through timm; the engine never looks inside it
     model: str = key("inceptionnext_a", "model name, any timm name (`inceptionnext list` shows this library's)")
@@ -81,8 +86,8 @@ class TrainConfig:
     # --- data
     dataset: str = key("folder", "classification: folder (an ImageFolder with train/ and val/ under data_dir) or "
                        "digits (built in); segmentation: ade20k, masks (images/ + masks/ folders) or digit_scenes; "
-                       "detection: coco (images + one annotations JSON per split) or digit_boxes",
-                       ("folder", "digits", "ade20k", "masks", "digit_scenes", "coco", "digit_boxes"))
+                       "detection: coco (images + one annotations JSON per split) or digits (the generated digit scenes)",
+                       ("folder", "digits", "ade20k", "masks", "digit_scenes", "coco"))
     data_dir: Optional[str] = key(None, "the ImageFolder root (with the train_split and val_split folders)")
     train_split: str = key("train", "training folder under data_dir")
     val_split: str = key("val", "validation folder under data_dir")
@@ -97,7 +102,7 @@ class TrainConfig:
                                   "the model, as predict/validate/export do); null: the model's own (32 for digits)")
     crop_pct: Optional[float] = key(None, "evaluation center-crop fraction; null: the model's own", "(0, 1]")
     interpolation: Optional[str] = key(None, "evaluation resize interpolation; null: the model's own",
-                                       INTERPOLATIONS)
+                                       IMAGE_INTERPOLATIONS)
     train_interpolation: str = key("random", "RandomResizedCrop's resize in training (timm's --train-interpolation)",
                                    INTERPOLATIONS)
     mean: Optional[Tuple[float, ...]] = key(None, "normalization mean per channel; null: the model's own",
@@ -109,8 +114,6 @@ class TrainConfig:
     ratio: Tuple[float, float] = key((3 / 4, 4 / 3), "RandomResizedCrop aspect ratio range", "(0, 100]")
     hflip: float = key(0.5, "horizontal flip probability", "[0, 1]")
     color_jitter: float = key(0.4, "color jitter strength (ignored when aa is set)", "[0, 10]")
-    grayscale_prob: float = key(0.0, "probability of a grey training image (timm's --grayscale-prob): on a small "
-                                "set, keeps colour from being the only cue learnt", "[0, 1]")
     aa: Optional[str] = key(None, "timm auto-augment string, e.g. rand-m9-mstd0.5-inc1; null: none")
     reprob: float = key(0.0, "random erasing probability", "[0, 1]")
     remode: str = key("pixel", "random erasing fill", ("const", "rand", "pixel"))
@@ -227,6 +230,37 @@ class TrainConfig:
 
 FIELDS: Dict[str, dataclasses.Field] = {f.name: f for f in fields(TrainConfig)}
 ALLOWED: Dict[str, Optional[Allowed]] = {name: f.metadata.get("allowed") for name, f in FIELDS.items()}
+
+# Keys that one task reads and the others ignore; every other key is for every task. `train --help` groups the
+# keys this way, and a config that sets another task's key is refused, naming the task the key belongs to.
+TASK_KEYS: Dict[str, Tuple[str, ...]] = {
+    "classification": ("drop", "scale", "ratio", "color_jitter", "aa", "reprob", "remode", "recount", "mixup",
+                       "cutmix", "mixup_prob", "mixup_switch_prob", "mixup_mode", "smoothing", "bad_images",
+                       "train_interpolation"),
+    "segmentation": ("crop_size", "base_size", "seg_scale", "cat_max_ratio", "reduce_zero_label", "aux_weight",
+                     "head_channels", "test_mode", "test_stride", "test_scales", "test_flip", "overlays",
+                     "scene_counts", "scene_digits", "digit_scale"),
+    "detection": ("backbone_weights", "frozen_stages", "frozen_bn", "fpn_channels", "anchor_sizes", "min_size",
+                  "max_size", "zoom_out", "iou_crop", "aspect_grouping", "score_thresh", "detector_kwargs",
+                  "demo_images", "vis_images"),
+}
+KEY_TASK: Dict[str, str] = {k: task for task, keys in TASK_KEYS.items() for k in keys}
+
+
+def check_task_keys(cfg: "TrainConfig", given: Sequence[str], where: str) -> None:
+    """A ConfigError when `where` sets a key that belongs to a task other than the run's (a segmentation key in
+    a classification run would be silently ignored)."""
+    for k in given:
+        owner = KEY_TASK.get(k.replace("-", "_"))
+        if owner is not None and owner != cfg.task:
+            raise ConfigError(f"config key '{k}' in {where} is a {owner} key; this run's task is {cfg.task} "
+                              f"(set task: {owner}, or remove the key)")
+
+
+def check_task(cfg: "TrainConfig") -> None:
+    """The run's task must be registered with the engine (`train.task.register_task`)."""
+    if TASKS and cfg.task not in TASKS:
+        raise ConfigError(f"config key 'task': {describe_value(cfg.task)} is not a task; known: {', '.join(TASKS)}")
 CHOICES = {name: a.choices for name, a in ALLOWED.items() if a is not None and a.choices is not None}
 SHORT_FLAGS = {"batch_size": ["-b"]}  # timm's train.py spelling
 MAX_CONFIG_BYTES = 1 << 20  # a config is a page of keys; anything larger is not one
@@ -455,12 +489,11 @@ def save_config(cfg: TrainConfig, path: str, extra_comment: str = "") -> None:
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
     if extra_comment:
         text = "".join(f"# {line}\n" for line in extra_comment.splitlines()) + text
-    from ..weights import write_atomically
     write_atomically(path, lambda tmp: Path(tmp).write_text(text))
 
 
-TRAIN_DESCRIPTION = ("Train or fine-tune a model from a YAML config: an image classifier, a segmentation or a detection "
-                     "model (the task key). Any config key can be set as --key value.")
+TRAIN_DESCRIPTION = ("Train or fine-tune a model from a YAML config: an image classifier, a segmentation or a "
+                     "detection model (the task key). Any config key can be set as --key value.")
 
 
 def build_parser(description: str = TRAIN_DESCRIPTION, prog: Optional[str] = None) -> argparse.ArgumentParser:
@@ -472,14 +505,16 @@ def build_parser(description: str = TRAIN_DESCRIPTION, prog: Optional[str] = Non
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key (repeatable)")
     types = _types()
+    groups = {None: parser.add_argument_group("keys for every task")}
+    groups.update({task: parser.add_argument_group(f"{task} keys (task: {task})") for task in TASK_KEYS})
     for name, f in FIELDS.items():
         flags = sorted({f"--{name}", f"--{name.replace('_', '-')}"}) + SHORT_FLAGS.get(name, [])
         default = f.default if f.default is not dataclasses.MISSING else None
         allowed = f.metadata.get("allowed")
         text = f.metadata.get("help", "") + (f"; {allowed}" if allowed else "")
         switch = dict(nargs="?", const="true") if types[name] is bool else {}  # --pretrained alone means true
-        parser.add_argument(*flags, dest=name, metavar="V", help=f"{text} (default: {default})".replace("%", "%%"),
-                            **switch)
+        groups[KEY_TASK.get(name)].add_argument(*flags, dest=name, metavar="V",
+                                                help=f"{text} (default: {default})".replace("%", "%%"), **switch)
     return parser
 
 
@@ -501,12 +536,17 @@ def parse_config(argv: Optional[Sequence[str]] = None, prog: Optional[str] = Non
     cfg = TrainConfig()
     resume = sets.get("resume", cli.get("resume"))
     if args.config is None and resume not in (None, "auto"):
-        from .checkpoint import read_checkpoint_config  # the killed run's own config
         cfg = apply_overrides(cfg, read_checkpoint_config(resume), f"checkpoint {resume}")
+    given = []
     if args.config is not None:
-        cfg = apply_overrides(cfg, load_yaml(args.config), args.config)
+        values = load_yaml(args.config)
+        cfg = apply_overrides(cfg, values, args.config)
+        given.append((list(values), args.config))
     cfg = apply_overrides(cfg, cli, "the command line")
     cfg = apply_overrides(cfg, sets, "--set")
+    check_task(cfg)
+    for keys, where in given + [(list(cli), "the command line"), (list(sets), "--set")]:
+        check_task_keys(cfg, keys, where)
     return cfg
 
 

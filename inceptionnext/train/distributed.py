@@ -9,6 +9,7 @@ from typing import Any, List
 
 import torch
 import torch.distributed as dist
+from ..utils.device import resolve_device
 
 
 @dataclass
@@ -25,14 +26,6 @@ class DistEnv:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was asked for, but no CUDA device is available")
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
 
 
 class CollectiveTimeout(RuntimeError):

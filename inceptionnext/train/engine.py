@@ -23,7 +23,6 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 import torch.nn as nn
-import timm
 from timm.models import model_parameters
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
@@ -31,14 +30,16 @@ from timm.utils import ModelEmaV3, NativeScaler, dispatch_clip_grad, distribute_
 from tqdm import tqdm
 
 from .. import models as _models  # noqa: F401  (registers this library's models with timm)
-from ..cpu_workers import loader_workers
+from ..utils.workers import loader_workers
 from ..model_file import check_model_name
-from ..weights import load_state_dict_file, sweep_temp_files, write_atomically
+from ..models.backbone import create_timm_model
+from ..utils.files import sweep_temp_files, write_atomically
+from ..weights import load_state_dict_file
 from . import checkpoint as ckpt_lib
 from . import distributed as dist_lib
 from .config import TrainConfig, config_to_dict, plan_batch, save_config
 from .logs import plot_curves, write_csv
-from .tasks import get_task
+from .task import get_task
 
 
 class TrainError(RuntimeError):
@@ -64,19 +65,12 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, weights:
         check_model_name(name)  # the close-match helper predict and info use
     except ValueError as e:
         raise TrainError(str(e)) from None
-    overlay = None
-    file_classes = None
-    if weights:
-        if not os.path.isfile(weights):
-            raise TrainError(f"weight file not found: {weights}")
-        overlay = dict(file=os.path.abspath(weights))
-        file_classes = _head_size(name, weights)
-        if keep_classifier or file_classes == num_classes:  # the file's head fits: keep it
-            overlay["num_classes"] = num_classes
-        pretrained = True
+    if weights and not os.path.isfile(weights):
+        raise TrainError(f"weight file not found: {weights}")
+    file_classes = _head_size(name, weights) if weights else None
+    keep = keep_classifier or file_classes == num_classes  # the file's head fits: keep it
     try:
-        model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes,
-                                  pretrained_cfg_overlay=overlay, **kwargs)
+        model = create_timm_model(name, num_classes, pretrained, weights, keep, **kwargs)
     except Exception as e:
         src = weights or ("its pretrained weights" if pretrained else "random init")
         raise TrainError(f"cannot build model {name!r} with {num_classes} classes from {src}: {e}") from e
@@ -188,12 +182,23 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, env: dist_lib.DistEnv):
         grad_accum, self.lr, self.batch_plan = plan_batch(cfg, env.world_size)
-        workers, workers_note = loader_workers(cfg.workers)
+        workers, workers_note = loader_workers(cfg.workers)  # the machine's cores, at most (torch warns past them)
         if workers_note and env.is_main:
             print(workers_note, flush=True)
-        cfg = dataclasses.replace(cfg, grad_accum=grad_accum, workers=workers)  # resolved once; config.yaml records them
-        self.cfg, self.env = cfg, env
-        self.device = env.device
+        # resolved once; config.yaml records them
+        self.cfg = dataclasses.replace(cfg, grad_accum=grad_accum, workers=workers)
+        self.env, self.device = env, env.device
+        self._check_settings()
+        self._build_task_data_and_model()
+        self._build_optimizer()
+        self._wrap_for_training()
+        self._build_loaders_and_schedule()
+        self._prepare_run_folder()
+
+    def _check_settings(self) -> None:
+        """Settings that cannot run here fail before anything is built."""
+        cfg = self.cfg
+        env = self.env
         if cfg.amp == "none":
             use_official_fp32(self.device)
         if cfg.sync_bn and env.distributed and self.device.type != "cuda":
@@ -201,6 +206,10 @@ class Trainer:
         if cfg.grad_accum < 1 or cfg.batch_size < 1 or cfg.epochs < 1:
             raise TrainError("batch_size, grad_accum and epochs must each be at least 1")
 
+    def _build_task_data_and_model(self) -> None:
+        """The task the config names, its datasets, and the model on the device (the same init on every rank)."""
+        cfg = self.cfg
+        env = self.env
         try:
             self.task = get_task(cfg.task)(cfg, env)
         except ValueError as e:
@@ -220,6 +229,10 @@ class Trainer:
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
 
+    def _build_optimizer(self) -> None:
+        """timm's optimizer (layer decay included) and, for fp16, the loss scaler."""
+        cfg = self.cfg
+        env = self.env
         self.world_batch = cfg.batch_size * env.world_size * cfg.grad_accum
         try:
             self.optimizer = create_optimizer_v2(self.model, opt=cfg.opt, lr=self.lr, weight_decay=cfg.weight_decay,
@@ -229,6 +242,10 @@ class Trainer:
         # fp16 needs loss scaling; torch's GradScaler runs on CUDA and on the CPU alike
         self.scaler = NativeScaler(device=self.device.type) if cfg.amp == "fp16" else None
 
+    def _wrap_for_training(self) -> None:
+        """DDP, the EMA copy and torch.compile around the model."""
+        cfg = self.cfg
+        env = self.env
         self.train_model: nn.Module = self.model
         if env.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -240,6 +257,9 @@ class Trainer:
             self.train_model = torch.compile(self.train_model)
             self.eval_model = torch.compile(self.model)
 
+    def _build_loaders_and_schedule(self) -> None:
+        """The task's loaders and timm's lr schedule, stepped per optimizer update (an iteration run's epoch is a round of eval_interval updates)."""
+        cfg = self.cfg
         if cfg.iters is not None and (cfg.iters < 1 or cfg.eval_interval < 1 or cfg.iters % cfg.eval_interval):
             raise TrainError(f"iters ({cfg.iters}) must be a positive multiple of eval_interval ({cfg.eval_interval})")
         self.train_loader, self.val_loader = self.task.build_loaders(
@@ -262,6 +282,10 @@ class Trainer:
                 updates_per_epoch=1)
             self.total_epochs = cfg.iters // cfg.eval_interval
 
+    def _prepare_run_folder(self) -> None:
+        """The run folder: temp files of killed writes swept, the resume point read, config.yaml written."""
+        cfg = self.cfg
+        env = self.env
         self.out_dir = self._run_dir()
         self.paths = {name: os.path.join(self.out_dir, f) for name, f in (
             ("last", "last.pth"), ("best", "model_best.pth"), ("log", "log.csv"),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 from typing import Any, Dict, List, Sequence, Tuple
 
-from ..weights import write_atomically
+from ..utils.files import write_atomically
+from ..utils.plots import pyplot, save_figure
 
 COLUMNS = ["epoch", "lr", "train_loss", "val_loss", "val_top1", "val_top5",
            "ema_val_loss", "ema_val_top1", "ema_val_top5", "epoch_time_s", "skipped_images"]
@@ -39,10 +40,7 @@ def curves_figure(history: List[Dict[str, Any]], title: str = "",
     label) on the right, against epochs, or iterations for an iteration run (rows with "iter"). Only series the
     history holds are drawn and named; a metric flat at one value (top-5 of 3 classes, always 100) is not drawn
     but named with its value in the panel's title."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     by_iter = bool(history) and all(r.get("iter") is not None for r in history)
@@ -92,10 +90,4 @@ def curves_figure(history: List[Dict[str, Any]], title: str = "",
 def plot_curves(history: List[Dict[str, Any]], path: str, title: str = "",
                 metrics: Sequence[Tuple[str, str]] = CLASSIFICATION_METRICS) -> None:
     """Two panels (`curves_figure`), written atomically as a PNG."""
-    import matplotlib.pyplot as plt
-
-    fig = curves_figure(history, title, metrics)
-    try:
-        write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    finally:
-        plt.close(fig)
+    save_figure(curves_figure(history, title, metrics), path, dpi=100)

@@ -1,0 +1,284 @@
+"""One small interface over the ways a classifier runs: PyTorch (eager or compiled, fp32 or bf16), ONNX Runtime
+and OpenVINO. Each runtime gives a module that maps an NCHW float batch to logits and carries what a timm model
+carries for preprocessing (``pretrained_cfg``, ``num_classes``, ``in_chans``), so `predict`, `validate` and the
+benchmark take any of them without asking what file they came from.
+
+    model = load_runtime("model_int8.xml")               # OpenVINO IR written by `inceptionnext quantize`
+    model = load_runtime("model.onnx")                   # ONNX Runtime; runtime="openvino" runs it on OpenVINO
+    model = load_runtime("w.safetensors", runtime="torch.compile", precision="bf16")
+
+ONNX Runtime and OpenVINO are optional (extras ``export`` and ``openvino``); asking for one that is not installed
+raises `RuntimeUnavailable` with the pip command.
+"""
+import contextlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+import torch.nn as nn
+
+from ..models.fold import _mkldnn_bf16_supported as native_bf16  # AVX-512 BF16 / AMX: bf16 worth running
+from ..models.fold import is_folded, is_metanext_block, reparameterize_model
+
+__all__ = ["RUNTIMES", "PRECISIONS", "RUNTIME_PRECISIONS", "RuntimeUnavailable", "FileModel", "OnnxRuntimeModel",
+           "OpenVINOModel", "TorchRuntime", "load_runtime", "wrap_torch", "native_bf16", "available_runtimes",
+           "read_file_metadata", "METADATA_KEYS"]
+
+RUNTIMES = ("torch", "torch.compile", "onnxruntime", "openvino")
+PRECISIONS = ("fp32", "bf16", "int8")
+# what each runtime runs: int8 needs a file written by `inceptionnext quantize` (or the benchmark's quantizer)
+RUNTIME_PRECISIONS = {"torch": ("fp32", "bf16"), "torch.compile": ("fp32", "bf16"),
+                      "onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8")}
+INSTALL_HINTS = {"onnxruntime": 'pip install "inceptionnext[export]"',
+                 "openvino": 'pip install "inceptionnext[openvino]"'}
+# keys under which a file records the model (ONNX metadata properties, OpenVINO rt_info)
+METADATA_KEYS = {"model": "inceptionnext.model", "pretrained_cfg": "inceptionnext.pretrained_cfg",
+                 "quantization": "inceptionnext.quantization"}
+FILE_SUFFIXES = {".onnx": "onnxruntime", ".xml": "openvino"}
+
+
+class RuntimeUnavailable(ImportError):
+    """The runtime asked for is not installed; the message carries the pip command."""
+
+
+def _import(runtime: str):
+    try:
+        if runtime == "onnxruntime":
+            import onnxruntime
+            return onnxruntime
+        import openvino
+        return openvino
+    except ImportError as e:
+        raise RuntimeUnavailable(f"the {runtime} runtime is not installed ({e}); {INSTALL_HINTS[runtime]}") from e
+
+
+def available_runtimes():
+    """The runtimes that can run here (the PyTorch ones always)."""
+    out = ["torch", "torch.compile"]
+    for name in ("onnxruntime", "openvino"):
+        try:
+            _import(name)
+            out.append(name)
+        except RuntimeUnavailable:
+            pass
+    return out
+
+
+def _check_precision(runtime: str, precision: str) -> None:
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; runtimes: {', '.join(RUNTIMES)}")
+    if precision not in RUNTIME_PRECISIONS[runtime]:
+        hint = ("; int8 runs a quantized file (`inceptionnext quantize`) on onnxruntime or openvino"
+                if precision == "int8" else "")
+        raise ValueError(f"runtime {runtime} does not run precision {precision!r} (it runs "
+                         f"{', '.join(RUNTIME_PRECISIONS[runtime])}){hint}")
+
+
+class FileModel(nn.Module):
+    """A classifier in a file run by an external runtime, shaped like a timm model for preprocessing and
+    class names. Its forward takes a float NCHW batch (any device) and returns float32 CPU logits."""
+
+    runtime = ""
+
+    def __init__(self, path: str, metadata: Dict[str, Any], precision: str):
+        super().__init__()
+        self.path = str(path)
+        self.precision = precision
+        cfg = dict(metadata.get("pretrained_cfg") or {})
+        self.model_name = metadata.get("model") or cfg.get("architecture") or Path(path).stem
+        cfg.setdefault("architecture", self.model_name)
+        self.pretrained_cfg = self.default_cfg = cfg
+        self.quantization = metadata.get("quantization")
+        self.num_classes = int(cfg.get("num_classes") or 0)
+        self.in_chans = int((cfg.get("input_size") or [3])[0])
+
+    def _run(self, x):  # numpy float32 NCHW -> numpy logits
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._run(x.detach().to("cpu", torch.float32).contiguous().numpy())
+        out = torch.from_numpy(out)
+        if not self.num_classes:
+            self.num_classes = int(out.shape[-1])
+        return out
+
+    def describe(self) -> str:
+        return f"{self.runtime} {self.precision} ({self.path})"
+
+    @property
+    def weights_note(self) -> str:
+        return f"{self.path} on {self.runtime} ({self.precision})"
+
+
+def _onnx_metadata(path: str) -> Dict[str, Any]:
+    import onnx
+    props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+    return _parse_metadata(props)
+
+
+def _parse_metadata(props: Dict[str, str]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for short, key in METADATA_KEYS.items():
+        if props.get(key):
+            out[short] = props[key] if short == "model" else json.loads(props[key])
+    return out
+
+
+def _openvino_metadata(model) -> Dict[str, Any]:
+    props = {}
+    for key in METADATA_KEYS.values():
+        if model.has_rt_info(key.split(".")):
+            props[key] = model.get_rt_info(key.split(".")).astype(str)
+    return _parse_metadata(props)
+
+
+def read_file_metadata(path) -> Dict[str, Any]:
+    """The record an .onnx or OpenVINO .xml file carries (model name, pretrained config, quantization report)."""
+    path = str(path)
+    if path.endswith(".xml"):
+        ov = _import("openvino")
+        return _openvino_metadata(ov.Core().read_model(path))
+    return _onnx_metadata(path)
+
+
+def _threads(threads: Optional[int]) -> int:
+    return int(threads or torch.get_num_threads())
+
+
+class OnnxRuntimeModel(FileModel):
+    """An .onnx file (fp32 export, or int8 QDQ from `inceptionnext quantize`) on ONNX Runtime's CPU provider."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, path, threads: Optional[int] = None):
+        ort = _import("onnxruntime")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = _threads(threads)
+        options.inter_op_num_threads = 1
+        # no busy-waiting between runs: a spinning pool would steal the cores of whatever runs next (the benchmark
+        # interleaves runtimes in one process)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self_session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        props = self_session.get_modelmeta().custom_metadata_map
+        metadata = _parse_metadata(props)
+        super().__init__(path, metadata, (metadata.get("quantization") or {}).get("precision", "fp32"))
+        self._session, self._input = self_session, self_session.get_inputs()[0].name
+
+    def _run(self, x):
+        return self._session.run(None, {self._input: x})[0]
+
+
+class OpenVINOModel(FileModel):
+    """An OpenVINO IR (.xml + .bin) or an .onnx file compiled by OpenVINO's CPU plugin. `precision` 'fp32' sets
+    the f32 inference hint (the plugin otherwise uses bf16 where the CPU has it), 'bf16' asks for bf16; an int8
+    IR runs int8 whatever the hint."""
+
+    runtime = "openvino"
+
+    def __init__(self, path, precision: Optional[str] = None, threads: Optional[int] = None):
+        ov = _import("openvino")
+        core = ov.Core()
+        model = core.read_model(str(path))
+        metadata = _openvino_metadata(model) if str(path).endswith(".xml") else _onnx_metadata(str(path))
+        quantized = (metadata.get("quantization") or {}).get("precision") == "int8"
+        precision = precision or ("int8" if quantized else "fp32")
+        if precision == "int8" and not quantized:
+            raise ValueError(f"{path}: not an int8 file; quantize it first (`inceptionnext quantize`)")
+        if precision == "bf16" and not native_bf16():
+            warnings.warn("this CPU has no native bf16: OpenVINO runs f32 instead", stacklevel=3)
+        super().__init__(path, metadata, precision)
+        hint = "bf16" if precision == "bf16" else "f32"
+        self._compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint,
+                                                          "INFERENCE_NUM_THREADS": _threads(threads),
+                                                          "PERFORMANCE_HINT": "LATENCY"})
+        self._request = self._compiled.create_infer_request()
+
+    def _run(self, x):
+        return self._request.infer({0: x})[0].copy()
+
+
+class TorchRuntime(nn.Module):
+    """A PyTorch model run the deployment way: eval, folded where it can be, channels_last, bf16 autocast and/or
+    torch.compile with Inductor freezing (weights become constants, so conv+BN/bias chains are folded in)."""
+
+    def __init__(self, model: nn.Module, precision: str = "fp32", compiled: bool = False, fold: bool = True):
+        super().__init__()
+        _check_precision("torch.compile" if compiled else "torch", precision)
+        model = folded_for_inference(model) if fold else model.eval()
+        self.model = model.to(memory_format=torch.channels_last)
+        self.precision, self.compiled = precision, compiled
+        self.runtime = "torch.compile" if compiled else "torch"
+        if precision == "bf16" and not native_bf16():
+            warnings.warn("this CPU has no native bf16 (AVX512_BF16/AMX): bf16 is emulated and slower than fp32",
+                          stacklevel=3)
+        self._forward = _compile_frozen(self.model) if compiled else self.model
+        for key in ("pretrained_cfg", "default_cfg", "num_classes", "in_chans", "weights_note"):
+            if hasattr(model, key):
+                setattr(self, key, getattr(model, key))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        device = next(self.model.parameters()).device
+        x = x.to(device).contiguous(memory_format=torch.channels_last)
+        amp = (torch.autocast(device.type, dtype=torch.bfloat16) if self.precision == "bf16"
+               else contextlib.nullcontext())
+        with torch.inference_mode(), amp:
+            return self._forward(x).float()
+
+    def describe(self) -> str:
+        return f"{self.runtime} {self.precision}"
+
+
+def folded_for_inference(model: nn.Module) -> nn.Module:
+    """The eval-mode model with its BatchNorm and layer scale folded (a copy) when it has MetaNeXt blocks to fold."""
+    model = model.eval()
+    if any(is_metanext_block(m) for m in model.modules()) and not is_folded(model):
+        return reparameterize_model(model)
+    return model
+
+
+def _compile_frozen(model: nn.Module):
+    """torch.compile with Inductor's freezing, set for this compile only."""
+    import torch._inductor.config as inductor_config
+    compiled = torch.compile(model)
+
+    def run(x):
+        with inductor_config.patch(freezing=True):
+            return compiled(x)
+    return run
+
+
+def wrap_torch(model: nn.Module, runtime: str = "torch", precision: str = "fp32") -> nn.Module:
+    """`model` as the given PyTorch runtime and precision (eager fp32 keeps the model as it is, folded or not)."""
+    _check_precision(runtime, precision)
+    if runtime == "torch" and precision == "fp32":
+        return model.eval()
+    return TorchRuntime(model, precision, compiled=runtime == "torch.compile")
+
+
+def load_runtime(path, runtime: Optional[str] = None, precision: Optional[str] = None,
+                 threads: Optional[int] = None) -> FileModel:
+    """An exported or quantized file as a model: .onnx on ONNX Runtime (or OpenVINO with runtime='openvino'),
+    .xml (OpenVINO IR) on OpenVINO. Weight files go through `model_file.load_model` and `wrap_torch`."""
+    path = os.fspath(path)
+    suffix = Path(path).suffix.lower()
+    if suffix not in FILE_SUFFIXES:
+        raise ValueError(f"{path}: not a runtime file (.onnx or OpenVINO .xml); weight files load with load_model")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    runtime = runtime or FILE_SUFFIXES[suffix]
+    if runtime not in ("onnxruntime", "openvino") or (suffix == ".xml" and runtime != "openvino"):
+        raise ValueError(f"{path}: a {suffix} file runs on " + ("openvino" if suffix == ".xml" else
+                                                              "onnxruntime or openvino") + f", not {runtime}")
+    if runtime == "onnxruntime":
+        model = OnnxRuntimeModel(path, threads)
+        if precision and precision != model.precision:
+            raise ValueError(f"{path} is a {model.precision} file; onnxruntime cannot run it as {precision}")
+        return model
+    return OpenVINOModel(path, precision, threads)
+
+
+def is_runtime_file(path) -> bool:
+    return Path(os.fspath(path)).suffix.lower() in FILE_SUFFIXES

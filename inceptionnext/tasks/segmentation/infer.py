@@ -1,0 +1,75 @@
+"""Segment image files: a colour-overlay PNG and a raw class-index mask PNG per image, and each class's share of
+the pixels, with the class names and palette of the weights."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+from torchvision import tv_tensors
+
+from ..classification.infer import class_names
+from ...data.images import expand_image_paths, check_image, load_image
+from .data import EvalTransform, palette
+from .evaluate import predict_probs
+from .draw import overlay, untinted_classes
+from ...utils.files import write_atomically
+
+
+def mask_png(mask: np.ndarray, colours: np.ndarray, black: Sequence[int] = ()) -> Image.Image:
+    """A palette PNG of class indices (up to 256 classes): its pixel values are the indices, and its palette
+    shows each class in its colour (the `black` classes, background, in black), so a viewer shows the mask."""
+    img = Image.fromarray(mask.astype(np.uint8))
+    table = np.zeros((256, 3), dtype=np.uint8)
+    table[:len(colours)] = np.asarray(colours).clip(0, 255).astype(np.uint8)[:256]
+    table[list(black)] = 0
+    img.putpalette(table.ravel().tolist())
+    return img
+
+
+@torch.no_grad()
+def segment_files(model: nn.Module, paths: Sequence, out_dir: str, device: Optional[torch.device] = None,
+                  base_size: Optional[Tuple[int, int]] = None, mode: str = "whole", crop: int = 512,
+                  stride: Optional[int] = None, scales: Sequence[float] = (1.0,), flip: bool = False,
+                  alpha: float = 0.5) -> List[Dict[str, Any]]:
+    """For each image: <out_dir>/<stem>_overlay.png, <stem>_mask.png (class indices; up to 256 classes a palette
+    PNG that shows the classes in their colours, else 16-bit grey) and the classes' pixel shares (%), largest
+    first. Every file is checked before the model runs."""
+    paths = expand_image_paths(paths)
+    if not paths:
+        raise ValueError("no image files given")
+    for p in paths:
+        check_image(p)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"output {out_dir} is a file, not a folder")
+    os.makedirs(out_dir, exist_ok=True)
+    names = class_names(model)
+    colours = np.asarray(palette(model.num_classes), dtype=np.float32)
+    plain = untinted_classes(names)
+    cfg = model.pretrained_cfg
+    transform = EvalTransform(base_size, cfg["mean"], cfg["std"])
+    device = device or next(model.parameters()).device
+    model.eval()
+    results = []
+    for path in paths:
+        img = load_image(path, 3)
+        raw = np.asarray(img)
+        x = transform(tv_tensors.Image(torch.from_numpy(raw.copy()).permute(2, 0, 1)))[None].to(device)
+        probs = predict_probs(model, x, model.num_classes, mode, crop, stride, scales, flip, size=raw.shape[:2])
+        pred = probs.argmax(1)[0].cpu().numpy()
+        stem = Path(path).stem
+        mask_path, overlay_path = os.path.join(out_dir, f"{stem}_mask.png"), os.path.join(out_dir, f"{stem}_overlay.png")
+        mask_img = mask_png(pred, colours, plain) if model.num_classes <= 256 else Image.fromarray(
+            pred.astype(np.uint16))
+        write_atomically(mask_path, lambda tmp: mask_img.save(tmp, format="PNG"))
+        over = Image.fromarray(overlay(raw, pred, colours, alpha, plain))
+        write_atomically(overlay_path, lambda tmp: over.save(tmp, format="PNG"))
+        counts = np.bincount(pred.ravel(), minlength=model.num_classes)
+        shares = [{"index": int(i), "label": names[i], "share": 100.0 * counts[i] / pred.size,
+                   "colour": [int(c) for c in colours[i]]} for i in np.argsort(-counts) if counts[i] > 0]
+        results.append({"file": str(path), "mask": mask_path, "overlay": overlay_path, "classes": shares})
+    return results

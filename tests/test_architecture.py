@@ -1,0 +1,179 @@
+"""The house plan, checked from the code's own imports: layers import downwards only, no module reaches back
+into one that imports it (function-level imports and module names handed to importlib count), every task has
+the same parts, and importing the library changes nothing of timm's."""
+import ast
+import importlib
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "inceptionnext"
+# Layers, bottom up: a module may import its own layer and the ones below, never one above.
+LAYERS = (
+    ("utils", "ops", "version"),
+    ("weights", "checksum"),
+    ("models",),
+    ("model_file", "data"),
+    ("train", "deploy"),
+    ("tasks",),
+    ("cli",),
+)
+# The package's faces import everything they show; nothing imports them.
+FACES = {"inceptionnext", "inceptionnext.__main__", "inceptionnext.quantize", "inceptionnext.runtimes"}
+# Imports of our own modules inside functions: each for an optional third-party package it needs.
+ALLOWED_FUNCTION_IMPORTS = {
+    ("inceptionnext.cli.benchmark", "inceptionnext.ops.bench"),  # the CUDA micro-benchmark needs triton
+}
+TASK_PARTS = {"__init__.py", "data.py", "evaluate.py", "draw.py", "infer.py", "task.py"}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules():
+    return {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def resolve(current: str, is_package: bool, level: int, name: str) -> str:
+    base = current.split(".") if is_package else current.split(".")[:-1]
+    base = base[: len(base) - (level - 1)] if level > 1 else base
+    return ".".join(base + ([name] if name else []))
+
+
+def imports_of(name: str, path: Path, known):
+    """(imported module, inside a function?) for every import of the project's own modules in one file,
+    including the literal module names given to importlib.import_module and the CLI's command table."""
+    tree = ast.parse(path.read_text())
+    in_function = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            in_function.update(id(n) for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom)))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            target = resolve(name, path.name == "__init__.py", node.level, node.module) if node.level else node.module
+            if not target or not target.split(".")[0] == "inceptionnext":
+                continue
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                found.append((sub if sub in known else target, id(node) in in_function))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, id(node) in in_function) for a in node.names if a.name.startswith("inceptionnext")]
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module":
+            if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                found.append((node.args[0].value.split(":")[0], True))
+    if name == "inceptionnext.cli":
+        commands = importlib.import_module("inceptionnext.cli").COMMANDS
+        found += [(module, True) for module, _ in commands.values()]
+    return [(m, f) for m, f in found if m != name and m in known]
+
+
+def graph():
+    known = modules()
+    return {name: imports_of(name, path, known) for name, path in known.items()}
+
+
+def layer_of(name: str) -> int:
+    top = name.split(".")[1] if "." in name else name
+    return next(i for i, group in enumerate(LAYERS) if top in group)
+
+
+def test_no_import_loops():
+    edges = {m: {t for t, _ in deps} for m, deps in graph().items()}
+    index, low, stack, on_stack, loops = {}, {}, [], set(), []
+
+    def visit(v):  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.add(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                loops.append(sorted(component))
+
+    for v in edges:
+        if v not in index:
+            visit(v)
+    assert loops == []
+
+
+def test_layers_import_downwards_only():
+    upward = [(m, t) for m, deps in graph().items() if m not in FACES for t, _ in deps
+              if t not in FACES and layer_of(t) > layer_of(m)]
+    faces_imported = [(m, t) for m, deps in graph().items() if m not in FACES for t, _ in deps if t in FACES]
+    assert upward == [] and faces_imported == []
+
+
+def test_function_level_imports_only_for_optional_packages():
+    found = {(m, t) for m, deps in graph().items() for t, inside in deps if inside and m != "inceptionnext.cli"}
+    assert found == ALLOWED_FUNCTION_IMPORTS
+
+
+def test_the_engine_knows_no_task():
+    train = [m for m in graph() if m.startswith("inceptionnext.train")]
+    assert train and all(not t.startswith("inceptionnext.tasks") for m in train for t, _ in graph()[m])
+
+
+def test_every_task_has_the_same_parts_and_is_registered():
+    from inceptionnext.train.task import TASKS
+
+    folders = sorted(p for p in (PACKAGE / "tasks").iterdir() if p.is_dir() and p.name != "__pycache__")
+    assert [p.name for p in folders] == sorted(TASKS) == ["classification", "detection", "segmentation"]
+    for folder in folders:
+        assert {f.name for f in folder.glob("*.py")} >= TASK_PARTS, folder
+
+
+def test_importing_the_library_leaves_timm_unchanged():
+    """Every function and class of every timm module is the same object after `import inceptionnext`."""
+    code = textwrap.dedent("""
+        import sys, timm, timm.models, timm.layers, timm.data, timm.models._factory, timm.models._builder
+        def snapshot():
+            return {(m, k): id(v) for m, mod in list(sys.modules.items()) if m.startswith("timm")
+                    for k, v in list(vars(mod).items()) if callable(v)}
+        before = snapshot()
+        f = timm.models._factory.load_checkpoint
+        import inceptionnext
+        after = snapshot()
+        changed = sorted(k for k in before if k in after and after[k] != before[k])
+        assert timm.models._factory.load_checkpoint is f
+        assert not changed, changed[:10]
+        dense = [m for m in timm.list_models() if m.startswith(("upernet_", "fpn_", "fasterrcnn_", "maskrcnn_",
+                                                                "retinanet_", "fcos_"))]
+        assert not dense, dense[:5]
+        print("unchanged")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=str(PACKAGE.parent)))
+    assert out.returncode == 0 and "unchanged" in out.stdout, out.stderr[-2000:]
+
+
+def test_dense_models_have_their_own_registry():
+    import timm
+
+    from inceptionnext.models import create_dense_model, list_dense_models
+    from inceptionnext.models.dense import get_dense_model
+
+    seg, det = list_dense_models("segmentation"), list_dense_models("detection")
+    assert len(seg) == 22 and len(det) == 48 and not set(seg) & set(timm.list_models())
+    model = create_dense_model("fpn_inceptionnext_a", num_classes=3, head_channels=16)
+    assert model.num_classes == 3 and model.pretrained_cfg["architecture"] == "fpn_inceptionnext_a"
+    with pytest.raises(KeyError, match="did you mean upernet_inceptionnext_t"):
+        get_dense_model("upernet_inceptionnext_tt")
