@@ -7,13 +7,13 @@ with its type, in order. It is independent of the zip layout, so it holds howeve
 file written by another tool (no checksum) still loads.
 """
 import hashlib
+import json
 import struct
-from typing import Any, Mapping
+from typing import Any, Mapping, Tuple
 
 import torch
 
-from .weights import CheckpointError
-from .weights import read_weight_file
+from .weights import CheckpointError, read_weight_file
 
 KEY = 'checksum'
 ALGORITHM = 'sha256-content-v1'
@@ -81,12 +81,134 @@ def verify(obj: Mapping[str, Any], source: str) -> bool:
 def verify_file(path: str) -> str:
     """Read a weight file and check the checksum it carries; returns what was found, in words (a
     CheckpointError, ChecksumError included, when the file cannot be used)."""
-    obj, _ = read_weight_file(path)
-    checked = verify(obj, str(path))
-    what = 'a file'
-    if isinstance(obj, Mapping) and obj.get('format') == 'inceptionnext.train':
+    checked, what = verify_path(path)
+    return (f"{what}; checksum verified" if checked else
+            f"{what}; readable, but it carries no checksum to verify (written by another tool or an earlier version)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the same guarantee for the other files the library writes: safetensors model files (the checksum in their
+# metadata), ONNX files (a metadata property) and OpenVINO IRs (an rt_info entry in the .xml, over the .bin's
+# constants and the graph's ops)
+
+METADATA_KEY = "inceptionnext.checksum"
+
+
+def safetensors_digest(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str:
+    """SHA-256 over a safetensors file's tensors (by name) and its metadata, the checksum entry left out."""
+    h = hashlib.sha256()
+    _feed(h, {"tensors": {k: tensors[k] for k in sorted(tensors)},
+              "metadata": {k: str(metadata[k]) for k in sorted(metadata) if k != METADATA_KEY}})
+    return h.hexdigest()
+
+
+def seal_metadata(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> dict:
+    """`metadata` with the checksum of the file it will be written into."""
+    digest = safetensors_digest(tensors, metadata)
+    return dict(metadata, **{METADATA_KEY: json.dumps({"algorithm": ALGORITHM, "sha256": digest})})
+
+
+def _stored_digest(text: Any, source: str) -> str:
+    try:
+        stored = json.loads(text)
+    except (TypeError, ValueError):
+        stored = None
+    if not isinstance(stored, Mapping) or stored.get("algorithm") != ALGORITHM or not isinstance(
+            stored.get("sha256"), str):
+        raise ChecksumError(f"{source}: its checksum entry is damaged or of an unknown kind")
+    return stored["sha256"]
+
+
+def _mismatch(source: str) -> ChecksumError:
+    return ChecksumError(f"{source}: its content does not match the checksum it was written with; the file is "
+                         "damaged (disk or copy error) and is not used")
+
+
+def verify_loaded(obj: Any, metadata: Mapping[str, str], source: str) -> bool:
+    """The one rule every loader applies to what a weight file held: True when it carries a checksum that
+    matches, False when it carries none, a ChecksumError when it does not match."""
+    if metadata and METADATA_KEY in metadata:
+        if not isinstance(obj, Mapping) or safetensors_digest(obj, metadata) != _stored_digest(
+                metadata[METADATA_KEY], source):
+            raise _mismatch(source)
+        return True
+    return verify(obj, source) if isinstance(obj, Mapping) else False
+
+
+def onnx_digest(model: Any) -> str:
+    """SHA-256 over an ONNX ModelProto as serialized, its checksum property left out."""
+    copy = type(model)()
+    copy.CopyFrom(model)
+    keep = [p for p in copy.metadata_props if p.key != METADATA_KEY]
+    del copy.metadata_props[:]
+    copy.metadata_props.extend(keep)
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+def seal_onnx(path: str) -> None:
+    """Add the checksum property to the ONNX file at `path` (rewritten in place: callers write a temp file)."""
+    import onnx
+    model = onnx.load(path)
+    keep = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    model.metadata_props.add(key=METADATA_KEY, value=json.dumps({"algorithm": ALGORITHM,
+                                                                 "sha256": onnx_digest(model)}))
+    onnx.save(model, path)
+
+
+def openvino_digest(model: Any) -> str:
+    """SHA-256 over an OpenVINO model's ops in order: their type, output types and shapes, and every
+    constant's bytes (the weights the .bin holds)."""
+    import numpy as np
+    h = hashlib.sha256()
+    for op in model.get_ordered_ops():
+        h.update(op.get_type_name().encode() + b"|")
+        for i in range(op.get_output_size()):
+            h.update(f"{op.get_output_element_type(i)}{op.get_output_partial_shape(i)}|".encode())
+        if op.get_type_name() == "Constant":
+            h.update(np.ascontiguousarray(op.get_data()).view(np.uint8).tobytes())
+    return h.hexdigest()
+
+
+def seal_openvino(model: Any) -> None:
+    """Record `model`'s checksum in its rt_info (before ov.save_model)."""
+    model.set_rt_info(json.dumps({"algorithm": ALGORITHM, "sha256": openvino_digest(model)}),
+                      METADATA_KEY.split("."))
+
+
+def verify_runtime_model(model: Any, source: str) -> bool:
+    """The rule of `verify_loaded` for a loaded ONNX ModelProto or OpenVINO model."""
+    if hasattr(model, "metadata_props"):
+        stored = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
+        digest = (lambda: onnx_digest(model))
+    else:
+        key = METADATA_KEY.split(".")
+        stored = model.get_rt_info(key).astype(str) if model.has_rt_info(key) else None
+        digest = (lambda: openvino_digest(model))
+    if stored is None:
+        return False
+    if digest() != _stored_digest(stored, source):
+        raise _mismatch(source)
+    return True
+
+
+def verify_path(path: str) -> Tuple[bool, str]:
+    """Read any file the library loads (weight file, .onnx, OpenVINO .xml + .bin) and check its checksum:
+    (True, what) when verified, (False, what) when it carries none; a CheckpointError when it cannot be used."""
+    from .deploy.runtimes import read_runtime_model
+    if str(path).lower().endswith((".onnx", ".xml")):
+        model = read_runtime_model(path)
+        checked = verify_runtime_model(model, str(path))
+        what = "an ONNX file" if str(path).lower().endswith(".onnx") else "an OpenVINO IR"
+        return checked, what
+    obj, metadata = read_weight_file(path)
+    checked = verify_loaded(obj, metadata, str(path))
+    what = "a file"
+    if isinstance(obj, Mapping) and obj.get("format") == "inceptionnext.train":
         what = f"training checkpoint of {obj.get('arch')}, epoch {obj.get('epoch')}"
+    elif isinstance(obj, Mapping) and obj.get("format") == "inceptionnext.model" or metadata.get("format"):
+        what = "converted model file"
     elif isinstance(obj, Mapping):
         what = f"{len(obj)} entries"
-    return (f"{what}; checksum verified (sha256 {obj[KEY]['sha256'][:16]}...)" if checked else
-            f"{what}; readable, but it carries no checksum (written by another tool or an earlier version)")
+    return checked, what

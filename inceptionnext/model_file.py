@@ -217,8 +217,7 @@ def read_model_file(path: PathLike, use_ema: Optional[bool] = None) -> ModelFile
         except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise CheckpointError(
                 f"{path}: its model record is damaged ({type(e).__name__}: {excerpt(e, 200)})") from e
-    if isinstance(obj, Mapping) and obj.get('format') == TRAINING_FORMAT:
-        checksum.verify(obj, path)
+    if isinstance(obj, Mapping) and obj.get('format') == TRAINING_FORMAT:  # its checksum: read_weight_file
         return _from_training_checkpoint(path, obj, use_ema)
     if not isinstance(obj, Mapping):
         return ModelFile(path, 'state dict', unwrap_state_dict(obj, path))
@@ -311,10 +310,11 @@ def save_model(model: nn.Module, path: PathLike, model_name: Optional[str] = Non
     if path.suffix == '.safetensors':
         from safetensors.torch import save_file
         tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-        metadata = {'format': FORMAT, 'record': json.dumps(record)}
+        metadata = checksum.seal_metadata(tensors, {'format': FORMAT, 'record': json.dumps(record)})
         write = lambda tmp: save_file(tensors, tmp, metadata=metadata)  # noqa: E731
     else:
         record['state_dict'] = {k: v.detach().cpu() for k, v in state_dict.items()}
+        checksum.seal(record)  # checked on every read, as training checkpoints are
         write = lambda tmp: torch.save(record, tmp)  # noqa: E731
 
     def write_and_check(tmp: str) -> None:

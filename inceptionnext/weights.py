@@ -131,7 +131,8 @@ def check_zip_sizes(path: PathLike) -> None:
 
 def read_weight_file(path: PathLike) -> Tuple[Any, Dict[str, str]]:
     """What a .pth/.pt/.bin (torch, weights-only) or .safetensors file holds, as stored, and the safetensors
-    metadata (empty for torch files); errors name the file and say why it cannot be read."""
+    metadata (empty for torch files); errors name the file and say why it cannot be read. A file carrying a
+    checksum (`inceptionnext.checksum`) is checked against it: a damaged one is a ChecksumError."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"weight file not found: {path}")
@@ -145,18 +146,22 @@ def read_weight_file(path: PathLike) -> Tuple[Any, Dict[str, str]]:
             from safetensors.torch import load_file
             with safe_open(str(path), framework='pt') as f:
                 metadata = dict(f.metadata() or {})
-            return load_file(str(path), device='cpu'), metadata
-        check_zip_sizes(path)
-        # timm's train.py (and the official repos' main.py) keep their argparse.Namespace under 'args'
-        allow = getattr(torch.serialization, 'safe_globals', None)  # torch >= 2.5
-        with allow([argparse.Namespace]) if allow else contextlib.nullcontext():
-            return torch.load(path, map_location='cpu', weights_only=True), {}
+            obj = load_file(str(path), device='cpu')
+        else:
+            check_zip_sizes(path)
+            # timm's train.py (and the official repos' main.py) keep their argparse.Namespace under 'args'
+            allow = getattr(torch.serialization, 'safe_globals', None)  # torch >= 2.5
+            with allow([argparse.Namespace]) if allow else contextlib.nullcontext():
+                obj, metadata = torch.load(path, map_location='cpu', weights_only=True), {}
     except CheckpointError:
         raise
     except Exception as e:  # truncated zip, not a checkpoint at all, disallowed pickled objects, bad header
         raise CheckpointError(
             f"{path}: cannot be read as a checkpoint ({load_error_reason(e)}); "
             "is the file complete, and a PyTorch or safetensors weight file?") from e
+    from .checksum import verify_loaded
+    verify_loaded(obj, metadata, str(path))  # every loader: a file that carries a checksum must match it
+    return obj, metadata
 
 
 # Weight files a timm hub folder (save_for_hf / push_to_hub, `local-dir:` names) may hold, preferred first.
@@ -210,7 +215,9 @@ def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: PathLike) -> P
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
     if Path(path).suffix == '.safetensors':
         from safetensors.torch import save_file
-        return write_atomically(path, lambda tmp: save_file(tensors, tmp))
+        from .checksum import seal_metadata
+        metadata = seal_metadata(tensors, {})
+        return write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     return write_atomically(path, lambda tmp: torch_save(tensors, tmp))
 
 

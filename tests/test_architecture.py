@@ -24,10 +24,9 @@ LAYERS = (
 )
 # The package's faces import everything they show; nothing imports them.
 FACES = {"inceptionnext", "inceptionnext.__main__", "inceptionnext.quantize", "inceptionnext.runtimes"}
-# Imports of our own modules inside functions: each for an optional third-party package it needs.
-ALLOWED_FUNCTION_IMPORTS = {
-    ("inceptionnext.cli.benchmark", "inceptionnext.ops.bench"),  # the CUDA micro-benchmark needs triton
-}
+# Imports of our own modules inside functions (optional third-party packages are imported where they are used;
+# our own modules never need to be).
+ALLOWED_FUNCTION_IMPORTS = set()
 TASK_PARTS = {"__init__.py", "data.py", "evaluate.py", "draw.py", "infer.py", "task.py"}
 
 

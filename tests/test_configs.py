@@ -10,7 +10,7 @@ from timm.layers import DropPath
 
 import inceptionnext  # noqa: F401  (registers the models the configs name)
 from inceptionnext.train.engine import create_model
-from inceptionnext.train.config import (ConfigError, TrainConfig, apply_overrides, effective_lr, load_yaml,
+from inceptionnext.train.config import (ConfigError, TrainConfig, apply_overrides, effective_lr, load_yaml, save_config,
     parse_config, plan_batch)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -202,3 +202,28 @@ def test_base_includes_only_yaml_files_and_never_echoes_a_files_lines(tmp_path):
     (tmp_path / "top.yml").write_text("_base_: [b1.yaml, b2.yaml]\nbatch_size: 4\n")
     c = parse_config(["--config", str(tmp_path / "top.yml")])
     assert (c.epochs, c.lr, c.batch_size) == (6, 1e-3, 4)
+
+
+def test_a_key_of_another_task_is_refused_naming_its_task(tmp_path):
+    with pytest.raises(ConfigError, match="'crop_size' in the command line is a segmentation key; this run's task is "
+                                          "classification"):
+        parse_config(["--crop-size", "64"])
+    with pytest.raises(ConfigError, match="'mixup' in --set is a classification key; this run's task is detection"):
+        parse_config(["--task", "detection", "--set", "mixup=0.8"])
+    with pytest.raises(ConfigError, match="'task': 'depth' is not a task; known: classification, detection"):
+        parse_config(["--task", "depth"])
+    # a run's own config.yaml holds every key at its value: another task's keys at their defaults are no error
+    dumped = tmp_path / "config.yaml"
+    save_config(parse_config(["--task", "segmentation", "--crop-size", "64"]), str(dumped))
+    assert parse_config(["--config", str(dumped)]).crop_size == 64
+
+
+def test_train_help_groups_the_keys_by_task(capsys):
+    with pytest.raises(SystemExit):
+        parse_config(["--help"])
+    out = capsys.readouterr().out
+    order = [out.index(h) for h in ("keys for every task:", "classification keys (task: classification):",
+                                    "segmentation keys (task: segmentation):", "detection keys (task: detection):")]
+    assert order == sorted(order)
+    seg = out[order[2]:order[3]]
+    assert "--crop-size" in seg and "--mixup" not in seg and "--fpn-channels" in out[order[3]:]

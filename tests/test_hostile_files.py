@@ -53,7 +53,8 @@ def test_record_fields_are_checked_before_anything_is_built(model_pth, tmp_path,
     else:
         record[field] = value
     path = tmp_path / "edited.pth"
-    torch.save(record, path)
+    from inceptionnext.checksum import seal
+    torch.save(seal(record), path)  # a whole file with a hostile record (an edited one fails its checksum)
     with pytest.raises(CheckpointError, match=message):
         load_model(path)
 

@@ -69,7 +69,7 @@ def test_backbone_weights_load_from_every_format(tmp_path):
         for k, v in got.items():
             assert torch.equal(v, sd[k]), (what, k)
         assert not any(k.startswith("head.fc") for k in got)  # the classifier's head is gone
-    with pytest.raises(FileNotFoundError, match="backbone weight file not found"):
+    with pytest.raises(FileNotFoundError, match="weight file not found"):
         create_dense_model("fpn_inceptionnext_a", backbone_weights=str(tmp_path / "missing.pth"))
 
 

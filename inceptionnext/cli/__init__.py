@@ -4,6 +4,7 @@ import difflib
 import importlib
 import sys
 from typing import Optional, Sequence
+from ..version import __version__
 
 # subcommand -> (module, one-line summary); modules are imported only when their command runs
 COMMANDS = {
@@ -38,7 +39,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     if argv[0] == '--version':
-        from ..version import __version__
         print(f"inceptionnext {__version__}")
         return 0
     command = argv[0]

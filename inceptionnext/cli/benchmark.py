@@ -8,6 +8,9 @@ import torch
 import timm
 from ..deploy.benchmark.models import AMP_DTYPES, DEFAULT_MODELS, Result, plot, results_table, run
 from ..deploy.benchmark.common import environment
+from ..deploy.runtimes import PRECISIONS, RUNTIMES
+from ..ops.bench import benchmark_token_mixer, format_rows
+from ..deploy.benchmark.paths import deployment_paths, environment_versions, paths_table, plot_paths, run_paths
 
 
 def parse_args(argv=None, prog: Optional[str] = None) -> argparse.Namespace:
@@ -57,7 +60,6 @@ def parse_args(argv=None, prog: Optional[str] = None) -> argparse.Namespace:
         p.error("--batch-size, --num-bench-iter and --repeats must be >= 1, --img-size >= 8, --num-warm-iter >= 0")
     args.runtimes = [r.strip() for r in (args.runtime or "").split(",") if r.strip()]
     args.precisions = [q.strip() for q in args.precision.split(",") if q.strip()]
-    from ..deploy.runtimes import PRECISIONS, RUNTIMES
     if set(args.runtimes) - set(RUNTIMES) or set(args.precisions) - set(PRECISIONS) or not args.precisions:
         p.error(f"--runtime takes {', '.join(RUNTIMES)}; --precision takes {', '.join(PRECISIONS)}")
     wanted = {v.strip() for v in args.variants.split(",") if v.strip()}
@@ -77,13 +79,12 @@ def mixer_micro_benchmark(args) -> List[dict]:
     one tensor copy) at the first stage's shape of InceptionNeXt-T; empty elsewhere."""
     if args.bench not in ("mixer", "all") or not args.device.startswith("cuda"):
         return []
-    try:
-        from ..ops.bench import benchmark_token_mixer
+    dtype = AMP_DTYPES[args.amp_dtype]
+    try:  # it times with triton's do_bench: no triton, no micro-benchmark
+        return benchmark_token_mixer(batch=args.batch_size, channels=96, size=args.img_size // 4, dtype=dtype,
+                                     channels_last=args.channels_last, device=args.device)
     except ImportError:
         return []
-    dtype = AMP_DTYPES[args.amp_dtype]
-    return benchmark_token_mixer(batch=args.batch_size, channels=96, size=args.img_size // 4, dtype=dtype,
-                                 channels_last=args.channels_last, device=args.device)
 
 
 def main(argv=None, prog: Optional[str] = None) -> List[Result]:
@@ -97,7 +98,6 @@ def main(argv=None, prog: Optional[str] = None) -> List[Result]:
     print(results_table(rows, env))
     micro = mixer_micro_benchmark(args)
     if micro:
-        from ..ops.bench import format_rows
         print()
         print(format_rows(micro, "Token mixer alone (inceptionnext.ops.bench, triton do_bench, median ms)"))
     if args.results_file:
@@ -112,7 +112,6 @@ def main(argv=None, prog: Optional[str] = None) -> List[Result]:
 
 def main_paths(args):
     """`--runtime`: every model on every (runtime, precision) path, interleaved (see runtime_benchmark)."""
-    from ..deploy.benchmark.paths import deployment_paths, environment_versions, paths_table, plot_paths, run_paths
     if args.device != "cpu":
         raise SystemExit("--runtime measures CPU deployment paths; pass --device cpu")
     if args.threads:

@@ -9,7 +9,7 @@ from typing import Callable
 import torch.nn as nn
 
 from ..data.images import ImageError
-from ..utils.text import escape_control
+from ..utils.text import error_message, escape_control
 from ..models.dense import create_model, is_model
 from ..model_file import EMA_CHOICE_HELP, check_model_name, load_model
 from ..weights import CheckpointError
@@ -46,7 +46,7 @@ def say_weights(model: nn.Module) -> None:
     """One line on stderr naming the weights a tool loaded (stdout stays for its results)."""
     note = getattr(model, 'weights_note', None)
     if note:
-        print(f"weights: {note}", file=sys.stderr, flush=True)
+        print(f"weights: {escape_control(note)}", file=sys.stderr, flush=True)
 
 
 def summary(doc: str) -> str:
@@ -115,7 +115,7 @@ def reports_errors(*extra: type) -> Callable[[Callable[..., int]], Callable[...,
             try:
                 return run(*args, **kwargs)
             except USER_ERRORS + extra as e:  # messages may quote a file's content: escaped
-                print(f"error: {escape_control(e, keep_newlines=True)}", file=sys.stderr, flush=True)
+                print(f"error: {escape_control(error_message(e), keep_newlines=True)}", file=sys.stderr, flush=True)
                 return 1
         return wrapped
     return decorate

@@ -7,6 +7,8 @@ import argparse
 import json
 
 from ..tasks.detection.infer import detect_files, load_detector
+from ..data.images import check_dense_inputs
+from ..utils.text import escape_control
 from .common import reports_errors
 from ..utils.device import resolve_device
 
@@ -20,6 +22,7 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
     p.add_argument('--score-thresh', type=float, default=0.5, help="detections below this score are left out")
     p.add_argument('--out-dir', default='detections', help="where the <image>_detections.png files go")
     p.add_argument('--no-draw', action='store_true', help="write no pictures")
+    p.add_argument("--overwrite", action="store_true", help="write over pictures already in --out-dir")
     p.add_argument('--device', default='auto', help="auto, cpu, cuda or cuda:N")
     p.add_argument('--json', action='store_true', help="print the detections as JSON")
     return p
@@ -30,14 +33,16 @@ def cli(argv=None, prog: str = 'inceptionnext detect') -> int:
     a = build_parser(prog).parse_args(argv)
     if not 0 <= a.score_thresh <= 1:
         raise ValueError(f"--score-thresh must be between 0 and 1, not {a.score_thresh}")
+    check_dense_inputs(a.images)  # before the model is built: a refused image costs no memory
     model, names = load_detector(a.weights, use_ema=a.use_ema)
     results = detect_files(model, a.images, names, resolve_device(a.device), a.score_thresh,
-                           None if a.no_draw else a.out_dir)
+                           None if a.no_draw else a.out_dir, overwrite=a.overwrite)
     if a.json:
         print(json.dumps({'weights': a.weights, 'score_thresh': a.score_thresh, 'images': results}, indent=2))
         return 0
-    for r in results:
-        print(f"{r['file']}: {len(r['detections'])} detections" + (f" -> {r['picture']}" if 'picture' in r else ""))
+    for r in results:  # names come from files: control characters are shown escaped, never sent to the terminal
+        print(f"{escape_control(r['file'])}: {len(r['detections'])} detections"
+              + (f" -> {escape_control(r['picture'])}" if "picture" in r else ""))
         for d in r['detections']:
-            print(f"  {d['name']:>12s}  {d['score']:.2f}  box {d['box']}")
+            print(f"  {escape_control(d['name']):>12s}  {d['score']:.2f}  box {d['box']}")
     return 0

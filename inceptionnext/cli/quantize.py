@@ -26,6 +26,8 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
     p.add_argument('--min-agreement', type=float, default=QualityFloor.min_agreement,
                    help="floor: fraction of held-out images whose top-1 class must not change")
     p.add_argument('--min-sqnr', type=float, default=QualityFloor.min_sqnr_db, help="floor: logit SQNR in dB")
+    p.add_argument("--min-check-images", type=int, default=QualityFloor.min_check_images,
+                   help="floor: the fewest held-out images it is judged on (fewer: refused, nothing written)")
     p.add_argument('--force', action='store_true', help="write the file even below the floor")
     p.add_argument('--img-size', type=int, default=None, help="override the weights' input size")
     p.add_argument('--json', action='store_true', help="print the report as JSON")
@@ -38,8 +40,9 @@ def cli(argv=None, prog: str = 'inceptionnext quantize') -> int:
     model = model_from_args(a)
     overrides = {'img_size': a.img_size} if a.img_size else None
     try:
-        report = quantize_file(model, a.output, a.calibration, a.num_calibration, a.num_check, a.backend,
-                               QualityFloor(a.min_agreement, a.min_sqnr), a.force, overrides=overrides)
+        floor = QualityFloor(a.min_agreement, a.min_sqnr, a.min_check_images)
+        report = quantize_file(model, a.output, a.calibration, a.num_calibration, a.num_check, a.backend, floor,
+                               a.force, overrides=overrides)
     except AccuracyFloorError as e:
         print(f"error: {e}; --force writes it anyway")
         return 3

@@ -6,8 +6,12 @@ overridden as --key value.
 """
 import sys
 
-from ..utils.text import escape_control
+from ..utils.text import error_message, escape_control
 from ..train import CheckpointError, ConfigError, DataError, TrainError, fit, parse_config
+from ..train.engine import RunInterrupted
+
+
+INTERRUPTED = 130  # the shell's status for a command ended by SIGINT
 
 
 def cli(argv=None, prog: str = "inceptionnext train") -> int:
@@ -15,6 +19,12 @@ def cli(argv=None, prog: str = "inceptionnext train") -> int:
         cfg = parse_config(argv, prog=prog)
         fit(cfg)
     except (ConfigError, DataError, CheckpointError, TrainError, OSError) as e:  # OSError: e.g. a full disk
-        print(f"error: {escape_control(e, keep_newlines=True)}", file=sys.stderr, flush=True)
+        print(f"error: {escape_control(error_message(e), keep_newlines=True)}", file=sys.stderr, flush=True)
         return 1
+    except RunInterrupted as e:  # Ctrl-C: one line naming the checkpoint to resume from
+        print(escape_control(e), file=sys.stderr, flush=True)
+        return INTERRUPTED
+    except KeyboardInterrupt:  # before the run started
+        print("interrupted: no run was started", file=sys.stderr, flush=True)
+        return INTERRUPTED
     return 0

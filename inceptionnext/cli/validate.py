@@ -10,7 +10,7 @@ import json
 import sys
 
 from ..utils.plots import pyplot, save_figure
-from ..utils.text import escape_control
+from ..utils.text import error_message, escape_control
 from ..train import CheckpointError, DataError, TrainError
 from ..models.segmentation import is_segmentation_model
 from ..tasks.segmentation.evaluate import run_seg_validation
@@ -19,6 +19,8 @@ from ..deploy.runtimes import PRECISIONS, RUNTIMES
 from ..utils.workers import loader_workers
 from .common import add_ema_args, floats, say_weights, summary
 from ..data.images import INTERPOLATIONS
+from ..tasks.segmentation.evaluate import format_table
+from ..train.checkpoint import training_config
 
 
 def build_parser(prog=None):
@@ -90,7 +92,6 @@ def seg_cli(a, model: str) -> int:
     """The segmentation branch: per-class IoU table, mIoU, optional per-class plot and JSON."""
     import numpy as np
 
-    from ..tasks.segmentation.evaluate import format_table
 
     r = run_seg_validation(model, a.weights, a.data_dir, a.dataset, a.num_classes, a.use_ema,
                            a.batch_size or 8, a.workers, a.amp, a.device, a.test_mode, a.crop_size, a.stride,
@@ -100,9 +101,9 @@ def seg_cli(a, model: str) -> int:
         print(json.dumps(r, indent=2, default=list))
         return 0
     per_class = np.array([np.nan if v is None else v for v in r["per_class_iou"].values()])
-    print(format_table(per_class, r["class_names"], r), flush=True)
+    print(format_table(per_class, [escape_control(n) for n in r["class_names"]], r), flush=True)
     t = r["test"]
-    print(f"{model}: mIoU {r['miou']:.3f} on {r['count']} images ({t['mode']}, scales "
+    print(f"{escape_control(model)}: mIoU {r['miou']:.3f} on {r['count']} images ({t['mode']}, scales "
           f"{','.join(str(s) for s in t['scales'])}{', flip' if t['flip'] else ''}; {r['time_s']:.1f}s)", flush=True)
     if a.plot:
         plot_per_class(r["per_class_iou"], a.plot, f"{model}: per-class IoU")
@@ -125,7 +126,6 @@ def cli(argv=None, prog: str = "inceptionnext validate") -> int:
         if model is None and a.weights is None:
             raise ValueError("name the model (inceptionnext validate MODEL ...) or give --weights FILE that records it")
         if model is None and a.weights:  # a segmentation checkpoint names its model in its training config
-            from ..train.checkpoint import training_config
             recorded = training_config(a.weights).get("model")
             model = recorded if is_segmentation_model(recorded) else None
         if model and is_segmentation_model(model):
@@ -136,14 +136,14 @@ def cli(argv=None, prog: str = "inceptionnext validate") -> int:
                            a.mean, a.std, a.bad_images, progress=not a.no_progress, runtime=a.runtime,
                            precision=a.precision)
     except (DataError, CheckpointError, TrainError, OSError, ValueError, ImportError) as e:
-        print(f"error: {escape_control(e, keep_newlines=True)}", file=sys.stderr, flush=True)
+        print(f"error: {escape_control(error_message(e), keep_newlines=True)}", file=sys.stderr, flush=True)
         return 1
     say_weights(argparse.Namespace(weights_note=r["weights"]))
     if a.json == "-":
         print(json.dumps(r, indent=2, default=list))
         return 0
     dc = r["data_config"]
-    print(f"{r['model']} ({r['runtime']} {r['precision']}): top-1 {r['top1']:.3f}  top-5 {r['top5']:.3f}  loss {r['loss']:.4f}  on {r['count']} images "
+    print(f"{escape_control(r['model'])} ({r['runtime']} {r['precision']}): top-1 {r['top1']:.3f}  top-5 {r['top5']:.3f}  loss {r['loss']:.4f}  on {r['count']} images "
           f"({dc['input_size'][1]}px, crop_pct {dc['crop_pct']}, {dc['interpolation']}; {r['time_s']:.1f}s)"
           + (f"; skipped {r['skipped_images']} unreadable images" if r["skipped_images"] else ""), flush=True)
     if a.json:

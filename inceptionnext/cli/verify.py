@@ -1,25 +1,43 @@
-"""`inceptionnext verify`: check that checkpoints are whole: each is read (weights-only) and its stored
-checksum, which every training checkpoint carries, is compared with its content.
+"""`inceptionnext verify`: check that checkpoints and model files are whole: each is read (weights-only) and
+the checksum it carries (training checkpoints, converted, exported and quantized files) is compared with its
+content.
 
-    inceptionnext verify output/run/last.pth output/run/model_best.pth
+    inceptionnext verify output/run/last.pth output/run/model_best.pth model_int8.xml
+    inceptionnext verify --allow-unchecked inceptionnext_tiny.pth   # a file from another tool: readable is enough
+
+Each file is "verified", "unchecked" (readable, but it carries no checksum: exit status 2 unless
+--allow-unchecked) or "damaged" (exit status 1).
 """
 import argparse
 import sys
 
-from ..checksum import verify_file
+from ..checksum import verify_path
 from ..utils.text import escape_control
-from .common import USER_ERRORS
+from .common import USER_ERRORS, summary
+
+DAMAGED, UNCHECKED = 1, 2  # exit statuses
 
 
-def cli(argv=None, prog: str = 'inceptionnext verify') -> int:
-    p = argparse.ArgumentParser(allow_abbrev=False, prog=prog, description=__doc__.splitlines()[0].split(': ', 1)[1])
-    p.add_argument('files', nargs='+', metavar='FILE', help="checkpoints or weight files to check")
+def cli(argv=None, prog: str = "inceptionnext verify") -> int:
+    p = argparse.ArgumentParser(allow_abbrev=False, prog=prog, description=summary(__doc__))
+    p.add_argument("files", nargs="+", metavar="FILE", help="checkpoints, weight files, .onnx or OpenVINO .xml files")
+    p.add_argument("--allow-unchecked", action="store_true",
+                   help="a readable file without a checksum passes (exit 0) instead of exit status 2")
     a = p.parse_args(argv)
-    failed = 0
+    damaged = unchecked = 0
     for path in a.files:
         try:
-            print(f"ok: {escape_control(path)}: {escape_control(verify_file(path))}", flush=True)
+            checked, what = verify_path(path)
         except USER_ERRORS as e:
-            failed += 1
-            print(f"error: {escape_control(e)}", file=sys.stderr, flush=True)
-    return 1 if failed else 0
+            damaged += 1
+            print(f"damaged: {escape_control(e)}", file=sys.stderr, flush=True)
+            continue
+        if checked:
+            print(f"ok: {escape_control(path)}: {escape_control(what)}; checksum verified", flush=True)
+        else:
+            unchecked += 1
+            print(f"unchecked: {escape_control(path)}: {escape_control(what)}; readable, but it carries no checksum "
+                  "to verify (written by another tool or an earlier version)", flush=True)
+    if damaged:
+        return DAMAGED
+    return UNCHECKED if unchecked and not a.allow_unchecked else 0

@@ -1,7 +1,8 @@
 """Classify image files: each read and checked, preprocessed the way the model's weights expect (its
 pretrained config, through timm's transforms), and ranked top-k with class names."""
+import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch.nn as nn
@@ -10,6 +11,7 @@ from timm.data import resolve_data_config
 from timm.data.readers.img_extensions import get_img_extensions
 
 from ..models.model_api import check_img_size
+from ..utils.text import escape_control
 
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
@@ -31,9 +33,20 @@ def _open(path: Path) -> Image.Image:
         raise ImageError(f"{path}: cannot be read as an image ({type(e).__name__}: {e})") from e
 
 
-def check_image(path) -> None:
-    """Fail now, naming the file, if it is missing or not an image (reads the header only)."""
-    _open(Path(path)).close()
+# The largest image `segment` and `detect` take (4096 x 4096): their memory grows with the pixels (class
+# probabilities at full size, float copies), so a larger image is refused from its header, before it is decoded.
+MAX_DENSE_PIXELS = 4096 * 4096
+
+
+def check_image(path, max_pixels: Optional[int] = None) -> None:
+    """Fail now, naming the file, if it is missing or not an image, or (with `max_pixels`) larger than that
+    (reads the header only)."""
+    with _open(Path(path)) as img:
+        w, h = img.size
+    if max_pixels is not None and w * h > max_pixels:
+        raise ImageError(f"{escape_control(path)}: {w}x{h} is {w * h} pixels, over the limit of {max_pixels} "
+                         f"({int(max_pixels ** 0.5)}x{int(max_pixels ** 0.5)}) that keeps memory bounded; downscale "
+                         "or tile it first")
 
 
 def load_image(path, channels: int = 3) -> Image.Image:
@@ -52,6 +65,44 @@ def load_image(path, channels: int = 3) -> Image.Image:
             return img.convert('RGB' if channels == 3 else 'L')
     except _DECODE_ERRORS as e:
         raise ImageError(f"{path}: cannot be read as an image ({type(e).__name__}: {e})") from e
+
+
+def output_names(paths: Sequence) -> List[Tuple[Path, Path]]:
+    """Each image file of `paths` (as `expand_image_paths`) with the relative name its outputs take: a folder's
+    images keep their place below it, under the folder's own name (a/x.png -> a/x, b/x.png -> b/x), a file given
+    alone its stem. Two images that would share outputs are a ValueError naming both."""
+    out: List[Tuple[Path, Path]] = []
+    for given in map(Path, paths):
+        if given.is_dir():
+            base = Path(given.resolve().name or "root")
+            out += [(f, base / f.relative_to(given).with_suffix("")) for f in expand_image_paths([given])]
+        else:
+            out.append((given, Path(given.stem)))
+    taken: Dict[Path, Path] = {}
+    for f, name in out:
+        if name in taken:
+            raise ValueError(f"{escape_control(taken[name])} and {escape_control(f)} would write the same outputs "
+                             f"({escape_control(name)}_*); give them in separate runs or rename one")
+        taken[name] = f
+    return out
+
+
+def check_dense_inputs(paths: Sequence) -> None:
+    """What `segment` and `detect` check before a model is built: every image readable, at most
+    MAX_DENSE_PIXELS (from its header), and no two sharing outputs (`output_names`)."""
+    for f, _ in output_names(paths):
+        check_image(f, MAX_DENSE_PIXELS)
+
+
+def refuse_existing(targets: Sequence, overwrite: bool) -> None:
+    """A FileExistsError naming the first of `targets` that exists, unless `overwrite`."""
+    if overwrite:
+        return
+    existing = [t for t in targets if os.path.lexists(t)]
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise FileExistsError(f"{escape_control(existing[0])} exists{more}; pass --overwrite to replace the outputs, "
+                              "or choose another output folder")
 
 
 def expand_image_paths(paths: Sequence) -> List[Path]:

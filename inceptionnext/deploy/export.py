@@ -237,6 +237,9 @@ def export_model(model, path, fmt, input_size=(3, 224, 224), batch_size=2, dynam
             save(tmp)
         except Exception as e:
             raise ExportError(f"writing the {fmt} file {path} failed: {type(e).__name__}: {first_line(e)}") from e
+        if fmt == "onnx":  # carries its checksum, checked wherever it is loaded
+            from ..checksum import seal_onnx
+            seal_onnx(tmp)
         if fmt == "onnx" and opset is not None:
             written = _onnx_opset(tmp)
             if written != opset:

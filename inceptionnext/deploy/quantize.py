@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from ..checksum import seal_onnx, seal_openvino
 from .runtimes import INSTALL_HINTS, METADATA_KEYS, RuntimeUnavailable, folded_for_inference, load_runtime
 from ..data.images import data_config_for
 from ..data.images import expand_image_paths, load_image
@@ -54,6 +55,7 @@ class QualityFloor:
     """What an int8 file must keep of the float model on held-out images."""
     min_agreement: float = 0.99  # fraction of images whose top-1 class is unchanged
     min_sqnr_db: float = 25.0    # logit signal-to-quantization-noise ratio
+    min_check_images: int = 32   # the floor is never judged on fewer held-out images than this
 
 
 @dataclass
@@ -239,8 +241,14 @@ def _float_onnx(model: nn.Module, path: str, input_size) -> Dict[str, str]:
     """The folded model as an fp32 ONNX file; returns its metadata properties."""
     import onnx
 
+    from ..checksum import METADATA_KEY
     export_model(model, path, "onnx", input_size=tuple(input_size), check=False)
-    return {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+    proto = onnx.load(path)  # the float file's checksum is not the int8 file's: dropped before it is carried over
+    keep = [p for p in proto.metadata_props if p.key != METADATA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    onnx.save(proto, path)
+    return {p.key: p.value for p in keep}
 
 
 def _install(tmp_dir: str, tmp_out: str, output: Path) -> None:
@@ -272,6 +280,10 @@ def quantize_model(model: nn.Module, output, calibration: ImageSet, check: Image
     if len(calibration.images) == 0 or len(check.images) == 0:
         raise QuantizeError("need at least one calibration image and one check image")
     floor = floor or QualityFloor()
+    if len(check.images) < floor.min_check_images:
+        raise QuantizeError(f"only {len(check.images)} held-out images to judge the accuracy floor on; at least "
+                            f"{floor.min_check_images} are needed (raise --num-check or use a larger image source; "
+                            "--min-check-images sets the minimum)")
     folded = folded_for_inference(model)
     name = (getattr(folded, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
     input_size = tuple(check.images.shape[1:])
@@ -311,6 +323,7 @@ def _record_report(path: str, report: QuantizeReport) -> None:
         record = json.loads(model.get_rt_info(key.split(".")).astype(str))
         record.update(figures)
         model.set_rt_info(json.dumps(record), key.split("."))
+        seal_openvino(model)
         tmp = path + ".tmp.xml"
         ov.save_model(model, tmp, compress_to_fp16=False)
         os.replace(tmp, path)
@@ -323,6 +336,7 @@ def _record_report(path: str, report: QuantizeReport) -> None:
     record.update(figures)
     prop.value = json.dumps(record)
     onnx.save(model, path)
+    seal_onnx(path)
 
 
 def quantize_file(model: nn.Module, output, source: str = "digits", num_calibration: int = 128,

@@ -22,10 +22,11 @@ import torch.nn as nn
 
 from ..models.fold import _mkldnn_bf16_supported as native_bf16  # AVX-512 BF16 / AMX: bf16 worth running
 from ..models.fold import is_folded, is_metanext_block, reparameterize_model
+from ..utils.text import excerpt
 
 __all__ = ["RUNTIMES", "PRECISIONS", "RUNTIME_PRECISIONS", "RuntimeUnavailable", "FileModel", "OnnxRuntimeModel",
            "OpenVINOModel", "TorchRuntime", "load_runtime", "wrap_torch", "native_bf16", "available_runtimes",
-           "read_file_metadata", "METADATA_KEYS"]
+           "read_file_metadata", "METADATA_KEYS", "RuntimeFileError", "read_runtime_model"]
 
 RUNTIMES = ("torch", "torch.compile", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -98,7 +99,19 @@ class FileModel(nn.Module):
     def _run(self, x):  # numpy float32 NCHW -> numpy logits
         raise NotImplementedError
 
+    input_shape: tuple = ()  # (C, H, W) the file takes, None where symbolic
+
+    def check_input(self, shape) -> None:
+        """A RuntimeFileError saying which input size the file takes when `shape` (N, C, H, W) is not it."""
+        want = self.input_shape
+        if want and (len(shape) != 4 or any(w is not None and w != g for w, g in zip(want, shape[1:]))):
+            size = "x".join("?" if v is None else str(v) for v in want)
+            raise RuntimeFileError(f"{self.path}: the file takes {size} (CxHxW) inputs, not "
+                                   f"{'x'.join(str(v) for v in shape[1:])}; drop the size override or export the "
+                                   "model at that size")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(tuple(x.shape))
         out = self._run(x.detach().to("cpu", torch.float32).contiguous().numpy())
         out = torch.from_numpy(out)
         if not self.num_classes:
@@ -139,9 +152,59 @@ def read_file_metadata(path) -> Dict[str, Any]:
     """The record an .onnx or OpenVINO .xml file carries (model name, pretrained config, quantization report)."""
     path = str(path)
     if path.endswith(".xml"):
-        ov = _import("openvino")
-        return _openvino_metadata(ov.Core().read_model(path))
+        return _openvino_metadata(read_runtime_model(path))
     return _onnx_metadata(path)
+
+
+class RuntimeFileError(ValueError):
+    """An .onnx or OpenVINO IR that cannot be run: missing or damaged, or not fitting its input."""
+
+
+def _first_message(e: BaseException) -> str:
+    """The line of a runtime's error that says what is wrong (OpenVINO puts 'Exception from src/...' first)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("Exception from", "Check '"))]
+    return excerpt((useful or lines or [type(e).__name__])[0], 200)
+
+
+def read_runtime_model(path):
+    """An .onnx file as an ONNX ModelProto, an .xml as an OpenVINO model (its .bin beside it), with its checksum
+    checked when it carries one; one-line RuntimeFileErrors name the file and what is wrong."""
+    from ..checksum import verify_runtime_model
+    path = os.fspath(path)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.lower().endswith(".xml"):
+        ov = _import("openvino")
+        weights = Path(path).with_suffix(".bin")
+        if not weights.is_file():
+            raise RuntimeFileError(f"{path}: its weights file {weights} is missing (an OpenVINO IR is the .xml and "
+                                   "the .bin beside it)")
+        try:
+            model = ov.Core().read_model(path)
+        except Exception as e:
+            raise RuntimeFileError(f"{path}: cannot be read as an OpenVINO IR with {weights.name} "
+                                   f"({weights.stat().st_size} bytes): {_first_message(e)}; is the .bin complete "
+                                   "and the one written with this .xml?") from None
+    else:
+        _import("onnxruntime")
+        try:
+            import onnx
+            model = onnx.load(path)
+        except ImportError as e:
+            raise RuntimeUnavailable(f"reading .onnx files needs onnx ({e}); {INSTALL_HINTS['onnxruntime']}") from e
+        except Exception as e:
+            raise RuntimeFileError(f"{path}: not a readable ONNX file ({type(e).__name__}: {_first_message(e)})"
+                                   ) from None
+        if not model.graph.input:
+            raise RuntimeFileError(f"{path}: not an ONNX model (its graph has no input)")
+    verify_runtime_model(model, path)
+    return model
+
+
+def _input_shape(dims) -> tuple:
+    """An input's (C, H, W), None where a dimension is symbolic."""
+    return tuple(d if isinstance(d, int) and d > 0 else None for d in list(dims)[1:])
 
 
 def _threads(threads: Optional[int]) -> int:
@@ -161,11 +224,16 @@ class OnnxRuntimeModel(FileModel):
         # no busy-waiting between runs: a spinning pool would steal the cores of whatever runs next (the benchmark
         # interleaves runtimes in one process)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self_session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        proto = read_runtime_model(path)
+        try:
+            self_session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise RuntimeFileError(f"{path}: ONNX Runtime cannot load it ({_first_message(e)})") from None
         props = self_session.get_modelmeta().custom_metadata_map
         metadata = _parse_metadata(props)
         super().__init__(path, metadata, (metadata.get("quantization") or {}).get("precision", "fp32"))
         self._session, self._input = self_session, self_session.get_inputs()[0].name
+        self.input_shape = _input_shape(self_session.get_inputs()[0].shape)
 
     def _run(self, x):
         return self._session.run(None, {self._input: x})[0]
@@ -181,8 +249,13 @@ class OpenVINOModel(FileModel):
     def __init__(self, path, precision: Optional[str] = None, threads: Optional[int] = None):
         ov = _import("openvino")
         core = ov.Core()
-        model = core.read_model(str(path))
-        metadata = _openvino_metadata(model) if str(path).endswith(".xml") else _onnx_metadata(str(path))
+        if str(path).endswith(".xml"):
+            model = read_runtime_model(path)
+            metadata = _openvino_metadata(model)
+        else:
+            read_runtime_model(path)  # readable, and whole when it carries a checksum
+            model = core.read_model(str(path))
+            metadata = _onnx_metadata(str(path))
         quantized = (metadata.get("quantization") or {}).get("precision") == "int8"
         precision = precision or ("int8" if quantized else "fp32")
         if precision == "int8" and not quantized:
@@ -195,6 +268,8 @@ class OpenVINOModel(FileModel):
                                                           "INFERENCE_NUM_THREADS": _threads(threads),
                                                           "PERFORMANCE_HINT": "LATENCY"})
         self._request = self._compiled.create_infer_request()
+        shape = model.inputs[0].get_partial_shape()
+        self.input_shape = tuple(d.get_length() if d.is_static else None for d in list(shape)[1:])
 
     def _run(self, x):
         return self._request.infer({0: x})[0].copy()

@@ -94,6 +94,28 @@ def check_fits(ckpt: Dict[str, Any], path: str, model: torch.nn.Module, model_na
                               f"{saved_classes} classes): " + "; ".join(problems))
 
 
+# What shapes a run's optimisation: a resumed run must keep them (its log and config.yaml describe one schedule).
+SCHEDULE_KEYS = ("opt", "lr", "lr_batch", "weight_decay", "momentum", "layer_decay", "sched", "epochs",
+                 "warmup_epochs", "warmup_lr", "min_lr", "cooldown_epochs", "decay_rate", "iters", "eval_interval",
+                 "warmup_iters", "batch_size", "grad_accum")
+
+
+def _plain(value: Any) -> Any:
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def check_same_schedule(ckpt: Dict[str, Any], path: str, config: Dict[str, Any]) -> None:
+    """A CheckpointError naming each schedule value (`SCHEDULE_KEYS`) this run would change from the one the
+    checkpoint's run trained with: resuming applies the run's own recorded schedule, never a silently mixed one."""
+    saved = ckpt.get("config") or {}
+    changed = [f"{k} {config[k]!r} (the run has {saved[k]!r})" for k in SCHEDULE_KEYS
+               if k in saved and k in config and _plain(saved[k]) != _plain(config[k])]
+    if changed:
+        raise CheckpointError(f"cannot resume {path} with a changed schedule: {', '.join(changed)}; resume with "
+                              "--resume alone (the checkpoint supplies its values), or start a new run from its "
+                              f"weights (weights: {path})")
+
+
 def make_checkpoint(*, model, optimizer, scheduler, ema, scaler, epoch: int, model_name: str, num_classes: int,
                     config: Dict[str, Any], history: List[Dict[str, Any]], best: Dict[str, Any],
                     rng: List[Dict[str, Any]], data_config: Dict[str, Any],

@@ -248,11 +248,15 @@ KEY_TASK: Dict[str, str] = {k: task for task, keys in TASK_KEYS.items() for k in
 
 
 def check_task_keys(cfg: "TrainConfig", given: Sequence[str], where: str) -> None:
-    """A ConfigError when `where` sets a key that belongs to a task other than the run's (a segmentation key in
-    a classification run would be silently ignored)."""
+    """A ConfigError when `where` sets a key of a task other than the run's to a value other than its default (a
+    segmentation key in a classification run would be silently ignored)."""
     for k in given:
         owner = KEY_TASK.get(k.replace("-", "_"))
-        if owner is not None and owner != cfg.task:
+        if owner is None or owner == cfg.task:
+            continue
+        f = FIELDS[k.replace("-", "_")]
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        if getattr(cfg, f.name) != default:  # a whole dumped config (a run's config.yaml) holds every key
             raise ConfigError(f"config key '{k}' in {where} is a {owner} key; this run's task is {cfg.task} "
                               f"(set task: {owner}, or remove the key)")
 

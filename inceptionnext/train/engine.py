@@ -351,6 +351,7 @@ class Trainer:
                 return
         ckpt = ckpt_lib.load_checkpoint_file(path)
         ckpt_lib.check_fits(ckpt, path, self.model, self.cfg.model, self.num_classes)
+        ckpt_lib.check_same_schedule(ckpt, path, config_to_dict(self.cfg))
         self.model.load_state_dict(ckpt["state_dict"])
         if self.ema is not None:
             if ckpt.get("state_dict_ema") is None:
@@ -629,11 +630,26 @@ class Trainer:
                          best_metric=main, best_value=self.best[main])
 
 
+class RunInterrupted(Exception):
+    """The run was stopped by Ctrl-C (SIGINT); `last_checkpoint` is what it can be resumed from (None: none yet)."""
+
+    def __init__(self, last_checkpoint: Optional[str]):
+        super().__init__("interrupted: " + (f"resume with: inceptionnext train --resume {last_checkpoint}"
+                                            if last_checkpoint else "no checkpoint was written yet; start it again"))
+        self.last_checkpoint = last_checkpoint
+
+
 def fit(cfg: TrainConfig) -> RunResult:
-    """Train per cfg (under torchrun: one process per device); returns where the outputs went."""
+    """Train per cfg (under torchrun: one process per device); returns where the outputs went. Ctrl-C is a
+    RunInterrupted naming the checkpoint to resume from (checkpoints are written atomically: the last whole one)."""
     env = dist_lib.setup(cfg.device, cfg.dist_timeout)
+    trainer = None
     try:
-        return Trainer(cfg, env).fit()
+        trainer = Trainer(cfg, env)
+        return trainer.fit()
+    except KeyboardInterrupt:
+        last = os.path.join(trainer.out_dir, "last.pth") if trainer is not None else None
+        raise RunInterrupted(last if last and os.path.isfile(last) else None) from None
     except dist_lib.CollectiveTimeout as e:
         raise TrainError(str(e)) from e
     except RuntimeError as e:  # DDP's own gradient all-reduce, inside backward

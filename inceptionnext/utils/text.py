@@ -49,3 +49,16 @@ def first_line(e: BaseException, limit: int = 300) -> str:
     folded (many exceptions, e.g. EOFError, have no message: '')."""
     lines = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()
     return re.sub(r"\s+", " ", lines[0])[:limit] if lines else ""
+
+
+_WORKER_HEADER = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.")
+
+
+def error_message(e: BaseException) -> str:
+    """An error's own message; for one re-raised from a DataLoader worker (whose message is the worker's whole
+    traceback), the worker's original message alone, so a data error is one line with workers too."""
+    text = str(e)
+    if not _WORKER_HEADER.match(text):
+        return text
+    last = [line for line in text.rstrip().splitlines() if line.strip()][-1].strip()
+    return re.sub(r"^[\w.]+(Error|Exception|Warning)\w*: ", "", last)

@@ -14,7 +14,7 @@ from ...models.model_api import check_img_size
 from ...deploy.runtimes import is_runtime_file, load_runtime, wrap_torch
 from ...data.digits import DigitsDataset
 from .data import build_eval_loader
-from ...data.folders import image_folder
+from ...data.folders import class_to_idx, image_folder
 from ...utils.device import resolve_device
 from ...train.engine import TrainError, create_model
 from tqdm import tqdm
@@ -80,6 +80,18 @@ def run_validation(model_name: Optional[str], checkpoint: Optional[str] = None, 
         if not data_dir:
             raise TrainError("no data directory given: pass the folder that holds <class>/<image> (e.g. .../val)")
         ds = image_folder(data_dir, bad_images, class_map=info.get("class_to_idx"), known_as=str(checkpoint))
+    if hasattr(model, "check_input"):  # a runtime file of fixed size: said before any image is read
+        try:
+            model.check_input((1, *data_cfg["input_size"]))
+        except ValueError as e:
+            raise TrainError(str(e)) from None
+    labels = (DigitsDataset.num_classes if dataset == "digits"
+              else max((int(i) for i in (class_to_idx(ds) or {}).values()), default=-1) + 1)
+    predicts = int(getattr(model, "num_classes", 0) or 0)  # 0: a runtime file that does not record it
+    if predicts and labels > predicts:
+        source = checkpoint or model_name
+        raise TrainError(f"{source}: the model predicts {predicts} classes, the dataset {data_dir or dataset} has "
+                         f"{labels}; validate on data of the model's classes")
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)

@@ -10,13 +10,15 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torchvision import tv_tensors
-from torchvision.datasets import CocoDetection, wrap_dataset_for_transforms_v2
+from torchvision.datasets import CocoDetection, VisionDataset, wrap_dataset_for_transforms_v2
 
+from ...utils.text import describe_value, excerpt
 from ...data.folders import DataError
 import bisect
 from typing import Iterator
@@ -47,45 +49,198 @@ def _read_json(path: str) -> Dict[str, Any]:
     return data
 
 
-def check_annotations(data: Dict[str, Any], path: str, image_root: str) -> None:
-    """Raise AnnotationError for the first thing a detector cannot train on, naming where it is."""
+# Bounds on what one COCO file may ask for, checked before anything is allocated from it.
+MAX_COORD = 1e6  # a box coordinate or size, in pixels
+MAX_ANNOTATIONS_PER_IMAGE = 2000  # COCO's busiest image has under 100; masks for 100k would take tens of GB
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _count(problems: int) -> str:
+    return f" (and {problems - 1} more)" if problems > 1 else ""
+
+
+def _inside(root: str, file_name: Any) -> Optional[str]:
+    """Why `file_name` does not name a file inside `root` (None when it does)."""
+    if not isinstance(file_name, str) or not file_name:
+        return "is not a file name"
+    if os.path.isabs(file_name) or file_name.startswith(("/", "\\")) or ":" in file_name.split("/")[0]:
+        return "is an absolute path; file names are relative to the image folder"
+    if ".." in file_name.replace("\\", "/").split("/"):
+        return "climbs out of the image folder (..)"
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(root, file_name))
+    if os.path.commonpath([real_root, real]) != real_root:
+        return f"resolves (through a symlink) to {real}, outside the image folder {real_root}"
+    return None
+
+
+def _check_segmentation(seg: Any, image: Dict[str, Any]) -> Optional[str]:
+    """Why a COCO segmentation is malformed for its image (None when it is well-formed)."""
+    if isinstance(seg, list):  # polygons: [[x1, y1, x2, y2, ...], ...]
+        for poly in seg:
+            if not isinstance(poly, list) or not all(_is_number(v) for v in poly):
+                return "has a polygon that is not a list of numbers"
+            if len(poly) < 6 or len(poly) % 2:
+                return f"has a polygon of {len(poly)} coordinates; a polygon is at least 3 (x, y) points"
+            if not all(math.isfinite(v) and abs(v) <= MAX_COORD for v in poly):
+                return "has a polygon coordinate that is not finite or beyond 1e6"
+        return None
+    if isinstance(seg, dict):  # RLE: {'size': [h, w], 'counts': str or [int, ...]}
+        size, counts = seg.get("size"), seg.get("counts")
+        if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v > 0 for v in size)):
+            return f"has an RLE whose size {describe_value(size)} is not [height, width]"
+        if size != [image["height"], image["width"]]:
+            return (f"has an RLE of size {size[1]}x{size[0]} (WxH) for an image of {image['width']}x"
+                    f"{image['height']}")
+        if isinstance(counts, list):
+            if not all(_is_int(v) and v >= 0 for v in counts) or sum(counts) != size[0] * size[1]:
+                return f"has RLE counts that do not cover its {size[0] * size[1]} pixels"
+        elif not isinstance(counts, str) or not counts:
+            return "has RLE counts that are neither a string nor a list of run lengths"
+        return None
+    return f"has a segmentation that is {describe_value(seg)}, neither polygons nor an RLE"
+
+
+def _image_size(root: str, file_name: str) -> Tuple[int, int]:
+    """(width, height) from the image file's header."""
+    from PIL import Image
+    with Image.open(os.path.join(root, file_name)) as im:
+        return im.size
+
+
+def check_annotations(data: Dict[str, Any], path: str, image_root: str, masks: bool = False) -> Dict[str, Any]:
+    """Check every record of a COCO document in one pass and return it as pycocotools reads it: optional fields
+    filled with COCO's defaults (iscrowd 0, area = box area, image width/height from the file, annotation ids),
+    extra fields ignored. The first problem is an AnnotationError naming the file, the entry and what is wrong:
+    duplicate ids, boxes that are not four finite numbers inside their image, categories without an integer id,
+    malformed polygons or RLEs, file names outside the image folder, missing or oversized images, too many
+    annotations on one image."""
+    from PIL import Image
     if not data['images']:
         raise AnnotationError(f"{path}: the image list is empty")
     if not data['annotations']:
         raise AnnotationError(f"{path}: the annotation list is empty (no objects to learn from)")
     if not data['categories']:
         raise AnnotationError(f"{path}: the category list is empty")
-    images = {}
-    for img in data['images']:
-        if 'id' not in img or 'file_name' not in img:
-            raise AnnotationError(f"{path}: image entry {img!r} lacks 'id' or 'file_name'")
-        images[img['id']] = img
-    missing = [img['file_name'] for img in data['images']
-               if not os.path.isfile(os.path.join(image_root, img['file_name']))]
+    categories = {}
+    for i, c in enumerate(data['categories']):
+        if not isinstance(c, dict) or not _is_int(c.get('id')):
+            raise AnnotationError(f"{path}: category {i} ({describe_value(c)}) has no integer 'id'")
+        if c['id'] in categories:
+            raise AnnotationError(f"{path}: category id {c['id']} appears twice")
+        name = c.get('name', str(c['id']))
+        categories[c['id']] = dict(c, name=name if isinstance(name, str) else str(name))
+    images, missing, limit = {}, [], Image.MAX_IMAGE_PIXELS
+    for i, img in enumerate(data['images']):
+        if not isinstance(img, dict) or not _is_int(img.get('id')) or 'file_name' not in img:
+            raise AnnotationError(f"{path}: image entry {i} lacks an integer 'id' or a 'file_name'")
+        if img['id'] in images:
+            first = excerpt(images[img['id']]['file_name'])
+            raise AnnotationError(f"{path}: image id {img['id']} appears twice ({first} and "
+                                  f"{excerpt(img['file_name'])}); ids must be unique")
+        why = _inside(image_root, img['file_name'])
+        if why:
+            raise AnnotationError(f"{path}: image {img['id']}'s file_name {describe_value(img['file_name'])} {why}")
+        if not os.path.isfile(os.path.join(image_root, img['file_name'])):
+            missing.append(img['file_name'])
+            continue
+        try:
+            size = _image_size(image_root, img['file_name'])
+        except Exception as e:  # includes PIL's DecompressionBombError
+            raise AnnotationError(f"{path}: image {os.path.join(image_root, img['file_name'])} cannot be read "
+                                  f"({type(e).__name__}: {excerpt(e, 150)})") from None
+        if limit and size[0] * size[1] > limit:
+            raise AnnotationError(f"{path}: image {os.path.join(image_root, img['file_name'])} is {size[0]}x{size[1]}"
+                                  f" ({size[0] * size[1]} pixels), over the decompression limit of {limit} pixels")
+        for key, value in (('width', size[0]), ('height', size[1])):
+            if img.get(key) is not None and img[key] != value:
+                raise AnnotationError(f"{path}: image {img['file_name']} is {size[0]}x{size[1]}, but the annotations"
+                                      f" say {describe_value(img.get('width'))}x{describe_value(img.get('height'))}")
+        images[img['id']] = dict(img, width=size[0], height=size[1])
     if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise AnnotationError(f"{path}: image file {os.path.join(image_root, missing[0])} is missing{more}")
-    categories = {c['id'] for c in data['categories']}
-    for ann in data['annotations']:
-        where = f"{path}: annotation {ann.get('id', '?')}"
+        raise AnnotationError(f"{path}: image file {os.path.join(image_root, missing[0])} is missing"
+                              + _count(len(missing)))
+    used_ids = {a.get('id') for a in data['annotations'] if isinstance(a, dict) and _is_int(a.get('id'))}
+    next_id = max(used_ids, default=0) + 1
+    seen, per_image, annotations = set(), {}, []
+    for i, ann in enumerate(data['annotations']):
+        if not isinstance(ann, dict):
+            raise AnnotationError(f"{path}: annotation entry {i} is {describe_value(ann)}, not an object")
+        ann = dict(ann)
+        if 'id' not in ann:
+            ann['id'], next_id = next_id, next_id + 1
+        where = f"{path}: annotation {describe_value(ann['id'])}"
+        if not _is_int(ann['id']) or ann['id'] in seen:
+            raise AnnotationError(f"{where}: " + ("appears twice; ids must be unique" if ann['id'] in seen
+                                                  else "its id is not an integer"))
+        seen.add(ann['id'])
         image = images.get(ann.get('image_id'))
         if image is None:
-            raise AnnotationError(f"{where} refers to image id {ann.get('image_id')!r}, which is not in 'images'")
+            raise AnnotationError(f"{where} refers to image id {describe_value(ann.get('image_id'))}, which is not "
+                                  "in 'images'")
+        file_name = excerpt(image['file_name'])
+        per_image[image['id']] = per_image.get(image['id'], 0) + 1
+        if per_image[image['id']] > MAX_ANNOTATIONS_PER_IMAGE:
+            raise AnnotationError(f"{path}: image {file_name} has more than {MAX_ANNOTATIONS_PER_IMAGE} annotations "
+                                  "(the limit per image, detection.coco.MAX_ANNOTATIONS_PER_IMAGE)")
         if ann.get('category_id') not in categories:
-            raise AnnotationError(f"{where} (image {image['file_name']}) has category id {ann.get('category_id')!r}, "
-                                  f"which is not among the categories {sorted(categories)}")
+            raise AnnotationError(f"{where} (image {file_name}) has category id "
+                                  f"{describe_value(ann.get('category_id'))}, which is not among the categories "
+                                  f"{sorted(categories)[:20]}")
         box = ann.get('bbox')
-        if not (isinstance(box, (list, tuple)) and len(box) == 4):
-            raise AnnotationError(f"{where} (image {image['file_name']}) has bbox {box!r}; expected [x, y, w, h]")
+        if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
+            raise AnnotationError(f"{where} (image {file_name}) has bbox {describe_value(box)}; expected [x, y, w, h]"
+                                  " as four numbers")
+        if not all(math.isfinite(v) and abs(v) <= MAX_COORD for v in box):
+            raise AnnotationError(f"{where} (image {file_name}) has bbox {box}: a value is not finite or beyond "
+                                  f"{MAX_COORD:.0e}")
         x, y, w, h = box
-        width, height = image.get('width'), image.get('height')
+        width, height = image['width'], image['height']
         if w <= 0 or h <= 0:
-            raise AnnotationError(f"{where} (image {image['file_name']}) has an empty box [x, y, w, h] = {box}")
-        if width is not None and height is not None and (
-                x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > width + BOX_TOLERANCE
+            raise AnnotationError(f"{where} (image {file_name}) has an empty box [x, y, w, h] = {box}")
+        if (x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > width + BOX_TOLERANCE
                 or y + h > height + BOX_TOLERANCE):
-            raise AnnotationError(f"{where}: box [x, y, w, h] = {box} lies outside its image {image['file_name']} "
+            raise AnnotationError(f"{where}: box [x, y, w, h] = {box} lies outside its image {file_name} "
                                   f"({width}x{height})")
+        crowd = ann.setdefault('iscrowd', 0)
+        if crowd not in (0, 1):  # False/True compare equal to 0/1
+            raise AnnotationError(f"{where} (image {file_name}) has iscrowd {describe_value(crowd)}; expected 0 or 1")
+        ann['iscrowd'] = int(crowd)
+        area = ann.setdefault('area', float(w * h))
+        if not (_is_number(area) and math.isfinite(area) and area >= 0):
+            raise AnnotationError(f"{where} (image {file_name}) has area {describe_value(area)}; expected a finite "
+                                  "number >= 0")
+        seg = ann.get('segmentation')
+        if seg in (None, [], {}):
+            ann.pop('segmentation', None)
+        else:
+            why = _check_segmentation(seg, image)
+            if why:
+                raise AnnotationError(f"{where} (image {file_name}) {why}")
+        if masks and 'segmentation' not in ann:
+            raise AnnotationError(f"{path}: masks were asked for, but annotation {ann['id']} has no 'segmentation'")
+        annotations.append(ann)
+    return dict(data, images=list(images.values()), annotations=annotations, categories=list(categories.values()))
+
+
+def _coco_dataset(image_root: str, data: Dict[str, Any]) -> CocoDetection:
+    """torchvision's CocoDetection over the checked document (not the file re-read: its defaults are filled)."""
+    from pycocotools.coco import COCO
+    base = CocoDetection.__new__(CocoDetection)
+    VisionDataset.__init__(base, image_root)
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        base.coco = COCO()
+        base.coco.dataset = data
+        base.coco.createIndex()
+    base.ids = sorted(base.coco.imgs.keys())
+    return base
 
 
 class CocoDetectionSet(torch.utils.data.Dataset):
@@ -95,20 +250,13 @@ class CocoDetectionSet(torch.utils.data.Dataset):
 
     def __init__(self, image_root: str, annotation_file: str, transforms=None, masks: bool = False,
                  keep_crowd: bool = False):
-        data = _read_json(annotation_file)
-        check_annotations(data, annotation_file, image_root)
+        data = check_annotations(_read_json(annotation_file), annotation_file, image_root, masks)
         self.image_root, self.annotation_file = image_root, annotation_file
         self.masks, self.keep_crowd = masks, keep_crowd
-        if masks:
-            bad = [a.get('id') for a in data['annotations'] if not a.get('segmentation')]
-            if bad:
-                raise AnnotationError(f"{annotation_file}: masks were asked for, but annotation {bad[0]} has no "
-                                      f"'segmentation'" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
         self.categories = sorted(data['categories'], key=lambda c: c['id'])
-        self.class_names = [str(c.get('name', c['id'])) for c in self.categories]
+        self.class_names = [c['name'] for c in self.categories]
         self.label_of = {c['id']: i + 1 for i, c in enumerate(self.categories)}
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
-            base = CocoDetection(image_root, annotation_file)
+        base = _coco_dataset(image_root, data)
         keys = ('image_id', 'boxes', 'labels', 'iscrowd') + (('masks',) if masks else ())
         self.dataset = wrap_dataset_for_transforms_v2(base, target_keys=keys)
         info = {img['id']: img for img in data['images']}

@@ -11,6 +11,7 @@ from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks, make
 
 from ...models.detection import MASK_THRESHOLD
 from ...utils.plots import grid_figure
+from ...utils.text import excerpt
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255)]
@@ -61,7 +62,8 @@ def draw_detections(image: torch.Tensor, detections: Dict[str, torch.Tensor],
         masks = detections['masks'][keep]
         masks = (masks[:, 0] if masks.dim() == 4 else masks) > MASK_THRESHOLD
         image = draw_segmentation_masks(image, masks, alpha=0.45, colors=colours)
-    texts = [label_text(int(lbl), class_names) + (f" {float(s):.2f}" if scores else "")
+    # names come from files: drawn escaped (a control character would also fail the text layout)
+    texts = [excerpt(label_text(int(lbl), class_names), 40) + (f" {float(s):.2f}" if scores else "")
              for lbl, s in zip(labels, detections['scores'][keep])]
     if len(boxes) == 0:
         return image

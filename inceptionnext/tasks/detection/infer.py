@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from ...data.images import expand_image_paths, load_image
+from ...data.images import MAX_DENSE_PIXELS, check_image, load_image, output_names, refuse_existing
 from ...models.detection import create_detector
 from ...weights import CheckpointError, read_weight_file, unwrap_state_dict
 from ...utils.files import write_atomically
@@ -51,20 +51,26 @@ def describe(det: Dict[str, torch.Tensor], class_names: Sequence[str], score_thr
 
 @torch.no_grad()
 def detect_files(model: nn.Module, paths: Sequence, class_names: Sequence[str], device: torch.device,
-                 score_thresh: float = 0.5, out_dir: Optional[str] = None) -> List[Dict[str, Any]]:
-    """Detections for each image file; with out_dir, a <name>_detections.png per image showing them."""
-    files = expand_image_paths(paths)
-    for f in files:
-        load_image(f).close()  # every file checked before the first one is run
+                 score_thresh: float = 0.5, out_dir: Optional[str] = None,
+                 overwrite: bool = False) -> List[Dict[str, Any]]:
+    """Detections for each image file; with out_dir, a <name>_detections.png per image showing them, a folder's
+    images keeping their place below it (`inference.output_names`). Existing pictures are not written over
+    unless `overwrite`."""
+    files = output_names(paths)
+    for f, _ in files:  # every file checked before the first one is run, its size from its header
+        check_image(f, MAX_DENSE_PIXELS)
+        load_image(f).close()
+    targets = [Path(out_dir) / f"{name}_detections.png" for _, name in files] if out_dir is not None else []
+    refuse_existing(targets, overwrite)
     model = model.to(device).eval()
     results = []
-    for f in files:
+    for i, (f, _) in enumerate(files):
         image = torch.from_numpy(np.array(load_image(f))).permute(2, 0, 1).contiguous()
         det = {k: v.cpu() for k, v in model([image.to(device).float() / 255])[0].items()}
         entry = dict(file=str(f), detections=describe(det, class_names, score_thresh))
         if out_dir is not None:
             drawn = draw_detections(image, det, class_names, score_thresh)
-            target = Path(out_dir) / f"{Path(f).stem}_detections.png"
+            target = targets[i]
             write_atomically(target, lambda tmp: Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(tmp, format='PNG'))
             entry['picture'] = str(target)
         results.append(entry)

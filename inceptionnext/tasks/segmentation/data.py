@@ -110,6 +110,30 @@ class MaskFolderDataset(torch.utils.data.Dataset):
                             + ("" if self.reduce_zero_label else "; is this ADE20K without reduce_zero_label?"))
         return mask
 
+    def check_files(self) -> None:
+        """Every image and mask of the split, checked before training starts (not at its first read, which for
+        the validation split is the first validation): the image readable and under PIL's decompression limit,
+        the mask a single-channel PNG of the image's size holding only known labels."""
+        limit = Image.MAX_IMAGE_PIXELS
+        for img_path, mask_path in self.samples:
+            try:
+                with Image.open(img_path) as im:
+                    size = im.size
+            except Exception as e:  # includes PIL's DecompressionBombError
+                raise DataError(f"cannot read image {img_path}: {type(e).__name__}: {e}") from None
+            if limit and size[0] * size[1] > limit:
+                raise DataError(f"image {img_path} is {size[0]}x{size[1]} ({size[0] * size[1]} pixels), over the "
+                                f"decompression limit of {limit} pixels")
+            try:
+                mask = self.read_mask(mask_path)
+            except DataError:
+                raise
+            except Exception as e:
+                raise DataError(f"cannot read mask {mask_path}: {type(e).__name__}: {e}") from None
+            if mask.shape != (size[1], size[0]):
+                raise DataError(f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image {img_path} is "
+                                f"{size[0]}x{size[1]}")
+
     def load(self, index: int) -> Tuple[tv_tensors.Image, tv_tensors.Mask]:
         img_path, mask_path = self.samples[index]
         try:
@@ -307,6 +331,8 @@ def build_seg_datasets(cfg):
                   cfg.val_split if cfg.val_split != "val" else "validation")
         sets = [MaskFolderDataset(cfg.data_dir, s, len(names), "images", "annotations", reduce_zero_label=True,
                                   class_names=names) for s in splits]
+        for one in sets:  # both splits, before the first iteration
+            one.check_files()
         return sets[0], sets[1], names
     if cfg.dataset == "masks":
         if not cfg.data_dir or not os.path.isdir(cfg.data_dir):
@@ -314,5 +340,7 @@ def build_seg_datasets(cfg):
         names = read_class_names(cfg.data_dir, cfg.num_classes)
         sets = [MaskFolderDataset(cfg.data_dir, s, len(names), "images", "masks", cfg.reduce_zero_label,
                                   class_names=names) for s in (cfg.train_split, cfg.val_split)]
+        for one in sets:  # both splits, before the first iteration
+            one.check_files()
         return sets[0], sets[1], names
     raise DataError(f"dataset {cfg.dataset!r} is not a segmentation dataset; use ade20k, masks or digit_scenes")

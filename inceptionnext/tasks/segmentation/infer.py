@@ -3,7 +3,6 @@ the pixels, with the class names and palette of the weights."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -13,7 +12,7 @@ from PIL import Image
 from torchvision import tv_tensors
 
 from ..classification.infer import class_names
-from ...data.images import expand_image_paths, check_image, load_image
+from ...data.images import MAX_DENSE_PIXELS, check_image, load_image, output_names, refuse_existing
 from .data import EvalTransform, palette
 from .evaluate import predict_probs
 from .draw import overlay, untinted_classes
@@ -35,15 +34,20 @@ def mask_png(mask: np.ndarray, colours: np.ndarray, black: Sequence[int] = ()) -
 def segment_files(model: nn.Module, paths: Sequence, out_dir: str, device: Optional[torch.device] = None,
                   base_size: Optional[Tuple[int, int]] = None, mode: str = "whole", crop: int = 512,
                   stride: Optional[int] = None, scales: Sequence[float] = (1.0,), flip: bool = False,
-                  alpha: float = 0.5) -> List[Dict[str, Any]]:
-    """For each image: <out_dir>/<stem>_overlay.png, <stem>_mask.png (class indices; up to 256 classes a palette
-    PNG that shows the classes in their colours, else 16-bit grey) and the classes' pixel shares (%), largest
-    first. Every file is checked before the model runs."""
-    paths = expand_image_paths(paths)
-    if not paths:
+                  alpha: float = 0.5, overwrite: bool = False) -> List[Dict[str, Any]]:
+    """For each image: <out_dir>/<name>_overlay.png, <name>_mask.png (class indices; up to 256 classes a
+    palette PNG that shows the classes in their colours, else 16-bit grey) and the classes' pixel shares (%), largest first; a folder's images keep their place below it
+    (`inference.output_names`). Every file is checked before the model runs; existing outputs are not written
+    over unless `overwrite`."""
+    named = output_names(paths)
+    if not named:
         raise ValueError("no image files given")
-    for p in paths:
-        check_image(p)
+    for p, _ in named:
+        check_image(p, MAX_DENSE_PIXELS)
+    outputs = {p: (os.path.join(out_dir, f"{name}_mask.png"), os.path.join(out_dir, f"{name}_overlay.png"))
+               for p, name in named}
+    refuse_existing([t for pair in outputs.values() for t in pair], overwrite)
+    paths = [p for p, _ in named]
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"output {out_dir} is a file, not a folder")
     os.makedirs(out_dir, exist_ok=True)
@@ -61,8 +65,7 @@ def segment_files(model: nn.Module, paths: Sequence, out_dir: str, device: Optio
         x = transform(tv_tensors.Image(torch.from_numpy(raw.copy()).permute(2, 0, 1)))[None].to(device)
         probs = predict_probs(model, x, model.num_classes, mode, crop, stride, scales, flip, size=raw.shape[:2])
         pred = probs.argmax(1)[0].cpu().numpy()
-        stem = Path(path).stem
-        mask_path, overlay_path = os.path.join(out_dir, f"{stem}_mask.png"), os.path.join(out_dir, f"{stem}_overlay.png")
+        mask_path, overlay_path = outputs[path]
         mask_img = mask_png(pred, colours, plain) if model.num_classes <= 256 else Image.fromarray(
             pred.astype(np.uint16))
         write_atomically(mask_path, lambda tmp: mask_img.save(tmp, format="PNG"))

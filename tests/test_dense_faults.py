@@ -1,0 +1,488 @@
+"""Segmentation, detection and deployment files get the guarantees classification has: damaged and unverifiable
+files are told apart by every loading command, bad COCO data is refused before training, nothing is silently
+overwritten or changed, and every failure is one line naming the file and what is wrong."""
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from inceptionnext.cli import main
+from inceptionnext.model_file import load_model, save_model
+from inceptionnext.models.dense import create_model
+from inceptionnext.weights import CheckpointError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CFG = dict(input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=1.0, interpolation="bilinear")
+
+
+def run_cli(capsys, *argv):
+    """`inceptionnext ARGV` in this process: (exit status, stdout, stderr)."""
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def flip_zip_tensor(path, count=64):
+    """Flip `count` bytes inside the largest tensor record of a torch zip file (not its zip structure)."""
+    with zipfile.ZipFile(path) as zf:
+        info = max((i for i in zf.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    with open(path, "r+b") as f:
+        f.seek(info.header_offset + 26)
+        name_len, extra_len = (int.from_bytes(f.read(2), "little") for _ in range(2))
+        start = info.header_offset + 30 + name_len + extra_len + info.file_size // 4
+        f.seek(start)
+        chunk = f.read(count)
+        f.seek(start)
+        f.write(bytes(b ^ 0xFF for b in chunk))
+
+
+def flip_tail(path, where=0.75, count=16):
+    """Flip `count` bytes at `where` of a file (the tensor data of a safetensors file, an ONNX initializer)."""
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.seek(int(size * where))
+        chunk = f.read(count)
+        f.seek(int(size * where))
+        f.write(bytes(b ^ 0xFF for b in chunk))
+
+
+def tiny_classifier(num_classes=3):
+    torch.manual_seed(0)
+    return timm.create_model("inceptionnext_a", num_classes=num_classes, pretrained_cfg_overlay=dict(
+        TINY_CFG, label_names=[f"c{i}" for i in range(num_classes)])).eval()
+
+
+def png(path, size=(32, 32), seed=0):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    rng = np.random.RandomState(seed)
+    Image.fromarray(rng.randint(0, 255, (size[1], size[0], 3)).astype(np.uint8)).save(path)
+    return str(path)
+
+
+def detection_checkpoint(path, class_names=("cat", "dog")):
+    """A detection checkpoint as the engine writes it (sealed), for a tiny untrained RetinaNet."""
+    from inceptionnext import checksum
+    from inceptionnext.models.detection import create_detector
+    record = dict(name="retinanet_inceptionnext_a_fpn", num_classes=len(class_names), fpn_channels=16,
+                  anchor_sizes=[8, 16, 32, 64, 128], kwargs=dict(min_size=[32], max_size=32, score_thresh=0.0))
+    torch.manual_seed(0)
+    model = create_detector(record["name"], len(class_names), fpn_channels=16, anchor_sizes=record["anchor_sizes"],
+                            min_size=(32,), max_size=32, score_thresh=0.0)
+    obj = checksum.seal(dict(format="inceptionnext.train", epoch=1, state_dict=model.state_dict(), detector=record,
+                             class_names=list(class_names), task="detection"))
+    torch.save(obj, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A converted classifier (.pth and .safetensors), an exported .onnx, a detection checkpoint, a converted
+    segmentation model and a few images: each loading command is tried on damaged copies of them."""
+    root = tmp_path_factory.mktemp("files")
+    model = tiny_classifier()
+    out = dict(root=root, pth=str(save_model(model, root / "cls.pth")),
+               st=str(save_model(model, root / "cls.safetensors")),
+               det=detection_checkpoint(root / "det.pth"), image=png(root / "img" / "a.png"))
+    from inceptionnext.deploy.export import export_model
+    export_model(model, root / "cls.onnx", "onnx", input_size=(3, 32, 32))
+    out["onnx"] = str(root / "cls.onnx")
+    torch.manual_seed(0)
+    seg = create_model("fpn_inceptionnext_a", num_classes=3, pretrained_cfg_overlay=dict(TINY_CFG))
+    out["seg"] = str(save_model(seg.eval(), root / "seg.pth"))
+    plain = root / "plain.pth"  # a state dict from another tool: no checksum
+    torch.save(model.state_dict(), plain)
+    out["plain"] = str(plain)
+    return out
+
+
+def damaged(files, tmp_path, key):
+    """A copy of files[key] with flipped bits inside its tensor data."""
+    src = files[key]
+    dst = tmp_path / ("damaged_" + os.path.basename(src))
+    dst.write_bytes(open(src, "rb").read())
+    if key in ("pth", "det", "seg"):
+        flip_zip_tensor(dst)
+    else:
+        flip_tail(dst)
+    return str(dst)
+
+
+# ------------------------------------------------------------------------------------------------ 1. checksums
+
+def test_converted_and_exported_files_carry_a_checksum_and_verify_tells_the_three_cases(files, tmp_path, capsys):
+    for key in ("pth", "st", "onnx", "det", "seg"):
+        code, out, _ = run_cli(capsys, "verify", files[key])
+        assert code == 0 and "checksum verified" in out, (key, out)
+    code, out, _ = run_cli(capsys, "verify", files["plain"])
+    assert code == 2 and out.startswith("unchecked: ") and "no checksum to verify" in out
+    assert run_cli(capsys, "verify", "--allow-unchecked", files["plain"])[0] == 0
+    for key in ("pth", "st", "onnx", "det"):
+        code, out, err = run_cli(capsys, "verify", damaged(files, tmp_path, key), files["pth"])
+        assert code == 1 and err.startswith("damaged: ") and len(err.strip().splitlines()) == 1, (key, err)
+        assert "damaged" in err and f"ok: {files['pth']}" in out
+
+
+@pytest.mark.parametrize("key", ["pth", "st"])
+def test_a_damaged_converted_file_is_refused_by_every_loading_command(files, tmp_path, capsys, key):
+    bad = damaged(files, tmp_path, key)
+    with pytest.raises(CheckpointError, match="does not match the checksum"):
+        load_model(bad)
+    commands = [["predict", "--weights", bad, files["image"]],
+                ["validate", "--weights", bad, "--dataset", "digits", "--workers", "0"],
+                ["convert", bad, tmp_path / "again.safetensors"],
+                ["export", "--weights", bad, "--output", tmp_path / "again.onnx"],
+                ["quantize", "--weights", bad, "--calibration", "digits", "--output", tmp_path / "q.onnx"]]
+    for argv in commands:
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 1 and "does not match the checksum" in err and "Traceback" not in err, (argv, err)
+        assert bad in err
+    assert not os.path.exists(tmp_path / "again.safetensors") and not os.path.exists(tmp_path / "q.onnx")
+
+
+def test_a_damaged_detection_segmentation_or_onnx_file_is_refused(files, tmp_path, capsys):
+    code, out, err = run_cli(capsys, "detect", "--weights", damaged(files, tmp_path, "det"), files["image"],
+                             "--out-dir", tmp_path / "det")
+    assert code == 1 and "does not match the checksum" in err and "detections" not in out
+    code, out, err = run_cli(capsys, "segment", "--weights", damaged(files, tmp_path, "seg"), files["image"],
+                             "-o", tmp_path / "seg")
+    assert code == 1 and "does not match the checksum" in err
+    code, out, err = run_cli(capsys, "predict", damaged(files, tmp_path, "onnx"), files["image"])
+    assert code == 1 and "cls.onnx" in err and ("does not match the checksum" in err or "not a readable ONNX" in err)
+    assert len(err.strip().splitlines()) == 1, err
+
+
+# ------------------------------------------------------------------------------------------------ 3. COCO checks
+
+def coco_files(root, images=((1, "a.png", 40, 30),), annotations=None, categories=None, make=True):
+    """An image folder and a COCO file (root/img, root/ann.json)."""
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    if make:
+        for _, name, w, h in images:
+            Image.new("RGB", (w, h)).save(root / "img" / name)
+    if annotations is None:
+        annotations = [dict(id=1, image_id=1, category_id=1, bbox=[2, 2, 10, 10], area=100, iscrowd=0)]
+    doc = dict(images=[dict(id=i, file_name=n, width=w, height=h) for i, n, w, h in images],
+               annotations=annotations, categories=categories or [dict(id=1, name="cat")])
+    (root / "ann.json").write_text(json.dumps(doc))
+    return str(root / "img"), str(root / "ann.json")
+
+
+ANN = dict(id=1, image_id=1, category_id=1, bbox=[2, 2, 10, 10], area=100, iscrowd=0)
+COCO_DEFECTS = {
+    "duplicate image id": (dict(images=((1, "a.png", 40, 30), (1, "b.png", 40, 30))),
+                           r"image id 1 appears twice \(a.png and b.png\); ids must be unique"),
+    "NaN box": (dict(annotations=[dict(ANN, bbox=[2, 2, float("nan"), 10])]),
+                r"a value is not finite or beyond 1e\+06"),
+    "inf box": (dict(annotations=[dict(ANN, bbox=[2, 2, float("inf"), 10])]), r"a value is not finite or beyond"),
+    "huge box": (dict(annotations=[dict(ANN, bbox=[2, 2, 1e300, 10])]), r"a value is not finite or beyond"),
+    "string box": (dict(annotations=[dict(ANN, bbox="2,2,10,10")]),
+                   r"annotation 1 \(image a.png\) has bbox '2,2,10,10'; expected \[x, y, w, h\] as four numbers"),
+    "odd polygon": (dict(annotations=[dict(ANN, segmentation=[[2, 2, 12, 2, 12]])]),
+                    r"has a polygon of 5 coordinates; a polygon is at least 3 \(x, y\) points"),
+    "polygon of strings": (dict(annotations=[dict(ANN, segmentation=[["2", "2", "9", "2", "9", "9"]])]),
+                           r"has a polygon that is not a list of numbers"),
+    "RLE of another size": (dict(annotations=[dict(ANN, segmentation=dict(size=[10, 10], counts=[100]))]),
+                            r"has an RLE of size 10x10 \(WxH\) for an image of 40x30"),
+    "RLE counts short": (dict(annotations=[dict(ANN, segmentation=dict(size=[30, 40], counts=[5, 10]))]),
+                         r"has RLE counts that do not cover its 1200 pixels"),
+    "category without id": (dict(categories=[dict(name="cat")]), r"category 0 \(a dict of 1 items\) has no integer"),
+    "parent folder": (dict(images=((1, "../a.png", 40, 30),), make=False),
+                      r"image 1's file_name '../a.png' climbs out of the image folder"),
+    "absolute path": (dict(images=((1, "/etc/hostname", 40, 30),), make=False),
+                      r"image 1's file_name '/etc/hostname' is an absolute path"),
+    "duplicate annotation id": (dict(annotations=[ANN, ANN]), r"annotation 1: appears twice; ids must be unique"),
+    "too many annotations": (dict(annotations=[dict(ANN, id=i) for i in range(2001)]),
+                             r"image a.png has more than 2000 annotations"),
+}
+
+
+@pytest.mark.parametrize("case", list(COCO_DEFECTS))
+def test_each_coco_defect_is_refused_up_front_in_one_line(tmp_path, case):
+    from inceptionnext.tasks.detection.data import AnnotationError, CocoDetectionSet
+    kwargs, message = COCO_DEFECTS[case]
+    root, path = coco_files(tmp_path, **kwargs)
+    if case == "parent folder":
+        Image.new("RGB", (40, 30)).save(tmp_path / "a.png")  # the file exists, outside the image folder
+    with pytest.raises(AnnotationError, match=message) as e:
+        CocoDetectionSet(root, path, masks=False)
+    assert "ann.json" in str(e.value) and len(str(e.value).splitlines()) == 1
+
+
+def test_a_symlink_out_of_the_data_root_and_an_oversized_image_are_named(tmp_path, monkeypatch):
+    from inceptionnext.tasks.detection.data import AnnotationError, CocoDetectionSet
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    Image.new("RGB", (40, 30)).save(outside / "secret.png")
+    root, path = coco_files(tmp_path / "data", images=((1, "link.png", 40, 30),), make=False)
+    os.symlink(outside / "secret.png", os.path.join(root, "link.png"))
+    with pytest.raises(AnnotationError, match=r"'link.png' resolves \(through a symlink\) to .*secret.png, outside"):
+        CocoDetectionSet(root, path)
+    root, path = coco_files(tmp_path / "big")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # a 40x30 image is then over the limit
+    with pytest.raises(AnnotationError, match=r"a.png is 40x30 \(1200 pixels\), over the decompression limit of 1000"):
+        CocoDetectionSet(root, path)
+
+
+# ------------------------------------------------------------------------------------------------ 2. other writers
+
+def test_a_coco_file_without_optional_fields_reads_as_pycocotools_reads_it(tmp_path):
+    from inceptionnext.tasks.detection.data import CocoDetectionSet
+    root, path = coco_files(tmp_path, images=((7, "a.png", 40, 30), (8, "b.png", 24, 24)))
+    doc = json.loads(open(path).read())
+    for img in doc["images"]:  # no width/height, an extra field
+        img.pop("width"), img.pop("height")
+        img["license"] = 3
+    doc["annotations"] = [dict(image_id=7, category_id=4, bbox=[2.5, 2, 10, 10], note="extra"),  # no id/iscrowd/area
+                          dict(image_id=8, category_id=9, bbox=[0, 0, 5, 6], iscrowd=0, segmentation=[])]
+    doc["categories"] = [dict(id=9, name="dog", supercategory="animal"), dict(id=4, name="cat")]
+    doc["info"] = {"year": 2024}
+    open(path, "w").write(json.dumps(doc))
+    ds = CocoDetectionSet(root, path, keep_crowd=True)
+    assert ds.class_names == ["cat", "dog"] and ds.aspect_ratios() == [40 / 30, 1.0]
+    image, target = ds[0]
+    assert target["image_id"] == 7 and target["labels"].tolist() == [1] and target["iscrowd"].tolist() == [0]
+    assert target["boxes"].tolist() == [[2.5, 2.0, 12.5, 12.0]]
+    assert CocoDetectionSet(root, path)[1][1]["labels"].tolist() == [2]
+
+
+def test_a_coco_file_written_by_globox_trains(tmp_path):
+    globox = pytest.importorskip("globox")
+    from inceptionnext.tasks.detection.data import CocoDetectionSet, collate
+    (tmp_path / "img").mkdir()
+    annotations = []
+    for i, name in enumerate(("a.png", "b.png")):
+        Image.new("RGB", (40, 30 + 10 * i)).save(tmp_path / "img" / name)
+        box = globox.BoundingBox.create(label="cat" if i else "dog", coords=(2, 2, 12, 14))
+        annotations.append(globox.Annotation(name, boxes=[box]))  # no image size: globox writes null width/height
+    globox.AnnotationSet(annotations).save_coco(tmp_path / "ann.json", auto_ids=True)
+    ds = CocoDetectionSet(str(tmp_path / "img"), str(tmp_path / "ann.json"))
+    assert ds.aspect_ratios() == [40 / 30, 1.0]
+    images, targets = collate([ds[0], ds[1]])
+    assert [t["boxes"].tolist() for t in targets] == [[[2.0, 2.0, 12.0, 14.0]]] * 2
+    assert images[1].size == (40, 40)
+
+
+def test_a_bad_mask_in_the_validation_split_is_found_before_training(tmp_path):
+    from inceptionnext.train import DataError, fit
+    from inceptionnext.train.config import TrainConfig, apply_overrides
+    rng = np.random.RandomState(0)
+    for split in ("train", "val"):
+        for i in range(2):
+            png(tmp_path / "d" / "images" / split / f"{i}.png", (32, 32), seed=i)
+            os.makedirs(tmp_path / "d" / "masks" / split, exist_ok=True)
+            Image.fromarray(rng.randint(0, 3, (32, 32)).astype(np.uint8)).save(tmp_path / "d" / "masks" / split /
+                                                                              f"{i}.png")
+    Image.fromarray(np.full((32, 32), 9, np.uint8)).save(tmp_path / "d" / "masks" / "val" / "1.png")
+    cfg = apply_overrides(TrainConfig(), dict(
+        task="segmentation", model="fpn_inceptionnext_a", head_channels=16, dataset="masks", num_classes=3,
+        data_dir=str(tmp_path / "d"), img_size=32, crop_size=32, seg_scale=None, cat_max_ratio=1.0, hflip=0.0,
+        photometric=0.0, device="cpu", workers=0, batch_size=2, iters=2, eval_interval=2, warmup_iters=0,
+        output=str(tmp_path / "out"), experiment="seg", progress=False, plot=False, overlays=0), "test")
+    from inceptionnext.train import Trainer
+    from inceptionnext.train.distributed import DistEnv
+    with pytest.raises(DataError, match=r"mask .*masks/val/1.png holds label 9, outside the 3 classes"):
+        Trainer(cfg, DistEnv())  # while the run is set up, not at its first validation
+    with pytest.raises(DataError, match=r"masks/val/1.png holds label 9"):
+        fit(cfg)
+    assert not os.path.exists(tmp_path / "out" / "seg" / "last.pth")
+
+
+# ------------------------------------------------------------------------------------------------ 6. escapes
+
+HOSTILE = "\x1b[2J\x1b[31mfake\x1b[0m"
+
+
+def assert_escaped(text):
+    assert "\x1b" not in text and "\r" not in text and "\\x1b[2J" in text, text
+
+
+def test_names_from_files_are_escaped_in_detect_segment_and_segmentation_validate(tmp_path, capsys):
+    image = png(tmp_path / f"img{HOSTILE}" / f"{HOSTILE}.png")
+    det = detection_checkpoint(tmp_path / "det.pth", class_names=(HOSTILE + "a", "dog\r" + HOSTILE))
+    code, out, err = run_cli(capsys, "detect", "--weights", det, image, "--score-thresh", "0", "--out-dir",
+                             tmp_path / "det")
+    assert code == 0, err
+    assert_escaped(out + err)
+    assert "\\x1b[2J\\x1b[31mfake" in out.split("\n", 1)[1]  # a class name, not only the file name
+    torch.manual_seed(0)
+    seg = create_model("fpn_inceptionnext_a", num_classes=3,
+                            pretrained_cfg_overlay=dict(TINY_CFG, label_names=[HOSTILE, "b\rc", "d"]))
+    weights = str(save_model(seg.eval(), tmp_path / "seg.pth"))
+    code, out, err = run_cli(capsys, "segment", "--weights", weights, image, "-o", tmp_path / "seg")
+    assert code == 0, err
+    assert_escaped(out + err)
+    data = tmp_path / "masks"
+    for split in ("train", "val"):
+        png(data / "images" / split / "0.png")
+        os.makedirs(data / "masks" / split)
+        Image.fromarray(np.arange(32 * 32).reshape(32, 32).astype(np.uint8) % 3).save(data / "masks" / split / "0.png")
+    (data / "classes.txt").write_text(f"{HOSTILE}\nb\x07c\nd\n")
+    code, out, err = run_cli(capsys, "validate", "fpn_inceptionnext_a", "--weights", weights, "--dataset", "masks",
+                             "--data-dir", data, "--workers", "0", "--no-progress")
+    assert code == 0, err
+    assert_escaped(out + err)
+
+
+# ------------------------------------------------------------------------------------------------ 8. runtime files
+
+def test_runtime_files_and_mismatched_models_are_one_line_errors(files, tmp_path, capsys):
+    import shutil
+
+    import openvino as ov
+    xml = tmp_path / "cls.xml"
+    ov.save_model(ov.Core().read_model(files["onnx"]), str(xml), compress_to_fp16=False)
+    shutil.copy(xml, tmp_path / "nobin.xml")
+    (tmp_path / "cut.xml").write_bytes(xml.read_bytes())
+    (tmp_path / "cut.bin").write_bytes((tmp_path / "cls.bin").read_bytes()[:1000])
+    (tmp_path / "garbage.onnx").write_bytes(os.urandom(4000))
+    cases = [(["predict", tmp_path / "nobin.xml", files["image"]],
+              r"nobin.xml: its weights file .*nobin.bin is missing"),
+             (["predict", tmp_path / "cut.xml", files["image"]],
+              r"cut.xml: cannot be read as an OpenVINO IR with cut.bin \(1000 bytes\)"),
+             (["predict", tmp_path / "garbage.onnx", files["image"]], r"garbage.onnx: not a readable ONNX file"),
+             (["predict", files["onnx"], files["image"], "--img-size", "48"],
+              r"cls.onnx: the file takes 3x32x32 \(CxHxW\) inputs, not 3x48x48"),
+             (["validate", files["onnx"], "--dataset", "digits", "--workers", "0", "--img-size", "48", "--no-progress"],
+              r"cls.onnx: the file takes 3x32x32 \(CxHxW\) inputs, not 3x48x48"),
+             (["validate", "--weights", files["pth"], "--dataset", "digits", "--workers", "0", "--no-progress"],
+              r"cls.pth: the model predicts 3 classes, the dataset digits has 10")]
+    import re
+    for argv, message in cases:
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 1 and re.search(message, err), (argv, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+# ------------------------------------------------------------------------------------------------ 5. outputs
+
+def test_detect_and_segment_keep_same_named_images_apart_and_never_write_over_outputs(files, tmp_path, capsys):
+    a, b = png(tmp_path / "a" / "x.png", seed=1), png(tmp_path / "b" / "x.png", seed=2)
+    out = tmp_path / "det"
+    code, stdout, err = run_cli(capsys, "detect", "--weights", files["det"], tmp_path / "a", tmp_path / "b",
+                                "--score-thresh", "0", "--out-dir", out, "--json")
+    assert code == 0, err
+    pictures = [r["picture"] for r in json.loads(stdout)["images"]]
+    assert pictures == [str(out / "a" / "x_detections.png"), str(out / "b" / "x_detections.png")]
+    assert open(pictures[0], "rb").read() != open(pictures[1], "rb").read()
+    before = open(pictures[0], "rb").read()
+    code, _, err = run_cli(capsys, "detect", "--weights", files["det"], tmp_path / "a", "--out-dir", out)
+    assert code == 1 and "a/x_detections.png exists; pass --overwrite" in err
+    assert open(pictures[0], "rb").read() == before
+    assert run_cli(capsys, "detect", "--weights", files["det"], tmp_path / "a", "--out-dir", out, "--overwrite")[0] == 0
+    png(tmp_path / "a" / "x.jpg", seed=3)
+    code, _, err = run_cli(capsys, "detect", "--weights", files["det"], tmp_path / "a", "--out-dir", tmp_path / "n")
+    assert code == 1 and "x.jpg and" in err and "would write the same outputs" in err
+    assert not os.path.exists(tmp_path / "n")
+    code, stdout, err = run_cli(capsys, "segment", "--weights", files["seg"], a, b, "-o", tmp_path / "seg")
+    assert code == 1 and f"{a} and {b} would write the same outputs (x_*)" in err
+    code, stdout, err = run_cli(capsys, "segment", "--weights", files["seg"], tmp_path / "b", "-o", tmp_path / "seg")
+    assert code == 0 and os.path.isfile(tmp_path / "seg" / "b" / "x_mask.png"), err
+    code, _, err = run_cli(capsys, "segment", "--weights", files["seg"], tmp_path / "b", "-o", tmp_path / "seg")
+    assert code == 1 and "b/x_mask.png exists" in err
+
+
+# ------------------------------------------------------------------------------------------------ 4. resume
+
+def test_resume_with_a_changed_schedule_is_refused_and_config_yaml_keeps_what_trained(tmp_path):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from test_train import make_folder, toy_cfg  # noqa: F401  (registers its tiny models)
+
+    from inceptionnext.train import CheckpointError as TrainCheckpointError
+    from inceptionnext.train import fit, parse_config
+    data = make_folder(tmp_path / "data", classes=2, train=4, val=2)
+    res = fit(toy_cfg(tmp_path, data, model="_test_plain_net", epochs=2, stop_after_epoch=1, plot=False))
+    recorded = open(res.config_path).read()
+    for argv, message in ((["--lr", "0.5"], r"lr 0.5 \(the run has 0.002\)"),
+                          (["--epochs", "4"], r"epochs 4 \(the run has 2\)")):
+        with pytest.raises(TrainCheckpointError, match=r"cannot resume .*last.pth with a changed schedule: " + message):
+            fit(parse_config(["--resume", res.last_checkpoint] + argv))
+        assert open(res.config_path).read() == recorded
+    resumed = fit(parse_config(["--resume", res.last_checkpoint]))
+    assert resumed.epochs_done == 2 and "lr: 0.002" in open(res.config_path).read()
+
+
+# ------------------------------------------------------------------------------------------------ 10. floor
+
+def test_quantize_refuses_to_judge_the_floor_on_too_few_images_and_seals_what_it_writes(files, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "q.onnx"
+    base = ["quantize", "--weights", files["pth"], "--calibration", "digits", "--output", out, "--num-calibration",
+            "8", "--min-agreement", "0", "--min-sqnr", "-100"]
+    code, _, err = run_cli(capsys, *base, "--num-check", "1")
+    assert code == 1 and "only 1 held-out images to judge the accuracy floor on; at least 32 are needed" in err
+    assert not out.exists()
+    code, _, err = run_cli(capsys, *base, "--num-check", "32")
+    assert code == 0 and out.exists(), err
+    code, stdout, _ = run_cli(capsys, "verify", out)
+    assert code == 0 and "checksum verified" in stdout
+    flip_tail(out, 0.6)
+    code, _, err = run_cli(capsys, "predict", out, files["image"])
+    assert code == 1 and "q.onnx" in err and ("does not match the checksum" in err or "not a readable ONNX" in err)
+
+
+# ------------------------------------------------------------------------------------------------ 7. workers, Ctrl-C
+
+def _train_cmd(tmp_path, data, *extra):
+    return [sys.executable, "-c", "import sys; sys.path.insert(0, 'tests'); import test_train; "
+            "from inceptionnext.cli import main; sys.exit(main(sys.argv[1:]))", "train", "--model", "_test_plain_net",
+            "--data-dir", str(data), "--img-size", "32", "--batch-size", "4", "--warmup-epochs", "0", "--aa", "none",
+            "--color-jitter", "0", "--output", str(tmp_path / "out"), "--experiment", "run", "--progress", "false",
+            "--plot", "false", *extra]
+
+
+def test_a_data_error_in_a_loader_worker_is_one_line(tmp_path):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from test_train import make_folder
+    data = make_folder(tmp_path / "data", classes=2, train=4, val=2)
+    (data / "train" / "class_0" / "9.png").write_bytes(b"not a png at all")
+    p = subprocess.run(_train_cmd(tmp_path, data, "--workers", "1", "--epochs", "1"), capture_output=True, text=True,
+                       timeout=240, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert p.returncode == 1, p.stderr[-3000:]
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "9.png" in errors[0], p.stderr[-3000:]
+    assert "Traceback" not in p.stderr and "DataLoader worker" not in p.stderr
+
+
+def test_ctrl_c_exits_130_with_one_line_saying_how_to_resume(tmp_path):
+    import signal
+    import time
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from test_train import make_folder
+    data = make_folder(tmp_path / "data", classes=2, train=4, val=2)
+    proc = subprocess.Popen(_train_cmd(tmp_path, data, "--workers", "0", "--epochs", "10000"), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    last = tmp_path / "out" / "run" / "last.pth"
+    deadline = time.time() + 180
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == (
+        f"interrupted: resume with: inceptionnext train --resume {last}")
+
+
+# ------------------------------------------------------------------------------------------------ 9. memory
+
+def test_a_huge_image_is_refused_from_its_header_with_memory_bounded(files, tmp_path):
+    # a 10000 x 10000 PNG (a few hundred KB on disk, 300 MB decoded, gigabytes as class probabilities): segment
+    # and detect refuse it, naming the limit, in a process whose peak RSS stays far below its decoded size
+    big = tmp_path / "big.png"
+    Image.new("L", (10000, 10000)).save(big, optimize=False)
+    script = ("import resource, sys; from inceptionnext.cli import main; rc = main(sys.argv[1:]); "
+              "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
+    for argv in (["segment", "--weights", files["seg"], str(big), "-o", str(tmp_path / "seg")],
+                 ["detect", "--weights", files["det"], str(big), "--out-dir", str(tmp_path / "det")]):
+        p = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=240,
+                           cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert p.returncode == 1 and "big.png: 10000x10000 is 100000000 pixels, over the limit of 16777216" in p.stderr
+        rss_mb = int(p.stdout.split("RSS")[-1]) / 1024
+        assert rss_mb < 2000, rss_mb  # the libraries alone (about 1.4 GB); decoded, it took 4.6 to 6 GB
