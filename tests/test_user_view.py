@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import timm
 import torch
+from test_train import make_folder, toy_cfg
 
-from inceptionnext.utils import workers as cpu_workers
 from inceptionnext.data.shapes import CLASSES, draw_shape, make_shapes_folder
 from inceptionnext.train import ConfigError, fit, parse_config
 from inceptionnext.train.config import ALIASES, FIELDS, suggest_keys
 from inceptionnext.train.engine import create_model
-from test_train import make_folder, toy_cfg
+from inceptionnext.utils import workers as cpu_workers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -101,8 +101,7 @@ def test_every_parser_refuses_abbreviated_options(capsys, monkeypatch):
         real(self, *a, **k)
         built.append(self)
     monkeypatch.setattr(argparse.ArgumentParser, "__init__", spy)
-    from inceptionnext.cli import main
-    from inceptionnext.cli import COMMANDS
+    from inceptionnext.cli import COMMANDS, main
     for command in COMMANDS:
         before = len(built)
         with pytest.raises(SystemExit):
@@ -227,8 +226,8 @@ def test_curves_name_only_what_they_draw_and_leave_out_a_flat_series():
 
 
 def test_curves_of_an_iteration_run_count_iterations_and_name_no_absent_metric():
-    from inceptionnext.train.logs import curves_figure
     from inceptionnext.tasks.detection.task import DetectionTask
+    from inceptionnext.train.logs import curves_figure
     history = [dict(epoch=r, iter=200 * r, lr=1e-3, train_loss=2.0 / r, val_map=5.0 * r, val_map_50=9.0 * r)
                for r in range(1, 5)]  # Faster R-CNN: no mask mAP
     fig = curves_figure(history, metrics=DetectionTask.plot_metrics)
@@ -282,9 +281,9 @@ class _PredictsOne(torch.nn.Module):
 
 
 def test_segmentation_overlays_have_column_titles_a_legend_and_an_untinted_background():
-    from inceptionnext.train.config import TrainConfig
     from inceptionnext.tasks.segmentation.draw import overlay, untinted_classes
     from inceptionnext.tasks.segmentation.task import SegmentationTask
+    from inceptionnext.train.config import TrainConfig
     task = SegmentationTask.__new__(SegmentationTask)
     task.cfg, task.device = TrainConfig(overlays=2, iters=400, eval_interval=200), torch.device("cpu")
     task.val_set, task.class_names, task.num_classes = _SegVal(), ["background", "road", "car"], 3
@@ -306,6 +305,7 @@ def test_segmentation_overlays_have_column_titles_a_legend_and_an_untinted_backg
 
 def test_mask_png_is_a_palette_png_of_class_indices(tmp_path):
     from PIL import Image
+
     from inceptionnext.tasks.segmentation.infer import mask_png
     pred = np.array([[0, 1, 2], [2, 2, 1]])
     colours = np.array([[20, 200, 20], [200, 30, 30], [30, 30, 200]], np.float32)

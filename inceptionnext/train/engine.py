@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 import torch.nn as nn
-from timm.models import model_parameters
+from timm.models import get_pretrained_cfg, model_parameters
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, NativeScaler, dispatch_clip_grad, distribute_bn
@@ -82,7 +82,7 @@ def _head_size(name: str, weights: str) -> Optional[int]:
     """The class count of the classifier a weight file holds for model `name` (None when it cannot tell: the
     build that follows then reports what is wrong with the file)."""
     try:
-        head = timm.models.get_pretrained_cfg(name)
+        head = get_pretrained_cfg(name)
         head = head.to_dict().get("classifier") if head is not None else None
         state_dict = load_state_dict_file(weights)
     except Exception:  # noqa: BLE001 (any failure here is the build's to report)

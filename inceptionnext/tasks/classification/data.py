@@ -7,7 +7,6 @@ its train/val folders is an error that says which folder it looked for.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Dict, Tuple
 
 import torch

@@ -4,8 +4,8 @@ from __future__ import annotations
 from typing import Sequence, Tuple
 
 import numpy as np
-from ...models.segmentation import IGNORE_INDEX
 
+from ...models.segmentation import IGNORE_INDEX
 
 BACKGROUND_NAMES = ("background", "_background_", "bg", "backdrop")
 
