@@ -36,9 +36,9 @@ def segment_files(model: nn.Module, paths: Sequence, out_dir: str, device: Optio
                   stride: Optional[int] = None, scales: Sequence[float] = (1.0,), flip: bool = False,
                   alpha: float = 0.5, overwrite: bool = False) -> List[Dict[str, Any]]:
     """For each image: <out_dir>/<name>_overlay.png, <name>_mask.png (class indices; up to 256 classes a
-    palette PNG that shows the classes in their colours, else 16-bit grey) and the classes' pixel shares (%), largest first; a folder's images keep their place below it
-    (`inference.output_names`). Every file is checked before the model runs; existing outputs are not written
-    over unless `overwrite`."""
+    palette PNG that shows the classes in their colours, else 16-bit grey) and the classes' pixel shares (%),
+    largest first; a folder's images keep their place below it (`inference.output_names`). Every file is checked
+    before the model runs; existing outputs are not written over unless `overwrite`."""
     named = output_names(paths)
     if not named:
         raise ValueError("no image files given")
