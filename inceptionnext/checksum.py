@@ -9,14 +9,18 @@ file written by another tool (no checksum) still loads.
 import hashlib
 import json
 import struct
-from typing import Any, Mapping, Tuple
+from typing import Any, Mapping
 
 import torch
 
-from .weights import CheckpointError, read_weight_file
 
 KEY = 'checksum'
 ALGORITHM = 'sha256-content-v1'
+
+
+class CheckpointError(ValueError):
+    """A weight file that cannot be read as a checkpoint, or whose contents do not fit the model (the library's
+    one error for weight files; `inceptionnext.weights` raises it too)."""
 
 
 class ChecksumError(CheckpointError):
@@ -76,14 +80,6 @@ def verify(obj: Mapping[str, Any], source: str) -> bool:
         raise ChecksumError(f"{source}: its content does not match the checksum it was written with; the file "
                             "is damaged (disk or copy error) and is not used")
     return True
-
-
-def verify_file(path: str) -> str:
-    """Read a weight file and check the checksum it carries; returns what was found, in words (a
-    CheckpointError, ChecksumError included, when the file cannot be used)."""
-    checked, what = verify_path(path)
-    return (f"{what}; checksum verified" if checked else
-            f"{what}; readable, but it carries no checksum to verify (written by another tool or an earlier version)")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -191,24 +187,3 @@ def verify_runtime_model(model: Any, source: str) -> bool:
     if digest() != _stored_digest(stored, source):
         raise _mismatch(source)
     return True
-
-
-def verify_path(path: str) -> Tuple[bool, str]:
-    """Read any file the library loads (weight file, .onnx, OpenVINO .xml + .bin) and check its checksum:
-    (True, what) when verified, (False, what) when it carries none; a CheckpointError when it cannot be used."""
-    from .deploy.runtimes import read_runtime_model
-    if str(path).lower().endswith((".onnx", ".xml")):
-        model = read_runtime_model(path)
-        checked = verify_runtime_model(model, str(path))
-        what = "an ONNX file" if str(path).lower().endswith(".onnx") else "an OpenVINO IR"
-        return checked, what
-    obj, metadata = read_weight_file(path)
-    checked = verify_loaded(obj, metadata, str(path))
-    what = "a file"
-    if isinstance(obj, Mapping) and obj.get("format") == "inceptionnext.train":
-        what = f"training checkpoint of {obj.get('arch')}, epoch {obj.get('epoch')}"
-    elif isinstance(obj, Mapping) and obj.get("format") == "inceptionnext.model" or metadata.get("format"):
-        what = "converted model file"
-    elif isinstance(obj, Mapping):
-        what = f"{len(obj)} entries"
-    return checked, what

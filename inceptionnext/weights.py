@@ -17,6 +17,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import torch
 
+from .checksum import CheckpointError, seal_metadata, verify_loaded
 from .utils.text import excerpt, first_line
 from .utils.files import PathLike, torch_save, write_atomically
 
@@ -30,8 +31,6 @@ KNOWN_SHA256: Dict[str, str] = {}
 _HASH_IN_NAME = re.compile(r'-([a-f0-9]{8,64})\.(pth|pt|bin|safetensors)$')
 
 
-class CheckpointError(ValueError):
-    """A weight file that cannot be read as a checkpoint, or whose contents do not fit the model."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -159,7 +158,6 @@ def read_weight_file(path: PathLike) -> Tuple[Any, Dict[str, str]]:
         raise CheckpointError(
             f"{path}: cannot be read as a checkpoint ({load_error_reason(e)}); "
             "is the file complete, and a PyTorch or safetensors weight file?") from e
-    from .checksum import verify_loaded
     verify_loaded(obj, metadata, str(path))  # every loader: a file that carries a checksum must match it
     return obj, metadata
 
@@ -215,7 +213,6 @@ def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: PathLike) -> P
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
     if Path(path).suffix == '.safetensors':
         from safetensors.torch import save_file
-        from .checksum import seal_metadata
         metadata = seal_metadata(tensors, {})
         return write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     return write_atomically(path, lambda tmp: torch_save(tensors, tmp))

@@ -16,6 +16,7 @@ from ..utils.device import resolve_device
 from ..models.segmentation import is_segmentation_model
 from ..tasks.segmentation.evaluate import seg_architecture
 from ..train.checkpoint import training_config
+from ..model_file import read_model_file
 
 
 def build_parser(prog=None) -> argparse.ArgumentParser:
@@ -44,7 +45,6 @@ def cli(argv=None, prog: str = 'inceptionnext segment') -> int:
         raise ValueError(f"weight file not found: {a.weights}")
     trained = training_config(a.weights) if a.weights else {}
     if not a.model and a.weights and not trained:  # a converted file records its model (read, and checked, here)
-        from ..model_file import read_model_file
         a.model = read_model_file(a.weights).model_name
     a.model = a.model or trained.get("model")
     if not is_segmentation_model(a.model):

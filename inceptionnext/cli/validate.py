@@ -9,10 +9,10 @@ import argparse
 import json
 import sys
 
-from ..utils.plots import pyplot, save_figure
 from ..utils.text import error_message, escape_control
 from ..train import CheckpointError, DataError, TrainError
 from ..models.segmentation import is_segmentation_model
+from ..tasks.segmentation.draw import plot_per_class
 from ..tasks.segmentation.evaluate import run_seg_validation
 from ..tasks.classification.evaluate import run_validation
 from ..deploy.runtimes import PRECISIONS, RUNTIMES
@@ -73,19 +73,6 @@ def build_parser(prog=None):
     return p
 
 
-def plot_per_class(per_class, path: str, title: str) -> None:
-    """Horizontal bars of per-class IoU, sorted, with the mIoU as a line."""
-    plt = pyplot()
-
-    items = sorted(((v, k) for k, v in per_class.items() if v is not None), reverse=True)
-    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.22 * len(items) + 1)))
-    ax.barh([k for _, k in items][::-1], [v for v, _ in items][::-1], color="tab:blue")
-    mean = sum(v for v, _ in items) / max(len(items), 1)
-    ax.axvline(mean, color="tab:red", ls="--", label=f"mIoU {mean:.2f}")
-    ax.set(xlabel="IoU (%)", xlim=(0, 100), title=title)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
 
 
 def seg_cli(a, model: str) -> int:

@@ -21,6 +21,7 @@ from ..models.fold import FusedMetaNeXtBlock
 from ..utils.text import first_line
 from ..utils.files import open_for_writing, write_atomically
 from ..model_file import portable_cfg
+from ..checksum import seal_onnx
 
 __all__ = ["FORMATS", "SUFFIXES", "ExportError", "ExportReport", "export_model", "check_export"]
 
@@ -238,7 +239,6 @@ def export_model(model, path, fmt, input_size=(3, 224, 224), batch_size=2, dynam
         except Exception as e:
             raise ExportError(f"writing the {fmt} file {path} failed: {type(e).__name__}: {first_line(e)}") from e
         if fmt == "onnx":  # carries its checksum, checked wherever it is loaded
-            from ..checksum import seal_onnx
             seal_onnx(tmp)
         if fmt == "onnx" and opset is not None:
             written = _onnx_opset(tmp)

@@ -35,6 +35,7 @@ from ..data.images import data_config_for
 from ..data.images import expand_image_paths, load_image
 from ..data.digits import DigitsDataset
 from .export import export_model
+from ..checksum import METADATA_KEY
 
 __all__ = ["BACKENDS", "QualityFloor", "QuantizeReport", "QuantizeError", "AccuracyFloorError", "ImageSet",
            "load_images", "quantize_model", "quantize_onnx", "compare_logits", "quantize_file"]
@@ -241,7 +242,6 @@ def _float_onnx(model: nn.Module, path: str, input_size) -> Dict[str, str]:
     """The folded model as an fp32 ONNX file; returns its metadata properties."""
     import onnx
 
-    from ..checksum import METADATA_KEY
     export_model(model, path, "onnx", input_size=tuple(input_size), check=False)
     proto = onnx.load(path)  # the float file's checksum is not the int8 file's: dropped before it is carried over
     keep = [p for p in proto.metadata_props if p.key != METADATA_KEY]

@@ -23,6 +23,7 @@ import torch.nn as nn
 from ..models.fold import _mkldnn_bf16_supported as native_bf16  # AVX-512 BF16 / AMX: bf16 worth running
 from ..models.fold import is_folded, is_metanext_block, reparameterize_model
 from ..utils.text import excerpt
+from ..checksum import verify_runtime_model
 
 __all__ = ["RUNTIMES", "PRECISIONS", "RUNTIME_PRECISIONS", "RuntimeUnavailable", "FileModel", "OnnxRuntimeModel",
            "OpenVINOModel", "TorchRuntime", "load_runtime", "wrap_torch", "native_bf16", "available_runtimes",
@@ -170,7 +171,6 @@ def _first_message(e: BaseException) -> str:
 def read_runtime_model(path):
     """An .onnx file as an ONNX ModelProto, an .xml as an OpenVINO model (its .bin beside it), with its checksum
     checked when it carries one; one-line RuntimeFileErrors name the file and what is wrong."""
-    from ..checksum import verify_runtime_model
     path = os.fspath(path)
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such file")

@@ -6,6 +6,7 @@ from typing import Sequence, Tuple
 import numpy as np
 
 from ...models.segmentation import IGNORE_INDEX
+from ...utils.plots import pyplot, save_figure
 
 BACKGROUND_NAMES = ("background", "_background_", "bg", "backdrop")
 
@@ -26,3 +27,18 @@ def overlay(img: np.ndarray, mask: np.ndarray, colours: np.ndarray, alpha: float
         keep &= mask != c
     out[keep] = (1 - alpha) * out[keep] + alpha * colours[np.clip(mask[keep], 0, len(colours) - 1)]
     return out.clip(0, 255).astype(np.uint8)
+
+
+def plot_per_class(per_class, path: str, title: str) -> None:
+    """Horizontal bars of per-class IoU, sorted, with the mIoU as a line."""
+    plt = pyplot()
+
+    items = sorted(((v, k) for k, v in per_class.items() if v is not None), reverse=True)
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.22 * len(items) + 1)))
+    ax.barh([k for _, k in items][::-1], [v for v, _ in items][::-1], color="tab:blue")
+    mean = sum(v for v, _ in items) / max(len(items), 1)
+    ax.axvline(mean, color="tab:red", ls="--", label=f"mIoU {mean:.2f}")
+    ax.set(xlabel="IoU (%)", xlim=(0, 100), title=title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
