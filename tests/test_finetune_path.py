@@ -66,9 +66,10 @@ def test_finetune_then_every_tool_reports_the_same_top1(ema, data, pretrained, t
     ckpt = load_checkpoint_file(best)
     scored = "state_dict_ema" if ema else "state_dict"
     assert ckpt["scored_weights"] == scored
-    # point 5: the logged lr is the base lr (2e-3 at global batch 8), not the stem's layer-decayed one
-    assert res.history[0]["lr"] == pytest.approx(2e-3)
-    assert "lr 2e-03" in captured.replace("2.00e-03", "2e-03")
+    # point 5: the logged lr is the base lr (2e-3 at global batch 8, as the epoch's last update applied it on its
+    # cosine way down), not the stem's layer-decayed one (a power of 0.8 of it)
+    lr = res.history[0]["lr"]
+    assert 1e-3 < lr < 2e-3 and f"lr {lr:.2e}" in captured
     key = "ema_val_top1" if ema else "val_top1"
     trained_top1 = res.best_top1
     assert trained_top1 == max(r[key] for r in res.history)

@@ -14,7 +14,7 @@ from ..deploy.benchmark.paths import deployment_paths, environment_versions, pat
 
 
 def parse_args(argv=None, prog: Optional[str] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, prog=prog, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", "-m", default=DEFAULT_MODELS, help="comma-separated timm model names")
     p.add_argument("--bench", default="inference", choices=["inference", "train", "both", "mixer", "all"],

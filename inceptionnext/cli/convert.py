@@ -14,7 +14,7 @@ from .common import add_ema_args, reports_errors, say_weights, summary
 
 @reports_errors()
 def cli(argv=None, prog: str = 'inceptionnext convert') -> int:
-    p = argparse.ArgumentParser(prog=prog, description=summary(__doc__))
+    p = argparse.ArgumentParser(allow_abbrev=False, prog=prog, description=summary(__doc__))
     p.add_argument('source', help="weight file: official .pth, timm/hub state dict, timm train.py checkpoint, "
                                   ".safetensors, a training checkpoint of this library, or a file converted before")
     p.add_argument('output', help="output file: .safetensors, or .pth/.pt/.bin for torch.save")

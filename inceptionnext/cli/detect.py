@@ -14,7 +14,7 @@ from ..utils.device import resolve_device
 
 
 def build_parser(prog=None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0].split(': ', 1)[1])
+    p = argparse.ArgumentParser(allow_abbrev=False, prog=prog, description=__doc__.splitlines()[0].split(': ', 1)[1])
     p.add_argument('images', nargs='+', metavar='IMAGE', help="image files, or folders of them")
     p.add_argument('--weights', '--checkpoint', dest='weights', required=True, metavar='FILE',
                    help="a detection training checkpoint (model_best.pth / last.pth of a task: detection run)")

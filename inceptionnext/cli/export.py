@@ -21,7 +21,7 @@ def _default_opset() -> str:
 
 
 def build_parser(prog=None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=summary(__doc__))
+    p = argparse.ArgumentParser(allow_abbrev=False, prog=prog, description=summary(__doc__))
     add_model_args(p)
     p.add_argument('--format', default='onnx', choices=FORMATS, help="file type to write (default: onnx)")
     p.add_argument('--output', '-o', default=None,

@@ -104,7 +104,7 @@ def format_info(info: Dict[str, Any]) -> str:
 
 @reports_errors()
 def cli(argv=None, prog: str = 'inceptionnext info') -> int:
-    p = argparse.ArgumentParser(prog=prog, description=summary(__doc__))
+    p = argparse.ArgumentParser(allow_abbrev=False, prog=prog, description=summary(__doc__))
     p.add_argument('model', help="model name (any timm name; inceptionnext names get the most detail)")
     p.add_argument('--json', action='store_true', help="print JSON instead of text")
     a = p.parse_args(argv)

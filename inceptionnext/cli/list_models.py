@@ -50,7 +50,7 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
 
 @reports_errors()
 def cli(argv=None, prog: str = 'inceptionnext list') -> int:
-    p = argparse.ArgumentParser(prog=prog, description=summary(__doc__))
+    p = argparse.ArgumentParser(allow_abbrev=False, prog=prog, description=summary(__doc__))
     p.add_argument('patterns', nargs='*', metavar='PATTERN', help="shell-style name filters, e.g. 'inceptionnext_*'")
     p.add_argument('--pretrained', action='store_true', help="only models with pretrained weights")
     p.add_argument('--json', action='store_true', help="print JSON instead of a table")

@@ -18,7 +18,7 @@ from ..utils.device import resolve_device
 
 
 def build_parser(prog=None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=summary(__doc__))
+    p = argparse.ArgumentParser(allow_abbrev=False, prog=prog, description=summary(__doc__))
     add_model_args(p)
     add_runtime_args(p)
     p.add_argument('images', nargs='*', metavar='IMAGE',

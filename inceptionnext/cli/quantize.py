@@ -13,7 +13,7 @@ from .common import add_model_args, model_from_args, reports_errors
 
 
 def build_parser(prog=None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0].split(': ', 1)[1])
+    p = argparse.ArgumentParser(allow_abbrev=False, prog=prog, description=__doc__.splitlines()[0].split(': ', 1)[1])
     add_model_args(p)
     p.add_argument('--calibration', '--calib', required=True, metavar='SOURCE',
                    help="'digits' (the embedded digits), an ImageFolder (<class>/<image>: also gives top-1), or a "

@@ -20,7 +20,7 @@ from ..model_file import read_model_file
 
 
 def build_parser(prog=None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0].split(': ', 1)[1])
+    p = argparse.ArgumentParser(allow_abbrev=False, prog=prog, description=__doc__.splitlines()[0].split(': ', 1)[1])
     add_model_args(p)
     p.add_argument('images', nargs='*', metavar='IMAGE', help="image files, or folders of them")
     p.add_argument('--output', '-o', default='segmentation', help="folder for the PNGs (default: ./segmentation)")

@@ -16,6 +16,7 @@ from ..tasks.segmentation.draw import plot_per_class
 from ..tasks.segmentation.evaluate import run_seg_validation
 from ..tasks.classification.evaluate import run_validation
 from ..deploy.runtimes import PRECISIONS, RUNTIMES
+from ..utils.workers import loader_workers
 from .common import add_ema_args, floats, say_weights, summary
 from ..data.images import INTERPOLATIONS
 from ..tasks.segmentation.evaluate import format_table
@@ -23,7 +24,7 @@ from ..train.checkpoint import training_config
 
 
 def build_parser(prog=None):
-    p = argparse.ArgumentParser(prog=prog, description=summary(__doc__))
+    p = argparse.ArgumentParser(allow_abbrev=False, prog=prog, description=summary(__doc__))
     p.add_argument("model", nargs="?", default=None,
                    help="model name, e.g. inceptionnext_t, or an .onnx / OpenVINO .xml file; optional "
                         "when the weight file records it")
@@ -40,7 +41,8 @@ def build_parser(prog=None):
     add_ema_args(p)
     p.add_argument("--batch-size", "-b", type=int, default=None, help="images per forward pass (default 128; "
                    "segmentation 8)")
-    p.add_argument("--workers", type=int, default=4, help="data loader processes")
+    p.add_argument("--workers", type=int, default=None,
+                   help="data loader processes (default: this machine's cores, at most 8; more are capped to them)")
     p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"), help="autocast dtype (fp16: CUDA only)")
     p.add_argument("--channels-last", action="store_true", help="run in channels_last memory format")
     p.add_argument("--runtime", default=None, choices=RUNTIMES,
@@ -101,6 +103,9 @@ def seg_cli(a, model: str) -> int:
 
 def cli(argv=None, prog: str = "inceptionnext validate") -> int:
     a = build_parser(prog).parse_args(argv)
+    a.workers, note = loader_workers(a.workers, processes=1)
+    if note:
+        print(note, file=sys.stderr, flush=True)
     try:
         if a.model and a.model_flag and a.model != a.model_flag:
             raise ValueError(f"two model names given: {a.model} and --model {a.model_flag}")

@@ -43,7 +43,7 @@ def verify_path(path: str) -> Tuple[bool, str]:
 
 
 def cli(argv=None, prog: str = "inceptionnext verify") -> int:
-    p = argparse.ArgumentParser(prog=prog, description=summary(__doc__))
+    p = argparse.ArgumentParser(allow_abbrev=False, prog=prog, description=summary(__doc__))
     p.add_argument("files", nargs="+", metavar="FILE", help="checkpoints, weight files, .onnx or OpenVINO .xml files")
     p.add_argument("--allow-unchecked", action="store_true",
                    help="a readable file without a checksum passes (exit 0) instead of exit status 2")

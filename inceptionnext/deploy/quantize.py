@@ -16,6 +16,7 @@ the check's figures, so `predict`/`validate` run it like any model (`runtimes.lo
 """
 import contextlib
 import json
+import logging
 import math
 import os
 import random
@@ -156,7 +157,28 @@ def _batches(images: torch.Tensor, batch_size: int):
     return [images[i:i + batch_size].numpy() for i in range(0, len(images), batch_size)]
 
 
+@contextlib.contextmanager
+def _quiet_cpp_extension():
+    """NNCF imports torch.utils.cpp_extension, whose import logs "No CUDA runtime is found, using CUDA_HOME=..."
+    on a machine without CUDA: a note about building CUDA extensions, which quantizing never does."""
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        if "torch.utils.cpp_extension" not in sys.modules:
+            import torch.utils.cpp_extension  # noqa: F401  (imported once here, quietly)
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def _quantize_openvino(onnx_path: str, out_xml: str, calibration: torch.Tensor, metadata: Dict[str, str]) -> None:
+    with _quiet_cpp_extension():
+        _quantize_openvino_quietly(onnx_path, out_xml, calibration, metadata)
+
+
+def _quantize_openvino_quietly(onnx_path: str, out_xml: str, calibration: torch.Tensor,
+                               metadata: Dict[str, str]) -> None:
     try:
         import nncf
         import openvino as ov

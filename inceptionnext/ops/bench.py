@@ -81,7 +81,7 @@ def format_rows(rows: List[Dict[str, object]], title: str = "") -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--channels", type=int, default=96)
     p.add_argument("--size", type=int, default=56)

@@ -14,7 +14,7 @@ import re
 import typing
 from pathlib import Path
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -93,7 +93,8 @@ class TrainConfig:
     val_split: str = key("val", "validation folder under data_dir")
     bad_images: str = key("fail", "unreadable images: fail (an error naming the file) or skip (and count them)",
                           ("fail", "skip"))
-    workers: int = key(4, "data loading processes per training process", "[0, 256]")
+    workers: Optional[int] = key(None, "data loading processes per training process; null: the cores each process "
+                                 "gets (at most 8); more than the machine's cores is capped to them", "[0, 256]")
     pin_memory: bool = key(True, "pin host memory for faster copies to the GPU")
 
     # --- preprocessing; None takes the model's pretrained config
@@ -172,7 +173,7 @@ class TrainConfig:
     test_scales: Tuple[float, ...] = key((1.0,), "multi-scale test ratios, e.g. 0.5,0.75,1.0,1.25,1.5,1.75",
                                          "(0, 100]")
     test_flip: bool = key(False, "also average the horizontally flipped input")
-    overlays: int = key(4, "val images drawn as image | truth | prediction after each round", "[0, 1000]")
+    overlays: int = key(4, "val images drawn as image | ground truth | prediction after each round", "[0, 1000]")
     scene_counts: Tuple[int, int] = key((4000, 300), "digit_scenes: train and val scenes", "[1, 10000000]")
     scene_digits: Tuple[int, int] = key((2, 3), "digit_scenes: fewest and most digits per scene (as many as fit)",
                                         "[1, 16]")
@@ -329,8 +330,59 @@ def _types() -> Dict[str, Any]:
     return typing.get_type_hints(TrainConfig)
 
 
+# Names other tools (timm's train.py, PyTorch Lightning, Hugging Face, mmcv, Keras) give to keys this config has:
+# an unknown key that is one of these is answered with the key it means, ahead of the spelling matches.
+ALIASES = {
+    "lr": ("learning_rate", "base_lr", "lr_base", "init_lr", "max_lr", "learningrate"),
+    "batch_size": ("batch", "bs", "batchsize", "train_batch_size", "per_device_train_batch_size", "samples_per_gpu"),
+    "epochs": ("num_epochs", "n_epochs", "max_epochs", "epoch", "total_epochs", "num_train_epochs"),
+    "iters": ("max_iters", "num_iters", "total_iters", "max_steps", "steps", "iterations"),
+    "weight_decay": ("wd", "decay", "l2", "weightdecay"),
+    "opt": ("optimizer", "optim", "optimiser", "solver"),
+    "sched": ("scheduler", "lr_scheduler", "lr_schedule", "schedule", "lr_policy", "policy"),
+    "warmup_epochs": ("warmup", "warm_up", "warmup_epoch", "num_warmup_epochs"),
+    "warmup_iters": ("warmup_steps", "num_warmup_steps", "warmup_iter"),
+    "workers": ("num_workers", "n_workers", "dataloader_num_workers", "workers_per_gpu", "j"),
+    "img_size": ("image_size", "input_size", "imgsz", "resolution", "size", "crop_size_train"),
+    "model": ("arch", "architecture", "model_name", "network", "net"),
+    "drop_path": ("drop_path_rate", "stochastic_depth", "droppath"),
+    "drop": ("dropout", "drop_rate", "dropout_rate"),
+    "smoothing": ("label_smoothing", "label_smooth", "ls"),
+    "aa": ("auto_augment", "autoaugment", "randaugment", "rand_augment"),
+    "mixup": ("mixup_alpha",),
+    "cutmix": ("cutmix_alpha",),
+    "data_dir": ("data", "data_path", "data_root", "dataset_dir", "dataset_path", "root", "train_dir"),
+    "weights": ("pretrained_weights", "init_weights", "checkpoint", "load_from", "initial_checkpoint", "finetune"),
+    "clip_grad": ("grad_clip", "clip_grad_norm", "max_grad_norm", "gradient_clip_val"),
+    "grad_accum": ("gradient_accumulation_steps", "accumulation_steps", "accum_iter", "accumulate_grad_batches",
+                   "update_freq"),
+    "amp": ("precision", "mixed_precision", "fp16", "bf16", "half"),
+    "output": ("output_dir", "out_dir", "save_dir", "work_dir", "log_dir", "logdir"),
+    "experiment": ("exp_name", "run_name", "name", "experiment_name"),
+    "seed": ("random_seed", "manual_seed"),
+    "ema": ("model_ema", "use_ema"),
+    "ema_decay": ("model_ema_decay",),
+    "min_lr": ("lr_min", "eta_min", "final_lr", "end_lr"),
+    "eval_interval": ("eval_every", "val_interval", "eval_steps", "validation_interval"),
+    "num_classes": ("classes", "n_classes", "nb_classes", "num_labels"),
+    "momentum": ("beta1",),
+}
+KEY_ALIASES = {alias: name for name, aliases in ALIASES.items() for alias in aliases}
+
+
+def suggest_keys(key: str, n: int = 3) -> List[str]:
+    """Config keys an unknown `key` may mean: the key its usual alias names (learning_rate -> lr), then the
+    closest spellings."""
+    norm = key.strip().lower().replace("-", "_")
+    found = [KEY_ALIASES[norm]] if KEY_ALIASES.get(norm) in FIELDS else []
+    for close in difflib.get_close_matches(norm, FIELDS, n=n) if len(key) <= 100 else []:
+        if close not in found:
+            found.append(close)
+    return found[:n]
+
+
 def unknown_key_error(key: str, where: str) -> ConfigError:
-    close = difflib.get_close_matches(key, FIELDS, n=3) if len(key) <= 100 else []
+    close = suggest_keys(key)
     hint = f"; did you mean {', '.join(close)}?" if close else "; run with --help for the list of keys"
     return ConfigError(f"unknown config key '{excerpt(key, 60)}' in {where}{hint}")
 
@@ -444,10 +496,15 @@ def save_config(cfg: TrainConfig, path: str, extra_comment: str = "") -> None:
     write_atomically(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def build_parser(description: str = "Train or fine-tune a model (classification, segmentation or detection)", prog: Optional[str] = None) -> argparse.ArgumentParser:
+TRAIN_DESCRIPTION = ("Train or fine-tune a model from a YAML config: an image classifier, a segmentation or a "
+                     "detection model (the task key). Any config key can be set as --key value.")
+
+
+def build_parser(description: str = TRAIN_DESCRIPTION, prog: Optional[str] = None) -> argparse.ArgumentParser:
     """One --key option per config field (dashes or underscores), plus --config and --set key=value."""
     parser = argparse.ArgumentParser(prog=prog, description=description, argument_default=argparse.SUPPRESS,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                     allow_abbrev=False)  # --warmup-epoch is an unknown key, not --warmup-epochs
     parser.add_argument("--config", "-c", help="YAML file of config keys", default=None)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key (repeatable)")

@@ -23,16 +23,18 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 import torch.nn as nn
-from timm.models import model_parameters
+from timm.models import get_pretrained_cfg, model_parameters
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, NativeScaler, dispatch_clip_grad, distribute_bn
 from tqdm import tqdm
 
 from .. import models as _models  # noqa: F401  (registers this library's models with timm)
+from ..utils.workers import loader_workers
 from ..model_file import check_model_name
 from ..models.backbone import create_timm_model
 from ..utils.files import sweep_temp_files, write_atomically
+from ..weights import load_state_dict_file
 from . import checkpoint as ckpt_lib
 from . import distributed as dist_lib
 from .config import TrainConfig, config_to_dict, plan_batch, save_config
@@ -65,11 +67,52 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, weights:
         raise TrainError(str(e)) from None
     if weights and not os.path.isfile(weights):
         raise TrainError(f"weight file not found: {weights}")
+    file_classes = _head_size(name, weights) if weights else None
+    keep = keep_classifier or file_classes == num_classes  # the file's head fits: keep it
     try:
-        return create_timm_model(name, num_classes, pretrained, weights, keep_classifier, **kwargs)
+        model = create_timm_model(name, num_classes, pretrained, weights, keep, **kwargs)
     except Exception as e:
         src = weights or ("its pretrained weights" if pretrained else "random init")
         raise TrainError(f"cannot build model {name!r} with {num_classes} classes from {src}: {e}") from e
+    model.start_note = _start_note(model, name, num_classes, pretrained, weights, file_classes, keep_classifier)
+    return model
+
+
+def _head_size(name: str, weights: str) -> Optional[int]:
+    """The class count of the classifier a weight file holds for model `name` (None when it cannot tell: the
+    build that follows then reports what is wrong with the file)."""
+    try:
+        head = get_pretrained_cfg(name)
+        head = head.to_dict().get("classifier") if head is not None else None
+        state_dict = load_state_dict_file(weights)
+    except Exception:  # noqa: BLE001 (any failure here is the build's to report)
+        return None
+    names = [head] if isinstance(head, str) else list(head or [])
+    for h in names:
+        w = state_dict.get(f"{h}.weight")
+        if w is not None and w.dim() >= 1:
+            return int(w.shape[0])
+    return None
+
+
+def _start_note(model: nn.Module, name: str, num_classes: int, pretrained: bool, weights: Optional[str],
+                file_classes: Optional[int], keep_classifier: bool) -> str:
+    """What a freshly built model started from, in words, for the run's `weights:` line."""
+    if weights:
+        src = f"the weight file {weights}"
+        if keep_classifier or file_classes == num_classes:
+            return f"{src} (all of it, the {num_classes}-class head too)"
+        was = f"{file_classes}-class" if file_classes is not None else "its"
+        return f"{src} (its body; the {was} head re-initialised for {num_classes} classes)"
+    if pretrained:
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        where = cfg.get("hf_hub_id") and f"hf-hub:{cfg['hf_hub_id']}" or cfg.get("url") or "timm"
+        src = f"the pretrained weights of {name} ({where})"
+        trained = cfg.get("num_classes")
+        if trained and trained != num_classes:
+            return f"{src}; the {trained}-class head re-initialised for {num_classes} classes"
+        return src
+    return "random initialisation (no pretrained weights, no weight file)"
 
 
 def unknown_optimizer_message(opt: str) -> Optional[str]:
@@ -139,7 +182,11 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, env: dist_lib.DistEnv):
         grad_accum, self.lr, self.batch_plan = plan_batch(cfg, env.world_size)
-        self.cfg = dataclasses.replace(cfg, grad_accum=grad_accum)  # resolved once; config.yaml records it
+        workers, workers_note = loader_workers(cfg.workers)  # the machine's cores, at most (torch warns past them)
+        if workers_note and env.is_main:
+            print(workers_note, flush=True)
+        # resolved once; config.yaml records them
+        self.cfg = dataclasses.replace(cfg, grad_accum=grad_accum, workers=workers)
         self.env, self.device = env, env.device
         self._check_settings()
         self._build_task_data_and_model()
@@ -174,6 +221,7 @@ class Trainer:
         if self.num_classes != data_classes:
             raise TrainError(f"num_classes is {self.num_classes} but the dataset has {data_classes} classes")
         self.model = self.task.build_model(self.num_classes)
+        self.start_note = self.task.describe_start(self.model)
         self.data_cfg = self.task.data_config(self.model)
         if cfg.sync_bn and env.distributed:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -368,6 +416,14 @@ class Trainer:
                   f"({main} {recorded.get(main, -1.0):.2f}) that {last_path} records: {problem}; "
                   f"those weights are lost, {now}")
 
+    def _start_line(self) -> str:
+        if self.start_epoch:
+            last = self.paths["last"] if self.cfg.resume == "auto" else self.cfg.resume
+            at = (f"epoch {self.start_epoch}" if self.cfg.iters is None else
+                  f"iteration {self.start_epoch * self.cfg.eval_interval}")
+            return f"resumed from {last} after {at} (model, optimizer and schedule)"
+        return self.start_note
+
     def _log(self, msg: str) -> None:
         if self.env.is_main:
             print(msg, flush=True)
@@ -387,6 +443,7 @@ class Trainer:
         bar = tqdm(loader, desc=self._round_name(epoch), leave=False, dynamic_ncols=True,
                    disable=None if (cfg.progress and env.is_main) else True)
         self.optimizer.zero_grad(set_to_none=True)
+        applied_lr = self.base_lr
         for i, batch in enumerate(bar):
             group = cfg.grad_accum if i < full else n - full
             step_now = (i + 1) % cfg.grad_accum == 0 or i + 1 == n
@@ -407,6 +464,7 @@ class Trainer:
             loss_sum += loss.detach().double() * count
             seen += count
             if step_now:
+                applied_lr = self.base_lr  # the rate this update used, before the scheduler moves it on
                 self.optimizer.zero_grad(set_to_none=True)
                 num_updates += 1
                 if self.ema is not None:
@@ -419,7 +477,8 @@ class Trainer:
             self.scheduler.step(epoch + 1)
         totals = dist_lib.all_reduce_sum(torch.stack([loss_sum, torch.tensor(float(seen), dtype=torch.float64,
                                                                              device=device)]), env)
-        return {"train_loss": (totals[0] / totals[1]).item()}
+        # the logged lr is the one the interval's last update applied (a warm-up's start would misreport it)
+        return {"train_loss": (totals[0] / totals[1]).item(), "lr": applied_lr}
 
     def _clipped_parameters(self):
         """What gradient clipping sees: every parameter, but the head's last layer under AGC (as timm's train.py:
@@ -489,7 +548,8 @@ class Trainer:
                   f"{self.num_classes} classes) on {env.world_size} x {self.device.type}; "
                   f"{len(self.train_set)} train / {len(self.val_set)} val images at "
                   f"{self.data_cfg['input_size'][1]}px; output {self.out_dir}\n  {self.batch_plan}\n"
-                  f"  precision: {precision_note(cfg.amp, self.device)}")
+                  f"  precision: {precision_note(cfg.amp, self.device)}\n"
+                  f"  weights: {self._start_line()}")
         # per-rank augmentation streams; on resume, the exact streams the killed run would have used next
         if self._resume_rng is not None:
             ckpt_lib.restore_rng(self._resume_rng)

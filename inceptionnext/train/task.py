@@ -34,6 +34,19 @@ class Task:
         """The model, with the weights the config names (cfg.pretrained / cfg.weights)."""
         raise NotImplementedError
 
+    def describe_start(self, model: nn.Module) -> str:
+        """What the built model started from, in words (the run's `weights:` line): the builder's own note
+        (``model.start_note``) when it left one, else what the config names."""
+        note = getattr(model, "start_note", None)
+        if note:
+            return note
+        cfg = self.cfg
+        if cfg.weights:
+            return f"the weight file {cfg.weights}"
+        if cfg.pretrained:
+            return f"the pretrained weights of {cfg.model}"
+        return "random initialisation (no pretrained weights, no weight file)"
+
     def data_config(self, model: nn.Module) -> Dict[str, Any]:
         """The evaluation preprocessing (input_size, mean, std, ...); recorded in every checkpoint."""
         raise NotImplementedError

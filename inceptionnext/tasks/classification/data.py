@@ -7,13 +7,13 @@ its train/val folders is an error that says which folder it looked for.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Dict, Tuple
 
 import torch
 from timm.data import Mixup, FastCollateMixup, create_loader, create_transform
 
 from .augment import fix_posterize
+from ...utils.workers import capped_workers
 from ...data.folders import DataError, _split_dir, image_folder
 from ...data.digits import DigitsDataset
 from ...data.folders import class_to_idx
@@ -82,7 +82,7 @@ def build_train_loader(dataset, cfg, data_cfg: Dict[str, Any], device: torch.dev
         re_prob=cfg.reprob, re_mode=cfg.remode, re_count=cfg.recount, scale=cfg.scale, ratio=cfg.ratio,
         hflip=cfg.hflip, color_jitter=cfg.color_jitter, auto_augment=cfg.aa,
         interpolation=cfg.train_interpolation, mean=data_cfg["mean"], std=data_cfg["std"],
-        num_workers=min(cfg.workers, os.cpu_count() or 1), distributed=distributed, collate_fn=collate_mixup,
+        num_workers=capped_workers(cfg.workers), distributed=distributed, collate_fn=collate_mixup,
         pin_memory=cfg.pin_memory and device.type == "cuda", device=device,
         use_prefetcher=device.type == "cuda", persistent_workers=False,
     )
@@ -103,5 +103,5 @@ def build_eval_loader(dataset, data_cfg: Dict[str, Any], batch_size: int, worker
     if world_size > 1:
         dataset = torch.utils.data.Subset(dataset, list(range(rank, len(dataset), world_size)))
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                                       num_workers=min(workers, os.cpu_count() or 1),
+                                       num_workers=capped_workers(workers),
                                        pin_memory=device.type == "cuda", drop_last=False)

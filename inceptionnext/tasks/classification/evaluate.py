@@ -53,7 +53,7 @@ def load_for_eval(model_name: Optional[str], checkpoint: Optional[str] = None, n
 
 def run_validation(model_name: Optional[str], checkpoint: Optional[str] = None, data_dir: Optional[str] = None,
                    dataset: str = "folder", num_classes: Optional[int] = None, use_ema: Optional[bool] = None,
-                   batch_size: int = 128, workers: int = 4, amp: str = "none", channels_last: bool = False,
+                   batch_size: int = 128, workers: Optional[int] = None, amp: str = "none", channels_last: bool = False,
                    device: str = "auto", img_size: Optional[int] = None, crop_pct: Optional[float] = None,
                    interpolation: Optional[str] = None, mean=None, std=None, bad_images: str = "fail",
                    progress: bool = True, runtime: Optional[str] = None,

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ...data.digits import digits_split
+from ...utils.files import _UMASK
 from .data import coco_json
 
 CLASS_NAMES = [str(d) for d in range(10)]
@@ -120,6 +121,7 @@ def ensure_demo_data(root: str, spec: DemoSpec = DemoSpec()) -> str:
     parent = os.path.dirname(root)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(root)}.")
+    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp's 0700 would stay on the data folder once it is moved into place
     try:
         write_split(tmp, 'train', spec.train_images, spec)
         write_split(tmp, 'val', spec.val_images, spec)  # written last: its presence marks a complete set

@@ -14,17 +14,18 @@ from tqdm import tqdm
 
 from . import data as coco_lib
 from .scenes import DemoSpec, ensure_demo_data, split_paths
-from .draw import detection_grid
+from .draw import truth_and_detections_figure
 from .evaluate import DetectionMAP
 from .data import GroupedBatchSampler, aspect_ratio_groups
 from .data import Augment, eval_transforms, train_transforms
 from ...models.detection import create_detector, parse_name
-from ...utils.plots import save_png
 from ...weights import CheckpointError, load_state_dict_file
 from ...train import distributed as dist_lib
 from ...data.folders import DataError
 from ...train.engine import TrainError, autocast_for
 from ...train.task import Task, register_task
+from ...utils.workers import capped_workers
+from ...utils.plots import save_figure
 
 # mAP figures are logged in percent, like top-1 and mIoU
 METRICS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_100")
@@ -111,9 +112,9 @@ class DetectionTask(Task):
         groups = (aspect_ratio_groups(train_set.aspect_ratios()) if cfg.aspect_grouping
                   else [0] * len(train_set))
         batches = GroupedBatchSampler(base, groups, cfg.batch_size, seed=cfg.seed)
-        common = dict(num_workers=cfg.workers, collate_fn=coco_lib.collate,
+        common = dict(num_workers=capped_workers(cfg.workers), collate_fn=coco_lib.collate,
                       pin_memory=cfg.pin_memory and self.device.type == "cuda",
-                      persistent_workers=cfg.workers > 0)
+                      persistent_workers=capped_workers(cfg.workers) > 0)
         train = EpochLoader(torch.utils.data.DataLoader(train_set, batch_sampler=batches, **common), batches)
         share = torch.utils.data.Subset(val_set, list(range(env.rank, len(val_set), env.world_size)))
         val = torch.utils.data.DataLoader(share, batch_size=cfg.batch_size, shuffle=False, **common)
@@ -146,6 +147,11 @@ class DetectionTask(Task):
             except (RuntimeError, CheckpointError) as e:
                 raise TrainError(f"weights {cfg.weights} do not fit {cfg.model} with {num_classes} classes: "
                                  f"{str(e).splitlines()[0]}") from e
+            model.start_note = f"the whole detector from the weight file {cfg.weights}"
+        else:
+            body = (f"backbone from the weight file {cfg.backbone_weights}" if cfg.backbone_weights else
+                    "backbone from its pretrained weights" if cfg.pretrained else "backbone initialised at random")
+            model.start_note = f"{body}; the {num_classes}-class detection heads initialised at random"
         return model
 
     def data_config(self, model):
@@ -200,18 +206,27 @@ class DetectionTask(Task):
         return {"data_config": dict(data_cfg), "task": self.name, "class_names": list(train_set.class_names),
                 "detector": self.detector_args(train_set.num_classes)}
 
+    def extra_outputs(self, out_dir):
+        path = os.path.join(out_dir, "detections.png")
+        return {"detections": path} if os.path.isfile(path) else {}
+
     def after_validation(self, model, out_dir, epoch):
         """A picture of the first val images with the current detections: <run>/detections.png."""
         n = min(self.cfg.vis_images, len(self.vis_set))
         if n == 0:
             return
-        images = [self.vis_set[i][0] for i in range(n)]
+        save_figure(self.detections_figure(model, epoch), os.path.join(out_dir, "detections.png"))
+
+    def detections_figure(self, model, epoch: int):
+        """The figure of detections.png: the first `vis_images` val images, ground truth beside detections."""
+        samples = [self.vis_set[i] for i in range(min(self.cfg.vis_images, len(self.vis_set)))]
+        images = [s[0] for s in samples]
         was_training = model.training
         model.eval()
         with torch.no_grad():
             outputs = model([im.to(self.device) for im in images])
         model.train(was_training)
-        grid = detection_grid(images, outputs, self.vis_set.class_names, score_thresh=0.5)
-        path = os.path.join(out_dir, "detections.png")
-        save_png(grid.permute(1, 2, 0).numpy(), path)
+        when = f"iteration {epoch * self.cfg.eval_interval}" if self.cfg.iters is not None else f"epoch {epoch}"
+        return truth_and_detections_figure(images, [s[1] for s in samples], outputs, self.vis_set.class_names,
+                                           score_thresh=0.5, title=f"validation images after {when}")
 

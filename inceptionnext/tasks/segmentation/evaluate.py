@@ -17,6 +17,7 @@ import time
 from typing import Any
 from ...model_file import load_model
 from ...utils.device import resolve_device
+from ...utils.workers import capped_workers
 from ...train.engine import TrainError
 from ...train.checkpoint import training_config
 from ...train.engine import autocast_for
@@ -162,7 +163,7 @@ def seg_architecture(train_config: Dict[str, Any], model_name: str) -> Dict[str,
 
 def run_seg_validation(model_name: str, checkpoint: Optional[str] = None, data_dir: Optional[str] = None,
                        dataset: Optional[str] = None, num_classes: Optional[int] = None, use_ema: Optional[bool] = None,
-                       batch_size: int = 8, workers: int = 4, amp: str = "none", device: str = "auto",
+                       batch_size: int = 8, workers: Optional[int] = None, amp: str = "none", device: str = "auto",
                        mode: Optional[str] = None, crop_size: Optional[int] = None, stride: Optional[int] = None,
                        scales=(1.0,), flip: bool = False, base_size=None, img_size: Optional[int] = None,
                        progress: bool = True) -> Dict[str, Any]:
@@ -191,7 +192,7 @@ def run_seg_validation(model_name: str, checkpoint: Optional[str] = None, data_d
     data_cfg = model.pretrained_cfg
     val_set.transform = EvalTransform(cfg.base_size, data_cfg["mean"], data_cfg["std"])
     loader = torch.utils.data.DataLoader(val_set, batch_size=batch_size, shuffle=False, collate_fn=collate_pairs,
-                                         num_workers=workers)
+                                         num_workers=capped_workers(workers))
     model.to(dev)
     t0 = time.time()
     metrics, per_class = evaluate_segmentation(

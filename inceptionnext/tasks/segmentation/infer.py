@@ -15,8 +15,19 @@ from ..classification.infer import class_names
 from ...data.images import MAX_DENSE_PIXELS, check_image, load_image, output_names, refuse_existing
 from .data import EvalTransform, palette
 from .evaluate import predict_probs
-from .draw import overlay
+from .draw import overlay, untinted_classes
 from ...utils.files import write_atomically
+
+
+def mask_png(mask: np.ndarray, colours: np.ndarray, black: Sequence[int] = ()) -> Image.Image:
+    """A palette PNG of class indices (up to 256 classes): its pixel values are the indices, and its palette
+    shows each class in its colour (the `black` classes, background, in black), so a viewer shows the mask."""
+    img = Image.fromarray(mask.astype(np.uint8))
+    table = np.zeros((256, 3), dtype=np.uint8)
+    table[:len(colours)] = np.asarray(colours).clip(0, 255).astype(np.uint8)[:256]
+    table[list(black)] = 0
+    img.putpalette(table.ravel().tolist())
+    return img
 
 
 @torch.no_grad()
@@ -24,10 +35,10 @@ def segment_files(model: nn.Module, paths: Sequence, out_dir: str, device: Optio
                   base_size: Optional[Tuple[int, int]] = None, mode: str = "whole", crop: int = 512,
                   stride: Optional[int] = None, scales: Sequence[float] = (1.0,), flip: bool = False,
                   alpha: float = 0.5, overwrite: bool = False) -> List[Dict[str, Any]]:
-    """For each image: <out_dir>/<name>_overlay.png, <name>_mask.png (class indices; uint8 up to 256 classes,
-    else 16-bit) and the classes' pixel shares (%), largest first; a folder's images keep their place below it
-    (`inference.output_names`). Every file is checked before the model runs; existing outputs are not written
-    over unless `overwrite`."""
+    """For each image: <out_dir>/<name>_overlay.png, <name>_mask.png (class indices; up to 256 classes a
+    palette PNG that shows the classes in their colours, else 16-bit grey) and the classes' pixel shares (%),
+    largest first; a folder's images keep their place below it (`inference.output_names`). Every file is checked
+    before the model runs; existing outputs are not written over unless `overwrite`."""
     named = output_names(paths)
     if not named:
         raise ValueError("no image files given")
@@ -42,6 +53,7 @@ def segment_files(model: nn.Module, paths: Sequence, out_dir: str, device: Optio
     os.makedirs(out_dir, exist_ok=True)
     names = class_names(model)
     colours = np.asarray(palette(model.num_classes), dtype=np.float32)
+    plain = untinted_classes(names)
     cfg = model.pretrained_cfg
     transform = EvalTransform(base_size, cfg["mean"], cfg["std"])
     device = device or next(model.parameters()).device
@@ -54,9 +66,10 @@ def segment_files(model: nn.Module, paths: Sequence, out_dir: str, device: Optio
         probs = predict_probs(model, x, model.num_classes, mode, crop, stride, scales, flip, size=raw.shape[:2])
         pred = probs.argmax(1)[0].cpu().numpy()
         mask_path, overlay_path = outputs[path]
-        mask_img = Image.fromarray(pred.astype(np.uint8 if model.num_classes <= 256 else np.uint16))
+        mask_img = mask_png(pred, colours, plain) if model.num_classes <= 256 else Image.fromarray(
+            pred.astype(np.uint16))
         write_atomically(mask_path, lambda tmp: mask_img.save(tmp, format="PNG"))
-        over = Image.fromarray(overlay(raw, pred, colours, alpha))
+        over = Image.fromarray(overlay(raw, pred, colours, alpha, plain))
         write_atomically(overlay_path, lambda tmp: over.save(tmp, format="PNG"))
         counts = np.bincount(pred.ravel(), minlength=model.num_classes)
         shares = [{"index": int(i), "label": names[i], "share": 100.0 * counts[i] / pred.size,

@@ -11,7 +11,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from ...utils.plots import save_png
 from ...models.dense import create_dense_model
 from ...models.segmentation import IGNORE_INDEX, is_segmentation_model
 from ...train.engine import TrainError
@@ -20,7 +19,9 @@ from .data import (EvalTransform, RoundSampler, collate_pairs, palette,
 from .evaluate import evaluate_segmentation
 from ...train.task import Task, register_task
 from .data import build_seg_datasets
-from .draw import overlay
+from .draw import overlay, untinted_classes
+from ...utils.workers import capped_workers
+from ...utils.plots import grid_figure, save_figure
 
 
 
@@ -52,10 +53,14 @@ class SegmentationTask(Task):
         if cfg.model.startswith("upernet_"):
             kwargs["aux_head"] = cfg.aux_weight > 0
         try:
-            return create_dense_model(cfg.model, **kwargs)
+            model = create_dense_model(cfg.model, **kwargs)
         except Exception as e:
             src = cfg.weights or ("pretrained backbone" if cfg.pretrained else "random init")
             raise TrainError(f"cannot build {cfg.model!r} with {num_classes} classes from {src}: {e}") from e
+        body = (f"backbone from the weight file {cfg.weights}" if cfg.weights else
+                "backbone from its pretrained weights" if cfg.pretrained else "backbone initialised at random")
+        model.start_note = f"{body}; the {num_classes}-class decoder and head initialised at random"
+        return model
 
     def data_config(self, model: nn.Module) -> Dict[str, Any]:
         cfg = self.cfg
@@ -72,7 +77,7 @@ class SegmentationTask(Task):
         train_set.transform = train_transform(cfg, data_cfg["mean"], data_cfg["std"])
         val_set.transform = EvalTransform(cfg.base_size, data_cfg["mean"], data_cfg["std"])
         self.val_set = val_set
-        workers = min(cfg.workers, os.cpu_count() or 1)
+        workers = capped_workers(cfg.workers)
         pin = cfg.pin_memory and self.device.type == "cuda"
         sampler = RoundSampler(len(train_set), batches_per_epoch * cfg.batch_size, cfg.seed, env.rank,
                                env.world_size)
@@ -117,16 +122,18 @@ class SegmentationTask(Task):
         return {"overlays": path} if os.path.isfile(path) else {}
 
     @torch.no_grad()
-    def after_validation(self, model, out_dir, epoch):
-        """val_overlays.png: the first `overlays` val images as image | truth | prediction."""
+    def overlay_figure(self, model, epoch: int):
+        """The figure of val_overlays.png: the first `overlays` val images as image | ground truth | prediction,
+        one scale for all, the classes shown in a legend (background untinted); None when there is none to draw."""
         n = min(self.cfg.overlays, len(self.val_set))
         if n <= 0:
-            return
-
+            return None
         colours = np.asarray(palette(self.num_classes), dtype=np.float32)
+        names = list(self.class_names)
+        plain = untinted_classes(names)
         was_training = model.training
         model.eval()
-        rows = []
+        rows, present = [], set()
         for i in range(n):
             img, mask = self.val_set.load(i)
             x, _ = self.val_set.transform(img, mask)
@@ -134,12 +141,22 @@ class SegmentationTask(Task):
             pred = F.interpolate(logits, size=mask.shape[-2:], mode="bilinear").argmax(1)[0].cpu().numpy()
             raw = img.permute(1, 2, 0).numpy()
             truth = mask.numpy()
-            row = np.concatenate([raw, overlay(raw, truth, colours, 0.6), overlay(raw, pred, colours, 0.6)], 1)
-            zoom = max(1, 192 // max(raw.shape[:2]))  # small demo scenes are drawn larger, pixel for pixel
-            rows.append(row.repeat(zoom, 0).repeat(zoom, 1))
+            present |= set(np.unique(truth).tolist()) | set(np.unique(pred).tolist())
+            grey = np.repeat(raw.mean(2, keepdims=True), 3, 2)  # tints over grey: the image's colours can't mislead
+            rows.append([raw, overlay(grey, truth, colours, 0.7, plain), overlay(grey, pred, colours, 0.7, plain)])
         model.train(was_training)
-        width = max(r.shape[1] for r in rows)
-        grid = np.concatenate([np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0)), constant_values=255)
-                               for r in rows], 0)
-        path = os.path.join(out_dir, "val_overlays.png")
-        save_png(grid, path)
+        legend = [(f"{names[c]} (not tinted)" if c in plain else names[c],
+                   (255, 255, 255) if c in plain else tuple(int(v) for v in colours[c]))
+                  for c in sorted(present) if 0 <= c < len(names)]
+        if IGNORE_INDEX in present:
+            legend.append(("unlabelled (ignored, not tinted)", (255, 255, 255)))
+        when = (f"iteration {epoch * self.cfg.eval_interval}" if self.cfg.iters is not None else f"epoch {epoch}")
+        return grid_figure(rows, ["image", "ground truth", f"prediction ({when})"], legend,
+                           row_labels=[f"val {i}" for i in range(n)], legend_title="classes")
+
+    @torch.no_grad()
+    def after_validation(self, model, out_dir, epoch):
+        """val_overlays.png: the first `overlays` val images as image | ground truth | prediction."""
+        fig = self.overlay_figure(model, epoch)
+        if fig is not None:
+            save_figure(fig, os.path.join(out_dir, "val_overlays.png"))
