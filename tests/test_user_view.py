@@ -1,6 +1,7 @@
 """What a user sees (issue 21): the small-set recipe learns, `train` says what it started from and lists what it
 wrote, the worker count fits the machine without torch's warning, parsers refuse prefixes, unknown keys suggest
 their usual aliases, and the pictures explain themselves (titles, labels and legends read back from matplotlib)."""
+
 import argparse
 import importlib
 import logging
@@ -54,7 +55,7 @@ def test_weights_line_from_scratch_and_the_summary_lists_every_file(tmp_path, da
     res = fit(toy_cfg(tmp_path, data, epochs=1))
     out = capsys.readouterr().out
     assert "  weights: random initialisation" in out
-    summary = out[out.index("done:"):]
+    summary = out[out.index("done:") :]
     written = sorted(os.listdir(res.out_dir))
     assert {"config.yaml", "curves.png", "last.pth", "log.csv", "model_best.pth"} <= set(written)
     for name in written:
@@ -86,6 +87,7 @@ def test_train_says_when_workers_exceed_the_cores_and_torch_stays_quiet(tmp_path
     assert f"workers: {too_many} asked for" in out
     assert not [w for w in caught if "worker" in str(w.message)], [str(w.message) for w in caught]
     import yaml
+
     saved = yaml.safe_load(open(os.path.join(res.out_dir, "config.yaml")))
     assert saved["workers"] == cpu_workers.available_cpus()
 
@@ -100,8 +102,10 @@ def test_every_parser_refuses_abbreviated_options(capsys, monkeypatch):
     def spy(self, *a, **k):
         real(self, *a, **k)
         built.append(self)
+
     monkeypatch.setattr(argparse.ArgumentParser, "__init__", spy)
     from inceptionnext.cli import COMMANDS, main
+
     for command in COMMANDS:
         before = len(built)
         with pytest.raises(SystemExit):
@@ -121,6 +125,7 @@ def test_train_refuses_a_prefix_of_a_key():
 
 def test_train_help_names_every_task(capsys):
     from inceptionnext.cli import main
+
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
@@ -129,10 +134,20 @@ def test_train_help_names_every_task(capsys):
 
 
 # ------------------------------------------------------------------------------------------- suggestions
-@pytest.mark.parametrize("typed, meant", [("learning_rate", "lr"), ("num_workers", "workers"),
-                                          ("num_epochs", "epochs"), ("optimizer", "opt"), ("wd", "weight_decay"),
-                                          ("label_smoothing", "smoothing"), ("image_size", "img_size"),
-                                          ("drop_path_rate", "drop_path"), ("max_iters", "iters")])
+@pytest.mark.parametrize(
+    "typed, meant",
+    [
+        ("learning_rate", "lr"),
+        ("num_workers", "workers"),
+        ("num_epochs", "epochs"),
+        ("optimizer", "opt"),
+        ("wd", "weight_decay"),
+        ("label_smoothing", "smoothing"),
+        ("image_size", "img_size"),
+        ("drop_path_rate", "drop_path"),
+        ("max_iters", "iters"),
+    ],
+)
 def test_unknown_keys_suggest_the_key_their_alias_means(tmp_path, typed, meant):
     assert suggest_keys(typed)[0] == meant
     cfg_file = tmp_path / "c.yaml"
@@ -150,14 +165,14 @@ def test_aliases_name_real_keys_and_never_shadow_one():
 # ------------------------------------------------------------------------------------------- smaller slips
 def test_logged_lr_is_the_one_the_last_update_applied(tmp_path, data):
     # 3 updates per epoch, warm-up over the first epoch from 1e-5: epoch 1's last update is 2/3 of the way up
-    res = fit(toy_cfg(tmp_path, data, epochs=3, warmup_epochs=1, warmup_lr=1e-5, lr=3e-3, sched="cosine",
-                      plot=False))
+    res = fit(toy_cfg(tmp_path, data, epochs=3, warmup_epochs=1, warmup_lr=1e-5, lr=3e-3, sched="cosine", plot=False))
     first = res.history[0]["lr"]
     assert first == pytest.approx(1e-5 + (3e-3 - 1e-5) * 2 / 3, rel=1e-3)
 
 
 def test_digits_config_comment_counts_the_split():
     from inceptionnext.data.digits import DigitsDataset
+
     text = open(os.path.join(REPO, "configs", "demo", "digits_inceptionnext_a.yaml")).read()
     n_train, n_val = len(DigitsDataset("train", 8)), len(DigitsDataset("val", 8))
     assert f"{n_train:,} train / {n_val:,} val images" in text
@@ -165,6 +180,7 @@ def test_digits_config_comment_counts_the_split():
 
 def test_demo_data_folder_has_ordinary_permissions(tmp_path):
     from inceptionnext.tasks.detection.scenes import DemoSpec, ensure_demo_data
+
     root = ensure_demo_data(str(tmp_path / "data" / "digits_detection"), DemoSpec(train_images=2, val_images=1))
     mask = os.umask(0)
     os.umask(mask)
@@ -173,6 +189,7 @@ def test_demo_data_folder_has_ordinary_permissions(tmp_path):
 
 def test_quantize_keeps_the_cuda_home_notice_quiet(caplog):
     from inceptionnext.deploy.quantize import _quiet_cpp_extension
+
     log = logging.getLogger("torch.utils.cpp_extension")
     before = log.level
     with _quiet_cpp_extension():
@@ -204,13 +221,17 @@ def _texts(legend):
 
 def _close(fig):
     import matplotlib.pyplot as plt
+
     plt.close(fig)
 
 
 def test_curves_name_only_what_they_draw_and_leave_out_a_flat_series():
     from inceptionnext.train.logs import curves_figure
-    history = [dict(epoch=e, lr=1e-3, train_loss=1.0 / e, val_loss=1.1 / e, val_top1=50 + 10 * e, val_top5=100.0)
-               for e in range(1, 5)]  # 3 classes: top-5 is 100 at every epoch; no EMA
+
+    history = [
+        dict(epoch=e, lr=1e-3, train_loss=1.0 / e, val_loss=1.1 / e, val_top1=50 + 10 * e, val_top5=100.0)
+        for e in range(1, 5)
+    ]  # 3 classes: top-5 is 100 at every epoch; no EMA
     fig = curves_figure(history, title="inceptionnext_a (run)")
     try:
         loss, metric = fig.axes
@@ -228,8 +249,11 @@ def test_curves_name_only_what_they_draw_and_leave_out_a_flat_series():
 def test_curves_of_an_iteration_run_count_iterations_and_name_no_absent_metric():
     from inceptionnext.tasks.detection.task import DetectionTask
     from inceptionnext.train.logs import curves_figure
-    history = [dict(epoch=r, iter=200 * r, lr=1e-3, train_loss=2.0 / r, val_map=5.0 * r, val_map_50=9.0 * r)
-               for r in range(1, 5)]  # Faster R-CNN: no mask mAP
+
+    history = [
+        dict(epoch=r, iter=200 * r, lr=1e-3, train_loss=2.0 / r, val_map=5.0 * r, val_map_50=9.0 * r)
+        for r in range(1, 5)
+    ]  # Faster R-CNN: no mask mAP
     fig = curves_figure(history, metrics=DetectionTask.plot_metrics)
     try:
         loss, metric = fig.axes
@@ -244,6 +268,7 @@ def test_curves_of_an_iteration_run_count_iterations_and_name_no_absent_metric()
 
 def test_grid_figure_draws_every_panel_at_one_scale():
     from inceptionnext.utils.plots import grid_figure
+
     small, large = np.zeros((32, 32, 3), np.uint8), np.zeros((64, 48, 3), np.uint8)
     fig = grid_figure([[small, small], [large, large]], ["a", "b"], legend=[("cat", (255, 0, 0))])
     try:
@@ -284,6 +309,7 @@ def test_segmentation_overlays_have_column_titles_a_legend_and_an_untinted_backg
     from inceptionnext.tasks.segmentation.draw import overlay, untinted_classes
     from inceptionnext.tasks.segmentation.task import SegmentationTask
     from inceptionnext.train.config import TrainConfig
+
     task = SegmentationTask.__new__(SegmentationTask)
     task.cfg, task.device = TrainConfig(overlays=2, iters=400, eval_interval=200), torch.device("cpu")
     task.val_set, task.class_names, task.num_classes = _SegVal(), ["background", "road", "car"], 3
@@ -307,6 +333,7 @@ def test_mask_png_is_a_palette_png_of_class_indices(tmp_path):
     from PIL import Image
 
     from inceptionnext.tasks.segmentation.infer import mask_png
+
     pred = np.array([[0, 1, 2], [2, 2, 1]])
     colours = np.array([[20, 200, 20], [200, 30, 30], [30, 30, 200]], np.float32)
     mask_png(pred, colours, black=(0,)).save(tmp_path / "m.png")
@@ -319,12 +346,20 @@ def test_mask_png_is_a_palette_png_of_class_indices(tmp_path):
 
 def test_detections_picture_puts_ground_truth_beside_the_detections():
     from inceptionnext.tasks.detection.draw import truth_and_detections_figure
+
     images = [torch.rand(3, 48, 48), torch.rand(3, 32, 40)]
-    targets = [dict(boxes=torch.tensor([[4.0, 4.0, 20.0, 30.0]]), labels=torch.tensor([3])),
-               dict(boxes=torch.tensor([[2.0, 2.0, 12.0, 12.0]]), labels=torch.tensor([1]))]
-    dets = [dict(boxes=torch.tensor([[5.0, 5.0, 21.0, 29.0], [1.0, 1.0, 9.0, 9.0]]), labels=torch.tensor([3, 2]),
-                 scores=torch.tensor([0.9, 0.2])),  # the 0.2 one is below the threshold: not drawn, not named
-            dict(boxes=torch.zeros((0, 4)), labels=torch.zeros(0, dtype=torch.int64), scores=torch.zeros(0))]
+    targets = [
+        dict(boxes=torch.tensor([[4.0, 4.0, 20.0, 30.0]]), labels=torch.tensor([3])),
+        dict(boxes=torch.tensor([[2.0, 2.0, 12.0, 12.0]]), labels=torch.tensor([1])),
+    ]
+    dets = [
+        dict(
+            boxes=torch.tensor([[5.0, 5.0, 21.0, 29.0], [1.0, 1.0, 9.0, 9.0]]),
+            labels=torch.tensor([3, 2]),
+            scores=torch.tensor([0.9, 0.2]),
+        ),  # the 0.2 one is below the threshold: not drawn, not named
+        dict(boxes=torch.zeros((0, 4)), labels=torch.zeros(0, dtype=torch.int64), scores=torch.zeros(0)),
+    ]
     # labels are 1..K (0 is the detectors' background): 1 cat, 2 dog, 3 bird
     fig = truth_and_detections_figure(images, targets, dets, ["cat", "dog", "bird"], title="after epoch 3")
     try:
@@ -343,9 +378,22 @@ def test_small_set_recipe_learns_a_generated_three_class_set(tmp_path, capsys):
     """configs/finetune/small_scratch.yaml from scratch on a set the size of the issue's (60 train / 20 val
     images per class, 3 classes): at least 90% val top-1. 10 of the recipe's 20 epochs keep it short."""
     make_shapes_folder(str(tmp_path / "shapes"), train=60, val=20, size=64, seed=0)
-    cfg = parse_config(["--config", os.path.join(REPO, "configs", "finetune", "small_scratch.yaml"),
-                        "--data-dir", str(tmp_path / "shapes"), "--output", str(tmp_path / "out"), "--epochs", "10",
-                        "--progress", "false", "--plot", "false"])
+    cfg = parse_config(
+        [
+            "--config",
+            os.path.join(REPO, "configs", "finetune", "small_scratch.yaml"),
+            "--data-dir",
+            str(tmp_path / "shapes"),
+            "--output",
+            str(tmp_path / "out"),
+            "--epochs",
+            "10",
+            "--progress",
+            "false",
+            "--plot",
+            "false",
+        ]
+    )
     res = fit(cfg)
     out = capsys.readouterr().out
     assert "weights: random initialisation" in out and "180 train / 60 val images at 64px" in out

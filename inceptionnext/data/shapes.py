@@ -8,6 +8,7 @@ greys with a faint gradient; ``grey`` > 0 draws a share of the objects in grey, 
     python -m inceptionnext.data.shapes /tmp/shapes --train 60 --val 20
     # -> /tmp/shapes/train/<class>/*.png and /tmp/shapes/val/<class>/*.png
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,7 @@ def _background(rng: np.random.RandomState, size: int) -> Tuple[np.ndarray, int]
     return bg + rng.randint(-12, 13, size=3)[None, None, :], level  # a faint tint
 
 
-def draw_shape(cls: str, size: int = 64, rng: Optional[np.random.RandomState] = None,
-               grey: float = 0.0) -> Image.Image:
+def draw_shape(cls: str, size: int = 64, rng: Optional[np.random.RandomState] = None, grey: float = 0.0) -> Image.Image:
     """One RGB image of class `cls` (one of CLASSES), size x size pixels; `grey`: the chance it is drawn in grey."""
     if cls not in CLASSES:
         raise ValueError(f"unknown class {cls!r}; the classes are {', '.join(CLASSES)}")
@@ -70,8 +70,15 @@ def draw_shape(cls: str, size: int = 64, rng: Optional[np.random.RandomState] = 
     return Image.fromarray(np.clip(px, 0, 255).astype(np.uint8))
 
 
-def make_shapes_folder(root: str, train: int = 60, val: int = 20, size: int = 64, seed: int = 0,
-                       classes: Sequence[str] = CLASSES, grey: float = 0.0) -> Dict[str, int]:
+def make_shapes_folder(
+    root: str,
+    train: int = 60,
+    val: int = 20,
+    size: int = 64,
+    seed: int = 0,
+    classes: Sequence[str] = CLASSES,
+    grey: float = 0.0,
+) -> Dict[str, int]:
     """Write root/train/<class>/NNNN.png (`train` per class) and root/val/<class>/NNNN.png (`val` per class);
     returns the image count per split. The same seed writes the same images. `grey` > 0 draws that share of
     the objects in grey: a harder set, where shape alone must tell those apart."""
@@ -88,8 +95,11 @@ def make_shapes_folder(root: str, train: int = 60, val: int = 20, size: int = 64
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m inceptionnext.data.shapes", allow_abbrev=False,
-                                description="Write a generated 3-class ImageFolder (circle, cross, stripes).")
+    p = argparse.ArgumentParser(
+        prog="python -m inceptionnext.data.shapes",
+        allow_abbrev=False,
+        description="Write a generated 3-class ImageFolder (circle, cross, stripes).",
+    )
     p.add_argument("root", help="folder to write train/ and val/ into")
     p.add_argument("--train", type=int, default=60, help="training images per class (default 60)")
     p.add_argument("--val", type=int, default=20, help="validation images per class (default 20)")

@@ -1,5 +1,6 @@
 """Per-epoch log (CSV, rewritten whole from the history each epoch so a resumed run never duplicates a row)
 and the PNG plot of loss and accuracy curves drawn when a run ends."""
+
 from __future__ import annotations
 
 import csv
@@ -8,8 +9,19 @@ from typing import Any, Dict, List, Sequence, Tuple
 from ..utils.files import write_atomically
 from ..utils.plots import pyplot, save_figure
 
-COLUMNS = ["epoch", "lr", "train_loss", "val_loss", "val_top1", "val_top5",
-           "ema_val_loss", "ema_val_top1", "ema_val_top5", "epoch_time_s", "skipped_images"]
+COLUMNS = [
+    "epoch",
+    "lr",
+    "train_loss",
+    "val_loss",
+    "val_top1",
+    "val_top5",
+    "ema_val_loss",
+    "ema_val_top1",
+    "ema_val_top5",
+    "epoch_time_s",
+    "skipped_images",
+]
 
 
 def write_csv(history: List[Dict[str, Any]], path: str, columns: Sequence[str] = COLUMNS) -> None:
@@ -19,6 +31,7 @@ def write_csv(history: List[Dict[str, Any]], path: str, columns: Sequence[str] =
             writer.writeheader()
             for row in history:
                 writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in columns})
+
     write_atomically(path, write)
 
 
@@ -34,8 +47,9 @@ def _constant(values: Sequence[float]) -> bool:
     return len(values) > 1 and max(values) - min(values) < 1e-9
 
 
-def curves_figure(history: List[Dict[str, Any]], title: str = "",
-                  metrics: Sequence[Tuple[str, str]] = CLASSIFICATION_METRICS):
+def curves_figure(
+    history: List[Dict[str, Any]], title: str = "", metrics: Sequence[Tuple[str, str]] = CLASSIFICATION_METRICS
+):
     """The matplotlib figure of `plot_curves`: loss on the left, the task's validation metrics (history key,
     label) on the right, against epochs, or iterations for an iteration run (rows with "iter"). Only series the
     history holds are drawn and named; a metric flat at one value (top-5 of 3 classes, always 100) is not drawn
@@ -87,7 +101,11 @@ def curves_figure(history: List[Dict[str, Any]], title: str = "",
     return fig
 
 
-def plot_curves(history: List[Dict[str, Any]], path: str, title: str = "",
-                metrics: Sequence[Tuple[str, str]] = CLASSIFICATION_METRICS) -> None:
+def plot_curves(
+    history: List[Dict[str, Any]],
+    path: str,
+    title: str = "",
+    metrics: Sequence[Tuple[str, str]] = CLASSIFICATION_METRICS,
+) -> None:
     """Two panels (`curves_figure`), written atomically as a PNG."""
     save_figure(curves_figure(history, title, metrics), path, dpi=100)

@@ -1,6 +1,7 @@
 """Pictures written to files: matplotlib on its file-only backend, and PNGs written atomically (a killed run
 never leaves half a picture); grids of pictures that explain themselves (column titles, row labels, a legend of
 the colours used, every panel at one scale)."""
+
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
 
@@ -38,9 +39,14 @@ PANEL_PX = 192  # the largest panel's longer side on the page, in pixels (small 
 MAX_PANEL_PX = 384  # larger images are shrunk to this
 
 
-def grid_figure(rows: Sequence[Sequence[np.ndarray]], column_titles: Sequence[str],
-                legend: Sequence[Tuple[str, Sequence[int]]] = (), row_labels: Optional[Sequence[str]] = None,
-                title: str = "", legend_title: str = ""):
+def grid_figure(
+    rows: Sequence[Sequence[np.ndarray]],
+    column_titles: Sequence[str],
+    legend: Sequence[Tuple[str, Sequence[int]]] = (),
+    row_labels: Optional[Sequence[str]] = None,
+    title: str = "",
+    legend_title: str = "",
+):
     """A matplotlib figure of `rows` (each a list of HxWx3 uint8 images, one per column) under `column_titles`,
     with `legend` (label, RGB 0-255) patches below. Every panel shares one pixel scale: its axes span the
     largest image's size, and a smaller image fills only its share of it."""
@@ -61,10 +67,17 @@ def grid_figure(rows: Sequence[Sequence[np.ndarray]], column_titles: Sequence[st
     bottom = 0.15 + 0.28 * legend_rows + (0.25 if legend_title else 0.0)
     left = 0.5 if row_labels else 0.1
     fig_w, fig_h = left + n_cols * (panel_w + 0.1), top + bottom + n_rows * (panel_h + 0.1)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(max(fig_w, 4.0), fig_h), dpi=dpi, squeeze=False,
-                             gridspec_kw=dict(wspace=0.04, hspace=0.06))
-    fig.subplots_adjust(left=left / max(fig_w, 4.0), right=1 - 0.05 / max(fig_w, 4.0), top=1 - top / fig_h,
-                        bottom=bottom / fig_h)
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(max(fig_w, 4.0), fig_h),
+        dpi=dpi,
+        squeeze=False,
+        gridspec_kw=dict(wspace=0.04, hspace=0.06),
+    )
+    fig.subplots_adjust(
+        left=left / max(fig_w, 4.0), right=1 - 0.05 / max(fig_w, 4.0), top=1 - top / fig_h, bottom=bottom / fig_h
+    )
     for i, row in enumerate(rows):
         for j, img in enumerate(row):
             ax = axes[i][j]
@@ -81,10 +94,18 @@ def grid_figure(rows: Sequence[Sequence[np.ndarray]], column_titles: Sequence[st
             if j == 0 and row_labels:
                 ax.set_ylabel(row_labels[i], fontsize=9)
     if legend:
-        handles = [Patch(facecolor=np.asarray(rgb, dtype=float) / 255.0, edgecolor="0.3", label=label)
-                   for label, rgb in legend]
-        fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=9, frameon=False,
-                   title=legend_title or None, title_fontsize=9)
+        handles = [
+            Patch(facecolor=np.asarray(rgb, dtype=float) / 255.0, edgecolor="0.3", label=label) for label, rgb in legend
+        ]
+        fig.legend(
+            handles=handles,
+            loc="lower center",
+            ncol=min(6, len(handles)),
+            fontsize=9,
+            frameon=False,
+            title=legend_title or None,
+            title_fontsize=9,
+        )
     if title:
         fig.suptitle(title, fontsize=11)
     return fig

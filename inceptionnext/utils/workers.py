@@ -6,6 +6,7 @@ the cores the process may use (its CPU affinity, which a container or taskset ca
 Every loader here takes its worker count from `loader_workers`, so that warning never shows: a request above
 the cores is capped, and the caller says so once in its own words.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,10 @@ def loader_workers(requested: Optional[int], processes: Optional[int] = None) ->
     requested = int(requested)
     if requested <= cpus:  # torch's limit is the machine's cores, whatever the process count
         return requested, None
-    return cpus, (f"workers: {requested} asked for, but this machine has {cpus} core{'s' if cpus != 1 else ''} for "
-                  f"this process; using {cpus} (more would only compete for them)")
+    return cpus, (
+        f"workers: {requested} asked for, but this machine has {cpus} core{'s' if cpus != 1 else ''} for "
+        f"this process; using {cpus} (more would only compete for them)"
+    )
 
 
 def capped_workers(requested: Optional[int]) -> int:

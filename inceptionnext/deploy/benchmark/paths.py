@@ -9,13 +9,12 @@ images: right for speed, not for accuracy (`inceptionnext quantize` checks accur
     inceptionnext benchmark --runtime onnxruntime,openvino --precision fp32,int8 \
         --model inceptionnext_t,inception_next_tiny,resnet50 --batch-size 16 --results-file paths.json --plot paths.png
 """
+
 import os
 import statistics
 import sys
 import tempfile
 import time
-from ...utils.tables import cell, markdown_table
-from ...utils.plots import pyplot, save_figure
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
@@ -23,11 +22,13 @@ import timm
 import torch
 import torch.nn as nn
 
-from .common import BASELINE, is_ours, timm_counterpart
-from ..runtimes import RUNTIME_PRECISIONS, RuntimeUnavailable, TorchRuntime, available_runtimes, load_runtime
 from ...models.fold import reparameterize_model
+from ...utils.plots import pyplot, save_figure
+from ...utils.tables import cell, markdown_table
 from ..export import export_model
 from ..quantize import BACKENDS, quantize_onnx
+from ..runtimes import RUNTIME_PRECISIONS, RuntimeUnavailable, TorchRuntime, available_runtimes, load_runtime
+from .common import BASELINE, is_ours, timm_counterpart
 
 __all__ = ["PathResult", "deployment_paths", "run_paths", "paths_table", "plot_paths"]
 
@@ -102,9 +103,19 @@ def _runner(name: str, model: nn.Module, runtime: str, precision: str, files: _F
     return load_runtime(files.onnx(name, model), runtime=runtime, precision=precision, threads=threads), ""
 
 
-def run_paths(models: List[str], paths: List[tuple], batch_size: int = 16, img_size: int = 224,
-              num_classes: int = 1000, warmup: int = 1, rounds: int = 5, threads: Optional[int] = None,
-              calibration: int = 8, progress: bool = True, log: Callable[[str], None] = None) -> List[PathResult]:
+def run_paths(
+    models: List[str],
+    paths: List[tuple],
+    batch_size: int = 16,
+    img_size: int = 224,
+    num_classes: int = 1000,
+    warmup: int = 1,
+    rounds: int = 5,
+    threads: Optional[int] = None,
+    calibration: int = 8,
+    progress: bool = True,
+    log: Callable[[str], None] = None,
+) -> List[PathResult]:
     """Build every (model, path), then time `rounds` batches of each in turn; median img/s per row."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True) if progress else None)
     threads = threads or torch.get_num_threads()
@@ -130,8 +141,10 @@ def run_paths(models: List[str], paths: List[tuple], batch_size: int = 16, img_s
                     steps[-1] = run
                 except (RuntimeUnavailable, RuntimeError, ValueError) as e:
                     row.error = f"{type(e).__name__}: {e}"[:300]
-                log(f"built {name} on {runtime} {precision} in {time.perf_counter() - t0:.0f}s"
-                    + (f" ({row.error})" if row.error else ""))
+                log(
+                    f"built {name} on {runtime} {precision} in {time.perf_counter() - t0:.0f}s"
+                    + (f" ({row.error})" if row.error else "")
+                )
         times: List[List[float]] = [[] for _ in rows]
         for r in range(rounds):
             for i, run in enumerate(steps):
@@ -163,22 +176,39 @@ def _ratios(rows: List[PathResult]) -> None:
 def paths_table(rows: List[PathResult], env: Dict[str, str]) -> str:
     """Markdown: one row per (path, model), ratios to timm's port and to resnet50 on the same path, and for each
     model its best path."""
-    lines = [f"Device: {env['device']} | torch {env['torch']} | timm {env['timm']} | "
-             f"{' | '.join(f'{k} {v}' for k, v in env.items() if k in ('onnxruntime', 'openvino'))}", ""]
+    lines = [
+        f"Device: {env['device']} | torch {env['torch']} | timm {env['timm']} | "
+        f"{' | '.join(f'{k} {v}' for k, v in env.items() if k in ('onnxruntime', 'openvino'))}",
+        "",
+    ]
     if env.get("command"):
         lines += [f"Command: `{env['command']}`", ""]
     lines += ["img/s: median over the timed rounds, all paths interleaved in one run.", ""]
     lines += markdown_table(
         ["path", "model", "batch", "img/s", "ms/batch", "vs timm", "vs resnet50", "note"],
-        [(r.path, r.model, r.batch_size, cell(r.img_per_s, ".1f"), cell(r.ms_per_batch, ".0f"),
-          cell(r.vs_timm, ".2f", "x"), cell(r.vs_resnet50, ".2f", "x"), r.error or r.note) for r in rows]).split("\n")
+        [
+            (
+                r.path,
+                r.model,
+                r.batch_size,
+                cell(r.img_per_s, ".1f"),
+                cell(r.ms_per_batch, ".0f"),
+                cell(r.vs_timm, ".2f", "x"),
+                cell(r.vs_resnet50, ".2f", "x"),
+                r.error or r.note,
+            )
+            for r in rows
+        ],
+    ).split("\n")
     best = {}
     for r in rows:
         if r.img_per_s and (r.model not in best or r.img_per_s > best[r.model].img_per_s):
             best[r.model] = r
     if best:
-        lines += ["", "Best path per model: " + "; ".join(f"{m}: {r.path} {r.img_per_s:.1f} img/s"
-                                                          for m, r in best.items())]
+        lines += [
+            "",
+            "Best path per model: " + "; ".join(f"{m}: {r.path} {r.img_per_s:.1f} img/s" for m, r in best.items()),
+        ]
         ours = [r for m, r in best.items() if r.ours]
         for r in ours:
             other = best.get(timm_counterpart(r.model))

@@ -1,4 +1,5 @@
 """Pictures of segmentation: class-colour overlays of predictions on their images."""
+
 from __future__ import annotations
 
 from typing import Sequence, Tuple
@@ -17,8 +18,9 @@ def untinted_classes(names) -> Tuple[int, ...]:
     return tuple(i for i, n in enumerate(names or ()) if str(n).strip().lower() in BACKGROUND_NAMES)
 
 
-def overlay(img: np.ndarray, mask: np.ndarray, colours: np.ndarray, alpha: float = 0.5,
-            untinted: Sequence[int] = ()) -> np.ndarray:
+def overlay(
+    img: np.ndarray, mask: np.ndarray, colours: np.ndarray, alpha: float = 0.5, untinted: Sequence[int] = ()
+) -> np.ndarray:
     """The image with each labelled pixel blended with its class colour (ignored pixels, and those of the
     `untinted` classes, left as they are)."""
     out = img.astype(np.float32).copy()

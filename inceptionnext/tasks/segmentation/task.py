@@ -1,5 +1,6 @@
 """Semantic segmentation: ADE20K / mask folders / the digit scenes demo, UperNet or Semantic FPN, cross-entropy
 (+ 0.4 x the auxiliary head's), mIoU. Iteration-based runs (``iters``) as mmsegmentation's recipes."""
+
 from __future__ import annotations
 
 import os
@@ -14,20 +15,12 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from ...models.dense import create_dense_model
 from ...models.segmentation import IGNORE_INDEX, is_segmentation_model
 from ...train.engine import TrainError
-from .data import (EvalTransform, RoundSampler, collate_pairs, palette,
-    train_transform)
-from .evaluate import evaluate_segmentation
 from ...train.task import Task, register_task
-from .data import build_seg_datasets
-from .draw import overlay, untinted_classes
-from ...utils.workers import capped_workers
 from ...utils.plots import grid_figure, save_figure
-
-
-
-
-
-
+from ...utils.workers import capped_workers
+from .data import EvalTransform, RoundSampler, build_seg_datasets, collate_pairs, palette, train_transform
+from .draw import overlay, untinted_classes
+from .evaluate import evaluate_segmentation
 
 
 @register_task
@@ -35,8 +28,21 @@ class SegmentationTask(Task):
     name = "segmentation"
     main_metric = "miou"
     metric_label = "mIoU"
-    log_columns = ("epoch", "iter", "lr", "train_loss", "val_loss", "val_miou", "val_macc", "val_acc",
-                   "ema_val_loss", "ema_val_miou", "ema_val_acc", "epoch_time_s", "skipped_images")
+    log_columns = (
+        "epoch",
+        "iter",
+        "lr",
+        "train_loss",
+        "val_loss",
+        "val_miou",
+        "val_macc",
+        "val_acc",
+        "ema_val_loss",
+        "ema_val_miou",
+        "ema_val_acc",
+        "epoch_time_s",
+        "skipped_images",
+    )
     plot_metrics = (("val_miou", "mIoU"), ("val_acc", "pixel acc."), ("ema_val_miou", "mIoU (EMA)"))
 
     def build_datasets(self):
@@ -46,10 +52,17 @@ class SegmentationTask(Task):
     def build_model(self, num_classes: int) -> nn.Module:
         cfg = self.cfg
         if not is_segmentation_model(cfg.model):
-            raise TrainError(f"task: segmentation needs a segmentation model (upernet_ or fpn_ before a zoo name, "
-                             f"e.g. fpn_inceptionnext_t), not {cfg.model!r}")
-        kwargs = dict(num_classes=num_classes, pretrained=cfg.pretrained, backbone_weights=cfg.weights,
-                      drop_path_rate=cfg.drop_path, head_channels=cfg.head_channels)
+            raise TrainError(
+                f"task: segmentation needs a segmentation model (upernet_ or fpn_ before a zoo name, "
+                f"e.g. fpn_inceptionnext_t), not {cfg.model!r}"
+            )
+        kwargs = dict(
+            num_classes=num_classes,
+            pretrained=cfg.pretrained,
+            backbone_weights=cfg.weights,
+            drop_path_rate=cfg.drop_path,
+            head_channels=cfg.head_channels,
+        )
         if cfg.model.startswith("upernet_"):
             kwargs["aux_head"] = cfg.aux_weight > 0
         try:
@@ -57,8 +70,13 @@ class SegmentationTask(Task):
         except Exception as e:
             src = cfg.weights or ("pretrained backbone" if cfg.pretrained else "random init")
             raise TrainError(f"cannot build {cfg.model!r} with {num_classes} classes from {src}: {e}") from e
-        body = (f"backbone from the weight file {cfg.weights}" if cfg.weights else
-                "backbone from its pretrained weights" if cfg.pretrained else "backbone initialised at random")
+        body = (
+            f"backbone from the weight file {cfg.weights}"
+            if cfg.weights
+            else "backbone from its pretrained weights"
+            if cfg.pretrained
+            else "backbone initialised at random"
+        )
         model.start_note = f"{body}; the {num_classes}-class decoder and head initialised at random"
         return model
 
@@ -66,8 +84,13 @@ class SegmentationTask(Task):
         cfg = self.cfg
         size = cfg.crop_size
         # timm pretrained-config fields only (model files turn them back into one); test settings ride in config
-        return {"input_size": (3, size, size), "interpolation": "bilinear", "crop_pct": 1.0,
-                "mean": tuple(cfg.mean or IMAGENET_DEFAULT_MEAN), "std": tuple(cfg.std or IMAGENET_DEFAULT_STD)}
+        return {
+            "input_size": (3, size, size),
+            "interpolation": "bilinear",
+            "crop_pct": 1.0,
+            "mean": tuple(cfg.mean or IMAGENET_DEFAULT_MEAN),
+            "std": tuple(cfg.std or IMAGENET_DEFAULT_STD),
+        }
 
     def build_loaders(self, train_set, val_set, data_cfg, num_classes, batches_per_epoch):
         cfg, env = self.cfg, self.env
@@ -79,15 +102,29 @@ class SegmentationTask(Task):
         self.val_set = val_set
         workers = capped_workers(cfg.workers)
         pin = cfg.pin_memory and self.device.type == "cuda"
-        sampler = RoundSampler(len(train_set), batches_per_epoch * cfg.batch_size, cfg.seed, env.rank,
-                               env.world_size)
-        train_loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler,
-                                                   num_workers=workers, pin_memory=pin, drop_last=True,
-                                                   persistent_workers=False)
-        share = val_set if env.world_size == 1 else torch.utils.data.Subset(
-            val_set, list(range(env.rank, len(val_set), env.world_size)))
-        val_loader = torch.utils.data.DataLoader(share, batch_size=cfg.batch_size, shuffle=False,
-                                                 num_workers=workers, pin_memory=pin, collate_fn=collate_pairs)
+        sampler = RoundSampler(len(train_set), batches_per_epoch * cfg.batch_size, cfg.seed, env.rank, env.world_size)
+        train_loader = torch.utils.data.DataLoader(
+            train_set,
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=pin,
+            drop_last=True,
+            persistent_workers=False,
+        )
+        share = (
+            val_set
+            if env.world_size == 1
+            else torch.utils.data.Subset(val_set, list(range(env.rank, len(val_set), env.world_size)))
+        )
+        val_loader = torch.utils.data.DataLoader(
+            share,
+            batch_size=cfg.batch_size,
+            shuffle=False,
+            num_workers=workers,
+            pin_memory=pin,
+            collate_fn=collate_pairs,
+        )
         self.criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
         return train_loader, val_loader
 
@@ -105,17 +142,35 @@ class SegmentationTask(Task):
     def evaluate(self, model, loader, desc="val"):
         cfg = self.cfg
         metrics, self.per_class_iou = evaluate_segmentation(
-            model, loader, self.num_classes, self.device, self.env, cfg.amp, cfg.channels_last, cfg.progress, desc,
-            cfg.test_mode, cfg.crop_size, cfg.test_stride, cfg.test_scales, cfg.test_flip)
+            model,
+            loader,
+            self.num_classes,
+            self.device,
+            self.env,
+            cfg.amp,
+            cfg.channels_last,
+            cfg.progress,
+            desc,
+            cfg.test_mode,
+            cfg.crop_size,
+            cfg.test_stride,
+            cfg.test_scales,
+            cfg.test_flip,
+        )
         return metrics
 
     def describe(self, row):
-        return (f"val loss {row['val_loss']:.4f} | mIoU {row['val_miou']:.2f} | mAcc {row['val_macc']:.2f} | "
-                f"aAcc {row['val_acc']:.2f}")
+        return (
+            f"val loss {row['val_loss']:.4f} | mIoU {row['val_miou']:.2f} | mAcc {row['val_macc']:.2f} | "
+            f"aAcc {row['val_acc']:.2f}"
+        )
 
     def checkpoint_record(self, data_cfg, train_set):
-        return {"data_config": dict(data_cfg), "class_to_idx": {n: i for i, n in enumerate(self.class_names)},
-                "task": self.name}
+        return {
+            "data_config": dict(data_cfg),
+            "class_to_idx": {n: i for i, n in enumerate(self.class_names)},
+            "task": self.name,
+        }
 
     def extra_outputs(self, out_dir):
         path = os.path.join(out_dir, "val_overlays.png")
@@ -145,14 +200,24 @@ class SegmentationTask(Task):
             grey = np.repeat(raw.mean(2, keepdims=True), 3, 2)  # tints over grey: the image's colours can't mislead
             rows.append([raw, overlay(grey, truth, colours, 0.7, plain), overlay(grey, pred, colours, 0.7, plain)])
         model.train(was_training)
-        legend = [(f"{names[c]} (not tinted)" if c in plain else names[c],
-                   (255, 255, 255) if c in plain else tuple(int(v) for v in colours[c]))
-                  for c in sorted(present) if 0 <= c < len(names)]
+        legend = [
+            (
+                f"{names[c]} (not tinted)" if c in plain else names[c],
+                (255, 255, 255) if c in plain else tuple(int(v) for v in colours[c]),
+            )
+            for c in sorted(present)
+            if 0 <= c < len(names)
+        ]
         if IGNORE_INDEX in present:
             legend.append(("unlabelled (ignored, not tinted)", (255, 255, 255)))
-        when = (f"iteration {epoch * self.cfg.eval_interval}" if self.cfg.iters is not None else f"epoch {epoch}")
-        return grid_figure(rows, ["image", "ground truth", f"prediction ({when})"], legend,
-                           row_labels=[f"val {i}" for i in range(n)], legend_title="classes")
+        when = f"iteration {epoch * self.cfg.eval_interval}" if self.cfg.iters is not None else f"epoch {epoch}"
+        return grid_figure(
+            rows,
+            ["image", "ground truth", f"prediction ({when})"],
+            legend,
+            row_labels=[f"val {i}" for i in range(n)],
+            legend_title="classes",
+        )
 
     @torch.no_grad()
     def after_validation(self, model, out_dir, epoch):
