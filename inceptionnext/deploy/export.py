@@ -22,6 +22,7 @@ from ..utils.text import first_line
 from ..utils.files import open_for_writing, write_atomically
 from ..model_file import portable_cfg
 from ..checksum import seal_onnx
+from .levers import levers_metadata, levers_of
 
 __all__ = ["FORMATS", "SUFFIXES", "ExportError", "ExportReport", "export_model", "check_export"]
 
@@ -99,6 +100,7 @@ def _onnx_metadata(model: nn.Module) -> Dict[str, str]:
     out = {"inceptionnext.pretrained_cfg": json.dumps(portable_cfg(cfg, num_classes, in_chans))}
     if cfg.get("architecture"):
         out["inceptionnext.model"] = str(cfg["architecture"])
+    out.update(levers_metadata(levers_of(model)))  # [] for the exact model: the file says which numerics it runs
     return out
 
 

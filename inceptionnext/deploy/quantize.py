@@ -13,6 +13,9 @@ Before the file replaces `output`, it runs on held-out images beside the float m
 logit SQNR (dB) must reach the floor (`QualityFloor`), else `AccuracyFloorError` and nothing is written
 (``force=True`` writes it anyway). The file records the model name, its preprocessing and class names and
 the check's figures, so `predict`/`validate` run it like any model (`runtimes.load_runtime`).
+
+Speed levers (`deploy.levers`, e.g. ``fast-act``) are opt-in: the file is made from the model with the levers, but
+checked against the EXACT folded fp32 model, so the floor guards every lever; the file and the report name them.
 """
 import contextlib
 import json
@@ -34,6 +37,7 @@ from ..data.images import data_config_for
 from ..data.images import expand_image_paths, load_image
 from ..data.digits import DigitsDataset
 from .export import export_model
+from .levers import apply_levers, lever_label, levers_of, parse_levers
 from ..checksum import METADATA_KEY
 
 __all__ = ["BACKENDS", "QualityFloor", "QuantizeReport", "QuantizeError", "AccuracyFloorError", "ImageSet",
@@ -81,11 +85,16 @@ class QuantizeReport:
     passed: bool = True
     written: bool = True
     file_bytes: int = 0
+    levers: List[str] = field(default_factory=list)  # [] = the exact model
+    lever_sqnr_db: Optional[float] = None  # the fp32 model with the levers vs the exact one (None: no levers)
 
     def summary(self) -> str:
         acc = (f"; top-1 fp32 {self.float_top1:.2f}% -> int8 {self.int8_top1:.2f}%"
                if self.float_top1 is not None else "")
-        return (f"{self.backend} int8: agreement {100 * self.agreement:.2f}%, logit SQNR {self.sqnr_db:.1f} dB on "
+        lever = (f" with levers {lever_label(self.levers)} (fp32 lever model {self.lever_sqnr_db:.1f} dB from exact)"
+                 if self.levers else " (exact model, no levers)")
+        return (f"{self.backend} int8{lever}, vs the exact fp32 model: agreement {100 * self.agreement:.2f}%, "
+                f"logit SQNR {self.sqnr_db:.1f} dB on "
                 f"{self.check_images} held-out images ({self.calibration_images} calibrated){acc}")
 
 
@@ -240,8 +249,9 @@ def _install(tmp_dir: str, tmp_out: str, output: Path) -> None:
 @torch.no_grad()
 def quantize_model(model: nn.Module, output, calibration: ImageSet, check: ImageSet,
                    backend: Optional[str] = None, floor: Optional[QualityFloor] = None,
-                   force: bool = False) -> QuantizeReport:
-    """Fold `model`, quantize it with the `calibration` images and check it on the `check` images.
+                   force: bool = False, levers=None) -> QuantizeReport:
+    """Fold `model`, apply `levers` (default none), quantize it with the `calibration` images and check it on the
+    `check` images against the exact folded fp32 model.
 
     `backend` defaults from the output suffix (.xml: openvino, .onnx: onnxruntime). Raises AccuracyFloorError
     (nothing written) when agreement or SQNR is below `floor`, unless `force`.
@@ -262,10 +272,19 @@ def quantize_model(model: nn.Module, output, calibration: ImageSet, check: Image
         raise QuantizeError(f"only {len(check.images)} held-out images to judge the accuracy floor on; at least "
                             f"{floor.min_check_images} are needed (raise --num-check or use a larger image source; "
                             "--min-check-images sets the minimum)")
-    folded = folded_for_inference(model)
+    try:
+        levers = parse_levers(levers)
+    except ValueError as e:
+        raise QuantizeError(str(e)) from None
+    if levers_of(model):
+        raise QuantizeError(f"the model already runs levers {lever_label(levers_of(model))}: pass the exact model and "
+                            "name the levers, so the file is checked against the exact model")
+    exact = folded_for_inference(model)
+    folded = apply_levers(exact, levers) if levers else exact
     name = (getattr(folded, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
     input_size = tuple(check.images.shape[1:])
-    expected = folded(check.images).float()
+    expected = exact(check.images).float()  # the floor is judged against the exact model, whatever the levers
+    lever_sqnr = compare_logits(expected, folded(check.images).float())[1] if levers else None
     with tempfile.TemporaryDirectory(prefix=".quantize-", dir=output.parent if output.parent.exists() else None) as tmp:
         metadata = _float_onnx(folded, os.path.join(tmp, "float.onnx"), input_size)
         tmp_out = os.path.join(tmp, "int8" + output.suffix)
@@ -273,7 +292,7 @@ def quantize_model(model: nn.Module, output, calibration: ImageSet, check: Image
         got = load_runtime(tmp_out)(check.images)
         agreement, sqnr = compare_logits(expected, got)
         report = QuantizeReport(str(output), backend, name, len(calibration.images), len(check.images), agreement,
-                                sqnr, floor=asdict(floor))
+                                sqnr, floor=asdict(floor), levers=list(levers), lever_sqnr_db=lever_sqnr)
         if check.labels is not None:
             report.float_top1 = 100 * expected.argmax(-1).eq(check.labels).double().mean().item()
             report.int8_top1 = 100 * got.argmax(-1).eq(check.labels).double().mean().item()
@@ -294,7 +313,8 @@ def _record_report(path: str, report: QuantizeReport) -> None:
     key = METADATA_KEYS["quantization"]
     figures = dict(agreement=report.agreement, sqnr_db=report.sqnr_db, check_images=report.check_images,
                    calibration_images=report.calibration_images, float_top1=report.float_top1,
-                   int8_top1=report.int8_top1, passed_floor=report.passed)
+                   int8_top1=report.int8_top1, passed_floor=report.passed, levers=report.levers,
+                   lever_sqnr_db=report.lever_sqnr_db, reference="exact fp32")
     if path.endswith(".xml"):
         import openvino as ov
         model = ov.Core().read_model(path)
@@ -319,7 +339,7 @@ def _record_report(path: str, report: QuantizeReport) -> None:
 
 def quantize_file(model: nn.Module, output, source: str = "digits", num_calibration: int = 128,
                   num_check: int = 256, backend: Optional[str] = None, floor: Optional[QualityFloor] = None,
-                  force: bool = False, seed: int = 0, overrides=None) -> QuantizeReport:
+                  force: bool = False, seed: int = 0, overrides=None, levers=None) -> QuantizeReport:
     """`quantize_model` with calibration and check images drawn from one source (see `load_images`); the
     digits use their train split to calibrate and their val split to check, other sources two disjoint draws."""
     if num_calibration < 1 or num_check < 1:
@@ -329,4 +349,4 @@ def quantize_file(model: nn.Module, output, source: str = "digits", num_calibrat
         check = load_images(source, model, num_check, "val", seed, overrides=overrides)
     else:
         check = load_images(source, model, num_check, "train", seed, skip=num_calibration, overrides=overrides)
-    return quantize_model(model, output, calibration, check, backend, floor, force)
+    return quantize_model(model, output, calibration, check, backend, floor, force, levers)
