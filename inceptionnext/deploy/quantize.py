@@ -207,6 +207,9 @@ def _quantize_onnxruntime(onnx_path: str, out_onnx: str, calibration: torch.Tens
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     op_types_to_quantize=["Conv", "MatMul", "Gemm"])
     model = onnx.load(out_onnx)
+    keep = [p for p in model.metadata_props if p.key != METADATA_KEY]  # a float file's checksum is not this file's
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, out_onnx)

@@ -121,11 +121,13 @@ class FileModel(nn.Module):
         return out
 
     def describe(self) -> str:
-        return f"{self.runtime} {self.precision} ({self.path})"
+        levers = f" +{'+'.join(self.deploy_levers)}" if self.deploy_levers else ""
+        return f"{self.runtime} {self.precision}{levers} ({self.path})"
 
     @property
     def weights_note(self) -> str:
-        return f"{self.path} on {self.runtime} ({self.precision})"
+        levers = f" +{'+'.join(self.deploy_levers)}" if self.deploy_levers else ""
+        return f"{self.path} on {self.runtime} ({self.precision}{levers})"
 
 
 def _onnx_metadata(path: str) -> Dict[str, Any]:
