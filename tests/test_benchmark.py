@@ -149,7 +149,7 @@ def test_runtime_paths_end_to_end(bench, tmp_path, capsys):
     assert ours.vs_timm == pytest.approx(ours.img_per_s / theirs.img_per_s) and theirs.vs_timm is None
     assert "random calibration" in ours.note
     out = capsys.readouterr().out
-    assert "| path | model | batch |" in out and "Best path per model" in out and "onnxruntime 1." in out
+    assert "| path | model | levers | batch |" in out and "Best path per model" in out and "onnxruntime 1." in out
     data = json.loads(results.read_text())
     assert {r["path"] for r in data["results"]} == {"torch fp32", "onnxruntime fp32", "onnxruntime int8"}
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
