@@ -1,4 +1,5 @@
 """`python -m inceptionnext` is the `inceptionnext` command."""
+
 import sys
 
 from .cli import main

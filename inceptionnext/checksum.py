@@ -6,6 +6,7 @@ The digest here is SHA-256 over the loaded content: every tensor's dtype, shape 
 with its type, in order. It is independent of the zip layout, so it holds however the file is copied, and a
 file written by another tool (no checksum) still loads.
 """
+
 import hashlib
 import json
 import struct
@@ -13,9 +14,8 @@ from typing import Any, Mapping
 
 import torch
 
-
-KEY = 'checksum'
-ALGORITHM = 'sha256-content-v1'
+KEY = "checksum"
+ALGORITHM = "sha256-content-v1"
 
 
 class CheckpointError(ValueError):
@@ -30,28 +30,28 @@ class ChecksumError(CheckpointError):
 def _feed(h, obj: Any) -> None:
     if isinstance(obj, torch.Tensor):
         t = obj.detach().cpu().contiguous().reshape(-1)
-        h.update(b'T' + str(t.dtype).encode() + str(tuple(obj.shape)).encode())
-        h.update(t.view(torch.uint8).numpy() if t.numel() else b'')
+        h.update(b"T" + str(t.dtype).encode() + str(tuple(obj.shape)).encode())
+        h.update(t.view(torch.uint8).numpy() if t.numel() else b"")
     elif isinstance(obj, Mapping):
-        h.update(b'D%d' % len(obj))
+        h.update(b"D%d" % len(obj))
         for k, v in obj.items():
             _feed(h, k)
             _feed(h, v)
     elif isinstance(obj, (list, tuple)):
-        h.update((b'L' if isinstance(obj, list) else b'U') + b'%d' % len(obj))
+        h.update((b"L" if isinstance(obj, list) else b"U") + b"%d" % len(obj))
         for v in obj:
             _feed(h, v)
     elif isinstance(obj, bool) or obj is None:
-        h.update(b'B' + repr(obj).encode())
+        h.update(b"B" + repr(obj).encode())
     elif isinstance(obj, int):
-        h.update(b'I' + str(obj).encode() + b';')
+        h.update(b"I" + str(obj).encode() + b";")
     elif isinstance(obj, float):
-        h.update(b'F' + struct.pack('<d', obj))
+        h.update(b"F" + struct.pack("<d", obj))
     elif isinstance(obj, (str, bytes)):
-        data = obj.encode('utf-8', 'surrogatepass') if isinstance(obj, str) else obj
-        h.update((b'S' if isinstance(obj, str) else b'Y') + b'%d:' % len(data) + data)
+        data = obj.encode("utf-8", "surrogatepass") if isinstance(obj, str) else obj
+        h.update((b"S" if isinstance(obj, str) else b"Y") + b"%d:" % len(data) + data)
     else:  # anything else a weights-only load returns (torch.Size, dtypes, ...) by its type and repr
-        h.update(b'O' + type(obj).__name__.encode() + b':' + repr(obj).encode())
+        h.update(b"O" + type(obj).__name__.encode() + b":" + repr(obj).encode())
 
 
 def content_digest(obj: Mapping[str, Any]) -> str:
@@ -63,7 +63,7 @@ def content_digest(obj: Mapping[str, Any]) -> str:
 
 def seal(obj: dict) -> dict:
     """Store the checksum of `obj`'s content in `obj` (in place) and return it."""
-    obj[KEY] = {'algorithm': ALGORITHM, 'sha256': content_digest(obj)}
+    obj[KEY] = {"algorithm": ALGORITHM, "sha256": content_digest(obj)}
     return obj
 
 
@@ -73,12 +73,17 @@ def verify(obj: Mapping[str, Any], source: str) -> bool:
     stored = obj.get(KEY) if isinstance(obj, Mapping) else None
     if stored is None:
         return False
-    if not isinstance(stored, Mapping) or stored.get('algorithm') != ALGORITHM or not isinstance(
-            stored.get('sha256'), str):
+    if (
+        not isinstance(stored, Mapping)
+        or stored.get("algorithm") != ALGORITHM
+        or not isinstance(stored.get("sha256"), str)
+    ):
         raise ChecksumError(f"{source}: its checksum entry is damaged or of an unknown kind")
-    if content_digest(obj) != stored['sha256']:
-        raise ChecksumError(f"{source}: its content does not match the checksum it was written with; the file "
-                            "is damaged (disk or copy error) and is not used")
+    if content_digest(obj) != stored["sha256"]:
+        raise ChecksumError(
+            f"{source}: its content does not match the checksum it was written with; the file "
+            "is damaged (disk or copy error) and is not used"
+        )
     return True
 
 
@@ -93,8 +98,13 @@ METADATA_KEY = "inceptionnext.checksum"
 def safetensors_digest(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str:
     """SHA-256 over a safetensors file's tensors (by name) and its metadata, the checksum entry left out."""
     h = hashlib.sha256()
-    _feed(h, {"tensors": {k: tensors[k] for k in sorted(tensors)},
-              "metadata": {k: str(metadata[k]) for k in sorted(metadata) if k != METADATA_KEY}})
+    _feed(
+        h,
+        {
+            "tensors": {k: tensors[k] for k in sorted(tensors)},
+            "metadata": {k: str(metadata[k]) for k in sorted(metadata) if k != METADATA_KEY},
+        },
+    )
     return h.hexdigest()
 
 
@@ -109,15 +119,20 @@ def _stored_digest(text: Any, source: str) -> str:
         stored = json.loads(text)
     except (TypeError, ValueError):
         stored = None
-    if not isinstance(stored, Mapping) or stored.get("algorithm") != ALGORITHM or not isinstance(
-            stored.get("sha256"), str):
+    if (
+        not isinstance(stored, Mapping)
+        or stored.get("algorithm") != ALGORITHM
+        or not isinstance(stored.get("sha256"), str)
+    ):
         raise ChecksumError(f"{source}: its checksum entry is damaged or of an unknown kind")
     return stored["sha256"]
 
 
 def _mismatch(source: str) -> ChecksumError:
-    return ChecksumError(f"{source}: its content does not match the checksum it was written with; the file is "
-                         "damaged (disk or copy error) and is not used")
+    return ChecksumError(
+        f"{source}: its content does not match the checksum it was written with; the file is "
+        "damaged (disk or copy error) and is not used"
+    )
 
 
 def verify_loaded(obj: Any, metadata: Mapping[str, str], source: str) -> bool:
@@ -125,7 +140,8 @@ def verify_loaded(obj: Any, metadata: Mapping[str, str], source: str) -> bool:
     matches, False when it carries none, a ChecksumError when it does not match."""
     if metadata and METADATA_KEY in metadata:
         if not isinstance(obj, Mapping) or safetensors_digest(obj, metadata) != _stored_digest(
-                metadata[METADATA_KEY], source):
+            metadata[METADATA_KEY], source
+        ):
             raise _mismatch(source)
         return True
     return verify(obj, source) if isinstance(obj, Mapping) else False
@@ -144,12 +160,12 @@ def onnx_digest(model: Any) -> str:
 def seal_onnx(path: str) -> None:
     """Add the checksum property to the ONNX file at `path` (rewritten in place: callers write a temp file)."""
     import onnx
+
     model = onnx.load(path)
     keep = [p for p in model.metadata_props if p.key != METADATA_KEY]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)
-    model.metadata_props.add(key=METADATA_KEY, value=json.dumps({"algorithm": ALGORITHM,
-                                                                 "sha256": onnx_digest(model)}))
+    model.metadata_props.add(key=METADATA_KEY, value=json.dumps({"algorithm": ALGORITHM, "sha256": onnx_digest(model)}))
     onnx.save(model, path)
 
 
@@ -157,6 +173,7 @@ def openvino_digest(model: Any) -> str:
     """SHA-256 over an OpenVINO model's ops in order: their type, output types and shapes, and every
     constant's bytes (the weights the .bin holds)."""
     import numpy as np
+
     h = hashlib.sha256()
     for op in model.get_ordered_ops():
         h.update(op.get_type_name().encode() + b"|")
@@ -169,19 +186,18 @@ def openvino_digest(model: Any) -> str:
 
 def seal_openvino(model: Any) -> None:
     """Record `model`'s checksum in its rt_info (before ov.save_model)."""
-    model.set_rt_info(json.dumps({"algorithm": ALGORITHM, "sha256": openvino_digest(model)}),
-                      METADATA_KEY.split("."))
+    model.set_rt_info(json.dumps({"algorithm": ALGORITHM, "sha256": openvino_digest(model)}), METADATA_KEY.split("."))
 
 
 def verify_runtime_model(model: Any, source: str) -> bool:
     """The rule of `verify_loaded` for a loaded ONNX ModelProto or OpenVINO model."""
     if hasattr(model, "metadata_props"):
         stored = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
-        digest = (lambda: onnx_digest(model))
+        digest = lambda: onnx_digest(model)
     else:
         key = METADATA_KEY.split(".")
         stored = model.get_rt_info(key).astype(str) if model.has_rt_info(key) else None
-        digest = (lambda: openvino_digest(model))
+        digest = lambda: openvino_digest(model)
     if stored is None:
         return False
     if digest() != _stored_digest(stored, source):

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """`inceptionnext train` from a checkout, without installing the package (same flags; see --help)."""
+
 import os
 import sys
 

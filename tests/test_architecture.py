@@ -1,6 +1,7 @@
 """The house plan, checked from the code's own imports: layers import downwards only, no module reaches back
 into one that imports it (function-level imports and module names handed to importlib count), every task has
 the same parts, and importing the library changes nothing of timm's."""
+
 import ast
 import importlib
 import os
@@ -115,8 +116,13 @@ def test_no_import_loops():
 
 
 def test_layers_import_downwards_only():
-    upward = [(m, t) for m, deps in graph().items() if m not in FACES for t, _ in deps
-              if t not in FACES and layer_of(t) > layer_of(m)]
+    upward = [
+        (m, t)
+        for m, deps in graph().items()
+        if m not in FACES
+        for t, _ in deps
+        if t not in FACES and layer_of(t) > layer_of(m)
+    ]
     faces_imported = [(m, t) for m, deps in graph().items() if m not in FACES for t, _ in deps if t in FACES]
     assert upward == [] and faces_imported == []
 
@@ -159,8 +165,13 @@ def test_importing_the_library_leaves_timm_unchanged():
         assert not dense, dense[:5]
         print("unchanged")
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                         env=dict(os.environ, PYTHONPATH=str(PACKAGE.parent)))
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(PACKAGE.parent)),
+    )
     assert out.returncode == 0 and "unchanged" in out.stdout, out.stderr[-2000:]
 
 

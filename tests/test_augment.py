@@ -1,5 +1,6 @@
 """The recipes' RandAugment on Pillow 13: every config's augmentation, exactly as the engine builds it, runs over
 thousands of images without the posterize error, and 0 kept bits gives the black image older Pillow gave."""
+
 import glob
 import os
 import random
@@ -9,13 +10,16 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from inceptionnext.train import parse_config
 from inceptionnext.tasks.classification.augment import posterize
 from inceptionnext.tasks.classification.data import build_train_loader
+from inceptionnext.train import parse_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True)
-                 if not os.path.basename(p).startswith("_"))
+CONFIGS = sorted(
+    p
+    for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True)
+    if not os.path.basename(p).startswith("_")
+)
 
 
 class _Images(torch.utils.data.Dataset):
@@ -60,8 +64,9 @@ def test_config_randaugment_runs_on_thousands_of_images(path):
     for op in ops[0].ops:  # count the 0-bit posterize calls, to show the case that crashed was exercised
         if op.name.startswith("Posterize"):
             fn = op.aug_fn
-            op.aug_fn = lambda img, bits, *a, _fn=fn, **k: (zero_bits.append(bits) if bits < 1 else None) or _fn(
-                img, bits, *a, **k)
+            op.aug_fn = lambda img, bits, *a, _fn=fn, **k: (
+                (zero_bits.append(bits) if bits < 1 else None) or _fn(img, bits, *a, **k)
+            )
     random.seed(0)
     for i in range(5000):  # RandAugment at the images' own size: the op arguments do not depend on it
         out = ops[0](ds.images[i % len(ds.images)])
@@ -74,7 +79,7 @@ def test_config_randaugment_runs_on_thousands_of_images(path):
 
 def test_zero_bits_posterize_gives_the_black_image_older_pillow_gave():
     img = Image.fromarray(np.random.RandomState(1).randint(0, 256, (8, 8, 3), dtype=np.uint8))
-    mask = ~(2 ** 8 - 1)  # Pillow <= 12's mask for 0 kept bits
+    mask = ~(2**8 - 1)  # Pillow <= 12's mask for 0 kept bits
     expected = np.asarray(img).astype(np.int64) & mask
     assert np.array_equal(np.asarray(posterize(img, 0)), expected) and expected.max() == 0
     for bits in (1, 4):

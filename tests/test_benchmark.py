@@ -1,5 +1,6 @@
 """The benchmark (inceptionnext.benchmark; scripts/benchmark.py) on the CPU with a tiny config: rows, ratios,
 JSON, plot, argument errors."""
+
 import json
 import os
 import statistics
@@ -14,22 +15,49 @@ from inceptionnext.cli import benchmark as cli_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "benchmark.py"
-TINY = ["--batch-size", "2", "--img-size", "64", "--num-warm-iter", "1", "--num-bench-iter", "2", "--no-progress",
-        "--device", "cpu"]
+TINY = [
+    "--batch-size",
+    "2",
+    "--img-size",
+    "64",
+    "--num-warm-iter",
+    "1",
+    "--num-bench-iter",
+    "2",
+    "--no-progress",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture(scope="module")
 def bench():
     from inceptionnext.deploy.benchmark import models
+
     return models
 
 
 def test_cli_end_to_end_writes_json_table_and_plot(tmp_path):
     results, png = tmp_path / "bench.json", tmp_path / "fig1.png"
-    cmd = [sys.executable, str(SCRIPT), "--model", "inceptionnext_a,inception_next_atto", "--bench", "both",
-           "--channels-last", "--threads", "1", "--results-file", str(results), "--plot", str(png), *TINY]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "--model",
+        "inceptionnext_a,inception_next_atto",
+        "--bench",
+        "both",
+        "--channels-last",
+        "--threads",
+        "1",
+        "--results-file",
+        str(results),
+        "--plot",
+        str(png),
+        *TINY,
+    ]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert "| model | variant | bench |" in out and "torch " + torch.__version__ in out
@@ -40,17 +68,22 @@ def test_cli_end_to_end_writes_json_table_and_plot(tmp_path):
     rows = {(r["model"], r["variant"], r["bench"]): r for r in data["results"]}
     # no fused kernel on CPU: only the reference path runs, and the rows say so
     assert set(rows) == {
-        ("inceptionnext_a", "ours ref", "inference"), ("inceptionnext_a", "ours ref folded", "inference"),
+        ("inceptionnext_a", "ours ref", "inference"),
+        ("inceptionnext_a", "ours ref folded", "inference"),
         ("inception_next_atto", "timm", "inference"),
-        ("inceptionnext_a", "ours ref", "train"), ("inception_next_atto", "timm", "train"),
+        ("inceptionnext_a", "ours ref", "train"),
+        ("inception_next_atto", "timm", "train"),
     }
     for r in rows.values():
         assert not r["error"], r["error"]
         assert r["img_per_s"] > 0 and len(r["ms_per_step_all"]) == 2
         assert r["setting"] == "fp32 cl eager"
-        assert r["peak_mem_mib"] > 4.1e6 * 4 / 2 ** 20  # parameters alone are ~16 MiB (4.2M floats)
+        assert r["peak_mem_mib"] > 4.1e6 * 4 / 2**20  # parameters alone are ~16 MiB (4.2M floats)
         assert r["img_per_s"] == pytest.approx(2 / (statistics.median(r["ms_per_step_all"]) / 1e3))
-    ours, timm_row = rows[("inceptionnext_a", "ours ref folded", "inference")], rows[("inception_next_atto", "timm", "inference")]
+    ours, timm_row = (
+        rows[("inceptionnext_a", "ours ref folded", "inference")],
+        rows[("inception_next_atto", "timm", "inference")],
+    )
     assert "reference path" in ours["note"]
     assert ours["vs_timm"] == pytest.approx(ours["img_per_s"] / timm_row["img_per_s"])
     assert timm_row["vs_timm"] is None
@@ -58,8 +91,9 @@ def test_cli_end_to_end_writes_json_table_and_plot(tmp_path):
 
 
 def test_mixer_bench_times_the_first_token_mixer_over_repeats(bench):
-    rows = cli_bench.main(["--model", "inceptionnext_a,resnet50", "--bench", "mixer", "--repeats", "2", "--no-cpu-memory",
-                       *TINY])
+    rows = cli_bench.main(
+        ["--model", "inceptionnext_a,resnet50", "--bench", "mixer", "--repeats", "2", "--no-cpu-memory", *TINY]
+    )
     by_model = {r.model: r for r in rows}
     mixer = by_model["inceptionnext_a"]
     assert len(mixer.img_per_s_rounds) == 2 and len(mixer.ms_per_step_all) == 4  # rounds pooled into one row
@@ -73,18 +107,29 @@ def test_variants(bench, monkeypatch):
     cpu = torch.device("cpu")
     everything = {"fast", "ref", "folded", "unfolded"}
     assert [v.label for v in bench.variants_for("resnet50", "inference", cpu, everything)] == ["timm"]
-    assert [v.label for v in bench.variants_for("inceptionnext_a", "inference", cpu, everything)] == \
-        ["ours ref", "ours ref folded"]
+    assert [v.label for v in bench.variants_for("inceptionnext_a", "inference", cpu, everything)] == [
+        "ours ref",
+        "ours ref folded",
+    ]
     monkeypatch.setattr(bench, "fast_path_available", lambda device: True)
     inference = bench.variants_for("inceptionnext_a", "inference", cpu, everything)
     assert [(v.label, v.fast, v.folded) for v in inference] == [
-        ("ours fast", True, False), ("ours fast folded", True, True),
-        ("ours ref", False, False), ("ours ref folded", False, True)]
-    assert [v.label for v in bench.variants_for("inceptionnext_a", "train", cpu, everything)] == ["ours fast", "ours ref"]
-    assert [v.label for v in bench.variants_for("inceptionnext_a", "inference", cpu, {"fast", "folded"})] == \
-        ["ours fast folded"]
-    assert [v.label for v in bench.variants_for("convnext_tiny_k3", "inference", cpu, everything)] == \
-        ["ours fast", "ours ref"]  # LayerNorm: nothing to fold
+        ("ours fast", True, False),
+        ("ours fast folded", True, True),
+        ("ours ref", False, False),
+        ("ours ref folded", False, True),
+    ]
+    assert [v.label for v in bench.variants_for("inceptionnext_a", "train", cpu, everything)] == [
+        "ours fast",
+        "ours ref",
+    ]
+    assert [v.label for v in bench.variants_for("inceptionnext_a", "inference", cpu, {"fast", "folded"})] == [
+        "ours fast folded"
+    ]
+    assert [v.label for v in bench.variants_for("convnext_tiny_k3", "inference", cpu, everything)] == [
+        "ours fast",
+        "ours ref",
+    ]  # LayerNorm: nothing to fold
     assert bench.timm_counterpart("convnext_tiny_k3_par1_2") == "convnext_tiny"
     assert bench.timm_counterpart("inceptionnext_base_384") == "inception_next_base"
     assert bench.timm_counterpart("resnet50") == ""
@@ -97,14 +142,17 @@ def test_fast_path_env_is_restored(bench, monkeypatch):
     assert bench.FAST_ENV not in os.environ
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--model", "no_such_model"], "unknown model"),
-    (["--model", ","], "--model is empty"),
-    (["--variants", "fastest"], "--variants"),
-    (["--batch-size", "0"], "--batch-size"),
-    (["--repeats", "0"], "--repeats"),
-    (["--amp-dtype", "float16", "--device", "cpu"], "float16"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "no_such_model"], "unknown model"),
+        (["--model", ","], "--model is empty"),
+        (["--variants", "fastest"], "--variants"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--repeats", "0"], "--repeats"),
+        (["--amp-dtype", "float16", "--device", "cpu"], "float16"),
+    ],
+)
 def test_bad_arguments_are_named(bench, capsys, argv, message):
     with pytest.raises(SystemExit):
         cli_bench.parse_args(argv)
@@ -120,10 +168,25 @@ def test_paper_top1_covers_the_default_models(bench):
 
 
 def test_interleaved_rounds_time_every_model_each_step(bench):
-    rows = cli_bench.main(["--model", "inceptionnext_a,inception_next_atto", "--bench", "inference", "--interleave",
-                       "--repeats", "2", "--variants", "folded", "--no-cpu-memory", *TINY])
-    assert [(r.model, r.variant) for r in rows] == [("inceptionnext_a", "ours ref folded"),
-                                                    ("inception_next_atto", "timm")]
+    rows = cli_bench.main(
+        [
+            "--model",
+            "inceptionnext_a,inception_next_atto",
+            "--bench",
+            "inference",
+            "--interleave",
+            "--repeats",
+            "2",
+            "--variants",
+            "folded",
+            "--no-cpu-memory",
+            *TINY,
+        ]
+    )
+    assert [(r.model, r.variant) for r in rows] == [
+        ("inceptionnext_a", "ours ref folded"),
+        ("inception_next_atto", "timm"),
+    ]
     for r in rows:
         assert not r.error and len(r.img_per_s_rounds) == 2 and len(r.ms_per_step_all) == 4
     assert rows[0].vs_timm == pytest.approx(rows[0].img_per_s / rows[1].img_per_s)
@@ -133,14 +196,38 @@ def test_runtime_paths_end_to_end(bench, tmp_path, capsys):
     """--runtime/--precision: every model on every path it runs, ratios on the same path, JSON and plot."""
     pytest.importorskip("onnxruntime")
     results, png = tmp_path / "paths.json", tmp_path / "paths.png"
-    rows = cli_bench.main(["--runtime", "torch,onnxruntime", "--precision", "fp32,int8", "--model",
-                       "inceptionnext_a,inception_next_atto", "--img-size", "32", "--results-file", str(results),
-                       "--plot", str(png), "--batch-size", "2", "--num-warm-iter", "1",
-                       "--num-bench-iter", "2", "--no-progress", "--device", "cpu"])
+    rows = cli_bench.main(
+        [
+            "--runtime",
+            "torch,onnxruntime",
+            "--precision",
+            "fp32,int8",
+            "--model",
+            "inceptionnext_a,inception_next_atto",
+            "--img-size",
+            "32",
+            "--results-file",
+            str(results),
+            "--plot",
+            str(png),
+            "--batch-size",
+            "2",
+            "--num-warm-iter",
+            "1",
+            "--num-bench-iter",
+            "2",
+            "--no-progress",
+            "--device",
+            "cpu",
+        ]
+    )
     paths = {(r.model, r.path) for r in rows}
     # torch has no int8 path (quantized files run on onnxruntime/openvino): three paths per model
-    assert paths == {(m, p) for m in ("inceptionnext_a", "inception_next_atto")
-                     for p in ("torch fp32", "onnxruntime fp32", "onnxruntime int8")}
+    assert paths == {
+        (m, p)
+        for m in ("inceptionnext_a", "inception_next_atto")
+        for p in ("torch fp32", "onnxruntime fp32", "onnxruntime int8")
+    }
     for r in rows:
         assert not r.error, r.error
         assert r.img_per_s > 0 and len(r.img_per_s_rounds) == 2
@@ -166,24 +253,45 @@ def test_runtime_paths_batch_list_levers_and_profile(bench, tmp_path, capsys):
     (named in the table); --profile prints OpenVINO's per-layer breakdown by category."""
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
-    tiny = ["--model", "inceptionnext_a,inception_next_atto", "--img-size", "32", "--batch-size", "1,2",
-            "--num-warm-iter", "1", "--num-bench-iter", "1", "--no-progress", "--device", "cpu", "--levers", "fast-act"]
+    tiny = [
+        "--model",
+        "inceptionnext_a,inception_next_atto",
+        "--img-size",
+        "32",
+        "--batch-size",
+        "1,2",
+        "--num-warm-iter",
+        "1",
+        "--num-bench-iter",
+        "1",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--levers",
+        "fast-act",
+    ]
     rows = cli_bench.main(["--runtime", "torch,openvino", "--precision", "fp32,int8", *tiny])
     got = {(r.model, r.levers, r.path, r.batch_size) for r in rows}
-    assert got == {(m, lv, p, b) for m, lv in (("inceptionnext_a", "exact"), ("inceptionnext_a", "fast-act"),
-                                               ("inception_next_atto", "exact"))
-                   for p in ("torch fp32", "openvino fp32", "openvino int8") for b in (1, 2)}
+    assert got == {
+        (m, lv, p, b)
+        for m, lv in (("inceptionnext_a", "exact"), ("inceptionnext_a", "fast-act"), ("inception_next_atto", "exact"))
+        for p in ("torch fp32", "openvino fp32", "openvino int8")
+        for b in (1, 2)
+    }
     assert all(not r.error and r.img_per_s > 0 for r in rows), [r.error for r in rows]
     lever = next(r for r in rows if r.levers == "fast-act" and r.path == "openvino int8" and r.batch_size == 1)
-    timm_row = next(r for r in rows if r.model == "inception_next_atto" and r.path == "openvino int8"
-                    and r.batch_size == 1)
+    timm_row = next(
+        r for r in rows if r.model == "inception_next_atto" and r.path == "openvino int8" and r.batch_size == 1
+    )
     assert lever.vs_timm == pytest.approx(lever.img_per_s / timm_row.img_per_s)
     out = capsys.readouterr().out
     assert "| path | model | levers | batch |" in out and "inceptionnext_a+fast-act" in out and "CPU flags:" in out
-    breakdowns = cli_bench.main(["--runtime", "openvino", "--precision", "int8", "--profile", "--profile-iters", "2",
-                                 *tiny])
-    assert {(b.label, b.batch_size) for b in breakdowns} == {(m, n) for m in (
-        "inceptionnext_a", "inceptionnext_a+fast-act", "inception_next_atto") for n in (1, 2)}
+    breakdowns = cli_bench.main(
+        ["--runtime", "openvino", "--precision", "int8", "--profile", "--profile-iters", "2", *tiny]
+    )
+    assert {(b.label, b.batch_size) for b in breakdowns} == {
+        (m, n) for m in ("inceptionnext_a", "inceptionnext_a+fast-act", "inception_next_atto") for n in (1, 2)
+    }
     ours = breakdowns[0]
     assert ours.ms_by_category["conv 1x1 s3"] > 0 and ours.ms_by_category["depthwise conv"] > 0
     assert ours.fused_act > 0 and ours.fused_add > 0
@@ -191,12 +299,15 @@ def test_runtime_paths_batch_list_levers_and_profile(bench, tmp_path, capsys):
     assert "OpenVINO int8, batch 1" in out and "| split/concat |" in out and "| conv 1x1 s1 |" in out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--runtime", "torch", "--levers", "nope"], "unknown lever"),
-    (["--levers", "fast-act"], "go with --runtime"),
-    (["--runtime", "torch", "--profile"], "--runtime openvino"),
-    (["--runtime", "torch", "--batch-size", "1,x"], "whole numbers"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--runtime", "torch", "--levers", "nope"], "unknown lever"),
+        (["--levers", "fast-act"], "go with --runtime"),
+        (["--runtime", "torch", "--profile"], "--runtime openvino"),
+        (["--runtime", "torch", "--batch-size", "1,x"], "whole numbers"),
+    ],
+)
 def test_lever_and_profile_arguments_are_checked(argv, message, capsys):
     with pytest.raises(SystemExit):
         cli_bench.parse_args(argv + ["--device", "cpu"])

@@ -1,4 +1,5 @@
 """The YAML recipes hold the paper's numbers, every config file parses, and overrides follow their precedence."""
+
 import glob
 import os
 
@@ -9,13 +10,24 @@ from timm.data import resolve_data_config
 from timm.layers import DropPath
 
 import inceptionnext  # noqa: F401  (registers the models the configs name)
+from inceptionnext.train.config import (
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    effective_lr,
+    load_yaml,
+    parse_config,
+    plan_batch,
+    save_config,
+)
 from inceptionnext.train.engine import create_model
-from inceptionnext.train.config import (ConfigError, TrainConfig, apply_overrides, effective_lr, load_yaml, save_config,
-    parse_config, plan_batch)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True)
-                 if not os.path.basename(p).startswith("_"))
+CONFIGS = sorted(
+    p
+    for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True)
+    if not os.path.basename(p).startswith("_")
+)
 
 
 def cfg_of(rel):
@@ -32,8 +44,9 @@ def test_every_config_parses_and_builds_its_model(path):
     assert timm.is_model(cfg.model), cfg.model
     if cfg.task == "segmentation":
         with torch.device("meta"):
-            model = timm.create_model(cfg.model, num_classes=7, drop_path_rate=cfg.drop_path,
-                                      head_channels=cfg.head_channels).eval()
+            model = timm.create_model(
+                cfg.model, num_classes=7, drop_path_rate=cfg.drop_path, head_channels=cfg.head_channels
+            ).eval()
             assert model(torch.empty(2, 3, 64, 64)).shape == (2, 7, 64, 64)
         drop_paths = [m.drop_prob for m in model.modules() if isinstance(m, DropPath)]
         assert max(drop_paths, default=0.0) == pytest.approx(cfg.drop_path)
@@ -55,8 +68,15 @@ def test_imagenet_recipe_numbers():
     expected_drop_path = {"inceptionnext_t": 0.1, "inceptionnext_s": 0.3, "inceptionnext_b": 0.4}
     for name, dp in expected_drop_path.items():
         c = cfg_of(f"imagenet/{name}.yaml")
-        assert (c.model, c.drop_path, c.opt, c.weight_decay, c.epochs, c.warmup_epochs, c.sched) == \
-            (name, dp, "adamw", 0.05, 300, 20, "cosine")
+        assert (c.model, c.drop_path, c.opt, c.weight_decay, c.epochs, c.warmup_epochs, c.sched) == (
+            name,
+            dp,
+            "adamw",
+            0.05,
+            300,
+            20,
+            "cosine",
+        )
         assert (c.aa, c.mixup, c.cutmix, c.smoothing, c.reprob) == ("rand-m9-mstd0.5-inc1", 0.8, 1.0, 0.1, 0.25)
         accum, lr, _ = plan_batch(c, 8)
         assert c.batch_size * 8 * accum == 4096 and lr == pytest.approx(4e-3)
@@ -65,8 +85,16 @@ def test_imagenet_recipe_numbers():
 
 def test_atto_recipe():
     c = cfg_of("imagenet/inceptionnext_a.yaml")
-    assert (c.epochs, c.lr, c.lr_batch, c.warmup_epochs, c.aa, c.mixup, c.reprob, c.color_jitter) == \
-        (600, 1e-3, 1280, 5, "rand-m5-inc1-mstd101", 0.2, 0.1, 0.0)
+    assert (c.epochs, c.lr, c.lr_batch, c.warmup_epochs, c.aa, c.mixup, c.reprob, c.color_jitter) == (
+        600,
+        1e-3,
+        1280,
+        5,
+        "rand-m5-inc1-mstd101",
+        0.2,
+        0.1,
+        0.0,
+    )
     assert c.warmup_lr == c.min_lr == 5e-7
     assert effective_lr(c, 8) == pytest.approx(1e-3)  # 160 x 8 GPUs = 1280
 
@@ -79,8 +107,15 @@ def test_convnext_variants_use_ema(variant):
 
 def test_finetune_384_recipe():
     c = cfg_of("finetune/inceptionnext_b_384.yaml")
-    assert (c.img_size, c.epochs, c.lr, c.sched, c.warmup_epochs, c.mixup, c.cutmix) == \
-        (384, 30, 5e-5, "constant", 0, 0.0, 0.0)
+    assert (c.img_size, c.epochs, c.lr, c.sched, c.warmup_epochs, c.mixup, c.cutmix) == (
+        384,
+        30,
+        5e-5,
+        "constant",
+        0,
+        0.0,
+        0.0,
+    )
     assert (c.ema, c.ema_decay, c.drop_path, c.drop, c.pretrained) == (True, 0.9999, 0.7, 0.5, True)
     accum, lr, _ = plan_batch(c, 8)
     assert c.batch_size * 8 * accum == 1024 and lr == pytest.approx(5e-5)
@@ -119,10 +154,24 @@ def test_ade20k_segmentation_recipes():
     """Table 6 (UperNet, as Swin's) and Table 7 (Semantic FPN, as PoolFormer's) recipes, drop path per size."""
     for size, up_dp, fpn_dp in (("t", 0.2, 0.1), ("s", 0.3, 0.2), ("b", 0.4, 0.2)):
         u = cfg_of(f"segmentation/upernet_inceptionnext_{size}.yaml")
-        assert (u.task, u.dataset, u.iters, u.opt, u.weight_decay, u.sched, u.decay_rate, u.warmup_iters) == \
-            ("segmentation", "ade20k", 160000, "adamw", 0.01, "poly", 1.0, 1500)
-        assert (u.drop_path, u.aux_weight, u.crop_size, tuple(u.base_size), tuple(u.seg_scale), u.cat_max_ratio) == \
-            (up_dp, 0.4, 512, (2048, 512), (0.5, 2.0), 0.75)
+        assert (u.task, u.dataset, u.iters, u.opt, u.weight_decay, u.sched, u.decay_rate, u.warmup_iters) == (
+            "segmentation",
+            "ade20k",
+            160000,
+            "adamw",
+            0.01,
+            "poly",
+            1.0,
+            1500,
+        )
+        assert (u.drop_path, u.aux_weight, u.crop_size, tuple(u.base_size), tuple(u.seg_scale), u.cat_max_ratio) == (
+            up_dp,
+            0.4,
+            512,
+            (2048, 512),
+            (0.5, 2.0),
+            0.75,
+        )
         assert u.batch_size * 8 == 16 and u.sync_bn and u.pretrained
         assert plan_batch(u, 8)[:2] == (1, pytest.approx(6e-5))
         f = cfg_of(f"segmentation/fpn_inceptionnext_{size}.yaml")
@@ -132,10 +181,22 @@ def test_ade20k_segmentation_recipes():
 
 
 # every value the fault review found either crashing (a traceback, a failure mid-epoch) or silently accepted
-BAD_VALUES = {"lr": ["-1", "nan", "inf"], "workers": ["-1"], "smoothing": ["2"],
-              "drop_path": ["5"], "ema_decay": ["2", "1"], "hflip": ["7"], "mixup": ["-1"], "crop_pct": ["0"],
-              "warmup_epochs": ["-1"], "epochs": ["1e18", "0"], "batch_size": ["0"], "mean": ["0.5,nan,0.5"],
-              "scale": ["0,1"], "dist_timeout": ["0"]}
+BAD_VALUES = {
+    "lr": ["-1", "nan", "inf"],
+    "workers": ["-1"],
+    "smoothing": ["2"],
+    "drop_path": ["5"],
+    "ema_decay": ["2", "1"],
+    "hflip": ["7"],
+    "mixup": ["-1"],
+    "crop_pct": ["0"],
+    "warmup_epochs": ["-1"],
+    "epochs": ["1e18", "0"],
+    "batch_size": ["0"],
+    "mean": ["0.5,nan,0.5"],
+    "scale": ["0,1"],
+    "dist_timeout": ["0"],
+}
 
 
 @pytest.mark.parametrize("key,value", [(k, v) for k, vs in BAD_VALUES.items() for v in vs])
@@ -148,6 +209,7 @@ def test_out_of_range_values_are_one_line_naming_key_value_and_range(key, value)
 
 def test_every_train_key_has_a_description_and_numeric_keys_a_range(capsys):
     from inceptionnext.train.config import FIELDS, build_parser
+
     help_text = " ".join(build_parser().format_help().split())
     for name, f in FIELDS.items():
         assert f.metadata.get("help"), name
@@ -205,8 +267,9 @@ def test_base_includes_only_yaml_files_and_never_echoes_a_files_lines(tmp_path):
 
 
 def test_a_key_of_another_task_is_refused_naming_its_task(tmp_path):
-    with pytest.raises(ConfigError, match="'crop_size' in the command line is a segmentation key; this run's task is "
-                                          "classification"):
+    with pytest.raises(
+        ConfigError, match="'crop_size' in the command line is a segmentation key; this run's task is classification"
+    ):
         parse_config(["--crop-size", "64"])
     with pytest.raises(ConfigError, match="'mixup' in --set is a classification key; this run's task is detection"):
         parse_config(["--task", "detection", "--set", "mixup=0.8"])
@@ -222,8 +285,15 @@ def test_train_help_groups_the_keys_by_task(capsys):
     with pytest.raises(SystemExit):
         parse_config(["--help"])
     out = capsys.readouterr().out
-    order = [out.index(h) for h in ("keys for every task:", "classification keys (task: classification):",
-                                    "segmentation keys (task: segmentation):", "detection keys (task: detection):")]
+    order = [
+        out.index(h)
+        for h in (
+            "keys for every task:",
+            "classification keys (task: classification):",
+            "segmentation keys (task: segmentation):",
+            "detection keys (task: detection):",
+        )
+    ]
     assert order == sorted(order)
-    seg = out[order[2]:order[3]]
-    assert "--crop-size" in seg and "--mixup" not in seg and "--fpn-channels" in out[order[3]:]
+    seg = out[order[2] : order[3]]
+    assert "--crop-size" in seg and "--mixup" not in seg and "--fpn-channels" in out[order[3] :]

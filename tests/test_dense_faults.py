@@ -1,6 +1,7 @@
 """Segmentation, detection and deployment files get the guarantees classification has: damaged and unverifiable
 files are told apart by every loading command, bad COCO data is refused before training, nothing is silently
 overwritten or changed, and every failure is one line naming the file and what is wrong."""
+
 import json
 import os
 import subprocess
@@ -55,8 +56,11 @@ def flip_tail(path, where=0.75, count=16):
 
 def tiny_classifier(num_classes=3):
     torch.manual_seed(0)
-    return timm.create_model("inceptionnext_a", num_classes=num_classes, pretrained_cfg_overlay=dict(
-        TINY_CFG, label_names=[f"c{i}" for i in range(num_classes)])).eval()
+    return timm.create_model(
+        "inceptionnext_a",
+        num_classes=num_classes,
+        pretrained_cfg_overlay=dict(TINY_CFG, label_names=[f"c{i}" for i in range(num_classes)]),
+    ).eval()
 
 
 def png(path, size=(32, 32), seed=0):
@@ -70,13 +74,34 @@ def detection_checkpoint(path, class_names=("cat", "dog")):
     """A detection checkpoint as the engine writes it (sealed), for a tiny untrained RetinaNet."""
     from inceptionnext import checksum
     from inceptionnext.models.detection import create_detector
-    record = dict(name="retinanet_inceptionnext_a_fpn", num_classes=len(class_names), fpn_channels=16,
-                  anchor_sizes=[8, 16, 32, 64, 128], kwargs=dict(min_size=[32], max_size=32, score_thresh=0.0))
+
+    record = dict(
+        name="retinanet_inceptionnext_a_fpn",
+        num_classes=len(class_names),
+        fpn_channels=16,
+        anchor_sizes=[8, 16, 32, 64, 128],
+        kwargs=dict(min_size=[32], max_size=32, score_thresh=0.0),
+    )
     torch.manual_seed(0)
-    model = create_detector(record["name"], len(class_names), fpn_channels=16, anchor_sizes=record["anchor_sizes"],
-                            min_size=(32,), max_size=32, score_thresh=0.0)
-    obj = checksum.seal(dict(format="inceptionnext.train", epoch=1, state_dict=model.state_dict(), detector=record,
-                             class_names=list(class_names), task="detection"))
+    model = create_detector(
+        record["name"],
+        len(class_names),
+        fpn_channels=16,
+        anchor_sizes=record["anchor_sizes"],
+        min_size=(32,),
+        max_size=32,
+        score_thresh=0.0,
+    )
+    obj = checksum.seal(
+        dict(
+            format="inceptionnext.train",
+            epoch=1,
+            state_dict=model.state_dict(),
+            detector=record,
+            class_names=list(class_names),
+            task="detection",
+        )
+    )
     torch.save(obj, path)
     return str(path)
 
@@ -87,10 +112,15 @@ def files(tmp_path_factory):
     segmentation model and a few images: each loading command is tried on damaged copies of them."""
     root = tmp_path_factory.mktemp("files")
     model = tiny_classifier()
-    out = dict(root=root, pth=str(save_model(model, root / "cls.pth")),
-               st=str(save_model(model, root / "cls.safetensors")),
-               det=detection_checkpoint(root / "det.pth"), image=png(root / "img" / "a.png"))
+    out = dict(
+        root=root,
+        pth=str(save_model(model, root / "cls.pth")),
+        st=str(save_model(model, root / "cls.safetensors")),
+        det=detection_checkpoint(root / "det.pth"),
+        image=png(root / "img" / "a.png"),
+    )
     from inceptionnext.deploy.export import export_model
+
     export_model(model, root / "cls.onnx", "onnx", input_size=(3, 32, 32))
     out["onnx"] = str(root / "cls.onnx")
     torch.manual_seed(0)
@@ -116,6 +146,7 @@ def damaged(files, tmp_path, key):
 
 # ------------------------------------------------------------------------------------------------ 1. checksums
 
+
 def test_converted_and_exported_files_carry_a_checksum_and_verify_tells_the_three_cases(files, tmp_path, capsys):
     for key in ("pth", "st", "onnx", "det", "seg"):
         code, out, _ = run_cli(capsys, "verify", files[key])
@@ -134,11 +165,13 @@ def test_a_damaged_converted_file_is_refused_by_every_loading_command(files, tmp
     bad = damaged(files, tmp_path, key)
     with pytest.raises(CheckpointError, match="does not match the checksum"):
         load_model(bad)
-    commands = [["predict", "--weights", bad, files["image"]],
-                ["validate", "--weights", bad, "--dataset", "digits", "--workers", "0"],
-                ["convert", bad, tmp_path / "again.safetensors"],
-                ["export", "--weights", bad, "--output", tmp_path / "again.onnx"],
-                ["quantize", "--weights", bad, "--calibration", "digits", "--output", tmp_path / "q.onnx"]]
+    commands = [
+        ["predict", "--weights", bad, files["image"]],
+        ["validate", "--weights", bad, "--dataset", "digits", "--workers", "0"],
+        ["convert", bad, tmp_path / "again.safetensors"],
+        ["export", "--weights", bad, "--output", tmp_path / "again.onnx"],
+        ["quantize", "--weights", bad, "--calibration", "digits", "--output", tmp_path / "q.onnx"],
+    ]
     for argv in commands:
         code, _, err = run_cli(capsys, *argv)
         assert code == 1 and "does not match the checksum" in err and "Traceback" not in err, (argv, err)
@@ -147,11 +180,13 @@ def test_a_damaged_converted_file_is_refused_by_every_loading_command(files, tmp
 
 
 def test_a_damaged_detection_segmentation_or_onnx_file_is_refused(files, tmp_path, capsys):
-    code, out, err = run_cli(capsys, "detect", "--weights", damaged(files, tmp_path, "det"), files["image"],
-                             "--out-dir", tmp_path / "det")
+    code, out, err = run_cli(
+        capsys, "detect", "--weights", damaged(files, tmp_path, "det"), files["image"], "--out-dir", tmp_path / "det"
+    )
     assert code == 1 and "does not match the checksum" in err and "detections" not in out
-    code, out, err = run_cli(capsys, "segment", "--weights", damaged(files, tmp_path, "seg"), files["image"],
-                             "-o", tmp_path / "seg")
+    code, out, err = run_cli(
+        capsys, "segment", "--weights", damaged(files, tmp_path, "seg"), files["image"], "-o", tmp_path / "seg"
+    )
     assert code == 1 and "does not match the checksum" in err
     code, out, err = run_cli(capsys, "predict", damaged(files, tmp_path, "onnx"), files["image"])
     assert code == 1 and "cls.onnx" in err and ("does not match the checksum" in err or "not a readable ONNX" in err)
@@ -159,6 +194,7 @@ def test_a_damaged_detection_segmentation_or_onnx_file_is_refused(files, tmp_pat
 
 
 # ------------------------------------------------------------------------------------------------ 3. COCO checks
+
 
 def coco_files(root, images=((1, "a.png", 40, 30),), annotations=None, categories=None, make=True):
     """An image folder and a COCO file (root/img, root/ann.json)."""
@@ -168,44 +204,68 @@ def coco_files(root, images=((1, "a.png", 40, 30),), annotations=None, categorie
             Image.new("RGB", (w, h)).save(root / "img" / name)
     if annotations is None:
         annotations = [dict(id=1, image_id=1, category_id=1, bbox=[2, 2, 10, 10], area=100, iscrowd=0)]
-    doc = dict(images=[dict(id=i, file_name=n, width=w, height=h) for i, n, w, h in images],
-               annotations=annotations, categories=categories or [dict(id=1, name="cat")])
+    doc = dict(
+        images=[dict(id=i, file_name=n, width=w, height=h) for i, n, w, h in images],
+        annotations=annotations,
+        categories=categories or [dict(id=1, name="cat")],
+    )
     (root / "ann.json").write_text(json.dumps(doc))
     return str(root / "img"), str(root / "ann.json")
 
 
 ANN = dict(id=1, image_id=1, category_id=1, bbox=[2, 2, 10, 10], area=100, iscrowd=0)
 COCO_DEFECTS = {
-    "duplicate image id": (dict(images=((1, "a.png", 40, 30), (1, "b.png", 40, 30))),
-                           r"image id 1 appears twice \(a.png and b.png\); ids must be unique"),
-    "NaN box": (dict(annotations=[dict(ANN, bbox=[2, 2, float("nan"), 10])]),
-                r"a value is not finite or beyond 1e\+06"),
+    "duplicate image id": (
+        dict(images=((1, "a.png", 40, 30), (1, "b.png", 40, 30))),
+        r"image id 1 appears twice \(a.png and b.png\); ids must be unique",
+    ),
+    "NaN box": (
+        dict(annotations=[dict(ANN, bbox=[2, 2, float("nan"), 10])]),
+        r"a value is not finite or beyond 1e\+06",
+    ),
     "inf box": (dict(annotations=[dict(ANN, bbox=[2, 2, float("inf"), 10])]), r"a value is not finite or beyond"),
     "huge box": (dict(annotations=[dict(ANN, bbox=[2, 2, 1e300, 10])]), r"a value is not finite or beyond"),
-    "string box": (dict(annotations=[dict(ANN, bbox="2,2,10,10")]),
-                   r"annotation 1 \(image a.png\) has bbox '2,2,10,10'; expected \[x, y, w, h\] as four numbers"),
-    "odd polygon": (dict(annotations=[dict(ANN, segmentation=[[2, 2, 12, 2, 12]])]),
-                    r"has a polygon of 5 coordinates; a polygon is at least 3 \(x, y\) points"),
-    "polygon of strings": (dict(annotations=[dict(ANN, segmentation=[["2", "2", "9", "2", "9", "9"]])]),
-                           r"has a polygon that is not a list of numbers"),
-    "RLE of another size": (dict(annotations=[dict(ANN, segmentation=dict(size=[10, 10], counts=[100]))]),
-                            r"has an RLE of size 10x10 \(WxH\) for an image of 40x30"),
-    "RLE counts short": (dict(annotations=[dict(ANN, segmentation=dict(size=[30, 40], counts=[5, 10]))]),
-                         r"has RLE counts that do not cover its 1200 pixels"),
+    "string box": (
+        dict(annotations=[dict(ANN, bbox="2,2,10,10")]),
+        r"annotation 1 \(image a.png\) has bbox '2,2,10,10'; expected \[x, y, w, h\] as four numbers",
+    ),
+    "odd polygon": (
+        dict(annotations=[dict(ANN, segmentation=[[2, 2, 12, 2, 12]])]),
+        r"has a polygon of 5 coordinates; a polygon is at least 3 \(x, y\) points",
+    ),
+    "polygon of strings": (
+        dict(annotations=[dict(ANN, segmentation=[["2", "2", "9", "2", "9", "9"]])]),
+        r"has a polygon that is not a list of numbers",
+    ),
+    "RLE of another size": (
+        dict(annotations=[dict(ANN, segmentation=dict(size=[10, 10], counts=[100]))]),
+        r"has an RLE of size 10x10 \(WxH\) for an image of 40x30",
+    ),
+    "RLE counts short": (
+        dict(annotations=[dict(ANN, segmentation=dict(size=[30, 40], counts=[5, 10]))]),
+        r"has RLE counts that do not cover its 1200 pixels",
+    ),
     "category without id": (dict(categories=[dict(name="cat")]), r"category 0 \(a dict of 1 items\) has no integer"),
-    "parent folder": (dict(images=((1, "../a.png", 40, 30),), make=False),
-                      r"image 1's file_name '../a.png' climbs out of the image folder"),
-    "absolute path": (dict(images=((1, "/etc/hostname", 40, 30),), make=False),
-                      r"image 1's file_name '/etc/hostname' is an absolute path"),
+    "parent folder": (
+        dict(images=((1, "../a.png", 40, 30),), make=False),
+        r"image 1's file_name '../a.png' climbs out of the image folder",
+    ),
+    "absolute path": (
+        dict(images=((1, "/etc/hostname", 40, 30),), make=False),
+        r"image 1's file_name '/etc/hostname' is an absolute path",
+    ),
     "duplicate annotation id": (dict(annotations=[ANN, ANN]), r"annotation 1: appears twice; ids must be unique"),
-    "too many annotations": (dict(annotations=[dict(ANN, id=i) for i in range(2001)]),
-                             r"image a.png has more than 2000 annotations"),
+    "too many annotations": (
+        dict(annotations=[dict(ANN, id=i) for i in range(2001)]),
+        r"image a.png has more than 2000 annotations",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(COCO_DEFECTS))
 def test_each_coco_defect_is_refused_up_front_in_one_line(tmp_path, case):
     from inceptionnext.tasks.detection.data import AnnotationError, CocoDetectionSet
+
     kwargs, message = COCO_DEFECTS[case]
     root, path = coco_files(tmp_path, **kwargs)
     if case == "parent folder":
@@ -217,6 +277,7 @@ def test_each_coco_defect_is_refused_up_front_in_one_line(tmp_path, case):
 
 def test_a_symlink_out_of_the_data_root_and_an_oversized_image_are_named(tmp_path, monkeypatch):
     from inceptionnext.tasks.detection.data import AnnotationError, CocoDetectionSet
+
     outside = tmp_path / "outside"
     outside.mkdir()
     Image.new("RGB", (40, 30)).save(outside / "secret.png")
@@ -232,15 +293,19 @@ def test_a_symlink_out_of_the_data_root_and_an_oversized_image_are_named(tmp_pat
 
 # ------------------------------------------------------------------------------------------------ 2. other writers
 
+
 def test_a_coco_file_without_optional_fields_reads_as_pycocotools_reads_it(tmp_path):
     from inceptionnext.tasks.detection.data import CocoDetectionSet
+
     root, path = coco_files(tmp_path, images=((7, "a.png", 40, 30), (8, "b.png", 24, 24)))
     doc = json.loads(open(path).read())
     for img in doc["images"]:  # no width/height, an extra field
         img.pop("width"), img.pop("height")
         img["license"] = 3
-    doc["annotations"] = [dict(image_id=7, category_id=4, bbox=[2.5, 2, 10, 10], note="extra"),  # no id/iscrowd/area
-                          dict(image_id=8, category_id=9, bbox=[0, 0, 5, 6], iscrowd=0, segmentation=[])]
+    doc["annotations"] = [
+        dict(image_id=7, category_id=4, bbox=[2.5, 2, 10, 10], note="extra"),  # no id/iscrowd/area
+        dict(image_id=8, category_id=9, bbox=[0, 0, 5, 6], iscrowd=0, segmentation=[]),
+    ]
     doc["categories"] = [dict(id=9, name="dog", supercategory="animal"), dict(id=4, name="cat")]
     doc["info"] = {"year": 2024}
     open(path, "w").write(json.dumps(doc))
@@ -255,6 +320,7 @@ def test_a_coco_file_without_optional_fields_reads_as_pycocotools_reads_it(tmp_p
 def test_a_coco_file_written_by_globox_trains(tmp_path):
     globox = pytest.importorskip("globox")
     from inceptionnext.tasks.detection.data import CocoDetectionSet, collate
+
     (tmp_path / "img").mkdir()
     annotations = []
     for i, name in enumerate(("a.png", "b.png")):
@@ -272,21 +338,48 @@ def test_a_coco_file_written_by_globox_trains(tmp_path):
 def test_a_bad_mask_in_the_validation_split_is_found_before_training(tmp_path):
     from inceptionnext.train import DataError, fit
     from inceptionnext.train.config import TrainConfig, apply_overrides
+
     rng = np.random.RandomState(0)
     for split in ("train", "val"):
         for i in range(2):
             png(tmp_path / "d" / "images" / split / f"{i}.png", (32, 32), seed=i)
             os.makedirs(tmp_path / "d" / "masks" / split, exist_ok=True)
-            Image.fromarray(rng.randint(0, 3, (32, 32)).astype(np.uint8)).save(tmp_path / "d" / "masks" / split /
-                                                                              f"{i}.png")
+            Image.fromarray(rng.randint(0, 3, (32, 32)).astype(np.uint8)).save(
+                tmp_path / "d" / "masks" / split / f"{i}.png"
+            )
     Image.fromarray(np.full((32, 32), 9, np.uint8)).save(tmp_path / "d" / "masks" / "val" / "1.png")
-    cfg = apply_overrides(TrainConfig(), dict(
-        task="segmentation", model="fpn_inceptionnext_a", head_channels=16, dataset="masks", num_classes=3,
-        data_dir=str(tmp_path / "d"), img_size=32, crop_size=32, seg_scale=None, cat_max_ratio=1.0, hflip=0.0,
-        photometric=0.0, device="cpu", workers=0, batch_size=2, iters=2, eval_interval=2, warmup_iters=0,
-        output=str(tmp_path / "out"), experiment="seg", progress=False, plot=False, overlays=0), "test")
+    cfg = apply_overrides(
+        TrainConfig(),
+        dict(
+            task="segmentation",
+            model="fpn_inceptionnext_a",
+            head_channels=16,
+            dataset="masks",
+            num_classes=3,
+            data_dir=str(tmp_path / "d"),
+            img_size=32,
+            crop_size=32,
+            seg_scale=None,
+            cat_max_ratio=1.0,
+            hflip=0.0,
+            photometric=0.0,
+            device="cpu",
+            workers=0,
+            batch_size=2,
+            iters=2,
+            eval_interval=2,
+            warmup_iters=0,
+            output=str(tmp_path / "out"),
+            experiment="seg",
+            progress=False,
+            plot=False,
+            overlays=0,
+        ),
+        "test",
+    )
     from inceptionnext.train import Trainer
     from inceptionnext.train.distributed import DistEnv
+
     with pytest.raises(DataError, match=r"mask .*masks/val/1.png holds label 9, outside the 3 classes"):
         Trainer(cfg, DistEnv())  # while the run is set up, not at its first validation
     with pytest.raises(DataError, match=r"masks/val/1.png holds label 9"):
@@ -306,14 +399,16 @@ def assert_escaped(text):
 def test_names_from_files_are_escaped_in_detect_segment_and_segmentation_validate(tmp_path, capsys):
     image = png(tmp_path / f"img{HOSTILE}" / f"{HOSTILE}.png")
     det = detection_checkpoint(tmp_path / "det.pth", class_names=(HOSTILE + "a", "dog\r" + HOSTILE))
-    code, out, err = run_cli(capsys, "detect", "--weights", det, image, "--score-thresh", "0", "--out-dir",
-                             tmp_path / "det")
+    code, out, err = run_cli(
+        capsys, "detect", "--weights", det, image, "--score-thresh", "0", "--out-dir", tmp_path / "det"
+    )
     assert code == 0, err
     assert_escaped(out + err)
     assert "\\x1b[2J\\x1b[31mfake" in out.split("\n", 1)[1]  # a class name, not only the file name
     torch.manual_seed(0)
-    seg = create_model("fpn_inceptionnext_a", num_classes=3,
-                            pretrained_cfg_overlay=dict(TINY_CFG, label_names=[HOSTILE, "b\rc", "d"]))
+    seg = create_model(
+        "fpn_inceptionnext_a", num_classes=3, pretrained_cfg_overlay=dict(TINY_CFG, label_names=[HOSTILE, "b\rc", "d"])
+    )
     weights = str(save_model(seg.eval(), tmp_path / "seg.pth"))
     code, out, err = run_cli(capsys, "segment", "--weights", weights, image, "-o", tmp_path / "seg")
     assert code == 0, err
@@ -324,36 +419,60 @@ def test_names_from_files_are_escaped_in_detect_segment_and_segmentation_validat
         os.makedirs(data / "masks" / split)
         Image.fromarray(np.arange(32 * 32).reshape(32, 32).astype(np.uint8) % 3).save(data / "masks" / split / "0.png")
     (data / "classes.txt").write_text(f"{HOSTILE}\nb\x07c\nd\n")
-    code, out, err = run_cli(capsys, "validate", "fpn_inceptionnext_a", "--weights", weights, "--dataset", "masks",
-                             "--data-dir", data, "--workers", "0", "--no-progress")
+    code, out, err = run_cli(
+        capsys,
+        "validate",
+        "fpn_inceptionnext_a",
+        "--weights",
+        weights,
+        "--dataset",
+        "masks",
+        "--data-dir",
+        data,
+        "--workers",
+        "0",
+        "--no-progress",
+    )
     assert code == 0, err
     assert_escaped(out + err)
 
 
 # ------------------------------------------------------------------------------------------------ 8. runtime files
 
+
 def test_runtime_files_and_mismatched_models_are_one_line_errors(files, tmp_path, capsys):
     import shutil
 
     import openvino as ov
+
     xml = tmp_path / "cls.xml"
     ov.save_model(ov.Core().read_model(files["onnx"]), str(xml), compress_to_fp16=False)
     shutil.copy(xml, tmp_path / "nobin.xml")
     (tmp_path / "cut.xml").write_bytes(xml.read_bytes())
     (tmp_path / "cut.bin").write_bytes((tmp_path / "cls.bin").read_bytes()[:1000])
     (tmp_path / "garbage.onnx").write_bytes(os.urandom(4000))
-    cases = [(["predict", tmp_path / "nobin.xml", files["image"]],
-              r"nobin.xml: its weights file .*nobin.bin is missing"),
-             (["predict", tmp_path / "cut.xml", files["image"]],
-              r"cut.xml: cannot be read as an OpenVINO IR with cut.bin \(1000 bytes\)"),
-             (["predict", tmp_path / "garbage.onnx", files["image"]], r"garbage.onnx: not a readable ONNX file"),
-             (["predict", files["onnx"], files["image"], "--img-size", "48"],
-              r"cls.onnx: the file takes 3x32x32 \(CxHxW\) inputs, not 3x48x48"),
-             (["validate", files["onnx"], "--dataset", "digits", "--workers", "0", "--img-size", "48", "--no-progress"],
-              r"cls.onnx: the file takes 3x32x32 \(CxHxW\) inputs, not 3x48x48"),
-             (["validate", "--weights", files["pth"], "--dataset", "digits", "--workers", "0", "--no-progress"],
-              r"cls.pth: the model predicts 3 classes, the dataset digits has 10")]
+    cases = [
+        (["predict", tmp_path / "nobin.xml", files["image"]], r"nobin.xml: its weights file .*nobin.bin is missing"),
+        (
+            ["predict", tmp_path / "cut.xml", files["image"]],
+            r"cut.xml: cannot be read as an OpenVINO IR with cut.bin \(1000 bytes\)",
+        ),
+        (["predict", tmp_path / "garbage.onnx", files["image"]], r"garbage.onnx: not a readable ONNX file"),
+        (
+            ["predict", files["onnx"], files["image"], "--img-size", "48"],
+            r"cls.onnx: the file takes 3x32x32 \(CxHxW\) inputs, not 3x48x48",
+        ),
+        (
+            ["validate", files["onnx"], "--dataset", "digits", "--workers", "0", "--img-size", "48", "--no-progress"],
+            r"cls.onnx: the file takes 3x32x32 \(CxHxW\) inputs, not 3x48x48",
+        ),
+        (
+            ["validate", "--weights", files["pth"], "--dataset", "digits", "--workers", "0", "--no-progress"],
+            r"cls.pth: the model predicts 3 classes, the dataset digits has 10",
+        ),
+    ]
     import re
+
     for argv, message in cases:
         code, out, err = run_cli(capsys, *argv)
         assert code == 1 and re.search(message, err), (argv, err)
@@ -362,11 +481,23 @@ def test_runtime_files_and_mismatched_models_are_one_line_errors(files, tmp_path
 
 # ------------------------------------------------------------------------------------------------ 5. outputs
 
+
 def test_detect_and_segment_keep_same_named_images_apart_and_never_write_over_outputs(files, tmp_path, capsys):
     a, b = png(tmp_path / "a" / "x.png", seed=1), png(tmp_path / "b" / "x.png", seed=2)
     out = tmp_path / "det"
-    code, stdout, err = run_cli(capsys, "detect", "--weights", files["det"], tmp_path / "a", tmp_path / "b",
-                                "--score-thresh", "0", "--out-dir", out, "--json")
+    code, stdout, err = run_cli(
+        capsys,
+        "detect",
+        "--weights",
+        files["det"],
+        tmp_path / "a",
+        tmp_path / "b",
+        "--score-thresh",
+        "0",
+        "--out-dir",
+        out,
+        "--json",
+    )
     assert code == 0, err
     pictures = [r["picture"] for r in json.loads(stdout)["images"]]
     assert pictures == [str(out / "a" / "x_detections.png"), str(out / "b" / "x_detections.png")]
@@ -390,17 +521,21 @@ def test_detect_and_segment_keep_same_named_images_apart_and_never_write_over_ou
 
 # ------------------------------------------------------------------------------------------------ 4. resume
 
+
 def test_resume_with_a_changed_schedule_is_refused_and_config_yaml_keeps_what_trained(tmp_path):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from test_train import make_folder, toy_cfg  # noqa: F401  (registers its tiny models)
 
     from inceptionnext.train import CheckpointError as TrainCheckpointError
     from inceptionnext.train import fit, parse_config
+
     data = make_folder(tmp_path / "data", classes=2, train=4, val=2)
     res = fit(toy_cfg(tmp_path, data, model="_test_plain_net", epochs=2, stop_after_epoch=1, plot=False))
     recorded = open(res.config_path).read()
-    for argv, message in ((["--lr", "0.5"], r"lr 0.5 \(the run has 0.002\)"),
-                          (["--epochs", "4"], r"epochs 4 \(the run has 2\)")):
+    for argv, message in (
+        (["--lr", "0.5"], r"lr 0.5 \(the run has 0.002\)"),
+        (["--epochs", "4"], r"epochs 4 \(the run has 2\)"),
+    ):
         with pytest.raises(TrainCheckpointError, match=r"cannot resume .*last.pth with a changed schedule: " + message):
             fit(parse_config(["--resume", res.last_checkpoint] + argv))
         assert open(res.config_path).read() == recorded
@@ -410,11 +545,25 @@ def test_resume_with_a_changed_schedule_is_refused_and_config_yaml_keeps_what_tr
 
 # ------------------------------------------------------------------------------------------------ 10. floor
 
+
 def test_quantize_refuses_to_judge_the_floor_on_too_few_images_and_seals_what_it_writes(files, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     out = tmp_path / "q.onnx"
-    base = ["quantize", "--weights", files["pth"], "--calibration", "digits", "--output", out, "--num-calibration",
-            "8", "--min-agreement", "0", "--min-sqnr", "-100"]
+    base = [
+        "quantize",
+        "--weights",
+        files["pth"],
+        "--calibration",
+        "digits",
+        "--output",
+        out,
+        "--num-calibration",
+        "8",
+        "--min-agreement",
+        "0",
+        "--min-sqnr",
+        "-100",
+    ]
     code, _, err = run_cli(capsys, *base, "--num-check", "1")
     assert code == 1 and "only 1 held-out images to judge the accuracy floor on; at least 32 are needed" in err
     assert not out.exists()
@@ -429,21 +578,54 @@ def test_quantize_refuses_to_judge_the_floor_on_too_few_images_and_seals_what_it
 
 # ------------------------------------------------------------------------------------------------ 7. workers, Ctrl-C
 
+
 def _train_cmd(tmp_path, data, *extra):
-    return [sys.executable, "-c", "import sys; sys.path.insert(0, 'tests'); import test_train; "
-            "from inceptionnext.cli import main; sys.exit(main(sys.argv[1:]))", "train", "--model", "_test_plain_net",
-            "--data-dir", str(data), "--img-size", "32", "--batch-size", "4", "--warmup-epochs", "0", "--aa", "none",
-            "--color-jitter", "0", "--output", str(tmp_path / "out"), "--experiment", "run", "--progress", "false",
-            "--plot", "false", *extra]
+    return [
+        sys.executable,
+        "-c",
+        "import sys; sys.path.insert(0, 'tests'); import test_train; "
+        "from inceptionnext.cli import main; sys.exit(main(sys.argv[1:]))",
+        "train",
+        "--model",
+        "_test_plain_net",
+        "--data-dir",
+        str(data),
+        "--img-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--warmup-epochs",
+        "0",
+        "--aa",
+        "none",
+        "--color-jitter",
+        "0",
+        "--output",
+        str(tmp_path / "out"),
+        "--experiment",
+        "run",
+        "--progress",
+        "false",
+        "--plot",
+        "false",
+        *extra,
+    ]
 
 
 def test_a_data_error_in_a_loader_worker_is_one_line(tmp_path):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from test_train import make_folder
+
     data = make_folder(tmp_path / "data", classes=2, train=4, val=2)
     (data / "train" / "class_0" / "9.png").write_bytes(b"not a png at all")
-    p = subprocess.run(_train_cmd(tmp_path, data, "--workers", "1", "--epochs", "1"), capture_output=True, text=True,
-                       timeout=240, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    p = subprocess.run(
+        _train_cmd(tmp_path, data, "--workers", "1", "--epochs", "1"),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=REPO,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     assert p.returncode == 1, p.stderr[-3000:]
     errors = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "9.png" in errors[0], p.stderr[-3000:]
@@ -453,12 +635,19 @@ def test_a_data_error_in_a_loader_worker_is_one_line(tmp_path):
 def test_ctrl_c_exits_130_with_one_line_saying_how_to_resume(tmp_path):
     import signal
     import time
+
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from test_train import make_folder
+
     data = make_folder(tmp_path / "data", classes=2, train=4, val=2)
-    proc = subprocess.Popen(_train_cmd(tmp_path, data, "--workers", "0", "--epochs", "10000"), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    proc = subprocess.Popen(
+        _train_cmd(tmp_path, data, "--workers", "0", "--epochs", "10000"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     last = tmp_path / "out" / "run" / "last.pth"
     deadline = time.time() + 180
     while not last.exists() and time.time() < deadline and proc.poll() is None:
@@ -467,22 +656,34 @@ def test_ctrl_c_exits_130_with_one_line_saying_how_to_resume(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err and err.strip().splitlines()[-1] == (
-        f"interrupted: resume with: inceptionnext train --resume {last}")
+        f"interrupted: resume with: inceptionnext train --resume {last}"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ 9. memory
+
 
 def test_a_huge_image_is_refused_from_its_header_with_memory_bounded(files, tmp_path):
     # a 10000 x 10000 PNG (a few hundred KB on disk, 300 MB decoded, gigabytes as class probabilities): segment
     # and detect refuse it, naming the limit, in a process whose peak RSS stays far below its decoded size
     big = tmp_path / "big.png"
     Image.new("L", (10000, 10000)).save(big, optimize=False)
-    script = ("import resource, sys; from inceptionnext.cli import main; rc = main(sys.argv[1:]); "
-              "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
-    for argv in (["segment", "--weights", files["seg"], str(big), "-o", str(tmp_path / "seg")],
-                 ["detect", "--weights", files["det"], str(big), "--out-dir", str(tmp_path / "det")]):
-        p = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=240,
-                           cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    script = (
+        "import resource, sys; from inceptionnext.cli import main; rc = main(sys.argv[1:]); "
+        "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)"
+    )
+    for argv in (
+        ["segment", "--weights", files["seg"], str(big), "-o", str(tmp_path / "seg")],
+        ["detect", "--weights", files["det"], str(big), "--out-dir", str(tmp_path / "det")],
+    ):
+        p = subprocess.run(
+            [sys.executable, "-c", script, *argv],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            cwd=REPO,
+            env=dict(os.environ, OMP_NUM_THREADS="1"),
+        )
         assert p.returncode == 1 and "big.png: 10000x10000 is 100000000 pixels, over the limit of 16777216" in p.stderr
         rss_mb = int(p.stdout.split("RSS")[-1]) / 1024
         assert rss_mb < 2000, rss_mb  # the libraries alone (about 1.4 GB); decoded, it took 4.6 to 6 GB

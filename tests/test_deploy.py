@@ -1,4 +1,5 @@
 """Folding BatchNorm and layer scale for inference: exactness, module form, save/load, refusals."""
+
 import copy
 import warnings
 
@@ -7,8 +8,14 @@ import timm
 import torch
 import torch.nn as nn
 
-from inceptionnext.models.fold import (FusedMetaNeXtBlock, create_deploy_model, fold_bn_after_conv,
-    fold_bn_before_conv, fold_scale_into_conv, reparameterize_model)
+from inceptionnext.models.fold import (
+    FusedMetaNeXtBlock,
+    create_deploy_model,
+    fold_bn_after_conv,
+    fold_bn_before_conv,
+    fold_scale_into_conv,
+    reparameterize_model,
+)
 
 
 def randomize_bn(bn: nn.BatchNorm2d) -> nn.BatchNorm2d:
@@ -81,11 +88,18 @@ def test_fold_scale_into_conv_matches():
     assert rel_err(fold_scale_into_conv(conv, scale)(x), conv(x) * scale.view(1, -1, 1, 1)) < 1e-6
 
 
-@pytest.mark.parametrize("name, channels_last, fuse", [
-    ("inceptionnext_a", False, True), ("inceptionnext_a", True, True),
-    ("inceptionnext_a", False, False), ("inceptionnext_a", True, False),
-    ("inceptionnext_t", False, True), ("inceptionnext_t", True, True), ("inceptionnext_t", True, False),
-])
+@pytest.mark.parametrize(
+    "name, channels_last, fuse",
+    [
+        ("inceptionnext_a", False, True),
+        ("inceptionnext_a", True, True),
+        ("inceptionnext_a", False, False),
+        ("inceptionnext_a", True, False),
+        ("inceptionnext_t", False, True),
+        ("inceptionnext_t", True, True),
+        ("inceptionnext_t", True, False),
+    ],
+)
 def test_folded_model_matches_unfolded(name, channels_last, fuse):
     model = random_eval_model(name)
     x = torch.randn(2, 3, 64, 64)

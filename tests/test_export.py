@@ -1,5 +1,6 @@
 """Export to ONNX / TorchScript / torch.export: the files reload, run at another batch size and match the model,
 folded models export with plain ops only, the caller's model is untouched, and failures are ExportErrors."""
+
 import copy
 import json
 import sys
@@ -9,8 +10,8 @@ import timm
 import torch
 import torch.nn as nn
 
-from inceptionnext.models.fold import FusedMetaNeXtBlock, reparameterize_model
 from inceptionnext.deploy.export import FORMATS, SUFFIXES, ExportError, check_export, export_model
+from inceptionnext.models.fold import FusedMetaNeXtBlock, reparameterize_model
 
 INPUT_SIZE = (3, 64, 64)
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:FutureWarning")
@@ -53,6 +54,7 @@ def run_file(path, fmt, x):
     """The exported file's output, loaded and run the way a deployment would (not through check_export)."""
     if fmt == "onnx":
         import onnxruntime as ort
+
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return torch.from_numpy(session.run(["logits"], {"input": x.numpy()})[0])
     if fmt == "torchscript":
@@ -64,6 +66,7 @@ def graph_ops(path, fmt):
     """(domain, op) of every node of the exported graph."""
     if fmt == "onnx":
         import onnx
+
         proto = onnx.load(str(path))
         nodes = list(proto.graph.node) + [n for f in proto.functions for n in f.node]
         return {(n.domain, n.op_type) for n in nodes}
@@ -122,6 +125,7 @@ def test_exported_graphs_hold_only_standard_ops(exported):
 def assert_onnx_io(path):
     """Input "input", output "logits", both with a symbolic batch dimension."""
     import onnx
+
     graph = onnx.load(str(path)).graph
     assert [i.name for i in graph.input] == ["input"] and [o.name for o in graph.output] == ["logits"]
     for value in (graph.input[0], graph.output[0]):
@@ -132,8 +136,9 @@ def assert_onnx_io(path):
 
 def test_static_batch_checks_at_export_batch(tmp_path):
     tiny = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
-    report = export_model(tiny, tmp_path / "m.pt", "torchscript", input_size=(3, 8, 8), batch_size=2,
-                          dynamic_batch=False)
+    report = export_model(
+        tiny, tmp_path / "m.pt", "torchscript", input_size=(3, 8, 8), batch_size=2, dynamic_batch=False
+    )
     assert report.batch_size == report.check_batch_size == 2
 
 
@@ -147,8 +152,7 @@ def test_callers_model_is_unchanged(folded, tmp_path, batch3):
     after = model.state_dict()
     assert state.keys() == after.keys() and all(torch.equal(state[k], after[k]) for k in state)
     with torch.no_grad():  # exported in eval mode although the caller's model is in train mode
-        torch.testing.assert_close(torch.jit.load(str(tmp_path / "m.pt"))(batch3), folded(batch3),
-                                   atol=1e-4, rtol=1e-3)
+        torch.testing.assert_close(torch.jit.load(str(tmp_path / "m.pt"))(batch3), folded(batch3), atol=1e-4, rtol=1e-3)
 
 
 def test_unknown_format_is_refused(model, tmp_path):
@@ -167,8 +171,11 @@ class BatchFrozen(nn.Module):
 def test_a_trace_that_does_not_generalize_fails_the_check(tmp_path):
     path = tmp_path / "frozen.pt"
     with pytest.warns(torch.jit.TracerWarning):  # warnings from code outside this package still show
-        with pytest.raises(ExportError, match=r"torchscript file .*frozen\.pt does not match .* batch 3: "
-                                              r"max abs diff [0-9.e+-]+ \(atol"):
+        with pytest.raises(
+            ExportError,
+            match=r"torchscript file .*frozen\.pt does not match .* batch 3: "
+            r"max abs diff [0-9.e+-]+ \(atol",
+        ):
             export_model(BatchFrozen(), path, "torchscript", input_size=(1, 2, 2), batch_size=2)
     assert not path.exists() and list(tmp_path.iterdir()) == []  # no file, no temp file left
 
@@ -203,6 +210,7 @@ def test_missing_onnx_packages_say_what_to_install(model, tmp_path, monkeypatch,
 
 def test_onnx_file_carries_the_preprocessing_and_model_name(model, tmp_path):
     import onnx
+
     export_model(model, tmp_path / "m.onnx", "onnx", input_size=(3, 32, 32), check=False)
     props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
     cfg = json.loads(props["inceptionnext.pretrained_cfg"])

@@ -1,5 +1,6 @@
 """Runs that fail the way real runs fail lose nothing: kills inside each checkpoint write, a full disk, flipped
 bits in a checkpoint, a stopped distributed rank. A tiny model and a scripted validation keep it fast."""
+
 import os
 import re
 import shutil
@@ -11,8 +12,8 @@ import zipfile
 import pytest
 import torch
 
-from inceptionnext.train import CheckpointError, Trainer, fit, parse_config
 from inceptionnext.tasks.classification import task as classification_task
+from inceptionnext.train import CheckpointError, Trainer, fit, parse_config
 from inceptionnext.train.checkpoint import load_checkpoint_file
 from inceptionnext.train.distributed import DistEnv
 from inceptionnext.weights import CheckpointError as WeightsCheckpointError
@@ -73,32 +74,64 @@ KILLED = PRELUDE + textwrap.dedent("""
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     from test_train import make_folder
+
     return make_folder(tmp_path_factory.mktemp("faults"))
 
 
 def _args(tmp_path, data, experiment="run", epochs=3):
-    return ["--model", "_test_plain_net", "--data-dir", str(data), "--img-size", "32", "--batch-size", "8",
-            "--workers", "0", "--epochs", str(epochs), "--warmup-epochs", "0", "--aa", "none", "--color-jitter", "0",
-            "--output", str(tmp_path / "out"), "--experiment", experiment, "--progress", "false", "--plot", "false"]
+    return [
+        "--model",
+        "_test_plain_net",
+        "--data-dir",
+        str(data),
+        "--img-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--epochs",
+        str(epochs),
+        "--warmup-epochs",
+        "0",
+        "--aa",
+        "none",
+        "--color-jitter",
+        "0",
+        "--output",
+        str(tmp_path / "out"),
+        "--experiment",
+        experiment,
+        "--progress",
+        "false",
+        "--plot",
+        "false",
+    ]
 
 
 def _run_script(tmp_path, text, *args, timeout=240):
     script = tmp_path / "script.py"
     script.write_text(text.replace("REPO_PATH", repr(REPO)))
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
 
 
 def _resume_scripted(run_dir, scores, monkeypatch):
     """Resume in this process, with validation scripted to score re-run epochs lower than the killed run did."""
+
     def evaluate(model, loader, device, env=None, amp="none", channels_last=False, progress=False, desc=""):
         return {"loss": 1.0, "top1": scores.get(int(desc.split()[-1]), 1.0), "top5": 100.0, "count": 12}
+
     monkeypatch.setattr(classification_task, "evaluate", evaluate)
     return fit(parse_config(["--resume", str(run_dir / "last.pth")]))
 
 
 import test_train  # noqa: E402,F401  (its tiny models, registered in this process too)
-
 
 # kill points inside the second epoch's checkpoint writes: half-way through writing model_best.pth, between its
 # rename and the write of last.pth, half-way through last.pth, right after last.pth's rename
@@ -127,8 +160,11 @@ def test_a_kill_inside_each_checkpoint_write_keeps_model_best_consistent(tmp_pat
 
 def test_resume_repairs_a_lagging_best_file_or_says_the_weights_are_lost(tmp_path, data, monkeypatch, capsys):
     scores = {1: 10.0, 2: 20.0, 3: 15.0}
-    monkeypatch.setattr(classification_task, "evaluate", lambda *a, desc="", **k: {
-        "loss": 1.0, "top1": scores[int(desc.split()[-1])], "top5": 100.0, "count": 12})
+    monkeypatch.setattr(
+        classification_task,
+        "evaluate",
+        lambda *a, desc="", **k: {"loss": 1.0, "top1": scores[int(desc.split()[-1])], "top5": 100.0, "count": 12},
+    )
     cfg = parse_config(_args(tmp_path, data, epochs=3) + ["--stop-after-epoch", "1"])
     fit(cfg)
     run = tmp_path / "out" / "run"
@@ -173,9 +209,11 @@ def test_a_bit_flipped_checkpoint_is_refused_on_resume_and_load(tmp_path, data, 
     with pytest.raises(CheckpointError, match="does not match the checksum"):
         fit(parse_config(["--resume", last]))
     from inceptionnext.model_file import load_model
+
     with pytest.raises(WeightsCheckpointError, match="does not match the checksum"):
         load_model(last)
     from inceptionnext.cli import main
+
     assert main(["verify", last, res.best_checkpoint]) == 1
     out, err = capsys.readouterr()
     assert "does not match the checksum" in err and f"ok: {res.best_checkpoint}" in out
@@ -196,6 +234,7 @@ def test_an_empty_last_pth_says_why(tmp_path):
 def _dev_full_temp_files(monkeypatch, name):
     """Writes of `name` go to /dev/full (ENOSPC from the kernel on every write), as on a full disk."""
     from inceptionnext.utils import files
+
     real = files.tempfile.mkstemp
 
     def mkstemp(*a, prefix="", **k):
@@ -204,6 +243,7 @@ def _dev_full_temp_files(monkeypatch, name):
             os.remove(tmp)
             os.symlink("/dev/full", tmp)
         return fd, tmp
+
     monkeypatch.setattr(files.tempfile, "mkstemp", mkstemp)
 
 
@@ -212,11 +252,15 @@ def test_a_full_disk_names_the_file_and_keeps_the_previous_checkpoint(tmp_path, 
     before = open(res.last_checkpoint, "rb").read()
     _dev_full_temp_files(monkeypatch, "last.pth")
     from inceptionnext.cli import main
+
     assert main(["train", "--resume", res.last_checkpoint]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
-    assert re.fullmatch(rf"error: cannot write {re.escape(res.last_checkpoint)}: no space left on device; the "
-                        r"previous last.pth is kept", err), err
+    assert re.fullmatch(
+        rf"error: cannot write {re.escape(res.last_checkpoint)}: no space left on device; the "
+        r"previous last.pth is kept",
+        err,
+    ), err
     assert open(res.last_checkpoint, "rb").read() == before
     assert not [f for f in os.listdir(os.path.dirname(res.last_checkpoint)) if TEMP.match(f)]
 
@@ -224,24 +268,37 @@ def test_a_full_disk_names_the_file_and_keeps_the_previous_checkpoint(tmp_path, 
 def _can_mount_tmpfs():
     if not shutil.which("unshare"):
         return False
-    return subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m none /mnt"],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m none /mnt"], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 @pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare and a mountable tmpfs (user namespaces)")
 @pytest.mark.parametrize("fmt", ["torchscript", "torch.export"])
 def test_export_into_a_full_tmpfs_is_one_line_and_leaves_nothing(tmp_path, fmt):
     import timm
+
     from inceptionnext.model_file import save_model
+
     weights = tmp_path / "a.safetensors"
     save_model(timm.create_model("inceptionnext_a", num_classes=10), weights)
     full = tmp_path / "full"
     full.mkdir()
-    cmd = (f"mount -t tmpfs -o size=2m none {full} && {sys.executable} -m inceptionnext export inceptionnext_a "
-           f"--weights {weights} --format {fmt} --img-size 64 --no-check -o {full}/model.pt; echo rc=$?; "
-           f"ls -a {full}")
-    p = subprocess.run(["unshare", "-rm", "sh", "-c", cmd], capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1"))
+    cmd = (
+        f"mount -t tmpfs -o size=2m none {full} && {sys.executable} -m inceptionnext export inceptionnext_a "
+        f"--weights {weights} --format {fmt} --img-size 64 --no-check -o {full}/model.pt; echo rc=$?; "
+        f"ls -a {full}"
+    )
+    p = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", cmd],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1"),
+    )
     assert "rc=1" in p.stdout, p.stdout + p.stderr[-3000:]  # not 134 (SIGABRT)
     errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: cannot write {full}/model.pt: no space left on device"], p.stderr[-3000:]
@@ -264,6 +321,7 @@ STOPPED_RANK = PRELUDE + textwrap.dedent("""
 def test_a_stopped_rank_ends_the_run_after_dist_timeout_naming_rank_and_collective(tmp_path, data):
     import socket
     import time
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -272,10 +330,20 @@ def test_a_stopped_rank_ends_the_run_after_dist_timeout_naming_rank_and_collecti
     args = _args(tmp_path, data, epochs=1) + ["--batch-size", "4", "--dist-timeout", "5"]
     procs = []
     for rank in (0, 1):
-        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-        procs.append(subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True, env=env))
+        env = dict(
+            os.environ,
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE="2",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            OMP_NUM_THREADS="1",
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            )
+        )
     try:
         t0 = time.time()
         out, err = procs[0].communicate(timeout=240)
@@ -286,6 +354,9 @@ def test_a_stopped_rank_ends_the_run_after_dist_timeout_naming_rank_and_collecti
             p.communicate()
     assert procs[0].returncode == 1, err[-3000:]
     errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and re.match(r"error: rank 0: all_reduce timed out after 5 s waiting for the other "
-                                         r"ranks", errors[0]), err[-3000:]
+    assert len(errors) == 1 and re.match(
+        r"error: rank 0: all_reduce timed out after 5 s waiting for the other "
+        r"ranks",
+        errors[0],
+    ), err[-3000:]
     assert waited < 200

@@ -1,6 +1,7 @@
 """A new user's fine-tuning route, end to end: fine-tune inceptionnext_a with the shipped fine-tune config on a
 generated 3-class ImageFolder, then validate, predict, convert and export the best checkpoint, EMA on and off;
 every tool must score the same file at the same top-1, and load the weights that training scored."""
+
 import hashlib
 import os
 import stat
@@ -9,17 +10,16 @@ import numpy as np
 import pytest
 import timm
 import torch
+from test_cli import run
+from test_train import make_folder
 from timm.data import create_transform
 
 from inceptionnext.model_file import load_model
 from inceptionnext.train import fit, parse_config
 from inceptionnext.train.checkpoint import load_checkpoint_file
-from test_cli import run
-from test_train import make_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FINETUNE = os.path.join(REPO, "configs", "finetune", "inceptionnext_t.yaml")
-
 
 
 def sha(path):
@@ -41,10 +41,44 @@ def pretrained(tmp_path_factory):
 
 
 def finetune_args(data, pretrained, out, ema):
-    return ["--config", FINETUNE, "--model", "inceptionnext_a", "--weights", str(pretrained), "--data-dir", str(data),
-            "--output", str(out), "--img-size", "32", "--batch-size", "8", "--workers", "0", "--epochs", "2",
-            "--warmup-epochs", "0", "--lr-batch", "8", "--lr", "2e-3", "--amp", "none", "--progress", "false",
-            "--plot", "false", "--ema", str(ema).lower(), "--ema-decay", "0.5", "--seed", "0"]
+    return [
+        "--config",
+        FINETUNE,
+        "--model",
+        "inceptionnext_a",
+        "--weights",
+        str(pretrained),
+        "--data-dir",
+        str(data),
+        "--output",
+        str(out),
+        "--img-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--epochs",
+        "2",
+        "--warmup-epochs",
+        "0",
+        "--lr-batch",
+        "8",
+        "--lr",
+        "2e-3",
+        "--amp",
+        "none",
+        "--progress",
+        "false",
+        "--plot",
+        "false",
+        "--ema",
+        str(ema).lower(),
+        "--ema-decay",
+        "0.5",
+        "--seed",
+        "0",
+    ]
 
 
 def top1_of_predictions(predictions):
@@ -56,6 +90,7 @@ def top1_of_predictions(predictions):
 @pytest.mark.parametrize("ema", [True, False], ids=["ema", "no-ema"])
 def test_finetune_then_every_tool_reports_the_same_top1(ema, data, pretrained, tmp_path, capsys):
     import json
+
     out = tmp_path / "out"
     cfg = parse_config(finetune_args(data, pretrained, out, ema))
     res = fit(cfg)
@@ -76,8 +111,9 @@ def test_finetune_then_every_tool_reports_the_same_top1(ema, data, pretrained, t
         assert any(not torch.equal(ckpt["state_dict"][k], ckpt["state_dict_ema"][k]) for k in ckpt["state_dict"])
 
     # validate: no model name needed (the checkpoint records it), and it says which weights it loaded
-    code, vout, verr = run(capsys, "validate", "--weights", best, "--data-dir", data / "val", "--workers", "0",
-                           "--no-progress", "--json")
+    code, vout, verr = run(
+        capsys, "validate", "--weights", best, "--data-dir", data / "val", "--workers", "0", "--no-progress", "--json"
+    )
     assert code == 0, verr
     v = json.loads(vout)
     assert v["top1"] == pytest.approx(trained_top1) and v["count"] == 12
@@ -89,8 +125,9 @@ def test_finetune_then_every_tool_reports_the_same_top1(ema, data, pretrained, t
     assert top1_of_predictions(json.loads(pout)["predictions"]) == pytest.approx(trained_top1)
 
     # timm's own route loads the same (scored) weights
-    via_timm = timm.create_model("inceptionnext_a", num_classes=3, pretrained=True,
-                                 pretrained_cfg_overlay=dict(file=best, num_classes=3))
+    via_timm = timm.create_model(
+        "inceptionnext_a", num_classes=3, pretrained=True, pretrained_cfg_overlay=dict(file=best, num_classes=3)
+    )
     for k, t in via_timm.state_dict().items():
         assert torch.equal(t, ckpt[scored][k]), k
 
@@ -99,8 +136,18 @@ def test_finetune_then_every_tool_reports_the_same_top1(ema, data, pretrained, t
     for name, extra in files:
         code, _, cerr = run(capsys, "convert", best, tmp_path / name, *extra)
         assert code == 0, cerr
-        code, vout, verr = run(capsys, "validate", "--weights", tmp_path / name, "--data-dir", data / "val",
-                               "--workers", "0", "--no-progress", "--json")
+        code, vout, verr = run(
+            capsys,
+            "validate",
+            "--weights",
+            tmp_path / name,
+            "--data-dir",
+            data / "val",
+            "--workers",
+            "0",
+            "--no-progress",
+            "--json",
+        )
         assert code == 0, verr
         assert json.loads(vout)["top1"] == pytest.approx(trained_top1), name
     if ema:  # point 6: safetensors and .pth get the same, ordinary mode (not 0600)
@@ -112,10 +159,13 @@ def test_finetune_then_every_tool_reports_the_same_top1(ema, data, pretrained, t
     code, _, eerr = run(capsys, "export", "--weights", tmp_path / "ft.safetensors", "--output", tmp_path / "ft.onnx")
     assert code == 0, eerr
     model = load_model(tmp_path / "ft.safetensors")
-    tf = create_transform(**{k: model.pretrained_cfg[k] for k in ("input_size", "interpolation", "crop_pct",
-                                                                   "mean", "std")}, is_training=False)
+    tf = create_transform(
+        **{k: model.pretrained_cfg[k] for k in ("input_size", "interpolation", "crop_pct", "mean", "std")},
+        is_training=False,
+    )
     session = ort.InferenceSession(str(tmp_path / "ft.onnx"), providers=["CPUExecutionProvider"])
     from PIL import Image
+
     names = model.pretrained_cfg["label_names"]
     files = sorted((data / "val").rglob("*.png"))
     x = torch.stack([tf(Image.open(f).convert("RGB")) for f in files]).numpy()
@@ -125,8 +175,19 @@ def test_finetune_then_every_tool_reports_the_same_top1(ema, data, pretrained, t
 
     # --no-ema / --use-ema pick the other weights, and say so
     if ema:
-        code, vout, verr = run(capsys, "validate", "--weights", best, "--data-dir", data / "val", "--workers", "0",
-                               "--no-progress", "--no-ema", "--json")
+        code, vout, verr = run(
+            capsys,
+            "validate",
+            "--weights",
+            best,
+            "--data-dir",
+            data / "val",
+            "--workers",
+            "0",
+            "--no-progress",
+            "--no-ema",
+            "--json",
+        )
         assert code == 0 and "not the EMA weights scored best" in verr
         best_epoch = res.history[res.best_epoch - 1]
         assert json.loads(vout)["top1"] == pytest.approx(best_epoch["val_top1"])

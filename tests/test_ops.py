@@ -4,6 +4,7 @@ The kernels are checked on the CPU through Triton's interpreter (TRITON_INTERPRE
 the kernels are defined, so those cases run once in a subprocess: `python tests/test_ops.py` prints
 their errors as JSON) and on CUDA when a GPU is present.
 """
+
 import json
 import os
 import subprocess
@@ -25,8 +26,12 @@ _TOL = {"fp32": 2e-6, "bf16": 1e-2, "fp16": 2e-3}
 # (B, C, H, W), branches (channels, kh, kw, has_bias), layout, dtype[, dilation]
 INTERPRETER_CASES = {
     "inception_nchw_fp32": ((2, 20, 7, 5), [(3, 3, 3, True), (3, 1, 5, False), (3, 5, 1, True)], "nchw", "fp32"),
-    "inception_nhwc_fp32_band_wider_than_image": ((1, 24, 6, 9), [(3, 3, 3, True), (3, 1, 11, True), (3, 11, 1, True)],
-                                                  "nhwc", "fp32"),
+    "inception_nhwc_fp32_band_wider_than_image": (
+        (1, 24, 6, 9),
+        [(3, 3, 3, True), (3, 1, 11, True), (3, 11, 1, True)],
+        "nhwc",
+        "fp32",
+    ),
     "inception_nhwc_bf16": ((2, 20, 7, 5), [(3, 3, 3, True), (3, 1, 5, False), (3, 5, 1, True)], "nhwc", "bf16"),
     "inception_nchw_fp16": ((2, 20, 7, 5), [(3, 3, 3, True), (3, 1, 9, True), (3, 9, 1, True)], "nchw", "fp16"),
     "partial_k3_nhwc_fp32": ((2, 16, 5, 7), [(6, 3, 3, True)], "nhwc", "fp32"),
@@ -34,13 +39,22 @@ INTERPRETER_CASES = {
     "full_k5_nhwc_bf16": ((2, 10, 6, 5), [(10, 5, 5, False)], "nhwc", "bf16"),
     "full_k9_nhwc_fp32": ((1, 5, 5, 4), [(5, 9, 9, True)], "nhwc", "fp32"),
     "sliced_input_nchw_fp32": ((2, 9, 7, 6), [(2, 3, 3, True), (3, 1, 5, True)], "sliced", "fp32"),
-    "grad_layout_differs_nhwc_fp32": ((2, 12, 5, 6), [(3, 3, 3, True), (3, 1, 5, True), (3, 5, 1, True)],
-                                      "nhwc_x_nchw_grad", "fp32"),
+    "grad_layout_differs_nhwc_fp32": (
+        (2, 12, 5, 6),
+        [(3, 3, 3, True), (3, 1, 5, True), (3, 5, 1, True)],
+        "nhwc_x_nchw_grad",
+        "fp32",
+    ),
     "single_row_nhwc_fp32": ((2, 8, 1, 3), [(2, 3, 3, True), (2, 1, 5, True), (2, 5, 1, True)], "nhwc", "fp32"),
     "batch_loop_wgrad_nhwc_fp32": ((5, 12, 6, 6), [(4, 3, 3, True), (4, 1, 5, True), (4, 5, 1, True)], "nhwc", "fp32"),
     # dilated stages (output_stride 16 / 8): taps 2 and 4 apart, reaching past the image edge
-    "dilated2_inception_nhwc_fp32": ((2, 20, 7, 9), [(3, 3, 3, True), (3, 1, 5, False), (3, 5, 1, True)],
-                                     "nhwc", "fp32", 2),
+    "dilated2_inception_nhwc_fp32": (
+        (2, 20, 7, 9),
+        [(3, 3, 3, True), (3, 1, 5, False), (3, 5, 1, True)],
+        "nhwc",
+        "fp32",
+        2,
+    ),
     "dilated4_full_k3_nchw_fp32": ((2, 6, 9, 6), [(6, 3, 3, True)], "nchw", "fp32", 4),
     "dilated2_partial_nhwc_bf16": ((2, 16, 6, 7), [(6, 3, 3, True)], "nhwc", "bf16", 2),
 }
@@ -50,7 +64,7 @@ def _make_inputs(shape, branches, layout, dtype, device="cpu", seed=0):
     gen = torch.Generator().manual_seed(seed)
     B, C, H, W = shape
     if layout == "sliced":  # a non-dense view: strides the kernel must follow as given
-        x = torch.randn(B, C + 2, H + 3, W, generator=gen)[:, 1:C + 1, 2:H + 2, :]
+        x = torch.randn(B, C + 2, H + 3, W, generator=gen)[:, 1 : C + 1, 2 : H + 2, :]
     else:
         x = torch.randn(B, C, H, W, generator=gen)
     weights = [torch.randn(n, 1, kh, kw, generator=gen) / (kh * kw) ** 0.5 for n, kh, kw, _ in branches]
@@ -63,6 +77,7 @@ def _make_inputs(shape, branches, layout, dtype, device="cpu", seed=0):
             return None
         t = t.to(device=device, dtype=dtype)
         return t.contiguous(memory_format=fmt) if (t.dim() == 4 and layout != "sliced") else t
+
     grad = grad.to(device=device, dtype=dtype) if layout.endswith("nchw_grad") else prep(grad)
     return prep(x), [prep(w) for w in weights], [prep(b) for b in biases], grad
 
@@ -93,19 +108,22 @@ def compare_fast_to_reference(shape, branches, layout, dtype_name, dilation=1, d
     assert uses_fast_path(x, weights, fast=True)
     fast = _forward_and_grads(x, weights, biases, grad, fast=True, dilation=dilation)
     up = lambda t: None if t is None else t.float()  # noqa: E731
-    ref = _forward_and_grads(up(x), [up(w) for w in weights], [up(b) for b in biases], up(grad), fast=False,
-                             dilation=dilation)
+    ref = _forward_and_grads(
+        up(x), [up(w) for w in weights], [up(b) for b in biases], up(grad), fast=False, dilation=dilation
+    )
     errors = {k: _rel_err(fast[k], ref[k]) for k in ref}
     errors["dtype_kept"] = float(fast["out"].dtype == x.dtype and fast["grad_x"].dtype == x.dtype)
-    errors["layout_kept"] = float(fast["out"].is_contiguous(memory_format=torch.channels_last)
-                                  == layout.startswith("nhwc"))
+    errors["layout_kept"] = float(
+        fast["out"].is_contiguous(memory_format=torch.channels_last) == layout.startswith("nhwc")
+    )
     return errors
 
 
 def _compile_and_autocast_checks(device="cpu", backend="aot_eager"):
     """Fused path under torch.compile(fullgraph=True) and under autocast, against the reference."""
-    x, weights, biases, grad = _make_inputs((2, 20, 7, 5), INTERPRETER_CASES["inception_nchw_fp32"][1],
-                                            "nhwc", torch.float32, device)
+    x, weights, biases, grad = _make_inputs(
+        (2, 20, 7, 5), INTERPRETER_CASES["inception_nchw_fp32"][1], "nhwc", torch.float32, device
+    )
     ref = _forward_and_grads(x, weights, biases, grad, fast=False)
     torch._dynamo.reset()
     compiled = torch.compile(lambda x, w, b: inception_dwconv(x, w, b, fast=True), fullgraph=True, backend=backend)
@@ -125,14 +143,17 @@ def _compile_and_autocast_checks(device="cpu", backend="aot_eager"):
 # ----------------------------------------------------------------------------------------------
 # The reference path and argument checks (CPU)
 
+
 def _timm_mixer(channels, band, ratio, dilation=1):
     from timm.models.inception_next import InceptionDWConv2d
+
     torch.manual_seed(0)
     return InceptionDWConv2d(channels, 3, band, ratio, dilation=dilation).eval()
 
 
-@pytest.mark.parametrize("channels,band,ratio,dilation", [(96, 11, 0.125, 1), (40, 9, 0.25, 1), (40, 9, 0.25, 2),
-                                                          (96, 11, 0.125, 4)])
+@pytest.mark.parametrize(
+    "channels,band,ratio,dilation", [(96, 11, 0.125, 1), (40, 9, 0.25, 1), (40, 9, 0.25, 2), (96, 11, 0.125, 4)]
+)
 def test_reference_matches_timm_inception_mixer(channels, band, ratio, dilation):
     mixer = _timm_mixer(channels, band, ratio, dilation)
     convs = [mixer.dwconv_hw, mixer.dwconv_w, mixer.dwconv_h]
@@ -156,14 +177,17 @@ def test_reference_keeps_channels_last():
     assert out.shape == x.shape and out.is_contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize("weights,biases,x_shape,match", [
-    ([torch.randn(4, 1, 2, 3)], [None], (1, 8, 5, 5), "odd"),
-    ([torch.randn(4, 2, 3, 3)], [None], (1, 8, 5, 5), "depthwise"),
-    ([torch.randn(4, 1, 3, 3)], [torch.randn(3)], (1, 8, 5, 5), "bias"),
-    ([torch.randn(4, 1, 3, 3)], [], (1, 8, 5, 5), "biases"),
-    ([torch.randn(9, 1, 3, 3)], [None], (1, 8, 5, 5), "channels"),
-    ([torch.randn(4, 1, 3, 3)], [None], (8, 5, 5), r"\(B, C, H, W\)"),
-])
+@pytest.mark.parametrize(
+    "weights,biases,x_shape,match",
+    [
+        ([torch.randn(4, 1, 2, 3)], [None], (1, 8, 5, 5), "odd"),
+        ([torch.randn(4, 2, 3, 3)], [None], (1, 8, 5, 5), "depthwise"),
+        ([torch.randn(4, 1, 3, 3)], [torch.randn(3)], (1, 8, 5, 5), "bias"),
+        ([torch.randn(4, 1, 3, 3)], [], (1, 8, 5, 5), "biases"),
+        ([torch.randn(9, 1, 3, 3)], [None], (1, 8, 5, 5), "channels"),
+        ([torch.randn(4, 1, 3, 3)], [None], (8, 5, 5), r"\(B, C, H, W\)"),
+    ],
+)
 def test_bad_arguments_raise_clear_errors(weights, biases, x_shape, match):
     with pytest.raises(ValueError, match=match):
         inception_dwconv(torch.randn(*x_shape), weights, biases)
@@ -225,14 +249,17 @@ class _FusedSpy:
         return inception_dwconv_reference(x, weights, [b if b.numel() else None for b in biases], dilation)
 
 
-@pytest.mark.parametrize("env,arg,expect_fast", [
-    (None, None, True),    # auto: fast where available and the tensor is on CUDA (faked below)
-    ("0", None, False),    # env var forces off
-    ("1", None, True),     # env var forces on
-    ("1", False, False),   # the argument wins over the env var
-    ("0", True, True),
-    (None, False, False),
-])
+@pytest.mark.parametrize(
+    "env,arg,expect_fast",
+    [
+        (None, None, True),  # auto: fast where available and the tensor is on CUDA (faked below)
+        ("0", None, False),  # env var forces off
+        ("1", None, True),  # env var forces on
+        ("1", False, False),  # the argument wins over the env var
+        ("0", True, True),
+        (None, False, False),
+    ],
+)
 def test_dispatch_rules(monkeypatch, env, arg, expect_fast):
     spy = _FusedSpy()
     monkeypatch.setattr(dispatch, "_fused", spy)
@@ -263,6 +290,7 @@ def test_forced_fast_rejects_unsupported_dtype_and_branch_count(monkeypatch):
 
 # ----------------------------------------------------------------------------------------------
 # The Triton kernels through the interpreter (CPU, one subprocess for all cases)
+
 
 @pytest.fixture(scope="module")
 def interpreter_results():
@@ -305,10 +333,12 @@ def test_interpreted_kernel_compiles_fullgraph_and_autocasts(interpreter_results
 # The real (non-interpreted) kernels compiled for an H100 without one: catches what the interpreter
 # cannot (compile errors, lost vectorization)
 
+
 def _compile_for_sm90(kernel, ptr_types, ints, meta, num_warps):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+
     sig, consts, attrs = {}, {}, {}
     for i, name in enumerate(kernel.arg_names):
         if name in ptr_types:
@@ -321,31 +351,44 @@ def _compile_for_sm90(kernel, ptr_types, ints, meta, num_warps):
         else:  # launch specializes ints equal to 1 as constants too
             sig[name] = "constexpr"
             consts[name] = ints[name] if name in ints else meta[name]
-    compiled = triton.compile(ASTSource(kernel, sig, consts, attrs), target=GPUTarget("cuda", 90, 32),
-                              options={"num_warps": num_warps})
+    compiled = triton.compile(
+        ASTSource(kernel, sig, consts, attrs), target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps}
+    )
     return compiled.asm["ptx"]
 
 
 def _sm90_ptx(kind, layout, dtype="bf16"):
     """PTX of the kernel for InceptionNeXt-T's first stage (C=96, 56x56, branches 12/12/12)."""
     import triton
+
     import inceptionnext.ops.triton_dwconv as K
+
     x = torch.empty(2, 96, 56, 56)
     if layout == "nhwc":
         x = x.contiguous(memory_format=torch.channels_last)
     shape_args, layout_meta = K._shape_args(x)
     if kind == "fwd":
         bh, bw, bc, warps = K._tiling(x, 96)
-        ints = dict(zip(["C_q", "H", "W_q", "s_b"], shape_args), n_cb=triton.cdiv(96, bc),
-                    n_ht=triton.cdiv(56, bh), n_wt=triton.cdiv(56, bw))
+        ints = dict(
+            zip(["C_q", "H", "W_q", "s_b"], shape_args),
+            n_cb=triton.cdiv(96, bc),
+            n_ht=triton.cdiv(56, bh),
+            n_wt=triton.cdiv(56, bw),
+        )
         meta = dict(ID_END=60, NUM_BRANCHES=3, FLIP=False, DIL=1, BLOCK_H=bh, BLOCK_W=bw, BLOCK_C=bc, **layout_meta)
         for i, (kh, kw) in enumerate([(3, 3), (1, 11), (11, 1)]):
             meta.update({f"OFF{i}": 60 + 12 * i, f"N{i}": 12, f"KH{i}": kh, f"KW{i}": kw, f"BIAS{i}": True})
         ptrs = {n: dtype for n in ["x_ptr", "out_ptr", "w0_ptr", "b0_ptr", "w1_ptr", "b1_ptr", "w2_ptr", "b2_ptr"]}
         return _compile_for_sm90(K._inception_dwconv_fwd_kernel, ptrs, ints, meta, warps)
     bh, bw, bc, warps = K._tiling(x, 12, max_block_c=32)
-    ints = dict(zip(["C_q", "H", "W_q", "sb"], shape_args), B=2, n_cb=triton.cdiv(12, bc),
-                n_ht=triton.cdiv(56, bh), n_wt=triton.cdiv(56, bw), batch_per_prog=2)
+    ints = dict(
+        zip(["C_q", "H", "W_q", "sb"], shape_args),
+        B=2,
+        n_cb=triton.cdiv(12, bc),
+        n_ht=triton.cdiv(56, bh),
+        n_wt=triton.cdiv(56, bw),
+        batch_per_prog=2,
+    )
     meta = dict(OFF=72, N=12, KH=1, KW=11, DIL=1, BLOCK_H=bh, BLOCK_W=bw, BLOCK_C=bc, **layout_meta)
     ptrs = {"g_ptr": dtype, "x_ptr": dtype, "pw_ptr": "fp32", "pb_ptr": "fp32"}
     return _compile_for_sm90(K._dwconv_param_grad_kernel, ptrs, ints, meta, warps)
@@ -356,6 +399,7 @@ def _sm90_ptx(kind, layout, dtype="bf16"):
 def test_kernels_compile_for_h100_with_vector_accesses(kind, layout):
     pytest.importorskip("triton")
     import re
+
     ptx = _sm90_ptx(kind, layout)
     assert ".local" not in ptx, "register spills"
     # bf16: v2.b32 = 4 elements (8 bytes), v4.b32 = 8 elements (16 bytes)
@@ -412,8 +456,9 @@ def test_cuda_kernel_compiles_fullgraph_and_autocasts():
 @pytest.mark.gpu
 def test_cuda_gradcheck_fp64_reference_agrees_with_fast_fp32():
     """The fp32 fused gradients match double-precision autograd of the reference on a small case."""
-    x, weights, biases, grad = _make_inputs((2, 20, 7, 5), INTERPRETER_CASES["inception_nchw_fp32"][1],
-                                            "nchw", torch.float64, "cuda")
+    x, weights, biases, grad = _make_inputs(
+        (2, 20, 7, 5), INTERPRETER_CASES["inception_nchw_fp32"][1], "nchw", torch.float64, "cuda"
+    )
     ref = _forward_and_grads(x, weights, biases, grad, fast=False)
     down = lambda t: None if t is None else t.float()  # noqa: E731
     fast = _forward_and_grads(down(x), [down(w) for w in weights], [down(b) for b in biases], down(grad), True)
@@ -425,6 +470,7 @@ def test_cuda_gradcheck_fp64_reference_agrees_with_fast_fp32():
 @pytest.mark.gpu
 def test_benchmark_runs_on_a_small_shape():
     from inceptionnext.ops.bench import benchmark_token_mixer, format_rows
+
     rows = benchmark_token_mixer(batch=2, channels=32, size=14)
     assert [r["name"] for r in rows] == ["tensor copy", "timm InceptionDWConv2d", "inceptionnext fused"]
     assert all(r["fwd_ms"] > 0 and r["fwd_bwd_ms"] > 0 for r in rows)
@@ -434,6 +480,7 @@ def test_benchmark_runs_on_a_small_shape():
 def _interpreter_worker():
     """Run every interpreter case (this process has TRITON_INTERPRET=1) and print errors as one JSON line."""
     import inceptionnext.ops.triton_dwconv as kernels
+
     assert kernels.INTERPRETED, "TRITON_INTERPRET=1 was not in effect when the kernels were defined"
     results = {}
     for name, (shape, branches, layout, dtype, *dilation) in INTERPRETER_CASES.items():
@@ -447,13 +494,26 @@ def _interpreter_worker():
         x, w, b, g = _make_inputs((2, 12, 5, 6), [(3, 3, 3, True), (3, 1, 5, False)], "nhwc", torch.float32)
         x_t = x.transpose(2, 3)  # dense but neither NCHW nor NHWC: the kernels take an NCHW copy
         checks = {}
-        for name, args in [("fwd", (x.requires_grad_(), [t.requires_grad_() for t in w], [b[0], x.new_empty(0)], False, 1)),
-                           ("fwd_dilated", (x.detach().requires_grad_(), [t.detach().requires_grad_() for t in w],
-                                            [b[0], x.new_empty(0)], False, 2)),
-                           ("fwd_transposed", (x_t.detach(), w, [b[0], x.new_empty(0)], False, 1)),
-                           ("param_grads", (g, x.detach(), [t.detach() for t in w], 1))]:
-            op = (torch.ops.inceptionnext.inception_dwconv_param_grads if name == "param_grads"
-                  else torch.ops.inceptionnext.inception_dwconv).default
+        for name, args in [
+            ("fwd", (x.requires_grad_(), [t.requires_grad_() for t in w], [b[0], x.new_empty(0)], False, 1)),
+            (
+                "fwd_dilated",
+                (
+                    x.detach().requires_grad_(),
+                    [t.detach().requires_grad_() for t in w],
+                    [b[0], x.new_empty(0)],
+                    False,
+                    2,
+                ),
+            ),
+            ("fwd_transposed", (x_t.detach(), w, [b[0], x.new_empty(0)], False, 1)),
+            ("param_grads", (g, x.detach(), [t.detach() for t in w], 1)),
+        ]:
+            op = (
+                torch.ops.inceptionnext.inception_dwconv_param_grads
+                if name == "param_grads"
+                else torch.ops.inceptionnext.inception_dwconv
+            ).default
             checks[name] = float(all(v == "SUCCESS" for v in torch.library.opcheck(op, args).values()))
         results["opcheck"] = checks
     except Exception as e:

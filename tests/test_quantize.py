@@ -1,6 +1,7 @@
 """Post-training int8 and the runtime interface: quantized files reload with their record and predict like the
 float model, a broken calibration is refused by the accuracy floor (and nothing is written), the CLI round trip
 quantize -> predict -> validate works on the embedded digits, and a missing runtime is named with its pip hint."""
+
 import json
 import math
 import sys
@@ -10,8 +11,14 @@ import timm
 import torch
 import torch.nn as nn
 
-from inceptionnext.deploy.quantize import (AccuracyFloorError, ImageSet, QualityFloor, compare_logits, load_images,
-    quantize_model)
+from inceptionnext.deploy.quantize import (
+    AccuracyFloorError,
+    ImageSet,
+    QualityFloor,
+    compare_logits,
+    load_images,
+    quantize_model,
+)
 from inceptionnext.deploy.runtimes import RuntimeUnavailable, TorchRuntime, load_runtime, wrap_torch
 
 LABELS = [f"digit {i}" for i in range(10)]
@@ -22,9 +29,18 @@ def digits_model() -> nn.Module:
     """inceptionnext_a for the 32 px digits, with layer scales and BN statistics away from their init so every
     block contributes (a freshly built model is nearly the identity through its blocks)."""
     torch.manual_seed(0)
-    model = timm.create_model("inceptionnext_a", num_classes=10, pretrained_cfg_overlay=dict(
-        input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=1.0, interpolation="bicubic",
-        label_names=LABELS))
+    model = timm.create_model(
+        "inceptionnext_a",
+        num_classes=10,
+        pretrained_cfg_overlay=dict(
+            input_size=(3, 32, 32),
+            mean=(0.5,) * 3,
+            std=(0.5,) * 3,
+            crop_pct=1.0,
+            interpolation="bicubic",
+            label_names=LABELS,
+        ),
+    )
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -90,17 +106,35 @@ def test_onnxruntime_round_trip_and_broken_calibration_refused(model, images, tm
 def test_openvino_cli_round_trip_quantize_predict_validate(model, tmp_path, capsys):
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
-    from PIL import Image
 
     from inceptionnext.cli import main
-    from inceptionnext.model_file import save_model
     from inceptionnext.data.digits import DigitsDataset
+    from inceptionnext.model_file import save_model
+
     weights = tmp_path / "a.safetensors"
     save_model(model, weights)
     out = tmp_path / "a_int8.xml"
-    rc = main(["quantize", "inceptionnext_a", "--weights", str(weights), "--calibration", "digits", "--output",
-               str(out), "--num-calibration", "16", "--num-check", "48", "--min-agreement", "0", "--min-sqnr",
-               "-100", "--json"])
+    rc = main(
+        [
+            "quantize",
+            "inceptionnext_a",
+            "--weights",
+            str(weights),
+            "--calibration",
+            "digits",
+            "--output",
+            str(out),
+            "--num-calibration",
+            "16",
+            "--num-check",
+            "48",
+            "--min-agreement",
+            "0",
+            "--min-sqnr",
+            "-100",
+            "--json",
+        ]
+    )
     report = json.loads(capsys.readouterr().out)
     assert rc == 0 and out.is_file() and out.with_suffix(".bin").is_file() and report["backend"] == "openvino"
     assert report["check_images"] == 48 and report["float_top1"] is not None
@@ -112,12 +146,28 @@ def test_openvino_cli_round_trip_quantize_predict_validate(model, tmp_path, caps
     preds = json.loads(capsys.readouterr().out)["predictions"]
     assert len(preds) == 3 and all(p["top_k"][0]["label"] in LABELS for p in preds)
     from inceptionnext.tasks.classification.infer import classify_files
+
     expected = classify_files(model, [tmp_path], top_k=1, progress=False)  # the float model, same preprocessing
     assert [p["file"] for p in preds] == [e["file"] for e in expected]
     assert sum(p["top_k"][0]["index"] == e["top_k"][0]["index"] for p, e in zip(preds, expected)) >= 2
 
-    assert main(["validate", "--model", str(out), "--dataset", "digits", "--workers", "0", "--no-progress",
-                 "--batch-size", "64"]) == 0
+    assert (
+        main(
+            [
+                "validate",
+                "--model",
+                str(out),
+                "--dataset",
+                "digits",
+                "--workers",
+                "0",
+                "--no-progress",
+                "--batch-size",
+                "64",
+            ]
+        )
+        == 0
+    )
     line = capsys.readouterr().out
     assert "(openvino int8)" in line and "on 359 images" in line
 
@@ -136,6 +186,7 @@ def test_torch_runtime_bf16_is_close_to_fp32_and_int8_is_refused(model):
     import contextlib
 
     from inceptionnext.deploy.runtimes import native_bf16
+
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         ref = model(x)

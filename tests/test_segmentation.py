@@ -1,5 +1,6 @@
 """Segmentation: the paper's models (params/MACs on meta), backbone weights from every format, mIoU, inference
 modes, data errors, and short runs of the demo through the shared engine (progress, resume, DDP)."""
+
 import os
 import re
 import subprocess
@@ -18,10 +19,10 @@ import inceptionnext  # noqa: F401
 from inceptionnext.models.complexity import count_params_and_macs
 from inceptionnext.models.dense import create_dense_model
 from inceptionnext.models.segmentation import PAPER, PAPER_SIZE, SEG_ZOO, get_seg_spec
-from inceptionnext.train import DataError, TrainConfig, TrainError, apply_overrides, fit
-from inceptionnext.train.checkpoint import load_checkpoint_file
 from inceptionnext.tasks.segmentation.data import MaskFolderDataset
 from inceptionnext.tasks.segmentation.evaluate import confusion_matrix, iou_metrics, predict_logits, predict_probs
+from inceptionnext.train import DataError, TrainConfig, TrainError, apply_overrides, fit
+from inceptionnext.train.checkpoint import load_checkpoint_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,8 +54,11 @@ def test_every_name_builds_and_gives_full_resolution_logits():
 def _classifier_state(tmp_path):
     clf = timm.create_model("inceptionnext_a", num_classes=10).eval()
     sd = clf.state_dict()
-    files = {"official .pth": tmp_path / "plain.pth", "safetensors": tmp_path / "w.safetensors",
-             "training checkpoint": tmp_path / "ckpt.pth"}
+    files = {
+        "official .pth": tmp_path / "plain.pth",
+        "safetensors": tmp_path / "w.safetensors",
+        "training checkpoint": tmp_path / "ckpt.pth",
+    }
     torch.save(sd, files["official .pth"])
     save_file({k: v.contiguous() for k, v in sd.items()}, str(files["safetensors"]))
     torch.save({"state_dict": sd, "epoch": 3, "arch": "inceptionnext_a"}, files["training checkpoint"])
@@ -118,7 +122,9 @@ def _mask_folder(root, size=(24, 32), n=3, num_classes=3, splits=("train", "val"
         os.makedirs(root / "masks" / split, exist_ok=True)
         for i in range(n):
             Image.fromarray(rng.randint(0, 255, size + (3,), dtype=np.uint8)).save(root / "images" / split / f"{i}.jpg")
-            Image.fromarray(rng.randint(0, num_classes, size).astype(np.uint8)).save(root / "masks" / split / f"{i}.png")
+            Image.fromarray(rng.randint(0, num_classes, size).astype(np.uint8)).save(
+                root / "masks" / split / f"{i}.png"
+            )
     return root
 
 
@@ -149,20 +155,47 @@ def test_ade20k_layout_reduces_zero_label(tmp_path):
         os.makedirs(root / "annotations" / split)
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "images" / split / "a.jpg")
         Image.fromarray(np.array([[0, 1, 150, 2]] * 8, np.uint8).repeat(2, 1)).save(
-            root / "annotations" / split / "a.png")
+            root / "annotations" / split / "a.png"
+        )
     cfg = apply_overrides(TrainConfig(), dict(task="segmentation", dataset="ade20k", data_dir=str(root)), "test")
     from inceptionnext.tasks.segmentation.data import build_seg_datasets
+
     train, val, names = build_seg_datasets(cfg)
     assert len(names) == 150 and names[0] == "wall"
     assert sorted(np.unique(val.load(0)[1].numpy()).tolist()) == [0, 1, 149, 255]
 
 
 def _demo_cfg(tmp_path, **kw):
-    values = dict(task="segmentation", model="fpn_inceptionnext_a", head_channels=32, dataset="digit_scenes",
-                  img_size=48, crop_size=48, seg_scale=None, cat_max_ratio=1.0, hflip=0.0, photometric=0.0,
-                  device="cpu", workers=0, batch_size=8, lr=3e-3, weight_decay=0.01, sched="poly", decay_rate=1.0,
-                  min_lr=0.0, warmup_iters=2, iters=40, eval_interval=20, scene_counts=(320, 48), seed=0,
-                  output=str(tmp_path / "out"), experiment="seg", progress=False, plot=False, overlays=2)
+    values = dict(
+        task="segmentation",
+        model="fpn_inceptionnext_a",
+        head_channels=32,
+        dataset="digit_scenes",
+        img_size=48,
+        crop_size=48,
+        seg_scale=None,
+        cat_max_ratio=1.0,
+        hflip=0.0,
+        photometric=0.0,
+        device="cpu",
+        workers=0,
+        batch_size=8,
+        lr=3e-3,
+        weight_decay=0.01,
+        sched="poly",
+        decay_rate=1.0,
+        min_lr=0.0,
+        warmup_iters=2,
+        iters=40,
+        eval_interval=20,
+        scene_counts=(320, 48),
+        seed=0,
+        output=str(tmp_path / "out"),
+        experiment="seg",
+        progress=False,
+        plot=False,
+        overlays=2,
+    )
     values.update(kw)
     return apply_overrides(TrainConfig(), values, "test")
 
@@ -172,6 +205,7 @@ def test_short_demo_learns(tmp_path):
     command, is too long for the suite)."""
     from inceptionnext.train import Trainer
     from inceptionnext.train.distributed import DistEnv
+
     trainer = Trainer(_demo_cfg(tmp_path, plot=True), DistEnv())
     untrained = trainer.task.evaluate(trainer.model, trainer.val_loader)
     res = trainer.fit()
@@ -185,15 +219,30 @@ def test_short_demo_learns(tmp_path):
     assert ckpt["task"] == "segmentation" and list(ckpt["class_to_idx"])[:2] == ["background", "0"]
     # the checkpoint validates to the number the run logged
     from inceptionnext.tasks.segmentation.evaluate import run_seg_validation
+
     r = run_seg_validation("fpn_inceptionnext_a", res.best_checkpoint, workers=0, progress=False, device="cpu")
     assert r["miou"] == pytest.approx(res.best_value, abs=1e-6)
     # and `inceptionnext segment` writes an overlay and a class-index mask, with the run's class names
     from inceptionnext.cli import main
     from inceptionnext.tasks.segmentation.scenes import DigitScenes
+
     img, truth = DigitScenes("val", 48).scene(0)
     Image.fromarray(img).save(tmp_path / "scene.png")
-    assert main(["segment", "fpn_inceptionnext_a", "--weights", res.best_checkpoint, str(tmp_path / "scene.png"),
-                 "-o", str(tmp_path / "seg"), "--json"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                "fpn_inceptionnext_a",
+                "--weights",
+                res.best_checkpoint,
+                str(tmp_path / "scene.png"),
+                "-o",
+                str(tmp_path / "seg"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     mask = np.asarray(Image.open(tmp_path / "seg" / "scene_mask.png"))
     assert mask.shape == truth.shape and mask.max() < 11
     assert Image.open(tmp_path / "seg" / "scene_overlay.png").size == (48, 48)
@@ -216,7 +265,8 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
 
 def test_two_process_gloo_run_ends_in_sync(tmp_path):
     launcher = tmp_path / "launch.py"
-    launcher.write_text(textwrap.dedent(f"""
+    launcher.write_text(
+        textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {REPO!r})
         from inceptionnext.train import fit, parse_config
@@ -224,12 +274,41 @@ def test_two_process_gloo_run_ends_in_sync(tmp_path):
         import os
         res = fit(parse_config(sys.argv[1:]))
         print(f"DIGEST rank={{os.environ['RANK']}} {{state_digest(res.model)}}", flush=True)
-    """))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(launcher),
-           "--config", os.path.join(REPO, "configs", "segmentation", "demo_fpn_inceptionnext_a.yaml"),
-           "--img-size", "32", "--crop-size", "32", "--head-channels", "16", "--batch-size", "4", "--iters", "4",
-           "--eval-interval", "2", "--set", "scene_counts=32,6", "--output", str(tmp_path / "out"),
-           "--progress", "false", "--plot", "false", "--overlays", "0"]
+    """)
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(launcher),
+        "--config",
+        os.path.join(REPO, "configs", "segmentation", "demo_fpn_inceptionnext_a.yaml"),
+        "--img-size",
+        "32",
+        "--crop-size",
+        "32",
+        "--head-channels",
+        "16",
+        "--batch-size",
+        "4",
+        "--iters",
+        "4",
+        "--eval-interval",
+        "2",
+        "--set",
+        "scene_counts=32,6",
+        "--output",
+        str(tmp_path / "out"),
+        "--progress",
+        "false",
+        "--plot",
+        "false",
+        "--overlays",
+        "0",
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     digests = dict(re.findall(r"DIGEST (rank=\d) ([0-9a-f]{64})", p.stdout))
@@ -248,6 +327,7 @@ def test_seg_spec_lookup():
 @pytest.mark.parametrize("name,fmt", [("fpn_inceptionnext_a", "onnx"), ("upernet_inceptionnext_a", "torchscript")])
 def test_export_through_the_library_exporter(tmp_path, name, fmt):
     from inceptionnext.deploy.export import export_model
+
     model = create_dense_model(name, num_classes=5, head_channels=32).eval()
     report = export_model(model, str(tmp_path / f"m.{fmt}"), fmt, input_size=(3, 64, 64), batch_size=2)
     assert report.max_abs_diff < 1e-4  # the exporter ran the file and compared it with PyTorch

@@ -1,5 +1,6 @@
 """The training engine on the CPU: an end-to-end epoch, learning, kill/resume, torchrun with gloo, the demo
 config, and every bad input the issue lists. Tiny images (32 px) and tiny datasets keep it fast."""
+
 import os
 import re
 import subprocess
@@ -15,13 +16,22 @@ from PIL import Image
 from timm.models import register_model
 
 from inceptionnext import checksum
-from inceptionnext.train import (CheckpointError, ConfigError, DataError, NonFiniteLossError, TrainConfig, Trainer,
-    apply_overrides, fit, parse_config)
-from inceptionnext.train.distributed import DistEnv
+from inceptionnext.tasks.classification.evaluate import run_validation
+from inceptionnext.train import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    NonFiniteLossError,
+    TrainConfig,
+    Trainer,
+    apply_overrides,
+    fit,
+    parse_config,
+)
 from inceptionnext.train.checkpoint import load_checkpoint_file
 from inceptionnext.train.config import save_config
+from inceptionnext.train.distributed import DistEnv
 from inceptionnext.train.engine import create_model
-from inceptionnext.tasks.classification.evaluate import run_validation
 from inceptionnext.train.logs import read_csv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,17 +52,38 @@ def make_folder(root, classes=3, train=8, val=4, size=16, seed=0):
 
 
 def toy_cfg(tmp_path, data, **kw):
-    base = dict(model="inceptionnext_a", dataset="folder", data_dir=str(data), img_size=32, batch_size=8,
-                workers=0, epochs=2, warmup_epochs=0, lr=2e-3, aa=None, reprob=0.0, mixup=0.0, cutmix=0.0,
-                color_jitter=0.0, scale=(0.5, 1.0), smoothing=0.0, output=str(tmp_path / "out"),
-                experiment="run", progress=False, seed=0, min_lr=1e-5, warmup_lr=1e-5)
+    base = dict(
+        model="inceptionnext_a",
+        dataset="folder",
+        data_dir=str(data),
+        img_size=32,
+        batch_size=8,
+        workers=0,
+        epochs=2,
+        warmup_epochs=0,
+        lr=2e-3,
+        aa=None,
+        reprob=0.0,
+        mixup=0.0,
+        cutmix=0.0,
+        color_jitter=0.0,
+        scale=(0.5, 1.0),
+        smoothing=0.0,
+        output=str(tmp_path / "out"),
+        experiment="run",
+        progress=False,
+        seed=0,
+        min_lr=1e-5,
+        warmup_lr=1e-5,
+    )
     base.update(kw)
     return apply_overrides(TrainConfig(), base, "test")
 
 
 class _NanAfter(nn.Module):
     """A tiny classifier whose training output turns NaN after `limit` training forwards."""
-    limit = 10 ** 9
+
+    limit = 10**9
 
     def __init__(self, num_classes=10):
         super().__init__()
@@ -136,8 +167,18 @@ def _final_state(path):
 
 def test_kill_after_epoch_1_and_resume_equals_uninterrupted(tmp_path, data):
     # randomness everywhere it can hide: drop path, RandAugment, random erasing, mixup/cutmix, EMA
-    kw = dict(epochs=2, drop_path=0.1, aa="rand-m5-inc1", reprob=0.25, mixup=0.2, cutmix=1.0, ema=True,
-              ema_decay=0.9, warmup_epochs=1, plot=False)
+    kw = dict(
+        epochs=2,
+        drop_path=0.1,
+        aa="rand-m5-inc1",
+        reprob=0.25,
+        mixup=0.2,
+        cutmix=1.0,
+        ema=True,
+        ema_decay=0.9,
+        warmup_epochs=1,
+        plot=False,
+    )
     full = fit(toy_cfg(tmp_path, data, experiment="full", **kw))
     stopped = fit(toy_cfg(tmp_path, data, experiment="killed", stop_after_epoch=1, **kw))
     assert stopped.epochs_done == 1 and load_checkpoint_file(stopped.last_checkpoint)["epoch"] == 1
@@ -175,8 +216,17 @@ def _params(model):
 def test_grad_clipping_bounds_the_update(tmp_path, data):
     # one SGD step (its first momentum step is lr * grad) with the norm clipped to 1e-3: the weights move by
     # exactly lr * 1e-3, far less than the unclipped gradient would move them
-    cfg = toy_cfg(tmp_path, data, model="_test_plain_net", epochs=1, batch_size=24, opt="momentum", lr=1.0,
-                  weight_decay=0.0, clip_grad=1e-3)
+    cfg = toy_cfg(
+        tmp_path,
+        data,
+        model="_test_plain_net",
+        epochs=1,
+        batch_size=24,
+        opt="momentum",
+        lr=1.0,
+        weight_decay=0.0,
+        clip_grad=1e-3,
+    )
     trainer = Trainer(cfg, DistEnv())
     before = _params(trainer.model)
     trainer._train_epoch(0)
@@ -193,7 +243,9 @@ def test_layer_decay_reaches_the_optimizer_groups(tmp_path, data):
     assert set(scale_of) == set(names.values())
     order = [scale_of[n] for n, _ in trainer.model.named_parameters()]
     assert order == sorted(order) and len(set(order)) >= 8  # stem smallest, rising stage by stage to the head
-    assert scale_of["head.fc2.weight"] == 1.0 and scale_of["stem.0.weight"] == pytest.approx(0.5 ** (len(set(order)) - 1))
+    assert scale_of["head.fc2.weight"] == 1.0 and scale_of["stem.0.weight"] == pytest.approx(
+        0.5 ** (len(set(order)) - 1)
+    )
     for g in trainer.optimizer.param_groups:  # the scheduler set each group's lr to lr * lr_scale
         assert g["lr"] == pytest.approx(1e-3 * g["lr_scale"])
     trainer._train_epoch(0)
@@ -219,15 +271,30 @@ KILLED_MID_EPOCH = textwrap.dedent("""
 
 
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, data):
-    kw = dict(epochs=3, drop_path=0.1, aa="rand-m5-inc1", reprob=0.25, mixup=0.2, cutmix=1.0, ema=True,
-              ema_decay=0.9, warmup_epochs=1, plot=False)
+    kw = dict(
+        epochs=3,
+        drop_path=0.1,
+        aa="rand-m5-inc1",
+        reprob=0.25,
+        mixup=0.2,
+        cutmix=1.0,
+        ema=True,
+        ema_decay=0.9,
+        warmup_epochs=1,
+        plot=False,
+    )
     full = fit(toy_cfg(tmp_path, data, experiment="full", **kw))
     cfg_file = tmp_path / "killed.yaml"
     save_config(toy_cfg(tmp_path, data, experiment="killed", **kw), str(cfg_file))
     script = tmp_path / "die.py"
     script.write_text(KILLED_MID_EPOCH.replace("REPO_PATH", repr(REPO)))
-    p = subprocess.run([sys.executable, str(script), "--config", str(cfg_file)], capture_output=True, text=True,
-                       timeout=300, env=dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads())))
+    p = subprocess.run(
+        [sys.executable, str(script), "--config", str(cfg_file)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads())),
+    )
     # (the thread count of the uninterrupted run in this process: float sums depend on it)
     assert p.returncode == -9, p.stderr[-2000:]
     last = tmp_path / "out" / "killed" / "last.pth"
@@ -270,11 +337,49 @@ def test_torchrun_two_processes_gloo(tmp_path, data):
     launcher = tmp_path / "launch.py"
     launcher.write_text(LAUNCHER.replace("REPO_PATH", repr(REPO)))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(launcher),
-           "--model", "inceptionnext_a", "--data-dir", str(data), "--img-size", "32", "--batch-size", "4",
-           "--workers", "0", "--epochs", "2", "--warmup-epochs", "0", "--lr", "2e-3", "--drop-path", "0.1",
-           "--color-jitter", "0", "--output", str(out), "--experiment", "ddp", "--progress", "false",
-           "--ema", "true", "--ema-decay", "0.9", "--grad-accum", "2", "--lr-batch", "32"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(launcher),
+        "--model",
+        "inceptionnext_a",
+        "--data-dir",
+        str(data),
+        "--img-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--epochs",
+        "2",
+        "--warmup-epochs",
+        "0",
+        "--lr",
+        "2e-3",
+        "--drop-path",
+        "0.1",
+        "--color-jitter",
+        "0",
+        "--output",
+        str(out),
+        "--experiment",
+        "ddp",
+        "--progress",
+        "false",
+        "--ema",
+        "true",
+        "--ema-decay",
+        "0.9",
+        "--grad-accum",
+        "2",
+        "--lr-batch",
+        "32",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -296,8 +401,9 @@ def test_torchrun_two_processes_gloo(tmp_path, data):
     assert ckpt["scheduler"]["t_in_epochs"] is False and _optimizer_steps(ckpt) == 4
     # validation summed over both ranks counts each of the 12 images once, and agrees with a 1-process run
     assert ckpt["history"][-1]["val_count"] == 12
-    r = run_validation("inceptionnext_a", str(out / "ddp" / "last.pth"), data_dir=str(data / "val"), workers=0,
-                       progress=False)
+    r = run_validation(
+        "inceptionnext_a", str(out / "ddp" / "last.pth"), data_dir=str(data / "val"), workers=0, progress=False
+    )
     assert r["top1"] == pytest.approx(rows[-1]["ema_val_top1"])  # the scored (EMA) weights, by default
     assert r["loss"] == pytest.approx(rows[-1]["ema_val_loss"], rel=1e-4)  # float32 sums over other batches
 
@@ -305,9 +411,18 @@ def test_torchrun_two_processes_gloo(tmp_path, data):
 @pytest.mark.slow
 def test_demo_config_reaches_95_percent(tmp_path):
     # within the first half of its 10-epoch schedule (the README's run passes 95% at epoch 3), to keep CI short
-    cmd = [sys.executable, os.path.join(REPO, "scripts", "train.py"), "--config",
-           os.path.join(REPO, "configs", "demo", "digits_inceptionnext_a.yaml"), "--output", str(tmp_path),
-           "--progress", "false", "--stop-after-epoch", "5"]
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "scripts", "train.py"),
+        "--config",
+        os.path.join(REPO, "configs", "demo", "digits_inceptionnext_a.yaml"),
+        "--output",
+        str(tmp_path),
+        "--progress",
+        "false",
+        "--stop-after-epoch",
+        "5",
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     run = tmp_path / "digits_inceptionnext_a"
@@ -317,9 +432,23 @@ def test_demo_config_reaches_95_percent(tmp_path):
     best = max(r["val_top1"] for r in read_csv(str(run / "log.csv")))
     assert best >= 95.0, p.stdout[-2000:]
     # and validate.py agrees with the training log on the best checkpoint
-    v = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "validate.py"), "--model", "inceptionnext_a",
-                        "--checkpoint", str(run / "model_best.pth"), "--dataset", "digits", "--no-progress"],
-                       capture_output=True, text=True, timeout=300, cwd=REPO)
+    v = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "scripts", "validate.py"),
+            "--model",
+            "inceptionnext_a",
+            "--checkpoint",
+            str(run / "model_best.pth"),
+            "--dataset",
+            "digits",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert v.returncode == 0, v.stderr[-2000:]
     assert f"top-1 {best:.3f}" in v.stdout
 
@@ -372,8 +501,11 @@ def test_corrupt_images_fail_names_the_file(tmp_path, corrupt_data):
 
 
 def test_corrupt_images_skip_and_count(tmp_path, corrupt_data):
-    res = fit(toy_cfg(tmp_path, corrupt_data, epochs=1, bad_images="skip", amp="bf16", layer_decay=0.8,
-                      clip_grad=1.0, plot=False))
+    res = fit(
+        toy_cfg(
+            tmp_path, corrupt_data, epochs=1, bad_images="skip", amp="bf16", layer_decay=0.8, clip_grad=1.0, plot=False
+        )
+    )
     assert res.history[0]["skipped_images"] == 2  # each bad file once per epoch
 
 
@@ -397,8 +529,12 @@ def test_unknown_config_key(tmp_path):
         parse_config(["--drop-pth", "0.1"])
     with pytest.raises(ConfigError, match="config key 'epochs': cannot use 'many'"):
         parse_config(["--epochs", "many"])
-    p = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "train.py"), "--config", str(bad)],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, os.path.join(REPO, "scripts", "train.py"), "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 1 and "error: unknown config key 'learning_rate'" in p.stderr
 
 
@@ -408,7 +544,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data):
         with pytest.raises(NonFiniteLossError, match=r"loss became nan at epoch 2, step 1.*last good checkpoint"):
             fit(toy_cfg(tmp_path, data, model="_test_tiny_net", epochs=3))
     finally:
-        _NanAfter.limit = 10 ** 9
+        _NanAfter.limit = 10**9
     ckpt = load_checkpoint_file(str(tmp_path / "out" / "run" / "last.pth"))
     assert ckpt["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
@@ -417,8 +553,17 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data):
 def test_fp16_grad_scaler_state_is_checkpointed_and_restored(tmp_path, data):
     # fp16 trains through timm's NativeScaler (torch's GradScaler runs on the CPU too); with grad_accum 2 over
     # 3 micro-batches the scaler steps twice per epoch, and clipping goes through the scaler's unscale
-    cfg = toy_cfg(tmp_path, data, model="_test_tiny_net", epochs=2, stop_after_epoch=1, amp="fp16", grad_accum=2,
-                  clip_grad=1.0, plot=False)
+    cfg = toy_cfg(
+        tmp_path,
+        data,
+        model="_test_tiny_net",
+        epochs=2,
+        stop_after_epoch=1,
+        amp="fp16",
+        grad_accum=2,
+        clip_grad=1.0,
+        plot=False,
+    )
     res = fit(cfg)
     ckpt = load_checkpoint_file(res.last_checkpoint)
     assert ckpt["scaler"]["scale"] == 65536.0 and ckpt["scaler"]["_growth_tracker"] == 2, ckpt["scaler"]

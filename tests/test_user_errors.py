@@ -1,21 +1,21 @@
 """What a new user trips over, each as a one-line error or a consistent CLI: data mistakes, too-small images,
 misspelled names, and the commands' shared flags and help texts."""
+
 import os
 import shutil
 
 import pytest
 import timm
 import torch
-
-from inceptionnext.cli import COMMANDS, main
-from inceptionnext.train import ConfigError, DataError, fit, parse_config
-from inceptionnext.tasks.classification.data import build_datasets
-from inceptionnext.tasks.classification.evaluate import run_validation
 from test_cli import run
 from test_train import make_folder, toy_cfg
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from inceptionnext.cli import COMMANDS, main
+from inceptionnext.tasks.classification.data import build_datasets
+from inceptionnext.tasks.classification.evaluate import run_validation
+from inceptionnext.train import ConfigError, DataError, fit, parse_config
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +67,38 @@ def test_one_class_folder_is_an_error(tmp_path):
 def test_too_small_or_zero_img_size_is_one_error_everywhere(size, data, plain, tmp_path, capsys):
     want = f"img_size {size} is too small: inceptionnext_a needs images of at least 32 px"
     img = next((data / "val").rglob("*.png"))
-    for argv in (["predict", "inceptionnext_a", "--weights", plain, img, "--img-size", size, "--no-progress"],
-                 ["validate", "inceptionnext_a", "--weights", plain, "--data-dir", data / "val", "--img-size", size,
-                  "--workers", "0", "--no-progress"],
-                 ["export", "inceptionnext_a", "--weights", plain, "--img-size", size, "-o", tmp_path / "x.onnx"],
-                 ["train", "--model", "inceptionnext_a", "--data-dir", data, "--img-size", size, "--workers", "0",
-                  "--output", tmp_path, "--progress", "false"]):
+    for argv in (
+        ["predict", "inceptionnext_a", "--weights", plain, img, "--img-size", size, "--no-progress"],
+        [
+            "validate",
+            "inceptionnext_a",
+            "--weights",
+            plain,
+            "--data-dir",
+            data / "val",
+            "--img-size",
+            size,
+            "--workers",
+            "0",
+            "--no-progress",
+        ],
+        ["export", "inceptionnext_a", "--weights", plain, "--img-size", size, "-o", tmp_path / "x.onnx"],
+        [
+            "train",
+            "--model",
+            "inceptionnext_a",
+            "--data-dir",
+            data,
+            "--img-size",
+            size,
+            "--workers",
+            "0",
+            "--output",
+            tmp_path,
+            "--progress",
+            "false",
+        ],
+    ):
         code, _, err = run(capsys, *argv)
         assert code == 1 and "Traceback" not in err, (argv[0], err)
         assert want.replace("img_size", "--img-size") in err or want in err, (argv[0], err)
@@ -108,13 +134,42 @@ def test_config_paths_resolve_from_anywhere_or_say_where_recipes_live(tmp_path, 
 
 def test_validate_takes_the_model_and_flags_as_predict_does(data, plain, capsys):
     import json
-    code, out, err = run(capsys, "validate", "inceptionnext_a", "--weights", plain, "--data-dir", data / "val",
-                         "-b", "2", "--workers", "0", "--img-size", "32", "--no-progress", "--json")
+
+    code, out, err = run(
+        capsys,
+        "validate",
+        "inceptionnext_a",
+        "--weights",
+        plain,
+        "--data-dir",
+        data / "val",
+        "-b",
+        "2",
+        "--workers",
+        "0",
+        "--img-size",
+        "32",
+        "--no-progress",
+        "--json",
+    )
     assert code == 0, err
     r = json.loads(out)  # --json alone prints JSON, as predict --json does
     assert r["count"] == 6 and r["model"] == "inceptionnext_a" and "weights: " in err
-    code, out, err = run(capsys, "validate", "--model", "inceptionnext_a", "--checkpoint", plain, "--data-dir",
-                         data / "val", "--workers", "0", "--img-size", "32", "--no-progress")
+    code, out, err = run(
+        capsys,
+        "validate",
+        "--model",
+        "inceptionnext_a",
+        "--checkpoint",
+        plain,
+        "--data-dir",
+        data / "val",
+        "--workers",
+        "0",
+        "--img-size",
+        "32",
+        "--no-progress",
+    )
     assert code == 0 and "top-1" in out  # timm's spellings still work
 
 
@@ -135,6 +190,7 @@ def test_train_takes_bare_switches_and_b():
 
 def _parser(command):
     import importlib
+
     module = importlib.import_module(COMMANDS[command][0])
     if hasattr(module, "build_parser"):
         return module.build_parser(f"inceptionnext {command}")
@@ -156,5 +212,9 @@ def test_help_texts_are_whole_and_every_option_says_what_it_does(command, capsys
         bare = [a.option_strings or [a.dest] for a in parser._actions if not a.help]
         assert not bare, f"{command}: options without help: {bare}"
     if command == "export":
-        assert "default: onnx" in text and "--opset" in text and "20 here" in text.replace("\n", " ").replace(
-            "  ", " ") or "default: torch.onnx" in text
+        assert (
+            "default: onnx" in text
+            and "--opset" in text
+            and "20 here" in text.replace("\n", " ").replace("  ", " ")
+            or "default: torch.onnx" in text
+        )

@@ -1,4 +1,5 @@
 """validate.py: any weight format the library loads, the weights' own preprocessing, and clear errors."""
+
 import os
 import subprocess
 import sys
@@ -7,11 +8,11 @@ import pytest
 import timm
 import torch
 from safetensors.torch import save_file
+from test_train import make_folder
 
 import inceptionnext  # noqa: F401
-from inceptionnext.train import DataError
 from inceptionnext.tasks.classification.evaluate import load_for_eval, run_validation
-from test_train import make_folder
+from inceptionnext.train import DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,13 +40,24 @@ def test_foreign_formats_load_with_class_count_read_off_the_head(weights, name):
 def test_formats_agree_and_pretrained_preprocessing_is_used(weights, tmp_path):
     d, _ = weights
     data = make_folder(tmp_path / "data", train=1, val=3)
-    results = [run_validation("inceptionnext_a", str(d / n), data_dir=str(data / "val"), workers=0, batch_size=4,
-                              progress=False) for n in ("plain.pth", "w.safetensors")]
+    results = [
+        run_validation(
+            "inceptionnext_a", str(d / n), data_dir=str(data / "val"), workers=0, batch_size=4, progress=False
+        )
+        for n in ("plain.pth", "w.safetensors")
+    ]
     assert results[0]["top1"] == results[1]["top1"] and results[0]["loss"] == pytest.approx(results[1]["loss"])
     dc = results[0]["data_config"]
     assert dc["input_size"] == (3, 224, 224) and dc["crop_pct"] == 0.875 and dc["interpolation"] == "bicubic"
-    small = run_validation("inceptionnext_a", str(d / "plain.pth"), data_dir=str(data / "val"), workers=0,
-                           img_size=32, crop_pct=1.0, progress=False)
+    small = run_validation(
+        "inceptionnext_a",
+        str(d / "plain.pth"),
+        data_dir=str(data / "val"),
+        workers=0,
+        img_size=32,
+        crop_pct=1.0,
+        progress=False,
+    )
     assert small["data_config"]["input_size"] == (3, 32, 32) and small["count"] == 9
 
 
@@ -53,14 +65,46 @@ def test_cli_prints_top1_top5_and_reports_bad_input(weights, tmp_path):
     d, _ = weights
     data = make_folder(tmp_path / "data", train=1, val=2)
     script = os.path.join(REPO, "scripts", "validate.py")
-    ok = subprocess.run([sys.executable, script, "--model", "inceptionnext_a", "--checkpoint", str(d / "plain.pth"),
-                         "--data-dir", str(data / "val"), "--img-size", "32", "--workers", "0", "--no-progress",
-                         "--channels-last", "--amp", "bf16"], capture_output=True, text=True, timeout=300)
+    ok = subprocess.run(
+        [
+            sys.executable,
+            script,
+            "--model",
+            "inceptionnext_a",
+            "--checkpoint",
+            str(d / "plain.pth"),
+            "--data-dir",
+            str(data / "val"),
+            "--img-size",
+            "32",
+            "--workers",
+            "0",
+            "--no-progress",
+            "--channels-last",
+            "--amp",
+            "bf16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "top-1" in ok.stdout and "top-5" in ok.stdout and "on 6 images" in ok.stdout
-    missing = subprocess.run([sys.executable, script, "--model", "inceptionnext_a", "--checkpoint",
-                              str(d / "plain.pth"), "--data-dir", str(tmp_path / "nope")],
-                             capture_output=True, text=True, timeout=300)
+    missing = subprocess.run(
+        [
+            sys.executable,
+            script,
+            "--model",
+            "inceptionnext_a",
+            "--checkpoint",
+            str(d / "plain.pth"),
+            "--data-dir",
+            str(tmp_path / "nope"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert missing.returncode == 1 and "image folder not found" in missing.stderr
     with pytest.raises(DataError, match="no images found"):
         (tmp_path / "empty" / "a").mkdir(parents=True)

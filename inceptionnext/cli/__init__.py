@@ -1,44 +1,55 @@
 """The `inceptionnext` command: one entry point for listing, inspecting, predicting, converting, exporting,
 training, validating and benchmarking. Each subcommand lives in its own module and has its own --help."""
+
 import difflib
 import importlib
 import sys
 from typing import Optional, Sequence
+
 from ..version import __version__
 
 # subcommand -> (module, one-line summary); modules are imported only when their command runs
 COMMANDS = {
-    'list': ('inceptionnext.cli.list_models', 'model names, params, MACs, pretrained tags, paper top-1'),
-    'info': ('inceptionnext.cli.info', 'one model: stages, feature channels and strides, preprocessing, weights'),
-    'predict': ('inceptionnext.cli.predict', 'top-5 ImageNet classes (or the model\'s own) for image files'),
-    'segment': ('inceptionnext.cli.segment', 'colour-overlay and class-mask PNGs per image (segmentation models)'),
-    'detect': ('inceptionnext.cli.detect', 'boxes and masks of a trained detector, drawn on a PNG per image'),
-    'convert': ('inceptionnext.cli.convert', 'any weight file to safetensors/.pth that rebuilds the model, '
-                                            'optionally folded'),
-    'export': ('inceptionnext.cli.export', 'ONNX, TorchScript or torch.export file, checked against PyTorch'),
-    'quantize': ('inceptionnext.cli.quantize', 'post-training int8 file (OpenVINO or ONNX Runtime), checked against '
-                                              'the float model'),
-    'train': ('inceptionnext.cli.train', 'train or fine-tune from a YAML config (torchrun for multi-GPU)'),
-    'validate': ('inceptionnext.cli.validate', 'top-1/top-5 of weights on an image folder (mIoU: segmentation)'),
-    'verify': ('inceptionnext.cli.verify', 'check that checkpoints are whole (their stored checksum)'),
-    'benchmark': ('inceptionnext.cli.benchmark', 'throughput beside timm\'s models, in one run'),
+    "list": ("inceptionnext.cli.list_models", "model names, params, MACs, pretrained tags, paper top-1"),
+    "info": ("inceptionnext.cli.info", "one model: stages, feature channels and strides, preprocessing, weights"),
+    "predict": ("inceptionnext.cli.predict", "top-5 ImageNet classes (or the model's own) for image files"),
+    "segment": ("inceptionnext.cli.segment", "colour-overlay and class-mask PNGs per image (segmentation models)"),
+    "detect": ("inceptionnext.cli.detect", "boxes and masks of a trained detector, drawn on a PNG per image"),
+    "convert": (
+        "inceptionnext.cli.convert",
+        "any weight file to safetensors/.pth that rebuilds the model, optionally folded",
+    ),
+    "export": ("inceptionnext.cli.export", "ONNX, TorchScript or torch.export file, checked against PyTorch"),
+    "quantize": (
+        "inceptionnext.cli.quantize",
+        "post-training int8 file (OpenVINO or ONNX Runtime), checked against the float model",
+    ),
+    "train": ("inceptionnext.cli.train", "train or fine-tune from a YAML config (torchrun for multi-GPU)"),
+    "validate": ("inceptionnext.cli.validate", "top-1/top-5 of weights on an image folder (mIoU: segmentation)"),
+    "verify": ("inceptionnext.cli.verify", "check that checkpoints are whole (their stored checksum)"),
+    "benchmark": ("inceptionnext.cli.benchmark", "throughput beside timm's models, in one run"),
 }
 
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: inceptionnext <command> [options]   (inceptionnext <command> --help for its options)", "",
-             "InceptionNeXt models for timm, from the shell.", "", "commands:"]
+    lines = [
+        "usage: inceptionnext <command> [options]   (inceptionnext <command> --help for its options)",
+        "",
+        "InceptionNeXt models for timm, from the shell.",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
     return "\n".join(lines)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ('-h', '--help'):
+    if not argv or argv[0] in ("-h", "--help"):
         print(usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
-    if argv[0] == '--version':
+    if argv[0] == "--version":
         print(f"inceptionnext {__version__}")
         return 0
     command = argv[0]
@@ -51,5 +62,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return module.cli(argv[1:], prog=f"inceptionnext {command}")
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     sys.exit(main())

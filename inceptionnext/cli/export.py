@@ -5,11 +5,12 @@ checked against PyTorch's own outputs (onnxruntime for ONNX) before it is kept.
     inceptionnext export inceptionnext_t --weights inceptionnext_t.safetensors --format torch.export --deploy
     inceptionnext export inceptionnext_t --weights inceptionnext_t.safetensors --deploy --lever fast-act
 """
+
 import argparse
 
-from ..models.fold import is_folded, reparameterize_model
-from ..deploy.levers import LEVERS, apply_levers, lever_label, parse_levers
 from ..deploy.export import FORMATS, MIN_OPSET, SUFFIXES, ExportError, export_model
+from ..deploy.levers import LEVERS, apply_levers, lever_label, parse_levers
+from ..models.fold import is_folded, reparameterize_model
 from ..models.model_api import check_img_size
 from .common import add_model_args, model_from_args, reports_errors, summary
 
@@ -17,6 +18,7 @@ from .common import add_model_args, model_from_args, reports_errors, summary
 def _default_opset() -> str:
     try:
         from torch.onnx._constants import ONNX_DEFAULT_OPSET
+
         return str(ONNX_DEFAULT_OPSET)
     except ImportError:  # a private module: its name may change
         return "its version's"
@@ -25,28 +27,43 @@ def _default_opset() -> str:
 def build_parser(prog=None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=summary(__doc__))
     add_model_args(p)
-    p.add_argument('--format', default='onnx', choices=FORMATS, help="file type to write (default: onnx)")
-    p.add_argument('--output', '-o', default=None,
-                   help="output file; default <model><suffix> (" + ", ".join(f"{k}: {v}" for k, v in SUFFIXES.items())
-                        + ")")
-    p.add_argument('--deploy', action='store_true', help="fold BatchNorm and layer scale first (inference form)")
-    p.add_argument('--lever', '--levers', dest='levers', action='append', default=[], metavar='NAME',
-                   help="with --deploy: a speed lever that changes numerics, recorded in the file (default: none, "
-                        "the exact model): " + "; ".join(f"{k}: {v.description}" for k, v in LEVERS.items()))
-    p.add_argument('--img-size', type=int, default=None, help="example input size; default: the weights' input size")
-    p.add_argument('--batch-size', '-b', type=int, default=2, help="batch of the example input (default: 2)")
-    p.add_argument('--static-batch', action='store_true', help="fix the batch size instead of a dynamic one")
-    p.add_argument('--opset', type=int, default=None,
-                   help=f"ONNX opset, {MIN_OPSET} or newer (default: torch.onnx's own, {_default_opset()} here)")
-    p.add_argument('--no-check', dest='check', action='store_false',
-                   help="skip reloading the file and comparing it with PyTorch")
-    p.add_argument('--atol', type=float, default=1e-4, help="absolute tolerance of the check (default: 1e-4)")
-    p.add_argument('--rtol', type=float, default=1e-3, help="relative tolerance of the check (default: 1e-3)")
+    p.add_argument("--format", default="onnx", choices=FORMATS, help="file type to write (default: onnx)")
+    p.add_argument(
+        "--output",
+        "-o",
+        default=None,
+        help="output file; default <model><suffix> (" + ", ".join(f"{k}: {v}" for k, v in SUFFIXES.items()) + ")",
+    )
+    p.add_argument("--deploy", action="store_true", help="fold BatchNorm and layer scale first (inference form)")
+    p.add_argument(
+        "--lever",
+        "--levers",
+        dest="levers",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --deploy: a speed lever that changes numerics, recorded in the file (default: none, "
+        "the exact model): " + "; ".join(f"{k}: {v.description}" for k, v in LEVERS.items()),
+    )
+    p.add_argument("--img-size", type=int, default=None, help="example input size; default: the weights' input size")
+    p.add_argument("--batch-size", "-b", type=int, default=2, help="batch of the example input (default: 2)")
+    p.add_argument("--static-batch", action="store_true", help="fix the batch size instead of a dynamic one")
+    p.add_argument(
+        "--opset",
+        type=int,
+        default=None,
+        help=f"ONNX opset, {MIN_OPSET} or newer (default: torch.onnx's own, {_default_opset()} here)",
+    )
+    p.add_argument(
+        "--no-check", dest="check", action="store_false", help="skip reloading the file and comparing it with PyTorch"
+    )
+    p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance of the check (default: 1e-4)")
+    p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance of the check (default: 1e-3)")
     return p
 
 
 @reports_errors(ExportError)
-def cli(argv=None, prog: str = 'inceptionnext export') -> int:
+def cli(argv=None, prog: str = "inceptionnext export") -> int:
     p = build_parser(prog)
     a = p.parse_args(argv)
     try:
@@ -60,18 +77,32 @@ def cli(argv=None, prog: str = 'inceptionnext export') -> int:
         model = reparameterize_model(model, inplace=True)
     if levers:
         model = apply_levers(model, levers)
-    check_img_size(model, a.img_size, '--img-size')
-    _, height, width = model.pretrained_cfg.get('input_size') or (3, 224, 224)
+    check_img_size(model, a.img_size, "--img-size")
+    _, height, width = model.pretrained_cfg.get("input_size") or (3, 224, 224)
     size = (model.in_chans, a.img_size or height, a.img_size or width)
-    name = a.model or model.pretrained_cfg.get('architecture')
+    name = a.model or model.pretrained_cfg.get("architecture")
     tag = ("_deploy" if a.deploy else "") + ("_" + lever_label(levers).replace("+", "_") if levers else "")
     output = a.output or f"{name}{tag}{SUFFIXES[a.format]}"
-    report = export_model(model, output, a.format, input_size=size, batch_size=a.batch_size,
-                          dynamic_batch=not a.static_batch, opset=a.opset, check=a.check, atol=a.atol, rtol=a.rtol)
-    line = (f"wrote {report.path} ({a.format}, {lever_label(levers)}, {report.file_bytes / 2**20:.1f} MiB, input "
-            f"{'N' if not a.static_batch else a.batch_size}x{'x'.join(map(str, size))})")
+    report = export_model(
+        model,
+        output,
+        a.format,
+        input_size=size,
+        batch_size=a.batch_size,
+        dynamic_batch=not a.static_batch,
+        opset=a.opset,
+        check=a.check,
+        atol=a.atol,
+        rtol=a.rtol,
+    )
+    line = (
+        f"wrote {report.path} ({a.format}, {lever_label(levers)}, {report.file_bytes / 2**20:.1f} MiB, input "
+        f"{'N' if not a.static_batch else a.batch_size}x{'x'.join(map(str, size))})"
+    )
     if report.checked_with:
-        line += (f"; checked with {report.checked_with} at batch {report.check_batch_size}: max abs diff "
-                 f"{report.max_abs_diff:.2e}")
+        line += (
+            f"; checked with {report.checked_with} at batch {report.check_batch_size}: max abs diff "
+            f"{report.max_abs_diff:.2e}"
+        )
     print(line)
     return 0

@@ -4,12 +4,12 @@ overridden as --key value.
     inceptionnext train --config configs/demo/digits_inceptionnext_a.yaml
     torchrun --nproc_per_node 8 scripts/train.py --config configs/imagenet/inceptionnext_t.yaml --data-dir /data/imagenet
 """
+
 import sys
 
-from ..utils.text import error_message, escape_control
 from ..train import CheckpointError, ConfigError, DataError, TrainError, fit, parse_config
 from ..train.engine import RunInterrupted
-
+from ..utils.text import error_message, escape_control
 
 INTERRUPTED = 130  # the shell's status for a command ended by SIGINT
 

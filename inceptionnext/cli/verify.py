@@ -8,15 +8,15 @@ content.
 Each file is "verified", "unchecked" (readable, but it carries no checksum: exit status 2 unless
 --allow-unchecked) or "damaged" (exit status 1).
 """
+
 import argparse
 import sys
-
 from typing import Mapping, Tuple
 
 from ..checksum import verify_loaded, verify_runtime_model
 from ..deploy.runtimes import read_runtime_model
-from ..weights import read_weight_file
 from ..utils.text import escape_control
+from ..weights import read_weight_file
 from .common import USER_ERRORS, summary
 
 DAMAGED, UNCHECKED = 1, 2  # exit statuses
@@ -45,8 +45,11 @@ def verify_path(path: str) -> Tuple[bool, str]:
 def cli(argv=None, prog: str = "inceptionnext verify") -> int:
     p = argparse.ArgumentParser(prog=prog, description=summary(__doc__))
     p.add_argument("files", nargs="+", metavar="FILE", help="checkpoints, weight files, .onnx or OpenVINO .xml files")
-    p.add_argument("--allow-unchecked", action="store_true",
-                   help="a readable file without a checksum passes (exit 0) instead of exit status 2")
+    p.add_argument(
+        "--allow-unchecked",
+        action="store_true",
+        help="a readable file without a checksum passes (exit 0) instead of exit status 2",
+    )
     a = p.parse_args(argv)
     damaged = unchecked = 0
     for path in a.files:
@@ -60,8 +63,11 @@ def cli(argv=None, prog: str = "inceptionnext verify") -> int:
             print(f"ok: {escape_control(path)}: {escape_control(what)}; checksum verified", flush=True)
         else:
             unchecked += 1
-            print(f"unchecked: {escape_control(path)}: {escape_control(what)}; readable, but it carries no checksum "
-                  "to verify (written by another tool or an earlier version)", flush=True)
+            print(
+                f"unchecked: {escape_control(path)}: {escape_control(what)}; readable, but it carries no checksum "
+                "to verify (written by another tool or an earlier version)",
+                flush=True,
+            )
     if damaged:
         return DAMAGED
     return UNCHECKED if unchecked and not a.allow_unchecked else 0

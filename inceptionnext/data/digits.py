@@ -1,10 +1,13 @@
 """The built-in digits (scikit-learn's 8x8 handwritten digits, shipped inside scikit-learn) with one fixed split, which every demo (classification, segmentation scenes, detection scenes) draws from."""
+
 from __future__ import annotations
 
 from typing import Tuple
+
 import numpy as np
 import torch
 from PIL import Image
+
 from .folders import DataError
 
 

@@ -1,13 +1,14 @@
 """Image folders every task reads (<split>/<class>/<image> for classification, images beside masks for segmentation): missing, empty or misplaced folders and unreadable images are errors that name the path."""
+
 from __future__ import annotations
 
-import multiprocessing
 import logging
+import multiprocessing
 import os
 from typing import Dict, Optional
+
 from PIL import Image
 from timm.data import ImageDataset
-
 
 _logger = logging.getLogger(__name__)
 
@@ -70,8 +71,10 @@ class CheckedImageFolder(ImageDataset):
                     _logger.warning("skipping unreadable image %s: %s", path, e)
                 index = (index + 1) % len(self)
         else:
-            raise DataError(f"{self.MAX_CONSECUTIVE} consecutive unreadable images in {self.reader.root}; "
-                            "the data directory looks broken")
+            raise DataError(
+                f"{self.MAX_CONSECUTIVE} consecutive unreadable images in {self.reader.root}; "
+                "the data directory looks broken"
+            )
         if self.transform is not None:
             img = self.transform(img)
         return img, target
@@ -95,8 +98,10 @@ def _split_dir(data_dir: Optional[str], split: str) -> str:
     path = os.path.join(data_dir, split)
     if not os.path.isdir(path):
         present = sorted(d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d)))
-        raise DataError(f"data directory {data_dir} has no '{split}' folder (found: {present or 'nothing'}); "
-                        f"expected {data_dir}/{split}/<class>/<image>")
+        raise DataError(
+            f"data directory {data_dir} has no '{split}' folder (found: {present or 'nothing'}); "
+            f"expected {data_dir}/{split}/<class>/<image>"
+        )
     return check_image_dir(path)
 
 
@@ -106,11 +111,18 @@ SPLIT_NAMES = ("train", "val", "validation", "test", "eval")
 def refuse_dataset_root(path: str) -> None:
     """A DataError when `path` holds split folders (train/, val/ ...) rather than class folders: read as an
     ImageFolder, it would score every split's images together under split names as classes."""
-    splits = sorted(d for d in os.listdir(path) if d.lower() in SPLIT_NAMES and os.path.isdir(os.path.join(path, d))
-                    and any(os.path.isdir(os.path.join(path, d, c)) for c in os.listdir(os.path.join(path, d))))
+    splits = sorted(
+        d
+        for d in os.listdir(path)
+        if d.lower() in SPLIT_NAMES
+        and os.path.isdir(os.path.join(path, d))
+        and any(os.path.isdir(os.path.join(path, d, c)) for c in os.listdir(os.path.join(path, d)))
+    )
     if splits:
-        raise DataError(f"{path} looks like a dataset root (it holds {', '.join(s + '/' for s in splits)} with class "
-                        f"folders inside), not one split; pass the split itself, e.g. {os.path.join(path, splits[-1])}")
+        raise DataError(
+            f"{path} looks like a dataset root (it holds {', '.join(s + '/' for s in splits)} with class "
+            f"folders inside), not one split; pass the split itself, e.g. {os.path.join(path, splits[-1])}"
+        )
 
 
 def check_class_folders(path: str, class_to_idx: Dict[str, int], known_as: str) -> None:
@@ -119,17 +131,26 @@ def check_class_folders(path: str, class_to_idx: Dict[str, int], known_as: str) 
     found = {d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d))}
     extra, absent = sorted(found - set(class_to_idx)), sorted(set(class_to_idx) - found)
     if extra:
-        raise DataError(f"{path} has class folders that {known_as} does not know: {', '.join(extra[:10])}"
-                        + (f" (+{len(extra) - 10} more)" if len(extra) > 10 else "") +
-                        f"; its classes are {', '.join(sorted(class_to_idx)[:10])}"
-                        + (" ..." if len(class_to_idx) > 10 else ""))
+        raise DataError(
+            f"{path} has class folders that {known_as} does not know: {', '.join(extra[:10])}"
+            + (f" (+{len(extra) - 10} more)" if len(extra) > 10 else "")
+            + f"; its classes are {', '.join(sorted(class_to_idx)[:10])}"
+            + (" ..." if len(class_to_idx) > 10 else "")
+        )
     if absent:
-        _logger.warning("%s has no folder for %d of the %d classes of %s: %s", path, len(absent), len(class_to_idx),
-                        known_as, ", ".join(absent[:10]))
+        _logger.warning(
+            "%s has no folder for %d of the %d classes of %s: %s",
+            path,
+            len(absent),
+            len(class_to_idx),
+            known_as,
+            ", ".join(absent[:10]),
+        )
 
 
-def image_folder(path: str, on_error: str = "fail", class_map: Optional[Dict[str, int]] = None,
-                 known_as: str = "the model") -> CheckedImageFolder:
+def image_folder(
+    path: str, on_error: str = "fail", class_map: Optional[Dict[str, int]] = None, known_as: str = "the model"
+) -> CheckedImageFolder:
     """An ImageFolder (path/<class>/<image>), checked for existence, content, a dataset root passed by mistake,
     and (with class_map) class folders that the map, known as `known_as`, does not hold."""
     check_image_dir(path)

@@ -1,5 +1,6 @@
 """Classify image files: each read and checked, preprocessed the way the model's weights expect (its
 pretrained config, through timm's transforms), and ranked top-k with class names."""
+
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -44,9 +45,11 @@ def check_image(path, max_pixels: Optional[int] = None) -> None:
     with _open(Path(path)) as img:
         w, h = img.size
     if max_pixels is not None and w * h > max_pixels:
-        raise ImageError(f"{escape_control(path)}: {w}x{h} is {w * h} pixels, over the limit of {max_pixels} "
-                         f"({int(max_pixels ** 0.5)}x{int(max_pixels ** 0.5)}) that keeps memory bounded; downscale "
-                         "or tile it first")
+        raise ImageError(
+            f"{escape_control(path)}: {w}x{h} is {w * h} pixels, over the limit of {max_pixels} "
+            f"({int(max_pixels**0.5)}x{int(max_pixels**0.5)}) that keeps memory bounded; downscale "
+            "or tile it first"
+        )
 
 
 def load_image(path, channels: int = 3) -> Image.Image:
@@ -60,9 +63,9 @@ def load_image(path, channels: int = 3) -> Image.Image:
         with img:
             img.load()
             img = ImageOps.exif_transpose(img)
-            if img.mode in ('I;16', 'I;16B', 'I;16L', 'I'):  # 16-bit PNG/TIFF: convert() would clip at 255
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit PNG/TIFF: convert() would clip at 255
                 img = Image.fromarray((np.asarray(img, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8))
-            return img.convert('RGB' if channels == 3 else 'L')
+            return img.convert("RGB" if channels == 3 else "L")
     except _DECODE_ERRORS as e:
         raise ImageError(f"{path}: cannot be read as an image ({type(e).__name__}: {e})") from e
 
@@ -81,8 +84,10 @@ def output_names(paths: Sequence) -> List[Tuple[Path, Path]]:
     taken: Dict[Path, Path] = {}
     for f, name in out:
         if name in taken:
-            raise ValueError(f"{escape_control(taken[name])} and {escape_control(f)} would write the same outputs "
-                             f"({escape_control(name)}_*); give them in separate runs or rename one")
+            raise ValueError(
+                f"{escape_control(taken[name])} and {escape_control(f)} would write the same outputs "
+                f"({escape_control(name)}_*); give them in separate runs or rename one"
+            )
         taken[name] = f
     return out
 
@@ -101,8 +106,10 @@ def refuse_existing(targets: Sequence, overwrite: bool) -> None:
     existing = [t for t in targets if os.path.lexists(t)]
     if existing:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise FileExistsError(f"{escape_control(existing[0])} exists{more}; pass --overwrite to replace the outputs, "
-                              "or choose another output folder")
+        raise FileExistsError(
+            f"{escape_control(existing[0])} exists{more}; pass --overwrite to replace the outputs, "
+            "or choose another output folder"
+        )
 
 
 def expand_image_paths(paths: Sequence) -> List[Path]:
@@ -111,7 +118,7 @@ def expand_image_paths(paths: Sequence) -> List[Path]:
     extensions = get_img_extensions(as_set=True)
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(f for f in path.rglob('*') if f.suffix.lower() in extensions and f.is_file())
+            found = sorted(f for f in path.rglob("*") if f.suffix.lower() in extensions and f.is_file())
             if not found:
                 raise ImageError(f"{path}: no image files ({', '.join(sorted(extensions))}) in this folder")
             out += found
@@ -120,22 +127,20 @@ def expand_image_paths(paths: Sequence) -> List[Path]:
     return out
 
 
-
-
 def data_config_for(model: nn.Module, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The model's preprocessing (pretrained config, then `overrides`), with one normalization value per
     input channel (a 1-channel model gets the mean of RGB statistics)."""
-    for key in ('mean', 'std'):  # timm asserts on a wrong count; say what is wrong instead
+    for key in ("mean", "std"):  # timm asserts on a wrong count; say what is wrong instead
         given = (overrides or {}).get(key)
         if given is not None and len(given) not in (1, model.in_chans):
             raise ValueError(f"{key} has {len(given)} values for a model with {model.in_chans} input channels")
-    check_img_size(model, (overrides or {}).get('img_size'), 'img_size')
-    crop_pct = (overrides or {}).get('crop_pct')
+    check_img_size(model, (overrides or {}).get("img_size"), "img_size")
+    crop_pct = (overrides or {}).get("crop_pct")
     if crop_pct is not None and not 0 < crop_pct <= 1:  # timm would quietly ignore a 0
         raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
     cfg = resolve_data_config(dict(overrides or {}), model=model)
-    chans = cfg['input_size'][0]
-    for key in ('mean', 'std'):
+    chans = cfg["input_size"][0]
+    for key in ("mean", "std"):
         values = tuple(cfg[key])
         if len(values) != chans:
             if chans == 1 and len(values) == 3 and key not in (overrides or {}):
@@ -144,5 +149,3 @@ def data_config_for(model: nn.Module, overrides: Optional[Dict[str, Any]] = None
                 raise ValueError(f"{key} has {len(values)} values for a model with {chans} input channels")
         cfg[key] = values
     return cfg
-
-

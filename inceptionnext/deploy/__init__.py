@@ -4,6 +4,7 @@ runtimes that run the files, and the benchmark across them.
 Folding itself lives with the models (a folded model is still a model, and `model_file` loads folded files);
 these names are its public face here.
 """
+
 from ..models.fold import create_deploy_model, is_folded, reparameterize_model
 
 __all__ = ["create_deploy_model", "is_folded", "reparameterize_model"]

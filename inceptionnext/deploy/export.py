@@ -6,6 +6,7 @@ written atomically and, with ``check``, reloaded from its temp file and compared
 size other than the traced one (which proves the batch dimension is really dynamic) before it replaces ``path``:
 a file that fails its check is never left behind.
 """
+
 import contextlib
 import copy
 import json
@@ -17,11 +18,11 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from ..models.fold import FusedMetaNeXtBlock
-from ..utils.text import first_line
-from ..utils.files import open_for_writing, write_atomically
-from ..model_file import portable_cfg
 from ..checksum import seal_onnx
+from ..model_file import portable_cfg
+from ..models.fold import FusedMetaNeXtBlock
+from ..utils.files import open_for_writing, write_atomically
+from ..utils.text import first_line
 from .levers import levers_metadata, levers_of
 
 __all__ = ["FORMATS", "SUFFIXES", "ExportError", "ExportReport", "export_model", "check_export"]
@@ -40,11 +41,11 @@ class ExportError(RuntimeError):
 class ExportReport:
     format: str
     path: str
-    batch_size: int                  # batch of the example input the graph was traced with
+    batch_size: int  # batch of the example input the graph was traced with
     check_batch_size: Optional[int]  # batch the file was checked at (None: not checked)
-    input_size: tuple                # (C, H, W)
-    max_abs_diff: Optional[float]    # file vs PyTorch on the same random input
-    checked_with: Optional[str]      # e.g. "onnxruntime 1.32.0 (CPUExecutionProvider)"
+    input_size: tuple  # (C, H, W)
+    max_abs_diff: Optional[float]  # file vs PyTorch on the same random input
+    checked_with: Optional[str]  # e.g. "onnxruntime 1.32.0 (CPUExecutionProvider)"
     file_bytes: int
 
 
@@ -77,8 +78,9 @@ def _import_onnx(check: bool):
         try:
             import onnxruntime  # noqa: F401
         except ImportError as e:
-            raise ExportError(f"checking an onnx file needs onnxruntime ({e}); {_INSTALL_HINT}, "
-                              "or pass check=False to skip the check") from e
+            raise ExportError(
+                f"checking an onnx file needs onnxruntime ({e}); {_INSTALL_HINT}, or pass check=False to skip the check"
+            ) from e
 
 
 @contextlib.contextmanager
@@ -109,8 +111,16 @@ def _export(plain: nn.Module, fmt: str, x: torch.Tensor, dynamic_batch: bool, op
     dynamic = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
     if fmt == "onnx":
         program = torch.onnx.export(
-            plain, (x,), None, dynamo=True, verbose=False, input_names=["input"], output_names=["logits"],
-            opset_version=opset, dynamic_shapes=dynamic)
+            plain,
+            (x,),
+            None,
+            dynamo=True,
+            verbose=False,
+            input_names=["input"],
+            output_names=["logits"],
+            opset_version=opset,
+            dynamic_shapes=dynamic,
+        )
         program.model.metadata_props.update(_onnx_metadata(plain))
         return lambda tmp: program.save(tmp, external_data=False)  # one self-contained file
     if fmt == "torchscript":
@@ -135,6 +145,7 @@ def _run_file(path: str, fmt: str, x: torch.Tensor) -> Tuple[torch.Tensor, str]:
     """The saved file's output on `x`, and what ran it."""
     if fmt == "onnx":
         import onnxruntime as ort
+
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
         return torch.from_numpy(out), f"onnxruntime {ort.__version__} (CPUExecutionProvider)"
@@ -162,15 +173,20 @@ def _check(path, fmt, plain, input_size, batch_size, atol, rtol, name=None) -> T
             expected = plain(x)
             got, checked_with = _run_file(path, fmt, x)
     except Exception as e:
-        raise ExportError(f"{fmt} file {name}: running it at batch {batch_size} failed "
-                          f"({type(e).__name__}: {first_line(e)})") from e
+        raise ExportError(
+            f"{fmt} file {name}: running it at batch {batch_size} failed ({type(e).__name__}: {first_line(e)})"
+        ) from e
     if got.shape != expected.shape:
-        raise ExportError(f"{fmt} file {name}: output shape {tuple(got.shape)} at batch {batch_size}, "
-                          f"PyTorch gives {tuple(expected.shape)}")
+        raise ExportError(
+            f"{fmt} file {name}: output shape {tuple(got.shape)} at batch {batch_size}, "
+            f"PyTorch gives {tuple(expected.shape)}"
+        )
     diff = (got.float() - expected).abs().max().item()
     if not torch.allclose(got.float(), expected, atol=atol, rtol=rtol):
-        raise ExportError(f"{fmt} file {name} does not match the PyTorch model at batch {batch_size}: "
-                          f"max abs diff {diff:.3g} (atol {atol}, rtol {rtol}) on {checked_with}")
+        raise ExportError(
+            f"{fmt} file {name} does not match the PyTorch model at batch {batch_size}: "
+            f"max abs diff {diff:.3g} (atol {atol}, rtol {rtol}) on {checked_with}"
+        )
     return diff, checked_with
 
 
@@ -185,6 +201,7 @@ def check_export(path, fmt, model, input_size=(3, 224, 224), batch_size=1, atol=
 
 def _onnx_opset(path: str) -> Optional[int]:
     import onnx
+
     model = onnx.load(path, load_external_data=False)
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
@@ -196,8 +213,18 @@ def _root_cause(e: BaseException) -> BaseException:
     return e
 
 
-def export_model(model, path, fmt, input_size=(3, 224, 224), batch_size=2, dynamic_batch=True, opset=None,
-                 check=True, atol=1e-4, rtol=1e-3) -> ExportReport:
+def export_model(
+    model,
+    path,
+    fmt,
+    input_size=(3, 224, 224),
+    batch_size=2,
+    dynamic_batch=True,
+    opset=None,
+    check=True,
+    atol=1e-4,
+    rtol=1e-3,
+) -> ExportReport:
     """Export `model` (CPU, float32, eval mode, plain ops; the caller's model is not changed) to `path`.
 
     `fmt` is one of FORMATS; any file name is accepted (SUFFIXES has the usual ones). With `dynamic_batch`
@@ -224,15 +251,17 @@ def export_model(model, path, fmt, input_size=(3, 224, 224), batch_size=2, dynam
         with torch.no_grad():
             plain(example)
     except Exception as e:
-        raise ExportError(f"{type(model).__name__} cannot run on a {tuple(example.shape)} input: "
-                          f"{type(e).__name__}: {first_line(e)}") from e
+        raise ExportError(
+            f"{type(model).__name__} cannot run on a {tuple(example.shape)} input: {type(e).__name__}: {first_line(e)}"
+        ) from e
     try:
         with torch.no_grad():
             save = _export(plain, fmt, example, dynamic_batch, opset)
     except Exception as e:
         root = _root_cause(e)
-        raise ExportError(f"{fmt} export of {type(model).__name__} to {path} failed: "
-                          f"{type(root).__name__}: {first_line(root)}") from e
+        raise ExportError(
+            f"{fmt} export of {type(model).__name__} to {path} failed: {type(root).__name__}: {first_line(root)}"
+        ) from e
     result = {}
 
     def write(tmp: str) -> None:
@@ -252,5 +281,12 @@ def export_model(model, path, fmt, input_size=(3, 224, 224), batch_size=2, dynam
     write_atomically(path, write)
     diff, checked_with = result.get("check", (None, None))
     return ExportReport(
-        format=fmt, path=path, batch_size=trace_batch, check_batch_size=check_batch if check else None,
-        input_size=input_size, max_abs_diff=diff, checked_with=checked_with, file_bytes=os.path.getsize(path))
+        format=fmt,
+        path=path,
+        batch_size=trace_batch,
+        check_batch_size=check_batch if check else None,
+        input_size=input_size,
+        max_abs_diff=diff,
+        checked_with=checked_with,
+        file_bytes=os.path.getsize(path),
+    )

@@ -16,6 +16,7 @@ Levers measured and kept (OpenVINO int8, AVX-512 VNNI Zen 5, interleaved with Re
 Measured and not shipped (slower): GELU tanh form (0.89-0.96x), the mixer as 1/2/3 depthwise convs without
 split/concat (0.65-0.87x), channel permutation at export (1.0x), depthwise convs kept float (0.81-0.92x).
 """
+
 import copy
 import json
 from dataclasses import dataclass
@@ -28,8 +29,19 @@ import torch.nn.functional as F
 from ..models.fold import FusedMetaNeXtBlock, is_folded, is_metanext_block, reparameterize_model
 from ..models.layers import ConvMlp
 
-__all__ = ["Lever", "LEVERS", "LEVERS_KEY", "HSWISH_SLOPE", "parse_levers", "apply_levers", "levers_of",
-           "lever_label", "levers_metadata", "fast_activation", "activation_error"]
+__all__ = [
+    "Lever",
+    "LEVERS",
+    "LEVERS_KEY",
+    "HSWISH_SLOPE",
+    "parse_levers",
+    "apply_levers",
+    "levers_of",
+    "lever_label",
+    "levers_metadata",
+    "fast_activation",
+    "activation_error",
+]
 
 LEVERS_KEY = "inceptionnext.levers"  # the file's record: a JSON list of lever names ([] = the exact model)
 HSWISH_SLOPE = 0.2778  # a in x * clip(a x + 1/2, 0, 1): the minimax fit to exact GELU on [-8, 8]
@@ -38,6 +50,7 @@ HSWISH_SLOPE = 0.2778  # a in x * clip(a x + 1/2, 0, 1): the minimax fit to exac
 @dataclass(frozen=True)
 class Lever:
     """One deploy-time change: what it does (for reports) and the function that applies it to a folded copy."""
+
     name: str
     description: str
     apply: Callable[[nn.Module], None]  # changes a folded model in place
@@ -72,8 +85,9 @@ def fast_activation(model: nn.Module) -> None:
 
 
 LEVERS: Dict[str, Lever] = {
-    "fast-act": Lever("fast-act", "MLP GELU -> x*clip(0.2778x+1/2,0,1) as a fused HSwish (max |err| 0.065)",
-                      fast_activation),
+    "fast-act": Lever(
+        "fast-act", "MLP GELU -> x*clip(0.2778x+1/2,0,1) as a fused HSwish (max |err| 0.065)", fast_activation
+    ),
 }
 
 

@@ -17,6 +17,7 @@ the check's figures, so `predict`/`validate` run it like any model (`runtimes.lo
 Speed levers (`deploy.levers`, e.g. ``fast-act``) are opt-in: the file is made from the model with the levers, but
 checked against the EXACT folded fp32 model, so the floor guards every lever; the file and the report name them.
 """
+
 import contextlib
 import json
 import math
@@ -31,17 +32,26 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from ..checksum import seal_onnx, seal_openvino
-from .runtimes import INSTALL_HINTS, METADATA_KEYS, RuntimeUnavailable, folded_for_inference, load_runtime
-from ..data.images import data_config_for
-from ..data.images import expand_image_paths, load_image
+from ..checksum import METADATA_KEY, seal_onnx, seal_openvino
 from ..data.digits import DigitsDataset
+from ..data.images import data_config_for, expand_image_paths, load_image
 from .export import export_model
 from .levers import apply_levers, lever_label, levers_of, parse_levers
-from ..checksum import METADATA_KEY
+from .runtimes import INSTALL_HINTS, METADATA_KEYS, RuntimeUnavailable, folded_for_inference, load_runtime
 
-__all__ = ["BACKENDS", "QualityFloor", "QuantizeReport", "QuantizeError", "AccuracyFloorError", "ImageSet",
-           "load_images", "quantize_model", "quantize_onnx", "compare_logits", "quantize_file"]
+__all__ = [
+    "BACKENDS",
+    "QualityFloor",
+    "QuantizeReport",
+    "QuantizeError",
+    "AccuracyFloorError",
+    "ImageSet",
+    "load_images",
+    "quantize_model",
+    "quantize_onnx",
+    "compare_logits",
+    "quantize_file",
+]
 
 BACKENDS = {"openvino": ".xml", "onnxruntime": ".onnx"}
 
@@ -57,14 +67,16 @@ class AccuracyFloorError(QuantizeError):
 @dataclass
 class QualityFloor:
     """What an int8 file must keep of the float model on held-out images."""
+
     min_agreement: float = 0.99  # fraction of images whose top-1 class is unchanged
-    min_sqnr_db: float = 25.0    # logit signal-to-quantization-noise ratio
-    min_check_images: int = 32   # the floor is never judged on fewer held-out images than this
+    min_sqnr_db: float = 25.0  # logit signal-to-quantization-noise ratio
+    min_check_images: int = 32  # the floor is never judged on fewer held-out images than this
 
 
 @dataclass
 class ImageSet:
     """Preprocessed images (N, C, H, W) and their labels in the model's class indices (None: unlabelled)."""
+
     images: torch.Tensor
     labels: Optional[torch.Tensor] = None
     source: str = ""
@@ -89,13 +101,19 @@ class QuantizeReport:
     lever_sqnr_db: Optional[float] = None  # the fp32 model with the levers vs the exact one (None: no levers)
 
     def summary(self) -> str:
-        acc = (f"; top-1 fp32 {self.float_top1:.2f}% -> int8 {self.int8_top1:.2f}%"
-               if self.float_top1 is not None else "")
-        lever = (f" with levers {lever_label(self.levers)} (fp32 lever model {self.lever_sqnr_db:.1f} dB from exact)"
-                 if self.levers else " (exact model, no levers)")
-        return (f"{self.backend} int8{lever}, vs the exact fp32 model: agreement {100 * self.agreement:.2f}%, "
-                f"logit SQNR {self.sqnr_db:.1f} dB on "
-                f"{self.check_images} held-out images ({self.calibration_images} calibrated){acc}")
+        acc = (
+            f"; top-1 fp32 {self.float_top1:.2f}% -> int8 {self.int8_top1:.2f}%" if self.float_top1 is not None else ""
+        )
+        lever = (
+            f" with levers {lever_label(self.levers)} (fp32 lever model {self.lever_sqnr_db:.1f} dB from exact)"
+            if self.levers
+            else " (exact model, no levers)"
+        )
+        return (
+            f"{self.backend} int8{lever}, vs the exact fp32 model: agreement {100 * self.agreement:.2f}%, "
+            f"logit SQNR {self.sqnr_db:.1f} dB on "
+            f"{self.check_images} held-out images ({self.calibration_images} calibrated){acc}"
+        )
 
 
 def compare_logits(reference: torch.Tensor, quantized: torch.Tensor) -> Tuple[float, float]:
@@ -110,6 +128,7 @@ def compare_logits(reference: torch.Tensor, quantized: torch.Tensor) -> Tuple[fl
 
 # --- calibration and check images ----------------------------------------------------------------------------
 
+
 def _transform(model: nn.Module, overrides=None):
     from timm.data import create_transform
 
@@ -117,8 +136,9 @@ def _transform(model: nn.Module, overrides=None):
     return create_transform(**cfg, is_training=False), cfg
 
 
-def load_images(source: str, model: nn.Module, limit: int, split: str = "train", seed: int = 0,
-                skip: int = 0, overrides=None) -> ImageSet:
+def load_images(
+    source: str, model: nn.Module, limit: int, split: str = "train", seed: int = 0, skip: int = 0, overrides=None
+) -> ImageSet:
     """Up to `limit` images preprocessed the way `model` expects, drawn (seeded) from `source`:
 
     * ``digits``: the embedded digits (split 'train' or 'val');
@@ -133,7 +153,7 @@ def load_images(source: str, model: nn.Module, limit: int, split: str = "train",
         ds = DigitsDataset(split, cfg["input_size"][-1])
         order = list(range(len(ds)))
         random.Random(seed).shuffle(order)
-        order = order[skip:skip + limit]
+        order = order[skip : skip + limit]
         if not order:
             raise QuantizeError(f"the digits {split} split has only {len(ds)} images; nothing left after {skip}")
         imgs = [transform(ds.images[i] if channels == 3 else ds.images[i].convert("L")) for i in order]
@@ -150,7 +170,7 @@ def load_images(source: str, model: nn.Module, limit: int, split: str = "train",
         labels = [index[f.relative_to(path).parts[0]] if len(f.relative_to(path).parts) > 1 else -1 for f in files]
     order = list(range(len(files)))
     random.Random(seed).shuffle(order)
-    order = order[skip:skip + limit]
+    order = order[skip : skip + limit]
     if not order:
         raise QuantizeError(f"{source}: {len(files)} images, none left for this set after the first {skip}")
     images = torch.stack([transform(load_image(files[i], channels)) for i in order])
@@ -161,8 +181,9 @@ def load_images(source: str, model: nn.Module, limit: int, split: str = "train",
 
 # --- the quantizers ------------------------------------------------------------------------------------------
 
+
 def _batches(images: torch.Tensor, batch_size: int):
-    return [images[i:i + batch_size].numpy() for i in range(0, len(images), batch_size)]
+    return [images[i : i + batch_size].numpy() for i in range(0, len(images), batch_size)]
 
 
 def _quantize_openvino(onnx_path: str, out_xml: str, calibration: torch.Tensor, metadata: Dict[str, str]) -> None:
@@ -170,27 +191,34 @@ def _quantize_openvino(onnx_path: str, out_xml: str, calibration: torch.Tensor, 
         import nncf
         import openvino as ov
     except ImportError as e:
-        raise RuntimeUnavailable(f"openvino quantization needs openvino and nncf ({e}); "
-                                 f"{INSTALL_HINTS['openvino']}") from e
+        raise RuntimeUnavailable(
+            f"openvino quantization needs openvino and nncf ({e}); {INSTALL_HINTS['openvino']}"
+        ) from e
     model = ov.Core().read_model(onnx_path)
     batches = _batches(calibration, 1)
     with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout is for results
-        quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches),
-                                  preset=nncf.QuantizationPreset.PERFORMANCE)
+        quantized = nncf.quantize(
+            model, nncf.Dataset(batches), subset_size=len(batches), preset=nncf.QuantizationPreset.PERFORMANCE
+        )
     for key, value in metadata.items():
         quantized.set_rt_info(value, key.split("."))
     ov.save_model(quantized, out_xml, compress_to_fp16=False)
 
 
-def _quantize_onnxruntime(onnx_path: str, out_onnx: str, calibration: torch.Tensor,
-                          metadata: Dict[str, str]) -> None:
+def _quantize_onnxruntime(onnx_path: str, out_onnx: str, calibration: torch.Tensor, metadata: Dict[str, str]) -> None:
     try:
         import onnx
-        from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
-                                              quantize_static)
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            QuantFormat,
+            QuantType,
+            quant_pre_process,
+            quantize_static,
+        )
     except ImportError as e:
-        raise RuntimeUnavailable(f"onnxruntime quantization needs onnxruntime ({e}); "
-                                 f"{INSTALL_HINTS['onnxruntime']}") from e
+        raise RuntimeUnavailable(
+            f"onnxruntime quantization needs onnxruntime ({e}); {INSTALL_HINTS['onnxruntime']}"
+        ) from e
     batches = _batches(calibration, 1)
 
     class Reader(CalibrationDataReader):
@@ -203,9 +231,16 @@ def _quantize_onnxruntime(onnx_path: str, out_onnx: str, calibration: torch.Tens
 
     pre = out_onnx + ".pre.onnx"
     quant_pre_process(onnx_path, pre, skip_symbolic_shape=True)
-    quantize_static(pre, out_onnx, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=["Conv", "MatMul", "Gemm"])
+    quantize_static(
+        pre,
+        out_onnx,
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["Conv", "MatMul", "Gemm"],
+    )
     model = onnx.load(out_onnx)
     keep = [p for p in model.metadata_props if p.key != METADATA_KEY]  # a float file's checksum is not this file's
     del model.metadata_props[:]
@@ -215,8 +250,13 @@ def _quantize_onnxruntime(onnx_path: str, out_onnx: str, calibration: torch.Tens
     onnx.save(model, out_onnx)
 
 
-def quantize_onnx(onnx_path: str, output: str, calibration: torch.Tensor, backend: str = "openvino",
-                  metadata: Optional[Dict[str, str]] = None) -> str:
+def quantize_onnx(
+    onnx_path: str,
+    output: str,
+    calibration: torch.Tensor,
+    backend: str = "openvino",
+    metadata: Optional[Dict[str, str]] = None,
+) -> str:
     """Quantize an fp32 .onnx file with `calibration` images (no check, no atomic write: the building block)."""
     if backend not in BACKENDS:
         raise QuantizeError(f"unknown quantization backend {backend!r}; backends: {', '.join(BACKENDS)}")
@@ -250,9 +290,16 @@ def _install(tmp_dir: str, tmp_out: str, output: Path) -> None:
 
 
 @torch.no_grad()
-def quantize_model(model: nn.Module, output, calibration: ImageSet, check: ImageSet,
-                   backend: Optional[str] = None, floor: Optional[QualityFloor] = None,
-                   force: bool = False, levers=None) -> QuantizeReport:
+def quantize_model(
+    model: nn.Module,
+    output,
+    calibration: ImageSet,
+    check: ImageSet,
+    backend: Optional[str] = None,
+    floor: Optional[QualityFloor] = None,
+    force: bool = False,
+    levers=None,
+) -> QuantizeReport:
     """Fold `model`, apply `levers` (default none), quantize it with the `calibration` images and check it on the
     `check` images against the exact folded fp32 model.
 
@@ -262,8 +309,9 @@ def quantize_model(model: nn.Module, output, calibration: ImageSet, check: Image
     output = Path(os.fspath(output))
     backend = backend or {v: k for k, v in BACKENDS.items()}.get(output.suffix.lower())
     if backend not in BACKENDS:
-        raise QuantizeError(f"{output}: name an OpenVINO .xml or an .onnx output (or pass a backend: "
-                            f"{', '.join(BACKENDS)})")
+        raise QuantizeError(
+            f"{output}: name an OpenVINO .xml or an .onnx output (or pass a backend: {', '.join(BACKENDS)})"
+        )
     if output.suffix.lower() != BACKENDS[backend]:
         raise QuantizeError(f"{output}: the {backend} backend writes a {BACKENDS[backend]} file")
     if output.is_dir():
@@ -272,16 +320,20 @@ def quantize_model(model: nn.Module, output, calibration: ImageSet, check: Image
         raise QuantizeError("need at least one calibration image and one check image")
     floor = floor or QualityFloor()
     if len(check.images) < floor.min_check_images:
-        raise QuantizeError(f"only {len(check.images)} held-out images to judge the accuracy floor on; at least "
-                            f"{floor.min_check_images} are needed (raise --num-check or use a larger image source; "
-                            "--min-check-images sets the minimum)")
+        raise QuantizeError(
+            f"only {len(check.images)} held-out images to judge the accuracy floor on; at least "
+            f"{floor.min_check_images} are needed (raise --num-check or use a larger image source; "
+            "--min-check-images sets the minimum)"
+        )
     try:
         levers = parse_levers(levers)
     except ValueError as e:
         raise QuantizeError(str(e)) from None
     if levers_of(model):
-        raise QuantizeError(f"the model already runs levers {lever_label(levers_of(model))}: pass the exact model and "
-                            "name the levers, so the file is checked against the exact model")
+        raise QuantizeError(
+            f"the model already runs levers {lever_label(levers_of(model))}: pass the exact model and "
+            "name the levers, so the file is checked against the exact model"
+        )
     exact = folded_for_inference(model)
     folded = apply_levers(exact, levers) if levers else exact
     name = (getattr(folded, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
@@ -294,8 +346,18 @@ def quantize_model(model: nn.Module, output, calibration: ImageSet, check: Image
         quantize_onnx(os.path.join(tmp, "float.onnx"), tmp_out, calibration.images, backend, metadata)
         got = load_runtime(tmp_out)(check.images)
         agreement, sqnr = compare_logits(expected, got)
-        report = QuantizeReport(str(output), backend, name, len(calibration.images), len(check.images), agreement,
-                                sqnr, floor=asdict(floor), levers=list(levers), lever_sqnr_db=lever_sqnr)
+        report = QuantizeReport(
+            str(output),
+            backend,
+            name,
+            len(calibration.images),
+            len(check.images),
+            agreement,
+            sqnr,
+            floor=asdict(floor),
+            levers=list(levers),
+            lever_sqnr_db=lever_sqnr,
+        )
         if check.labels is not None:
             report.float_top1 = 100 * expected.argmax(-1).eq(check.labels).double().mean().item()
             report.int8_top1 = 100 * got.argmax(-1).eq(check.labels).double().mean().item()
@@ -303,23 +365,34 @@ def quantize_model(model: nn.Module, output, calibration: ImageSet, check: Image
         if not report.passed and not force:
             raise AccuracyFloorError(
                 f"not written: {report.summary()}; the floor is {100 * floor.min_agreement:.1f}% agreement and "
-                f"{floor.min_sqnr_db:.1f} dB (check the calibration images, or override the floor)")
+                f"{floor.min_sqnr_db:.1f} dB (check the calibration images, or override the floor)"
+            )
         _record_report(tmp_out, report)
         _install(tmp, tmp_out, output)
-    report.file_bytes = output.stat().st_size + (output.with_suffix(".bin").stat().st_size
-                                                 if output.suffix == ".xml" else 0)
+    report.file_bytes = output.stat().st_size + (
+        output.with_suffix(".bin").stat().st_size if output.suffix == ".xml" else 0
+    )
     return report
 
 
 def _record_report(path: str, report: QuantizeReport) -> None:
     """Add the check's figures to the file's quantization record."""
     key = METADATA_KEYS["quantization"]
-    figures = dict(agreement=report.agreement, sqnr_db=report.sqnr_db, check_images=report.check_images,
-                   calibration_images=report.calibration_images, float_top1=report.float_top1,
-                   int8_top1=report.int8_top1, passed_floor=report.passed, levers=report.levers,
-                   lever_sqnr_db=report.lever_sqnr_db, reference="exact fp32")
+    figures = dict(
+        agreement=report.agreement,
+        sqnr_db=report.sqnr_db,
+        check_images=report.check_images,
+        calibration_images=report.calibration_images,
+        float_top1=report.float_top1,
+        int8_top1=report.int8_top1,
+        passed_floor=report.passed,
+        levers=report.levers,
+        lever_sqnr_db=report.lever_sqnr_db,
+        reference="exact fp32",
+    )
     if path.endswith(".xml"):
         import openvino as ov
+
         model = ov.Core().read_model(path)
         record = json.loads(model.get_rt_info(key.split(".")).astype(str))
         record.update(figures)
@@ -331,6 +404,7 @@ def _record_report(path: str, report: QuantizeReport) -> None:
         os.replace(tmp[:-4] + ".bin", path[:-4] + ".bin")
         return
     import onnx
+
     model = onnx.load(path)
     prop = next(p for p in model.metadata_props if p.key == key)
     record = json.loads(prop.value)
@@ -340,9 +414,19 @@ def _record_report(path: str, report: QuantizeReport) -> None:
     seal_onnx(path)
 
 
-def quantize_file(model: nn.Module, output, source: str = "digits", num_calibration: int = 128,
-                  num_check: int = 256, backend: Optional[str] = None, floor: Optional[QualityFloor] = None,
-                  force: bool = False, seed: int = 0, overrides=None, levers=None) -> QuantizeReport:
+def quantize_file(
+    model: nn.Module,
+    output,
+    source: str = "digits",
+    num_calibration: int = 128,
+    num_check: int = 256,
+    backend: Optional[str] = None,
+    floor: Optional[QualityFloor] = None,
+    force: bool = False,
+    seed: int = 0,
+    overrides=None,
+    levers=None,
+) -> QuantizeReport:
     """`quantize_model` with calibration and check images drawn from one source (see `load_images`); the
     digits use their train split to calibrate and their val split to check, other sources two disjoint draws."""
     if num_calibration < 1 or num_check < 1:

@@ -10,6 +10,7 @@ benchmark take any of them without asking what file they came from.
 ONNX Runtime and OpenVINO are optional (extras ``export`` and ``openvino``); asking for one that is not installed
 raises `RuntimeUnavailable` with the pip command.
 """
+
 import contextlib
 import json
 import os
@@ -20,25 +21,50 @@ from typing import Any, Dict, Optional
 import torch
 import torch.nn as nn
 
-from ..utils.cpu import native_bf16  # AVX512_BF16 / AMX-BF16 flags: bf16 worth running (measured, issue 19)
-from ..models.fold import is_folded, is_metanext_block, reparameterize_model
-from ..utils.text import excerpt
 from ..checksum import verify_runtime_model
+from ..models.fold import is_folded, is_metanext_block, reparameterize_model
+from ..utils.cpu import native_bf16  # AVX512_BF16 / AMX-BF16 flags: bf16 worth running (measured, issue 19)
+from ..utils.text import excerpt
 
-__all__ = ["RUNTIMES", "PRECISIONS", "RUNTIME_PRECISIONS", "RuntimeUnavailable", "FileModel", "OnnxRuntimeModel",
-           "OpenVINOModel", "TorchRuntime", "load_runtime", "wrap_torch", "native_bf16", "available_runtimes",
-           "read_file_metadata", "METADATA_KEYS", "RuntimeFileError", "read_runtime_model"]
+__all__ = [
+    "RUNTIMES",
+    "PRECISIONS",
+    "RUNTIME_PRECISIONS",
+    "RuntimeUnavailable",
+    "FileModel",
+    "OnnxRuntimeModel",
+    "OpenVINOModel",
+    "TorchRuntime",
+    "load_runtime",
+    "wrap_torch",
+    "native_bf16",
+    "available_runtimes",
+    "read_file_metadata",
+    "METADATA_KEYS",
+    "RuntimeFileError",
+    "read_runtime_model",
+]
 
 RUNTIMES = ("torch", "torch.compile", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8")
 # what each runtime runs: int8 needs a file written by `inceptionnext quantize` (or the benchmark's quantizer)
-RUNTIME_PRECISIONS = {"torch": ("fp32", "bf16"), "torch.compile": ("fp32", "bf16"),
-                      "onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8")}
-INSTALL_HINTS = {"onnxruntime": 'pip install "inceptionnext[export]"',
-                 "openvino": 'pip install "inceptionnext[openvino]"'}
+RUNTIME_PRECISIONS = {
+    "torch": ("fp32", "bf16"),
+    "torch.compile": ("fp32", "bf16"),
+    "onnxruntime": ("fp32", "int8"),
+    "openvino": ("fp32", "bf16", "int8"),
+}
+INSTALL_HINTS = {
+    "onnxruntime": 'pip install "inceptionnext[export]"',
+    "openvino": 'pip install "inceptionnext[openvino]"',
+}
 # keys under which a file records the model (ONNX metadata properties, OpenVINO rt_info)
-METADATA_KEYS = {"model": "inceptionnext.model", "pretrained_cfg": "inceptionnext.pretrained_cfg",
-                 "quantization": "inceptionnext.quantization", "levers": "inceptionnext.levers"}
+METADATA_KEYS = {
+    "model": "inceptionnext.model",
+    "pretrained_cfg": "inceptionnext.pretrained_cfg",
+    "quantization": "inceptionnext.quantization",
+    "levers": "inceptionnext.levers",
+}
 FILE_SUFFIXES = {".onnx": "onnxruntime", ".xml": "openvino"}
 
 
@@ -50,8 +76,10 @@ def _import(runtime: str):
     try:
         if runtime == "onnxruntime":
             import onnxruntime
+
             return onnxruntime
         import openvino
+
         return openvino
     except ImportError as e:
         raise RuntimeUnavailable(f"the {runtime} runtime is not installed ({e}); {INSTALL_HINTS[runtime]}") from e
@@ -73,10 +101,15 @@ def _check_precision(runtime: str, precision: str) -> None:
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; runtimes: {', '.join(RUNTIMES)}")
     if precision not in RUNTIME_PRECISIONS[runtime]:
-        hint = ("; int8 runs a quantized file (`inceptionnext quantize`) on onnxruntime or openvino"
-                if precision == "int8" else "")
-        raise ValueError(f"runtime {runtime} does not run precision {precision!r} (it runs "
-                         f"{', '.join(RUNTIME_PRECISIONS[runtime])}){hint}")
+        hint = (
+            "; int8 runs a quantized file (`inceptionnext quantize`) on onnxruntime or openvino"
+            if precision == "int8"
+            else ""
+        )
+        raise ValueError(
+            f"runtime {runtime} does not run precision {precision!r} (it runs "
+            f"{', '.join(RUNTIME_PRECISIONS[runtime])}){hint}"
+        )
 
 
 class FileModel(nn.Module):
@@ -108,9 +141,11 @@ class FileModel(nn.Module):
         want = self.input_shape
         if want and (len(shape) != 4 or any(w is not None and w != g for w, g in zip(want, shape[1:]))):
             size = "x".join("?" if v is None else str(v) for v in want)
-            raise RuntimeFileError(f"{self.path}: the file takes {size} (CxHxW) inputs, not "
-                                   f"{'x'.join(str(v) for v in shape[1:])}; drop the size override or export the "
-                                   "model at that size")
+            raise RuntimeFileError(
+                f"{self.path}: the file takes {size} (CxHxW) inputs, not "
+                f"{'x'.join(str(v) for v in shape[1:])}; drop the size override or export the "
+                "model at that size"
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(tuple(x.shape))
@@ -132,6 +167,7 @@ class FileModel(nn.Module):
 
 def _onnx_metadata(path: str) -> Dict[str, Any]:
     import onnx
+
     props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
     return _parse_metadata(props)
 
@@ -181,24 +217,29 @@ def read_runtime_model(path):
         ov = _import("openvino")
         weights = Path(path).with_suffix(".bin")
         if not weights.is_file():
-            raise RuntimeFileError(f"{path}: its weights file {weights} is missing (an OpenVINO IR is the .xml and "
-                                   "the .bin beside it)")
+            raise RuntimeFileError(
+                f"{path}: its weights file {weights} is missing (an OpenVINO IR is the .xml and the .bin beside it)"
+            )
         try:
             model = ov.Core().read_model(path)
         except Exception as e:
-            raise RuntimeFileError(f"{path}: cannot be read as an OpenVINO IR with {weights.name} "
-                                   f"({weights.stat().st_size} bytes): {_first_message(e)}; is the .bin complete "
-                                   "and the one written with this .xml?") from None
+            raise RuntimeFileError(
+                f"{path}: cannot be read as an OpenVINO IR with {weights.name} "
+                f"({weights.stat().st_size} bytes): {_first_message(e)}; is the .bin complete "
+                "and the one written with this .xml?"
+            ) from None
     else:
         _import("onnxruntime")
         try:
             import onnx
+
             model = onnx.load(path)
         except ImportError as e:
             raise RuntimeUnavailable(f"reading .onnx files needs onnx ({e}); {INSTALL_HINTS['onnxruntime']}") from e
         except Exception as e:
-            raise RuntimeFileError(f"{path}: not a readable ONNX file ({type(e).__name__}: {_first_message(e)})"
-                                   ) from None
+            raise RuntimeFileError(
+                f"{path}: not a readable ONNX file ({type(e).__name__}: {_first_message(e)})"
+            ) from None
         if not model.graph.input:
             raise RuntimeFileError(f"{path}: not an ONNX model (its graph has no input)")
     verify_runtime_model(model, path)
@@ -264,13 +305,18 @@ class OpenVINOModel(FileModel):
         if precision == "int8" and not quantized:
             raise ValueError(f"{path}: not an int8 file; quantize it first (`inceptionnext quantize`)")
         if precision == "bf16" and not native_bf16():
-            warnings.warn("this CPU has no native bf16 (avx512_bf16/amx_bf16): OpenVINO runs f32 instead",
-                          stacklevel=3)
+            warnings.warn("this CPU has no native bf16 (avx512_bf16/amx_bf16): OpenVINO runs f32 instead", stacklevel=3)
         super().__init__(path, metadata, precision)
         hint = "bf16" if precision == "bf16" else "f32"
-        self._compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint,
-                                                          "INFERENCE_NUM_THREADS": _threads(threads),
-                                                          "PERFORMANCE_HINT": "LATENCY"})
+        self._compiled = core.compile_model(
+            model,
+            "CPU",
+            {
+                "INFERENCE_PRECISION_HINT": hint,
+                "INFERENCE_NUM_THREADS": _threads(threads),
+                "PERFORMANCE_HINT": "LATENCY",
+            },
+        )
         self._request = self._compiled.create_infer_request()
         shape = model.inputs[0].get_partial_shape()
         self.input_shape = tuple(d.get_length() if d.is_static else None for d in list(shape)[1:])
@@ -291,8 +337,10 @@ class TorchRuntime(nn.Module):
         self.precision, self.compiled = precision, compiled
         self.runtime = "torch.compile" if compiled else "torch"
         if precision == "bf16" and not native_bf16():
-            warnings.warn("this CPU has no native bf16 (avx512_bf16/amx_bf16): bf16 is emulated and slower than fp32",
-                          stacklevel=3)
+            warnings.warn(
+                "this CPU has no native bf16 (avx512_bf16/amx_bf16): bf16 is emulated and slower than fp32",
+                stacklevel=3,
+            )
         self._forward = _compile_frozen(self.model) if compiled else self.model
         for key in ("pretrained_cfg", "default_cfg", "num_classes", "in_chans", "weights_note"):
             if hasattr(model, key):
@@ -301,8 +349,9 @@ class TorchRuntime(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         device = next(self.model.parameters()).device
         x = x.to(device).contiguous(memory_format=torch.channels_last)
-        amp = (torch.autocast(device.type, dtype=torch.bfloat16) if self.precision == "bf16"
-               else contextlib.nullcontext())
+        amp = (
+            torch.autocast(device.type, dtype=torch.bfloat16) if self.precision == "bf16" else contextlib.nullcontext()
+        )
         with torch.inference_mode(), amp:
             return self._forward(x).float()
 
@@ -321,11 +370,13 @@ def folded_for_inference(model: nn.Module) -> nn.Module:
 def _compile_frozen(model: nn.Module):
     """torch.compile with Inductor's freezing, set for this compile only."""
     import torch._inductor.config as inductor_config
+
     compiled = torch.compile(model)
 
     def run(x):
         with inductor_config.patch(freezing=True):
             return compiled(x)
+
     return run
 
 
@@ -337,8 +388,9 @@ def wrap_torch(model: nn.Module, runtime: str = "torch", precision: str = "fp32"
     return TorchRuntime(model, precision, compiled=runtime == "torch.compile")
 
 
-def load_runtime(path, runtime: Optional[str] = None, precision: Optional[str] = None,
-                 threads: Optional[int] = None) -> FileModel:
+def load_runtime(
+    path, runtime: Optional[str] = None, precision: Optional[str] = None, threads: Optional[int] = None
+) -> FileModel:
     """An exported or quantized file as a model: .onnx on ONNX Runtime (or OpenVINO with runtime='openvino'),
     .xml (OpenVINO IR) on OpenVINO. Weight files go through `model_file.load_model` and `wrap_torch`."""
     path = os.fspath(path)
@@ -349,8 +401,11 @@ def load_runtime(path, runtime: Optional[str] = None, precision: Optional[str] =
         raise FileNotFoundError(f"{path}: no such file")
     runtime = runtime or FILE_SUFFIXES[suffix]
     if runtime not in ("onnxruntime", "openvino") or (suffix == ".xml" and runtime != "openvino"):
-        raise ValueError(f"{path}: a {suffix} file runs on " + ("openvino" if suffix == ".xml" else
-                                                              "onnxruntime or openvino") + f", not {runtime}")
+        raise ValueError(
+            f"{path}: a {suffix} file runs on "
+            + ("openvino" if suffix == ".xml" else "onnxruntime or openvino")
+            + f", not {runtime}"
+        )
     if runtime == "onnxruntime":
         model = OnnxRuntimeModel(path, threads)
         if precision and precision != model.precision:

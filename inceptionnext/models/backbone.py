@@ -1,5 +1,6 @@
 """One way to build a timm model with weights from a file or its pretrained source, and one backbone adapter
 (the classifier without its head) for every dense model: segmentation and detection build theirs here."""
+
 import os
 from typing import Optional
 
@@ -7,8 +8,14 @@ import timm
 import torch.nn as nn
 
 
-def create_timm_model(name: str, num_classes: int, pretrained: bool = False, weights: Optional[str] = None,
-                      keep_classifier: bool = False, **kwargs) -> nn.Module:
+def create_timm_model(
+    name: str,
+    num_classes: int,
+    pretrained: bool = False,
+    weights: Optional[str] = None,
+    keep_classifier: bool = False,
+    **kwargs,
+) -> nn.Module:
     """timm.create_model by name. A local weight file (any format the library reads) goes through timm's
     pretrained path, which our loader serves: the classifier is dropped and a fresh head made when the class
     count differs from the weights' config (1000); `keep_classifier` declares the file's head to have
@@ -21,8 +28,9 @@ def create_timm_model(name: str, num_classes: int, pretrained: bool = False, wei
         if keep_classifier:
             overlay["num_classes"] = num_classes
         pretrained = True
-    return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, pretrained_cfg_overlay=overlay,
-                             **kwargs)
+    return timm.create_model(
+        name, pretrained=pretrained, num_classes=num_classes, pretrained_cfg_overlay=overlay, **kwargs
+    )
 
 
 def create_backbone(name: str, pretrained: bool = False, weights: Optional[str] = None, **kwargs) -> nn.Module:

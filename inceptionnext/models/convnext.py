@@ -3,13 +3,14 @@
 Layout as released: `downsample_layers.{i}` (stem = index 0), `stages.{i}.{j}` blocks with `dwconv`, `norm`,
 `pwconv1`, `pwconv2`, `gamma`; final `norm` and `head`. A partial conv keeps its weights under `dwconv.conv`.
 """
+
 from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 from timm.layers import DropPath, LayerNorm2d, SelectAdaptivePool2d, trunc_normal_
-from timm.models._features import feature_take_indices
 from timm.models import checkpoint_seq
+from timm.models._features import feature_take_indices
 
 from .layers import DWConv2d, PartialDWConv2d, downsample_conv, stage_strides_and_dilations
 from .model_api import TimmModelMixin, check_input_channels, drop_path_schedule
@@ -18,7 +19,7 @@ from .model_api import TimmModelMixin, check_input_channels, drop_path_schedule
 class ConvNeXtBlock(nn.Module):
     """dwconv -> (to NHWC) LayerNorm -> Linear 4x -> GELU -> Linear -> layer scale -> (to NCHW) -> residual."""
 
-    def __init__(self, dim: int, dwconv: nn.Module, drop_path: float = 0., ls_init_value: float = 1e-6):
+    def __init__(self, dim: int, dwconv: nn.Module, drop_path: float = 0.0, ls_init_value: float = 1e-6):
         super().__init__()
         self.dwconv = dwconv
         self.norm = nn.LayerNorm(dim, eps=1e-6)
@@ -26,7 +27,7 @@ class ConvNeXtBlock(nn.Module):
         self.act = nn.GELU()
         self.pwconv2 = nn.Linear(4 * dim, dim)
         self.gamma = nn.Parameter(ls_init_value * torch.ones(dim)) if ls_init_value > 0 else None
-        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
@@ -37,8 +38,9 @@ class ConvNeXtBlock(nn.Module):
         return shortcut + self.drop_path(x.permute(0, 3, 1, 2))
 
 
-def make_dwconv(dim: int, kernel_size: int, conv_ratio: float, fast_path: Optional[bool],
-                dilation: int = 1) -> nn.Module:
+def make_dwconv(
+    dim: int, kernel_size: int, conv_ratio: float, fast_path: Optional[bool], dilation: int = 1
+) -> nn.Module:
     """Full depthwise conv at ratio 1 (key `dwconv.weight`), else a partial one (key `dwconv.conv.weight`)."""
     if conv_ratio >= 1.0:
         return DWConv2d(dim, kernel_size, fast_path=fast_path, dilation=dilation)
@@ -52,7 +54,8 @@ def make_pool(global_pool: str) -> SelectAdaptivePool2d:
     if pool.feat_mult() != 1:
         raise ValueError(
             f"ConvNeXt's head norms the pooled C-wide features, so global_pool must keep that width "
-            f"('avg', 'max', 'avgmax', ..., or '' for none), got {global_pool!r}")
+            f"('avg', 'max', 'avgmax', ..., or '' for none), got {global_pool!r}"
+        )
     return pool
 
 
@@ -61,20 +64,20 @@ class ConvNeXt(TimmModelMixin, nn.Module):
     downsample convs, dilated depthwise convs), as timm's ConvNeXt does; the weights are the same."""
 
     def __init__(
-            self,
-            in_chans: int = 3,
-            num_classes: int = 1000,
-            global_pool: str = 'avg',
-            depths: Tuple[int, ...] = (3, 3, 9, 3),
-            dims: Tuple[int, ...] = (96, 192, 384, 768),
-            kernel_size: int = 7,
-            conv_ratio: float = 1.0,
-            drop_rate: float = 0.,
-            drop_path_rate: float = 0.,
-            ls_init_value: float = 1e-6,
-            head_init_scale: float = 1.,
-            fast_path: Optional[bool] = None,
-            output_stride: int = 32,
+        self,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        global_pool: str = "avg",
+        depths: Tuple[int, ...] = (3, 3, 9, 3),
+        dims: Tuple[int, ...] = (96, 192, 384, 768),
+        kernel_size: int = 7,
+        conv_ratio: float = 1.0,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        ls_init_value: float = 1e-6,
+        head_init_scale: float = 1.0,
+        fast_path: Optional[bool] = None,
+        output_stride: int = 32,
     ):
         super().__init__()
         if len(dims) != len(depths):
@@ -86,21 +89,36 @@ class ConvNeXt(TimmModelMixin, nn.Module):
         self.grad_checkpointing = False
 
         layout = stage_strides_and_dilations(len(dims), output_stride)
-        self.downsample_layers = nn.ModuleList([nn.Sequential(
-            nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4), LayerNorm2d(dims[0], eps=1e-6))])
+        self.downsample_layers = nn.ModuleList(
+            [nn.Sequential(nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4), LayerNorm2d(dims[0], eps=1e-6))]
+        )
         for i in range(len(dims) - 1):
             stride, dilation, _ = layout[i + 1]
-            self.downsample_layers.append(nn.Sequential(
-                LayerNorm2d(dims[i], eps=1e-6), downsample_conv(dims[i], dims[i + 1], stride, dilation[0])))
+            self.downsample_layers.append(
+                nn.Sequential(
+                    LayerNorm2d(dims[i], eps=1e-6), downsample_conv(dims[i], dims[i + 1], stride, dilation[0])
+                )
+            )
         rates = drop_path_schedule(drop_path_rate, depths)
-        self.stages = nn.ModuleList([
-            nn.Sequential(*[
-                ConvNeXtBlock(dim, make_dwconv(dim, kernel_size, conv_ratio, fast_path, layout[i][1][1]),
-                              rates[i][j], ls_init_value)
-                for j in range(depth)])
-            for i, (depth, dim) in enumerate(zip(depths, dims))])
+        self.stages = nn.ModuleList(
+            [
+                nn.Sequential(
+                    *[
+                        ConvNeXtBlock(
+                            dim,
+                            make_dwconv(dim, kernel_size, conv_ratio, fast_path, layout[i][1][1]),
+                            rates[i][j],
+                            ls_init_value,
+                        )
+                        for j in range(depth)
+                    ]
+                )
+                for i, (depth, dim) in enumerate(zip(depths, dims))
+            ]
+        )
         self.feature_info = [
-            dict(num_chs=dim, reduction=layout[i][2], module=f'stages.{i}') for i, dim in enumerate(dims)]
+            dict(num_chs=dim, reduction=layout[i][2], module=f"stages.{i}") for i, dim in enumerate(dims)
+        ]
         self.num_features = self.head_hidden_size = dims[-1]
         self.pool = make_pool(global_pool)
         self.per_position = not global_pool  # global_pool='': norm and classifier at every position
@@ -115,18 +133,20 @@ class ConvNeXt(TimmModelMixin, nn.Module):
     @staticmethod
     def _init_weights(m: nn.Module):
         if isinstance(m, (nn.Conv2d, nn.Linear)) and not m.weight.is_meta:  # meta: shapes only, nothing to draw
-            trunc_normal_(m.weight, std=.02)
+            trunc_normal_(m.weight, std=0.02)
             nn.init.zeros_(m.bias)
 
     # --- timm model API ---
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False):
         return dict(
-            stem=r'^downsample_layers\.0\.',
-            blocks=[(r'^downsample_layers\.([1-9]\d*)', None), (r'^stages\.(\d+)', None)] if coarse else [
-                (r'^downsample_layers\.([1-9]\d*)', (0,)),
-                (r'^stages\.(\d+)\.(\d+)', None),
-                (r'^norm', (99999,)),
+            stem=r"^downsample_layers\.0\.",
+            blocks=[(r"^downsample_layers\.([1-9]\d*)", None), (r"^stages\.(\d+)", None)]
+            if coarse
+            else [
+                (r"^downsample_layers\.([1-9]\d*)", (0,)),
+                (r"^stages\.(\d+)\.(\d+)", None),
+                (r"^norm", (99999,)),
             ],
         )
 
@@ -145,20 +165,23 @@ class ConvNeXt(TimmModelMixin, nn.Module):
             self.per_position = not global_pool
         self.num_classes = num_classes
         ref = next(self.parameters())
-        self.head = (nn.Linear(self.num_features, num_classes).to(ref.device, ref.dtype)
-                     if num_classes > 0 else nn.Identity())
+        self.head = (
+            nn.Linear(self.num_features, num_classes).to(ref.device, ref.dtype) if num_classes > 0 else nn.Identity()
+        )
 
     def _stem_and_stages(self):
         stages = [self.stages[0]] + [
-            nn.Sequential(ds, stage) for ds, stage in zip(self.downsample_layers[1:], self.stages[1:])]
+            nn.Sequential(ds, stage) for ds, stage in zip(self.downsample_layers[1:], self.stages[1:])
+        ]
         return self.downsample_layers[0], stages
 
     def prune_intermediate_layers(
-            self, indices: Union[int, List[int]] = 1, prune_norm: bool = False, prune_head: bool = True):
+        self, indices: Union[int, List[int]] = 1, prune_norm: bool = False, prune_head: bool = True
+    ):
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        self.stages = self.stages[:max_index + 1]
-        self.downsample_layers = self.downsample_layers[:max_index + 1]
-        self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+        self.stages = self.stages[: max_index + 1]
+        self.downsample_layers = self.downsample_layers[: max_index + 1]
+        self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
         if prune_norm or max_index < len(self.feature_info) - 1:
             self.norm = nn.Identity()
         if prune_head or max_index < len(self.feature_info) - 1:

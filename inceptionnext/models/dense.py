@@ -5,6 +5,7 @@ timm's registry holds what timm's API fits: backbones and classifiers, which eve
 here: `create_dense_model(name, ...)` builds one, `list_dense_models(task)` names them, and
 `inceptionnext list --task segmentation|detection` prints them.
 """
+
 import difflib
 import fnmatch
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ TASKS = ("segmentation", "detection")
 @dataclass(frozen=True)
 class DenseModel:
     """One registered architecture: a head of `task` on a zoo backbone, built by `builder(**kwargs)`."""
+
     name: str
     task: str
     head: str
@@ -43,9 +45,14 @@ def get_dense_model(name: str, task: Optional[str] = None) -> DenseModel:
         names = list_dense_models(task)
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
         what = f"a {task} model" if task else "a segmentation or detection model"
-        raise KeyError(f"{name!r} is not {what}" + (f"; did you mean {', '.join(close)}?" if close else
-                                                    f"; `inceptionnext list --task {task or 'segmentation'}` "
-                                                    "shows the names"))
+        raise KeyError(
+            f"{name!r} is not {what}"
+            + (
+                f"; did you mean {', '.join(close)}?"
+                if close
+                else f"; `inceptionnext list --task {task or 'segmentation'}` shows the names"
+            )
+        )
     return entry
 
 
@@ -56,7 +63,9 @@ def is_dense_model(name: Optional[str], task: Optional[str] = None) -> bool:
 
 def list_dense_models(task: Optional[str] = None, pattern: str = "*") -> List[str]:
     """Registered dense model names of `task` (all tasks when None) matching the shell-style `pattern`."""
-    return sorted(n for n, e in DENSE_MODELS.items() if (task is None or e.task == task) and fnmatch.fnmatch(n, pattern))
+    return sorted(
+        n for n, e in DENSE_MODELS.items() if (task is None or e.task == task) and fnmatch.fnmatch(n, pattern)
+    )
 
 
 def create_dense_model(name: str, **kwargs: Any) -> nn.Module:

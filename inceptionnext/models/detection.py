@@ -6,6 +6,7 @@ the backbone is built through timm (so its weights come through the library's on
 copy, local .pth/.safetensors or a training checkpoint), loses its classifier, and feeds torchvision's
 FeaturePyramidNetwork with the extra levels the detector expects.
 """
+
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -17,8 +18,12 @@ from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
-from torchvision.ops.feature_pyramid_network import (ExtraFPNBlock, FeaturePyramidNetwork, LastLevelMaxPool,
-                                                     LastLevelP6P7)
+from torchvision.ops.feature_pyramid_network import (
+    ExtraFPNBlock,
+    FeaturePyramidNetwork,
+    LastLevelMaxPool,
+    LastLevelP6P7,
+)
 
 from .backbone import create_backbone
 from .dense import DenseModel, list_dense_models, register_dense_model
@@ -36,15 +41,16 @@ class DetectionBackbone(nn.Module):
     turns every BatchNorm into a FrozenBatchNorm2d (the usual choice at small detection batches).
     """
 
-    def __init__(self, model: nn.Module, return_stages: Sequence[int], frozen_stages: int = -1,
-                 frozen_bn: bool = False):
+    def __init__(
+        self, model: nn.Module, return_stages: Sequence[int], frozen_stages: int = -1, frozen_bn: bool = False
+    ):
         super().__init__()
         if not -1 <= frozen_stages <= STAGES:
             raise ValueError(f"frozen_stages must be between -1 (train all) and {STAGES}, not {frozen_stages}")
         self.model = freeze_batch_norm_2d(model) if frozen_bn else model
         self.return_stages = tuple(return_stages)
-        self.channels = [model.feature_info[i]['num_chs'] for i in self.return_stages]
-        self.strides = [model.feature_info[i]['reduction'] for i in self.return_stages]
+        self.channels = [model.feature_info[i]["num_chs"] for i in self.return_stages]
+        self.strides = [model.feature_info[i]["reduction"] for i in self.return_stages]
         self.frozen_stages = frozen_stages
         for module in self.frozen_modules():
             module.requires_grad_(False)
@@ -52,7 +58,7 @@ class DetectionBackbone(nn.Module):
 
     def frozen_modules(self) -> List[nn.Module]:
         stem, stages = self.model._stem_and_stages()
-        return ([stem] if self.frozen_stages >= 0 else []) + list(stages[:max(self.frozen_stages, 0)])
+        return ([stem] if self.frozen_stages >= 0 else []) + list(stages[: max(self.frozen_stages, 0)])
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -68,12 +74,16 @@ class DetectionBackbone(nn.Module):
 class BackboneWithFPN(nn.Module):
     """Stage outputs -> torchvision's FeaturePyramidNetwork; `out_channels` is what torchvision's heads read."""
 
-    def __init__(self, body: DetectionBackbone, out_channels: int, extra_blocks: Optional[ExtraFPNBlock],
-                 norm_layer: Optional[Callable[..., nn.Module]] = None):
+    def __init__(
+        self,
+        body: DetectionBackbone,
+        out_channels: int,
+        extra_blocks: Optional[ExtraFPNBlock],
+        norm_layer: Optional[Callable[..., nn.Module]] = None,
+    ):
         super().__init__()
         self.body = body
-        self.fpn = FeaturePyramidNetwork(body.channels, out_channels, extra_blocks=extra_blocks,
-                                         norm_layer=norm_layer)
+        self.fpn = FeaturePyramidNetwork(body.channels, out_channels, extra_blocks=extra_blocks, norm_layer=norm_layer)
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -83,6 +93,7 @@ class BackboneWithFPN(nn.Module):
 @dataclass(frozen=True)
 class DetectorSpec:
     """How one torchvision detector family is fed: which stages, which extra pyramid levels, which anchors."""
+
     kind: str
     model_cls: type
     return_stages: Tuple[int, ...]
@@ -102,8 +113,9 @@ def _rcnn_anchors(sizes: Sequence[int]) -> AnchorGenerator:
 
 
 def _retina_anchors(sizes: Sequence[int]) -> AnchorGenerator:  # three octave scales per level, as RetinaNet
-    return AnchorGenerator(tuple((s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for s in sizes),
-                           ((0.5, 1.0, 2.0),) * len(sizes))
+    return AnchorGenerator(
+        tuple((s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for s in sizes), ((0.5, 1.0, 2.0),) * len(sizes)
+    )
 
 
 def _fcos_anchors(sizes: Sequence[int]) -> AnchorGenerator:  # one point per location; the size is the stride
@@ -112,16 +124,27 @@ def _fcos_anchors(sizes: Sequence[int]) -> AnchorGenerator:  # one point per loc
 
 # torchvision's own choices for its ResNet-50 detectors: R-CNNs use all four stages plus a max-pooled level,
 # the one-stage detectors stages 2-4 plus P6/P7 computed from P5.
-DETECTORS: Dict[str, DetectorSpec] = {spec.kind: spec for spec in (
-    DetectorSpec('fasterrcnn', FasterRCNN, (0, 1, 2, 3), lambda c: LastLevelMaxPool(), _rcnn_anchors,
-                 (32, 64, 128, 256, 512)),
-    DetectorSpec('maskrcnn', MaskRCNN, (0, 1, 2, 3), lambda c: LastLevelMaxPool(), _rcnn_anchors,
-                 (32, 64, 128, 256, 512), masks=True),
-    DetectorSpec('retinanet', RetinaNet, (1, 2, 3), lambda c: LastLevelP6P7(c, c), _retina_anchors,
-                 (32, 64, 128, 256, 512)),
-    DetectorSpec('fcos', FCOS, (1, 2, 3), lambda c: LastLevelP6P7(c, c), _fcos_anchors,
-                 (8, 16, 32, 64, 128)),
-)}
+DETECTORS: Dict[str, DetectorSpec] = {
+    spec.kind: spec
+    for spec in (
+        DetectorSpec(
+            "fasterrcnn", FasterRCNN, (0, 1, 2, 3), lambda c: LastLevelMaxPool(), _rcnn_anchors, (32, 64, 128, 256, 512)
+        ),
+        DetectorSpec(
+            "maskrcnn",
+            MaskRCNN,
+            (0, 1, 2, 3),
+            lambda c: LastLevelMaxPool(),
+            _rcnn_anchors,
+            (32, 64, 128, 256, 512),
+            masks=True,
+        ),
+        DetectorSpec(
+            "retinanet", RetinaNet, (1, 2, 3), lambda c: LastLevelP6P7(c, c), _retina_anchors, (32, 64, 128, 256, 512)
+        ),
+        DetectorSpec("fcos", FCOS, (1, 2, 3), lambda c: LastLevelP6P7(c, c), _fcos_anchors, (8, 16, 32, 64, 128)),
+    )
+}
 
 
 def detector_name(kind: str, backbone: str) -> str:
@@ -130,39 +153,57 @@ def detector_name(kind: str, backbone: str) -> str:
 
 # every detector kind on every zoo backbone (short names; the official long names are accepted too)
 DETECTION_MODELS: Dict[str, Tuple[str, str]] = {
-    detector_name(kind, entry.name): (kind, entry.name) for kind in DETECTORS for entry in ZOO}
+    detector_name(kind, entry.name): (kind, entry.name) for kind in DETECTORS for entry in ZOO
+}
 
 
 def parse_name(name: str) -> Tuple[DetectorSpec, str]:
     """(detector spec, zoo backbone name) for a detector name such as `maskrcnn_inceptionnext_t_fpn`."""
-    kind, _, rest = name.partition('_')
-    if kind in DETECTORS and rest.endswith('_fpn'):
-        backbone = rest[:-len('_fpn')]
+    kind, _, rest = name.partition("_")
+    if kind in DETECTORS and rest.endswith("_fpn"):
+        backbone = rest[: -len("_fpn")]
         try:
             return DETECTORS[kind], get_entry(backbone).name
         except KeyError:
             pass
-    raise KeyError(f"{name!r} is not a detection model; names are <{'|'.join(DETECTORS)}>_<backbone>_fpn, "
-                   f"e.g. {next(iter(DETECTION_MODELS))} (see inceptionnext.models.detection.list_detectors())")
+    raise KeyError(
+        f"{name!r} is not a detection model; names are <{'|'.join(DETECTORS)}>_<backbone>_fpn, "
+        f"e.g. {next(iter(DETECTION_MODELS))} (see inceptionnext.models.detection.list_detectors())"
+    )
 
 
-def list_detectors(pattern: str = '*') -> List[str]:
-    return list_dense_models('detection', pattern)
+def list_detectors(pattern: str = "*") -> List[str]:
+    return list_dense_models("detection", pattern)
 
 
-def detection_backbone(backbone: str, return_stages: Sequence[int], weights: Optional[str] = None,
-                       pretrained: bool = False, frozen_stages: int = -1, frozen_bn: bool = False,
-                       drop_path_rate: float = 0.0) -> DetectionBackbone:
+def detection_backbone(
+    backbone: str,
+    return_stages: Sequence[int],
+    weights: Optional[str] = None,
+    pretrained: bool = False,
+    frozen_stages: int = -1,
+    frozen_bn: bool = False,
+    drop_path_rate: float = 0.0,
+) -> DetectionBackbone:
     """A zoo backbone with its weights from `weights` (any file the library reads) or its pretrained source."""
     model = create_backbone(backbone, pretrained=pretrained, weights=weights, drop_path_rate=drop_path_rate)
     return DetectionBackbone(model, return_stages, frozen_stages=frozen_stages, frozen_bn=frozen_bn)
 
 
-def create_detector(name: str, num_classes: int, *, backbone_weights: Optional[str] = None,
-                    pretrained_backbone: bool = False, frozen_stages: int = -1, frozen_bn: bool = False,
-                    fpn_channels: int = 256, anchor_sizes: Optional[Sequence[int]] = None,
-                    drop_path_rate: float = 0.0, box_head_dim: Optional[int] = None,
-                    **detector_kwargs: Any) -> nn.Module:
+def create_detector(
+    name: str,
+    num_classes: int,
+    *,
+    backbone_weights: Optional[str] = None,
+    pretrained_backbone: bool = False,
+    frozen_stages: int = -1,
+    frozen_bn: bool = False,
+    fpn_channels: int = 256,
+    anchor_sizes: Optional[Sequence[int]] = None,
+    drop_path_rate: float = 0.0,
+    box_head_dim: Optional[int] = None,
+    **detector_kwargs: Any,
+) -> nn.Module:
     """torchvision's detector of the named kind on the named zoo backbone.
 
     num_classes counts the object classes. Labels are 1..num_classes for every kind and 0 is background, as in
@@ -175,26 +216,27 @@ def create_detector(name: str, num_classes: int, *, backbone_weights: Optional[s
     spec, backbone = parse_name(name)
     if num_classes < 1:
         raise ValueError(f"{name}: num_classes must be at least 1, not {num_classes}")
-    body = detection_backbone(backbone, spec.return_stages, backbone_weights, pretrained_backbone, frozen_stages,
-                           frozen_bn, drop_path_rate)
+    body = detection_backbone(
+        backbone, spec.return_stages, backbone_weights, pretrained_backbone, frozen_stages, frozen_bn, drop_path_rate
+    )
     net = BackboneWithFPN(body, fpn_channels, spec.extra_blocks(fpn_channels))
     sizes = tuple(anchor_sizes or spec.default_anchor_sizes)
     if len(sizes) != 5:
         raise ValueError(f"{name}: anchor_sizes needs one size per pyramid level (5), got {len(sizes)}")
     cfg = body.model.pretrained_cfg or {}
-    detector_kwargs.setdefault('image_mean', list(cfg.get('mean', (0.485, 0.456, 0.406))))
-    detector_kwargs.setdefault('image_std', list(cfg.get('std', (0.229, 0.224, 0.225))))
+    detector_kwargs.setdefault("image_mean", list(cfg.get("mean", (0.485, 0.456, 0.406))))
+    detector_kwargs.setdefault("image_std", list(cfg.get("std", (0.229, 0.224, 0.225))))
     anchors = spec.anchors(sizes)
-    key = 'rpn_anchor_generator' if spec.two_stage else 'anchor_generator'
+    key = "rpn_anchor_generator" if spec.two_stage else "anchor_generator"
     detector_kwargs.setdefault(key, anchors)
     if box_head_dim is not None:
         if not spec.two_stage:
             raise ValueError(f"{name}: box_head_dim is for the R-CNN detectors (a {spec.kind} has no box head)")
         roi = 7  # torchvision's MultiScaleRoIAlign output size for the box head
-        detector_kwargs['box_head'] = TwoMLPHead(fpn_channels * roi * roi, box_head_dim)
-        detector_kwargs['box_predictor'] = FastRCNNPredictor(box_head_dim, num_classes + 1)
-        if spec.kind == 'maskrcnn':  # torchvision's default mask head ends in 256 channels
-            detector_kwargs.setdefault('mask_predictor', MaskRCNNPredictor(256, 256, num_classes + 1))
+        detector_kwargs["box_head"] = TwoMLPHead(fpn_channels * roi * roi, box_head_dim)
+        detector_kwargs["box_predictor"] = FastRCNNPredictor(box_head_dim, num_classes + 1)
+        if spec.kind == "maskrcnn":  # torchvision's default mask head ends in 256 channels
+            detector_kwargs.setdefault("mask_predictor", MaskRCNNPredictor(256, 256, num_classes + 1))
         num_classes_arg = None  # torchvision refuses num_classes beside a box predictor
     else:
         num_classes_arg = num_classes + 1
@@ -207,11 +249,14 @@ def create_detector(name: str, num_classes: int, *, backbone_weights: Optional[s
 def _register(name: str) -> None:
     def builder(num_classes: int = 91, **kwargs) -> nn.Module:
         return create_detector(name, num_classes, **kwargs)
+
     builder.__name__ = builder.__qualname__ = name
     builder.__module__ = __name__
     kind, backbone = DETECTION_MODELS[name]
-    builder.__doc__ = (f"torchvision {DETECTORS[kind].model_cls.__name__} on {backbone} with an FPN; "
-                       "see create_detector for the options")
+    builder.__doc__ = (
+        f"torchvision {DETECTORS[kind].model_cls.__name__} on {backbone} with an FPN; "
+        "see create_detector for the options"
+    )
     globals()[name] = builder
 
 
@@ -220,5 +265,14 @@ for _name in DETECTION_MODELS:
     register_dense_model(DenseModel(_name, "detection", *DETECTION_MODELS[_name], globals()[_name]))
 
 
-__all__ = ['DETECTORS', 'DETECTION_MODELS', 'DetectionBackbone', 'BackboneWithFPN', 'DetectorSpec',
-           'create_detector', 'detection_backbone', 'list_detectors', 'parse_name'] + list(DETECTION_MODELS)
+__all__ = [
+    "DETECTORS",
+    "DETECTION_MODELS",
+    "DetectionBackbone",
+    "BackboneWithFPN",
+    "DetectorSpec",
+    "create_detector",
+    "detection_backbone",
+    "list_detectors",
+    "parse_name",
+] + list(DETECTION_MODELS)

@@ -15,11 +15,13 @@ BatchNorms and ``gamma``, so a folded checkpoint loads into ``create_deploy_mode
 The arithmetic is done in float64 and cast back, so folded outputs match the unfolded model to fp32
 rounding.
 """
+
 import warnings
 from typing import Any, Optional
 
 import torch
 import torch.nn as nn
+
 from ..utils.tracing import is_fx_tracing
 
 __all__ = [
@@ -43,8 +45,11 @@ def _bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm):
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError("cannot fold a BatchNorm without running statistics (track_running_stats=False)")
     if bn.training:  # reachable through timm.utils.reparameterize_model, which does not check the mode
-        warnings.warn("folding a BatchNorm that is in train mode: the fold uses its running statistics, so the "
-                      "folded model matches the eval-mode model, not train mode", stacklevel=3)
+        warnings.warn(
+            "folding a BatchNorm that is in train mode: the fold uses its running statistics, so the "
+            "folded model matches the eval-mode model, not train mode",
+            stacklevel=3,
+        )
     mean = bn.running_mean.double()
     scale = torch.rsqrt(bn.running_var.double() + bn.eps)
     if bn.weight is not None:
@@ -64,9 +69,17 @@ def _new_conv(conv: nn.Conv2d, weight: torch.Tensor, bias: Optional[torch.Tensor
     """A copy of `conv`'s geometry holding the given (float64) weight and bias, cast back to conv's dtype."""
     ref = conv.weight
     new = nn.Conv2d(
-        conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
-        dilation=conv.dilation, groups=conv.groups, bias=bias is not None, padding_mode=conv.padding_mode,
-        device=ref.device, dtype=ref.dtype,
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=bias is not None,
+        padding_mode=conv.padding_mode,
+        device=ref.device,
+        dtype=ref.dtype,
     )
     with torch.no_grad():
         new.weight.copy_(weight.to(ref.dtype))
@@ -101,8 +114,9 @@ def fold_bn_before_conv(bn: nn.modules.batchnorm._BatchNorm, conv: nn.Conv2d) ->
     """
     _check_conv(conv)
     if not _has_zero_padding(conv):
-        raise ValueError(f"cannot fold a BatchNorm into a conv with padding {conv.padding}: the result "
-                         "would differ at the borders")
+        raise ValueError(
+            f"cannot fold a BatchNorm into a conv with padding {conv.padding}: the result would differ at the borders"
+        )
     scale, shift = _bn_scale_shift(bn)
     if scale.numel() != conv.in_channels:
         raise ValueError(f"BatchNorm has {scale.numel()} channels but the conv takes {conv.in_channels}")
@@ -113,8 +127,11 @@ def fold_bn_before_conv(bn: nn.modules.batchnorm._BatchNorm, conv: nn.Conv2d) ->
     shift_g = shift.view(groups, 1, in_per_group).expand(groups, out_per_group, in_per_group)
     scale_oc = scale_g.reshape(conv.out_channels, in_per_group, 1, 1)
     shift_oc = shift_g.reshape(conv.out_channels, in_per_group, 1, 1)
-    bias = conv.bias.double() if conv.bias is not None else torch.zeros(conv.out_channels, dtype=torch.float64,
-                                                                        device=w.device)
+    bias = (
+        conv.bias.double()
+        if conv.bias is not None
+        else torch.zeros(conv.out_channels, dtype=torch.float64, device=w.device)
+    )
     bias = bias + (w * shift_oc).sum(dim=(1, 2, 3))
     return _new_conv(conv, w * scale_oc, bias)
 
@@ -153,8 +170,11 @@ def is_metanext_block(module: nn.Module) -> bool:
     """A MetaNeXt block: token_mixer -> norm -> mlp (fc1 ... fc2 as convs) -> optional gamma -> residual."""
     mlp = getattr(module, "mlp", None)
     return (
-        hasattr(module, "token_mixer") and hasattr(module, "norm") and hasattr(module, "gamma")
-        and isinstance(getattr(mlp, "fc1", None), nn.Conv2d) and isinstance(getattr(mlp, "fc2", None), nn.Conv2d)
+        hasattr(module, "token_mixer")
+        and hasattr(module, "norm")
+        and hasattr(module, "gamma")
+        and isinstance(getattr(mlp, "fc1", None), nn.Conv2d)
+        and isinstance(getattr(mlp, "fc2", None), nn.Conv2d)
     )
 
 
@@ -217,8 +237,9 @@ class FusedMetaNeXtBlock(nn.Module):
         if not is_metanext_block(block):
             raise TypeError(f"{type(block).__name__} is not a MetaNeXt block")
         if not isinstance(block.norm, nn.Identity) or block.gamma is not None:
-            raise ValueError("FusedMetaNeXtBlock needs a folded block (norm Identity, gamma None); "
-                             "call fold_metanext_block first")
+            raise ValueError(
+                "FusedMetaNeXtBlock needs a folded block (norm Identity, gamma None); call fold_metanext_block first"
+            )
         self.token_mixer = block.token_mixer
         self.mlp = block.mlp
         self.drop_path = getattr(block, "drop_path", nn.Identity())
@@ -231,12 +252,15 @@ class FusedMetaNeXtBlock(nn.Module):
         swapping its activation)."""
         drop = getattr(mlp, "drop", None)
         return (
-            _MKLDNN_CONV is not None and torch.backends.mkldnn.is_available()
+            _MKLDNN_CONV is not None
+            and torch.backends.mkldnn.is_available()
             and _fused_post_op(getattr(mlp, "act", None)) is not None
             and isinstance(getattr(mlp, "norm", nn.Identity()), nn.Identity)
             and (drop is None or isinstance(drop, nn.Identity) or getattr(drop, "p", 0.0) == 0.0)
-            and all(c.kernel_size == (1, 1) and c.stride == (1, 1) and c.groups == 1 and c.padding_mode == "zeros"
-                    for c in (mlp.fc1, mlp.fc2))
+            and all(
+                c.kernel_size == (1, 1) and c.stride == (1, 1) and c.groups == 1 and c.padding_mode == "zeros"
+                for c in (mlp.fc1, mlp.fc2)
+            )
         )
 
     @torch.jit.unused
@@ -257,13 +281,16 @@ class FusedMetaNeXtBlock(nn.Module):
             return False
         # the fused oneDNN ops have no autograd formula
         return not torch.is_grad_enabled() or not (
-            x.requires_grad or any(p.requires_grad for p in self.mlp.parameters()))
+            x.requires_grad or any(p.requires_grad for p in self.mlp.parameters())
+        )
 
     @torch.jit.unused
     def _forward_fused(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
         # under autocast the oneDNN ops see the autocast dtype, as autocast's own conv would
-        w1, b1, w2, b2 = (None if t is None else t.to(x.dtype) for t in (
-            self.mlp.fc1.weight, self.mlp.fc1.bias, self.mlp.fc2.weight, self.mlp.fc2.bias))
+        w1, b1, w2, b2 = (
+            None if t is None else t.to(x.dtype)
+            for t in (self.mlp.fc1.weight, self.mlp.fc1.bias, self.mlp.fc2.weight, self.mlp.fc2.bias)
+        )
         zero, one = [0, 0], [1, 1]
         post_op = _fused_post_op(self.mlp.act)
         x = _MKLDNN_CONV(x, w1, b1, zero, one, one, 1, post_op, [], "none" if post_op == "gelu" else "")
@@ -280,8 +307,11 @@ class FusedMetaNeXtBlock(nn.Module):
 
 def is_folded(model: nn.Module) -> bool:
     """Whether `model` holds folded MetaNeXt blocks (its state dict then lacks the block BatchNorms and gamma)."""
-    return any(isinstance(m, FusedMetaNeXtBlock) or (is_metanext_block(m) and isinstance(m.norm, nn.Identity)
-                                                        and m.gamma is None) for m in model.modules())
+    return any(
+        isinstance(m, FusedMetaNeXtBlock)
+        or (is_metanext_block(m) and isinstance(m.norm, nn.Identity) and m.gamma is None)
+        for m in model.modules()
+    )
 
 
 def reparameterize_model(model: nn.Module, inplace: bool = False, fuse: bool = True) -> nn.Module:
@@ -295,10 +325,13 @@ def reparameterize_model(model: nn.Module, inplace: bool = False, fuse: bool = T
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
     if model.training:
-        raise RuntimeError("reparameterize_model needs a model in eval mode (call model.eval() first): folding "
-                           "uses BatchNorm running statistics, which train mode ignores")
+        raise RuntimeError(
+            "reparameterize_model needs a model in eval mode (call model.eval() first): folding "
+            "uses BatchNorm running statistics, which train mode ignores"
+        )
     if not inplace:
         import copy
+
         model = copy.deepcopy(model)
 
     count = 0

@@ -7,6 +7,7 @@ leaves, and any other torch.fx tracer (torchvision's create_feature_extractor) k
 leaf call. Only the first kind of graph can be scripted afterwards: TorchScript cannot read a generated list
 of biases as the optional tensors the op takes, but it scripts the mixer modules themselves.
 """
+
 from functools import partial
 from typing import List, Optional, Type
 
@@ -16,7 +17,7 @@ from timm.layers import SelectAdaptivePool2d, register_notrace_function, registe
 
 from ..ops import inception_dwconv
 
-torch.fx.wrap('inception_dwconv')  # calls from this module become leaf nodes under any torch.fx tracer
+torch.fx.wrap("inception_dwconv")  # calls from this module become leaf nodes under any torch.fx tracer
 register_notrace_function(inception_dwconv)
 
 
@@ -24,8 +25,14 @@ def _depthwise(channels: int, kernel_size, dilation: int = 1) -> nn.Conv2d:
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
     if kh % 2 == 0 or kw % 2 == 0:
         raise ValueError(f"depthwise kernel sizes must be odd for 'same' padding, got {kh}x{kw}")
-    return nn.Conv2d(channels, channels, (kh, kw), padding=(dilation * (kh // 2), dilation * (kw // 2)),
-                     dilation=dilation, groups=channels)
+    return nn.Conv2d(
+        channels,
+        channels,
+        (kh, kw),
+        padding=(dilation * (kh // 2), dilation * (kw // 2)),
+        dilation=dilation,
+        groups=channels,
+    )
 
 
 def _check_dilation(dilation: int) -> int:
@@ -45,13 +52,13 @@ class InceptionDWConv2d(nn.Module):
     """
 
     def __init__(
-            self,
-            in_chs: int,
-            square_kernel_size: int = 3,
-            band_kernel_size: int = 11,
-            branch_ratio: float = 0.125,
-            fast_path: Optional[bool] = None,
-            dilation: int = 1,
+        self,
+        in_chs: int,
+        square_kernel_size: int = 3,
+        band_kernel_size: int = 11,
+        branch_ratio: float = 0.125,
+        fast_path: Optional[bool] = None,
+        dilation: int = 1,
     ):
         super().__init__()
         self.dilation = _check_dilation(dilation)
@@ -59,7 +66,8 @@ class InceptionDWConv2d(nn.Module):
         if gc < 1 or 3 * gc > in_chs:
             raise ValueError(
                 f"InceptionDWConv2d: branch_ratio {branch_ratio} gives {gc} channels per branch for "
-                f"{in_chs} input channels; need 1 <= int(C * ratio) and 3 * that <= C")
+                f"{in_chs} input channels; need 1 <= int(C * ratio) and 3 * that <= C"
+            )
         self.dwconv_hw = _depthwise(gc, square_kernel_size, dilation)
         self.dwconv_w = _depthwise(gc, (1, band_kernel_size), dilation)
         self.dwconv_h = _depthwise(gc, (band_kernel_size, 1), dilation)
@@ -79,8 +87,14 @@ class PartialDWConv2d(nn.Module):
     The weights sit under `conv`, as in the released ConvNeXt-variant checkpoints (`dwconv.conv.weight`).
     """
 
-    def __init__(self, in_chs: int, kernel_size: int = 3, conv_ratio: float = 1.0, fast_path: Optional[bool] = None,
-                 dilation: int = 1):
+    def __init__(
+        self,
+        in_chs: int,
+        kernel_size: int = 3,
+        conv_ratio: float = 1.0,
+        fast_path: Optional[bool] = None,
+        dilation: int = 1,
+    ):
         super().__init__()
         conv_chs = int(in_chs * conv_ratio)
         if not 1 <= conv_chs <= in_chs:
@@ -101,8 +115,14 @@ class DWConv2d(nn.Conv2d):
     def __init__(self, in_chs: int, kernel_size: int = 7, fast_path: Optional[bool] = None, dilation: int = 1):
         if kernel_size % 2 == 0:
             raise ValueError(f"depthwise kernel size must be odd, got {kernel_size}")
-        super().__init__(in_chs, in_chs, kernel_size, padding=_check_dilation(dilation) * (kernel_size // 2),
-                         dilation=dilation, groups=in_chs)
+        super().__init__(
+            in_chs,
+            in_chs,
+            kernel_size,
+            padding=_check_dilation(dilation) * (kernel_size // 2),
+            dilation=dilation,
+            groups=in_chs,
+        )
         self.dilation_rate = dilation
         self.fast_path = fast_path
 
@@ -122,7 +142,7 @@ class SamePadConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._conv_forward(x, self.weight, self.bias)
-        return x[:, :, self.crop:, self.crop:] if self.crop > 0 else x
+        return x[:, :, self.crop :, self.crop :] if self.crop > 0 else x
 
 
 def downsample_conv(in_chs: int, out_chs: int, stride: int = 2, dilation: int = 1) -> nn.Conv2d:
@@ -152,7 +172,7 @@ def stage_strides_and_dilations(num_stages: int, output_stride: int, stem_stride
 class ConvMlp(nn.Module):
     """Pointwise MLP as 1x1 convs, so the block stays in NCHW (or channels_last) without permutes."""
 
-    def __init__(self, in_features: int, hidden_features: int, act_layer: Type[nn.Module] = nn.GELU, drop: float = 0.):
+    def __init__(self, in_features: int, hidden_features: int, act_layer: Type[nn.Module] = nn.GELU, drop: float = 0.0):
         super().__init__()
         self.fc1 = nn.Conv2d(in_features, hidden_features, kernel_size=1)
         self.norm = nn.Identity()
@@ -168,14 +188,14 @@ class MlpClassifierHead(nn.Module):
     """Global pool -> Linear(C, rC) -> GELU -> LayerNorm -> dropout -> Linear(rC, classes)."""
 
     def __init__(
-            self,
-            in_features: int,
-            num_classes: int = 1000,
-            pool_type: str = 'avg',
-            mlp_ratio: float = 3,
-            act_layer: Type[nn.Module] = nn.GELU,
-            norm_layer=partial(nn.LayerNorm, eps=1e-6),
-            drop: float = 0.,
+        self,
+        in_features: int,
+        num_classes: int = 1000,
+        pool_type: str = "avg",
+        mlp_ratio: float = 3,
+        act_layer: Type[nn.Module] = nn.GELU,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        drop: float = 0.0,
     ):
         super().__init__()
         if not pool_type:

@@ -3,14 +3,15 @@
 Block: token mixer -> BatchNorm -> 1x1-conv MLP -> layer scale -> drop path -> residual.
 The module tree and state-dict keys match the official release and timm's `inception_next_*`.
 """
+
 from functools import partial
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from timm.layers import DropPath, trunc_normal_
-from timm.models._features import feature_take_indices
 from timm.models import checkpoint_seq
+from timm.models._features import feature_take_indices
 
 from .fold import fold_metanext_block, fold_sequential
 from .layers import ConvMlp, InceptionDWConv2d, MlpClassifierHead, downsample_conv, stage_strides_and_dilations
@@ -27,22 +28,22 @@ class FoldableSequential(nn.Sequential):
 
 class MetaNeXtBlock(nn.Module):
     def __init__(
-            self,
-            dim: int,
-            token_mixer: Callable[[int], nn.Module] = InceptionDWConv2d,
-            norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
-            mlp_ratio: float = 4,
-            act_layer=nn.GELU,
-            ls_init_value: Optional[float] = 1e-6,
-            drop_path: float = 0.,
-            dilation: int = 1,
+        self,
+        dim: int,
+        token_mixer: Callable[[int], nn.Module] = InceptionDWConv2d,
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        mlp_ratio: float = 4,
+        act_layer=nn.GELU,
+        ls_init_value: Optional[float] = 1e-6,
+        drop_path: float = 0.0,
+        dilation: int = 1,
     ):
         super().__init__()
         self.token_mixer = token_mixer(dim, dilation=dilation) if dilation > 1 else token_mixer(dim)
         self.norm = norm_layer(dim)
         self.mlp = ConvMlp(dim, int(mlp_ratio * dim), act_layer=act_layer)
         self.gamma = nn.Parameter(ls_init_value * torch.ones(dim)) if ls_init_value else None
-        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
@@ -64,30 +65,34 @@ class MetaNeXtStage(nn.Module):
     """
 
     def __init__(
-            self,
-            in_chs: int,
-            out_chs: int,
-            depth: int,
-            downsample: bool = True,
-            drop_path_rates: Optional[Sequence[float]] = None,
-            norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
-            stride: int = 2,
-            dilation: Tuple[int, int] = (1, 1),
-            **block_kwargs,
+        self,
+        in_chs: int,
+        out_chs: int,
+        depth: int,
+        downsample: bool = True,
+        drop_path_rates: Optional[Sequence[float]] = None,
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        stride: int = 2,
+        dilation: Tuple[int, int] = (1, 1),
+        **block_kwargs,
     ):
         super().__init__()
         self.grad_checkpointing = False
         if downsample:
             self.downsample = FoldableSequential(
-                norm_layer(in_chs), downsample_conv(in_chs, out_chs, stride, dilation[0]))
+                norm_layer(in_chs), downsample_conv(in_chs, out_chs, stride, dilation[0])
+            )
         elif in_chs != out_chs:
             raise ValueError(f"a stage without downsampling cannot change width ({in_chs} -> {out_chs})")
         else:
             self.downsample = nn.Identity()
-        rates = list(drop_path_rates) if drop_path_rates is not None else [0.] * depth
-        self.blocks = nn.Sequential(*[
-            MetaNeXtBlock(out_chs, norm_layer=norm_layer, drop_path=rates[i], dilation=dilation[1], **block_kwargs)
-            for i in range(depth)])
+        rates = list(drop_path_rates) if drop_path_rates is not None else [0.0] * depth
+        self.blocks = nn.Sequential(
+            *[
+                MetaNeXtBlock(out_chs, norm_layer=norm_layer, drop_path=rates[i], dilation=dilation[1], **block_kwargs)
+                for i in range(depth)
+            ]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
@@ -104,22 +109,22 @@ class MetaNeXt(TimmModelMixin, nn.Module):
     """
 
     def __init__(
-            self,
-            in_chans: int = 3,
-            num_classes: int = 1000,
-            global_pool: str = 'avg',
-            depths: Tuple[int, ...] = (3, 3, 9, 3),
-            dims: Tuple[int, ...] = (96, 192, 384, 768),
-            token_mixers: Union[Callable, Sequence[Callable]] = InceptionDWConv2d,
-            norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
-            act_layer=nn.GELU,
-            mlp_ratios: Union[float, Sequence[float]] = (4, 4, 4, 3),
-            head_mlp_ratio: float = 3,
-            drop_rate: float = 0.,
-            drop_path_rate: float = 0.,
-            ls_init_value: Optional[float] = 1e-6,
-            fast_path: Optional[bool] = None,
-            output_stride: int = 32,
+        self,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        global_pool: str = "avg",
+        depths: Tuple[int, ...] = (3, 3, 9, 3),
+        dims: Tuple[int, ...] = (96, 192, 384, 768),
+        token_mixers: Union[Callable, Sequence[Callable]] = InceptionDWConv2d,
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        act_layer=nn.GELU,
+        mlp_ratios: Union[float, Sequence[float]] = (4, 4, 4, 3),
+        head_mlp_ratio: float = 3,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        ls_init_value: Optional[float] = 1e-6,
+        fast_path: Optional[bool] = None,
+        output_stride: int = 32,
     ):
         super().__init__()
         num_stages = len(depths)
@@ -139,23 +144,36 @@ class MetaNeXt(TimmModelMixin, nn.Module):
         self.feature_info = []
         stages, prev_chs = [], dims[0]
         for i, (stride, dilation, reduction) in enumerate(stage_strides_and_dilations(num_stages, output_stride)):
-            stages.append(MetaNeXtStage(
-                prev_chs, dims[i], depths[i], downsample=i > 0, drop_path_rates=rates[i], norm_layer=norm_layer,
-                stride=stride, dilation=dilation, token_mixer=token_mixers[i], mlp_ratio=mlp_ratios[i],
-                act_layer=act_layer, ls_init_value=ls_init_value))
+            stages.append(
+                MetaNeXtStage(
+                    prev_chs,
+                    dims[i],
+                    depths[i],
+                    downsample=i > 0,
+                    drop_path_rates=rates[i],
+                    norm_layer=norm_layer,
+                    stride=stride,
+                    dilation=dilation,
+                    token_mixer=token_mixers[i],
+                    mlp_ratio=mlp_ratios[i],
+                    act_layer=act_layer,
+                    ls_init_value=ls_init_value,
+                )
+            )
             prev_chs = dims[i]
-            self.feature_info.append(dict(num_chs=prev_chs, reduction=reduction, module=f'stages.{i}'))
+            self.feature_info.append(dict(num_chs=prev_chs, reduction=reduction, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.num_features = prev_chs
         self.head = MlpClassifierHead(
-            self.num_features, num_classes, pool_type=global_pool, mlp_ratio=head_mlp_ratio, drop=drop_rate)
+            self.num_features, num_classes, pool_type=global_pool, mlp_ratio=head_mlp_ratio, drop=drop_rate
+        )
         self.head_hidden_size = self.head.num_features
         self.apply(self._init_weights)
 
     @staticmethod
     def _init_weights(m: nn.Module):
         if isinstance(m, (nn.Conv2d, nn.Linear)) and not m.weight.is_meta:  # meta: shapes only, nothing to draw
-            trunc_normal_(m.weight, std=.02)
+            trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
@@ -163,10 +181,12 @@ class MetaNeXt(TimmModelMixin, nn.Module):
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False):
         return dict(
-            stem=r'^stem',
-            blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.downsample', (0,)),
-                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
+            stem=r"^stem",
+            blocks=r"^stages\.(\d+)"
+            if coarse
+            else [
+                (r"^stages\.(\d+)\.downsample", (0,)),
+                (r"^stages\.(\d+)\.blocks\.(\d+)", None),
             ],
         )
 
@@ -192,12 +212,13 @@ class MetaNeXt(TimmModelMixin, nn.Module):
         return self.stem, list(self.stages)
 
     def prune_intermediate_layers(
-            self, indices: Union[int, List[int]] = 1, prune_norm: bool = False, prune_head: bool = True):
+        self, indices: Union[int, List[int]] = 1, prune_norm: bool = False, prune_head: bool = True
+    ):
         """Drop the stages after the last requested feature; the head goes too (it is sized for the last stage)."""
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         if max_index < len(self.stages) - 1:
-            self.stages = self.stages[:max_index + 1]
-            self.num_features = self.feature_info[max_index]['num_chs']
+            self.stages = self.stages[: max_index + 1]
+            self.num_features = self.feature_info[max_index]["num_chs"]
             self.head = MlpClassifierHead(self.num_features, 0, pool_type=self.global_pool)
             prune_head = True
         if prune_head:

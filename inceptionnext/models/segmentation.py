@@ -17,11 +17,12 @@ The weights of the backbone come through the library's one loader (`weights.load
 timm's pretrained path, in `models.backbone`): ``pretrained=True`` takes the backbone's default source, ``backbone_weights=<file>`` any
 file the loader reads (official .pth, hub copy, safetensors, training checkpoints of a classifier).
 """
+
 from __future__ import annotations
 
 import contextlib
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -42,16 +43,18 @@ IGNORE_INDEX = 255
 @dataclass(frozen=True)
 class SegSpec:
     """One segmentation architecture: a head on a zoo backbone, and what the paper reports for it."""
+
     name: str
-    head: str                       # 'upernet' or 'fpn'
-    backbone: str                   # a zoo name
-    paper: Dict[str, float]         # params (M), MACs (G) at paper_size, ADE20K mIoU
+    head: str  # 'upernet' or 'fpn'
+    backbone: str  # a zoo name
+    paper: Dict[str, float]  # params (M), MACs (G) at paper_size, ADE20K mIoU
 
 
 def _conv_bn_relu(cin: int, cout: int, k: int) -> nn.Sequential:
     """mmsegmentation's ConvModule with BN and ReLU (no conv bias under a norm)."""
-    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class ClassifierConv(nn.Module):
@@ -74,8 +77,9 @@ class UPerHead(nn.Module):
         try:
             from segmentation_models_pytorch.decoders.upernet.decoder import UPerNetDecoder
         except ImportError as e:
-            raise ImportError("UperNet's decoder comes from segmentation_models_pytorch: "
-                              "pip install 'inceptionnext[segmentation]'") from e
+            raise ImportError(
+                "UperNet's decoder comes from segmentation_models_pytorch: pip install 'inceptionnext[segmentation]'"
+            ) from e
 
         # smp counts features from full resolution: two placeholders stand for strides 1 and 2
         self.decoder = UPerNetDecoder([0, 0, *in_channels], encoder_depth=5, decoder_channels=channels)
@@ -110,8 +114,9 @@ class FPNNeck(nn.Module):
     def forward(self, features: List[torch.Tensor]) -> List[torch.Tensor]:
         laterals = [conv(f) for conv, f in zip(self.lateral_convs, features)]
         for i in range(len(laterals) - 1, 0, -1):
-            laterals[i - 1] = laterals[i - 1] + F.interpolate(laterals[i], size=laterals[i - 1].shape[2:],
-                                                              mode="nearest")
+            laterals[i - 1] = laterals[i - 1] + F.interpolate(
+                laterals[i], size=laterals[i - 1].shape[2:], mode="nearest"
+            )
         return [conv(x) for conv, x in zip(self.fpn_convs, laterals)]
 
 
@@ -119,8 +124,9 @@ class FPNHead(nn.Module):
     """mmsegmentation's FPNHead: per level, max(1, log2(stride / 4)) conv-BN-ReLU steps, each but the stride-4
     level's followed by a 2x bilinear upsampling; the levels are summed at stride 4."""
 
-    def __init__(self, num_levels: int, num_classes: int, in_channels: int = 256, channels: int = 128,
-                 dropout: float = 0.1):
+    def __init__(
+        self, num_levels: int, num_classes: int, in_channels: int = 256, channels: int = 128, dropout: float = 0.1
+    ):
         super().__init__()
         self.scale_heads = nn.ModuleList()
         for level in range(num_levels):
@@ -142,8 +148,14 @@ class FPNHead(nn.Module):
 class SemanticFPNHead(nn.Module):
     """The FPN neck and FPNHead as one decode head."""
 
-    def __init__(self, in_channels: Sequence[int], num_classes: int, channels: int = 256,
-                 head_channels: int = 128, dropout: float = 0.1):
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        num_classes: int,
+        channels: int = 256,
+        head_channels: int = 128,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.neck = FPNNeck(in_channels, channels)
         self.head = FPNHead(len(in_channels), num_classes, channels, head_channels, dropout)
@@ -159,8 +171,15 @@ class EncoderDecoder(nn.Module):
     pair (decode logits, auxiliary logits), both at the input's resolution.
     """
 
-    def __init__(self, backbone: nn.Module, stage_norms: nn.ModuleList, decode_head: nn.Module,
-                 aux_head: Optional[nn.Module], num_classes: int, aux_index: int = 2):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        stage_norms: nn.ModuleList,
+        decode_head: nn.Module,
+        aux_head: Optional[nn.Module],
+        num_classes: int,
+        aux_index: int = 2,
+    ):
         super().__init__()
         self.backbone = backbone
         self.stage_norms = stage_norms
@@ -179,14 +198,14 @@ class EncoderDecoder(nn.Module):
         feats = self.extract_features(x)
         out = F.interpolate(self.decode_head(feats), size=size, mode="bilinear", align_corners=False)
         if self.training and self.aux_head is not None:
-            aux = F.interpolate(self.aux_head(feats[self.aux_index]), size=size, mode="bilinear",
-                                align_corners=False)
+            aux = F.interpolate(self.aux_head(feats[self.aux_index]), size=size, mode="bilinear", align_corners=False)
             return out, aux
         return out
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         """The backbone's layer groups (for layer-wise lr decay); norms and heads fall in the top group."""
+
         def prefix(pattern):
             return pattern.replace("^", r"^backbone\.", 1)
 
@@ -211,10 +230,19 @@ def _stage_norm(family: str, channels: int) -> nn.Module:
     return nn.BatchNorm2d(channels) if family == "inceptionnext" else LayerNorm2d(channels, eps=1e-6)
 
 
-def build_segmenter(head: str, backbone: str, num_classes: int = ADE20K_NUM_CLASSES, pretrained: bool = False,
-                    backbone_weights: Optional[str] = None, aux_head: Optional[bool] = None,
-                    drop_path_rate: float = 0.0, in_chans: int = 3, cache_dir: Optional[str] = None,
-                    head_channels: Optional[int] = None, **backbone_kwargs) -> EncoderDecoder:
+def build_segmenter(
+    head: str,
+    backbone: str,
+    num_classes: int = ADE20K_NUM_CLASSES,
+    pretrained: bool = False,
+    backbone_weights: Optional[str] = None,
+    aux_head: Optional[bool] = None,
+    drop_path_rate: float = 0.0,
+    in_chans: int = 3,
+    cache_dir: Optional[str] = None,
+    head_channels: Optional[int] = None,
+    **backbone_kwargs,
+) -> EncoderDecoder:
     """A segmentation model by parts: head 'upernet' or 'fpn' on zoo backbone `backbone`.
 
     aux_head: the auxiliary FCN head on stage 3 (None: on for UperNet, as mmsegmentation's configs have it).
@@ -222,8 +250,15 @@ def build_segmenter(head: str, backbone: str, num_classes: int = ADE20K_NUM_CLAS
     half of it); None keeps the paper's. Narrower heads suit small inputs and CPU demos.
     """
     entry = get_entry(backbone)
-    body = create_backbone(backbone, pretrained=pretrained, weights=backbone_weights, cache_dir=cache_dir,
-                           drop_path_rate=drop_path_rate, in_chans=in_chans, **backbone_kwargs)
+    body = create_backbone(
+        backbone,
+        pretrained=pretrained,
+        weights=backbone_weights,
+        cache_dir=cache_dir,
+        drop_path_rate=drop_path_rate,
+        in_chans=in_chans,
+        **backbone_kwargs,
+    )
     dims = [info["num_chs"] for info in body.feature_info]
     norms = nn.ModuleList(_stage_norm(entry.family, c) for c in dims)
     if head == "upernet":
@@ -255,13 +290,20 @@ PAPER = {
 PAPER_SIZE = {"upernet": (512, 2048), "fpn": (512, 512)}
 # drop path per size in the paper's recipes (UperNet as Swin's, FPN as PoolFormer's)
 DROP_PATH = {
-    ("upernet", "inceptionnext_t"): 0.2, ("upernet", "inceptionnext_s"): 0.3, ("upernet", "inceptionnext_b"): 0.4,
-    ("fpn", "inceptionnext_t"): 0.1, ("fpn", "inceptionnext_s"): 0.2, ("fpn", "inceptionnext_b"): 0.2,
+    ("upernet", "inceptionnext_t"): 0.2,
+    ("upernet", "inceptionnext_s"): 0.3,
+    ("upernet", "inceptionnext_b"): 0.4,
+    ("fpn", "inceptionnext_t"): 0.1,
+    ("fpn", "inceptionnext_s"): 0.2,
+    ("fpn", "inceptionnext_b"): 0.2,
 }
 
 SEG_ZOO: Tuple[SegSpec, ...] = tuple(
     SegSpec(f"{head}_{entry.name}", head, entry.name, PAPER.get((head, entry.name), {}))
-    for head in HEADS for entry in ZOO if entry.name != "inceptionnext_b_384")
+    for head in HEADS
+    for entry in ZOO
+    if entry.name != "inceptionnext_b_384"
+)
 
 
 def get_seg_spec(name: str) -> SegSpec:
@@ -277,17 +319,34 @@ def is_segmentation_model(name: Optional[str]) -> bool:
 
 
 def _seg_cfg(spec: SegSpec) -> Dict[str, Any]:
-    first_conv = "backbone.stem.0" if get_entry(spec.backbone).family == "inceptionnext" \
-        else "backbone.downsample_layers.0.0"
-    return dict(url="", num_classes=ADE20K_NUM_CLASSES, input_size=(3, 512, 512), pool_size=None, crop_pct=1.0,
-                interpolation="bilinear", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
-                first_conv=first_conv, classifier="decode_head.cls.conv_seg",
-                license="apache-2.0",
-                paper_name="InceptionNeXt: When Inception Meets ConvNeXt", paper_ids="arXiv:2303.16900")
+    first_conv = (
+        "backbone.stem.0" if get_entry(spec.backbone).family == "inceptionnext" else "backbone.downsample_layers.0.0"
+    )
+    return dict(
+        url="",
+        num_classes=ADE20K_NUM_CLASSES,
+        input_size=(3, 512, 512),
+        pool_size=None,
+        crop_pct=1.0,
+        interpolation="bilinear",
+        mean=IMAGENET_DEFAULT_MEAN,
+        std=IMAGENET_DEFAULT_STD,
+        first_conv=first_conv,
+        classifier="decode_head.cls.conv_seg",
+        license="apache-2.0",
+        paper_name="InceptionNeXt: When Inception Meets ConvNeXt",
+        paper_ids="arXiv:2303.16900",
+    )
 
 
-def create_segmenter(name: str, pretrained: bool = False, pretrained_cfg_overlay: Optional[Dict[str, Any]] = None,
-                     device=None, dtype=None, **kwargs) -> EncoderDecoder:
+def create_segmenter(
+    name: str,
+    pretrained: bool = False,
+    pretrained_cfg_overlay: Optional[Dict[str, Any]] = None,
+    device=None,
+    dtype=None,
+    **kwargs,
+) -> EncoderDecoder:
     """Build the registered segmentation model `name` (kwargs as `build_segmenter`; num_classes defaults to
     ADE20K's 150); `pretrained` loads the backbone's ImageNet weights. Its `pretrained_cfg` carries the
     preprocessing, updated by `pretrained_cfg_overlay` (a saved model's own record)."""
@@ -303,14 +362,28 @@ def create_segmenter(name: str, pretrained: bool = False, pretrained_cfg_overlay
 
 
 for _spec in SEG_ZOO:
-    register_dense_model(DenseModel(_spec.name, "segmentation", _spec.head, _spec.backbone,
-                                    partial(create_segmenter, _spec.name)))
+    register_dense_model(
+        DenseModel(_spec.name, "segmentation", _spec.head, _spec.backbone, partial(create_segmenter, _spec.name))
+    )
 
 
 def paper_size(name: str) -> Tuple[int, int]:
     return PAPER_SIZE[get_seg_spec(name).head]
 
 
-__all__ = ["ADE20K_NUM_CLASSES", "IGNORE_INDEX", "EncoderDecoder", "FCNHead", "FPNHead", "FPNNeck", "SEG_ZOO", "SegSpec",
-           "SemanticFPNHead", "UPerHead", "build_segmenter", "create_segmenter", "get_seg_spec",
-           "is_segmentation_model"]
+__all__ = [
+    "ADE20K_NUM_CLASSES",
+    "IGNORE_INDEX",
+    "EncoderDecoder",
+    "FCNHead",
+    "FPNHead",
+    "FPNNeck",
+    "SEG_ZOO",
+    "SegSpec",
+    "SemanticFPNHead",
+    "UPerHead",
+    "build_segmenter",
+    "create_segmenter",
+    "get_seg_spec",
+    "is_segmentation_model",
+]

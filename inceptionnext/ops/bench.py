@@ -5,9 +5,9 @@
 All rows are timed in the same run with triton.testing.do_bench (median ms); the copy row is the
 bandwidth floor a one-pass kernel is measured against.
 """
+
 import argparse
 from typing import Dict, List
-
 
 import torch
 
@@ -18,23 +18,22 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def benchmark_token_mixer(
-        batch: int = 128,
-        channels: int = 96,
-        size: int = 56,
-        dtype: torch.dtype = torch.bfloat16,
-        channels_last: bool = True,
-        square_kernel: int = 3,
-        band_kernel: int = 11,
-        branch_ratio: float = 0.125,
-        device: str = "cuda",
+    batch: int = 128,
+    channels: int = 96,
+    size: int = 56,
+    dtype: torch.dtype = torch.bfloat16,
+    channels_last: bool = True,
+    square_kernel: int = 3,
+    band_kernel: int = 11,
+    branch_ratio: float = 0.125,
+    device: str = "cuda",
 ) -> List[Dict[str, object]]:
     """Rows {'name', 'fwd_ms', 'fwd_bwd_ms', 'fwd_vs_copy', 'fwd_bwd_vs_copy'} for copy, timm and ours.
 
     Ours is `inception_dwconv(..., fast=True)` on the very parameters of timm's module.
     """
-    from triton.testing import do_bench
     from timm.models.inception_next import InceptionDWConv2d
-
+    from triton.testing import do_bench
 
     if not torch.cuda.is_available():
         raise RuntimeError("benchmark_token_mixer needs a CUDA device")
@@ -56,6 +55,7 @@ def benchmark_token_mixer(
     def fwd_bwd(fn):
         def run():
             fn().backward(grad)
+
         return run
 
     def timed(fn) -> float:
@@ -66,18 +66,33 @@ def benchmark_token_mixer(
         timm_fwd = timed(timm_mixer)
         ours_fwd = timed(ours)
     # A copy's backward is a copy too: fwd+bwd floor is two copies.
-    rows = [("tensor copy", copy_ms, 2 * copy_ms),
-            ("timm InceptionDWConv2d", timm_fwd, timed(fwd_bwd(lambda: timm_mixer(x)))),
-            ("inceptionnext fused", ours_fwd, timed(fwd_bwd(ours)))]
-    return [{"name": n, "fwd_ms": f, "fwd_bwd_ms": fb,
-             "fwd_vs_copy": f / copy_ms, "fwd_bwd_vs_copy": fb / copy_ms} for n, f, fb in rows]
+    rows = [
+        ("tensor copy", copy_ms, 2 * copy_ms),
+        ("timm InceptionDWConv2d", timm_fwd, timed(fwd_bwd(lambda: timm_mixer(x)))),
+        ("inceptionnext fused", ours_fwd, timed(fwd_bwd(ours))),
+    ]
+    return [
+        {"name": n, "fwd_ms": f, "fwd_bwd_ms": fb, "fwd_vs_copy": f / copy_ms, "fwd_bwd_vs_copy": fb / copy_ms}
+        for n, f, fb in rows
+    ]
 
 
 def format_rows(rows: List[Dict[str, object]], title: str = "") -> str:
     """A markdown table of benchmark_token_mixer's rows."""
-    return markdown_table(["op", "fwd ms", "fwd+bwd ms", "fwd / copy", "fwd+bwd / copy"],
-                          [(r["name"], f"{r['fwd_ms']:.3f}", f"{r['fwd_bwd_ms']:.3f}", f"{r['fwd_vs_copy']:.2f}x",
-                            f"{r['fwd_bwd_vs_copy']:.2f}x") for r in rows], title or None)
+    return markdown_table(
+        ["op", "fwd ms", "fwd+bwd ms", "fwd / copy", "fwd+bwd / copy"],
+        [
+            (
+                r["name"],
+                f"{r['fwd_ms']:.3f}",
+                f"{r['fwd_bwd_ms']:.3f}",
+                f"{r['fwd_vs_copy']:.2f}x",
+                f"{r['fwd_bwd_vs_copy']:.2f}x",
+            )
+            for r in rows
+        ],
+        title or None,
+    )
 
 
 def main(argv=None):
@@ -90,10 +105,18 @@ def main(argv=None):
     p.add_argument("--band-kernel", type=int, default=11)
     p.add_argument("--branch-ratio", type=float, default=0.125)
     a = p.parse_args(argv)
-    rows = benchmark_token_mixer(a.batch, a.channels, a.size, _DTYPES[a.dtype], a.layout == "nhwc",
-                                 band_kernel=a.band_kernel, branch_ratio=a.branch_ratio)
-    title = (f"Token mixer {a.batch}x{a.channels}x{a.size}x{a.size} {a.dtype} {a.layout} "
-             f"on {torch.cuda.get_device_name()}")
+    rows = benchmark_token_mixer(
+        a.batch,
+        a.channels,
+        a.size,
+        _DTYPES[a.dtype],
+        a.layout == "nhwc",
+        band_kernel=a.band_kernel,
+        branch_ratio=a.branch_ratio,
+    )
+    title = (
+        f"Token mixer {a.batch}x{a.channels}x{a.size}x{a.size} {a.dtype} {a.layout} on {torch.cuda.get_device_name()}"
+    )
     print(format_rows(rows, title))
 
 

@@ -4,6 +4,7 @@
 gradient); `inceptionnext::inception_dwconv_param_grads` gives every branch's weight and bias gradient.
 Fake (meta) implementations describe the outputs so the compiler traces without running the kernels.
 """
+
 from typing import List, Optional
 
 import torch
@@ -14,7 +15,8 @@ from .triton_dwconv import _as_dense, dwconv_forward, dwconv_param_grads
 
 @torch.library.custom_op("inceptionnext::inception_dwconv", mutates_args=())
 def inception_dwconv_fused(
-        x: Tensor, weights: List[Tensor], biases: List[Tensor], flip: bool, dilation: int = 1) -> Tensor:
+    x: Tensor, weights: List[Tensor], biases: List[Tensor], flip: bool, dilation: int = 1
+) -> Tensor:
     """Identity copy plus every branch's depthwise conv (taps `dilation` apart) in one kernel (weights flipped
     if `flip`).
 
@@ -54,8 +56,10 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     if ctx.flip:
-        raise RuntimeError("inceptionnext::inception_dwconv with flip=True is itself a backward; "
-                           "double backward through the fused kernel is not supported")
+        raise RuntimeError(
+            "inceptionnext::inception_dwconv with flip=True is itself a backward; "
+            "double backward through the fused kernel is not supported"
+        )
     x, *weights = ctx.saved_tensors
     needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]
     grad_x = None

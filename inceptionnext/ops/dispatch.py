@@ -6,6 +6,7 @@ Triton imports, and the reference everywhere else. TorchScript compiles the refe
 Python-side custom op). FX keeps `inception_dwconv` as one leaf call (see `inceptionnext.models.layers`), so a
 traced model still dispatches at run time and reaches the fused kernel on CUDA.
 """
+
 import contextlib
 import os
 from typing import List, Optional, Sequence
@@ -16,7 +17,9 @@ from .reference import branch_split_sizes, inception_dwconv_reference
 
 try:  # the Triton kernels import triton, an optional dependency
     from . import custom_op as _fused
-    from .triton_dwconv import INTERPRETED as _TRITON_INTERPRETED, MAX_BRANCHES as _MAX_BRANCHES
+    from .triton_dwconv import INTERPRETED as _TRITON_INTERPRETED
+    from .triton_dwconv import MAX_BRANCHES as _MAX_BRANCHES
+
     _TRITON_ERROR: Optional[str] = None
 except Exception as e:  # no Triton (CPU-only wheels, macOS, Windows) or a broken install
     _fused = None  # type: ignore[assignment]
@@ -111,11 +114,11 @@ def _autocast_dtype(x) -> Optional[torch.dtype]:
 
 
 def inception_dwconv(
-        x: torch.Tensor,
-        weights: List[torch.Tensor],
-        biases: List[Optional[torch.Tensor]],
-        fast: Optional[bool] = None,
-        dilation: int = 1,
+    x: torch.Tensor,
+    weights: List[torch.Tensor],
+    biases: List[Optional[torch.Tensor]],
+    fast: Optional[bool] = None,
+    dilation: int = 1,
 ) -> torch.Tensor:
     """Identity channels copied, then each branch's depthwise conv on its channel slice, concatenated.
 
@@ -130,8 +133,12 @@ def inception_dwconv(
 
 @torch.jit.unused
 def _checked_dispatch(
-        x: torch.Tensor, weights: List[torch.Tensor], biases: List[Optional[torch.Tensor]],
-        fast: Optional[bool], dilation: int) -> torch.Tensor:
+    x: torch.Tensor,
+    weights: List[torch.Tensor],
+    biases: List[Optional[torch.Tensor]],
+    fast: Optional[bool],
+    dilation: int,
+) -> torch.Tensor:
     _check_args(x, weights, biases, dilation)
     weights, biases = list(weights), list(biases)
     dtype = _autocast_dtype(x)
@@ -145,12 +152,15 @@ def _checked_dispatch(
 def _dispatch(x, weights, biases, fast, dilation):
     if uses_fast_path(x, weights, fast):
         no_bias = x.new_empty(0)
-        return _fused.inception_dwconv_fused(
-            x, weights, [no_bias if b is None else b for b in biases], False, dilation)
+        return _fused.inception_dwconv_fused(x, weights, [no_bias if b is None else b for b in biases], False, dilation)
     return inception_dwconv_reference(x, weights, biases, dilation)
 
 
 __all__ = [
-    "inception_dwconv", "inception_dwconv_reference", "branch_split_sizes",
-    "fast_path_available", "uses_fast_path", "ENV_VAR",
+    "inception_dwconv",
+    "inception_dwconv_reference",
+    "branch_split_sizes",
+    "fast_path_available",
+    "uses_fast_path",
+    "ENV_VAR",
 ]

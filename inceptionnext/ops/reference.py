@@ -1,5 +1,6 @@
 """The plain PyTorch Inception depthwise conv: the reference every fast path is held to, the CPU path, and the
 path TorchScript compiles (so it is written in the subset of Python that TorchScript takes)."""
+
 from typing import List, Optional
 
 import torch
@@ -11,16 +12,15 @@ def branch_split_sizes(num_channels: int, weights: List[torch.Tensor]) -> List[i
     branch_chs = [int(w.shape[0]) for w in weights]
     num_identity = num_channels - sum(branch_chs)
     if num_identity < 0:
-        raise ValueError(
-            f"branches need {sum(branch_chs)} channels but the input has {num_channels}")
+        raise ValueError(f"branches need {sum(branch_chs)} channels but the input has {num_channels}")
     return [num_identity] + branch_chs
 
 
 def inception_dwconv_reference(
-        x: torch.Tensor,
-        weights: List[torch.Tensor],
-        biases: List[Optional[torch.Tensor]],
-        dilation: int = 1,
+    x: torch.Tensor,
+    weights: List[torch.Tensor],
+    biases: List[Optional[torch.Tensor]],
+    dilation: int = 1,
 ) -> torch.Tensor:
     """Identity channels first, then one depthwise conv per branch (weight (c, 1, kh, kw), 'same' zero padding,
     taps `dilation` apart)."""

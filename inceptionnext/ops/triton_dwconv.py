@@ -12,6 +12,7 @@ spans BLOCK_C channels so loads are vectors along C; for NCHW a program owns one
 along W. C and W are passed divided by their power-of-two factor so the compiler knows the alignment.
 Branch kernel sizes and channel offsets are constexprs so the taps unroll and channel alignment is known.
 """
+
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -24,9 +25,27 @@ WGRAD_TARGET_PROGRAMS = 1024
 
 
 @triton.jit
-def _branch_conv(acc, x_base, w_ptr, b_ptr, hh, ww, cc, H, W, sxh, sxw, sxc,
-                 OFF: tl.constexpr, N: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
-                 HAS_BIAS: tl.constexpr, FLIP: tl.constexpr, DIL: tl.constexpr):
+def _branch_conv(
+    acc,
+    x_base,
+    w_ptr,
+    b_ptr,
+    hh,
+    ww,
+    cc,
+    H,
+    W,
+    sxh,
+    sxw,
+    sxc,
+    OFF: tl.constexpr,
+    N: tl.constexpr,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    FLIP: tl.constexpr,
+    DIL: tl.constexpr,
+):
     """Add one branch's depthwise conv (taps DIL apart) to `acc` on the channels [OFF, OFF + N) of the tile."""
     cmask = (cc >= OFF) & (cc < OFF + N)
     cl = cc - OFF
@@ -69,8 +88,16 @@ def _dense_strides(C_q, H, W_q, ALIGN_C: tl.constexpr, ALIGN_W: tl.constexpr, CH
 
 
 @triton.jit
-def _tile_coords(pid, n_cb, n_ht, n_wt, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
-                 BLOCK_C: tl.constexpr, CHANNELS_LAST: tl.constexpr):
+def _tile_coords(
+    pid,
+    n_cb,
+    n_ht,
+    n_wt,
+    BLOCK_H: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr,
+):
     """Split a flat program id into (batch index, first row, first column, first channel).
 
     Channel blocks vary fastest for NHWC, columns fastest for NCHW, so programs that run together
@@ -95,18 +122,50 @@ def _tile_coords(pid, n_cb, n_ht, n_wt, BLOCK_H: tl.constexpr, BLOCK_W: tl.const
 
 @triton.jit
 def _inception_dwconv_fwd_kernel(
-        x_ptr, out_ptr, w0_ptr, b0_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr,
-        C_q, H, W_q, s_b, n_cb, n_ht, n_wt,
-        ID_END: tl.constexpr, NUM_BRANCHES: tl.constexpr,
-        OFF0: tl.constexpr, N0: tl.constexpr, KH0: tl.constexpr, KW0: tl.constexpr, BIAS0: tl.constexpr,
-        OFF1: tl.constexpr, N1: tl.constexpr, KH1: tl.constexpr, KW1: tl.constexpr, BIAS1: tl.constexpr,
-        OFF2: tl.constexpr, N2: tl.constexpr, KH2: tl.constexpr, KW2: tl.constexpr, BIAS2: tl.constexpr,
-        FLIP: tl.constexpr, CHANNELS_LAST: tl.constexpr, ALIGN_C: tl.constexpr, ALIGN_W: tl.constexpr,
-        BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, DIL: tl.constexpr = 1):
+    x_ptr,
+    out_ptr,
+    w0_ptr,
+    b0_ptr,
+    w1_ptr,
+    b1_ptr,
+    w2_ptr,
+    b2_ptr,
+    C_q,
+    H,
+    W_q,
+    s_b,
+    n_cb,
+    n_ht,
+    n_wt,
+    ID_END: tl.constexpr,
+    NUM_BRANCHES: tl.constexpr,
+    OFF0: tl.constexpr,
+    N0: tl.constexpr,
+    KH0: tl.constexpr,
+    KW0: tl.constexpr,
+    BIAS0: tl.constexpr,
+    OFF1: tl.constexpr,
+    N1: tl.constexpr,
+    KH1: tl.constexpr,
+    KW1: tl.constexpr,
+    BIAS1: tl.constexpr,
+    OFF2: tl.constexpr,
+    N2: tl.constexpr,
+    KH2: tl.constexpr,
+    KW2: tl.constexpr,
+    BIAS2: tl.constexpr,
+    FLIP: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr,
+    ALIGN_C: tl.constexpr,
+    ALIGN_W: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    DIL: tl.constexpr = 1,
+):
     """x and out are dense with the same strides (NCHW or NHWC); see the module doc for the tiling."""
     C, W, sxc, sxh, sxw = _dense_strides(C_q, H, W_q, ALIGN_C, ALIGN_W, CHANNELS_LAST)
-    pid_b, h0, w0, c0 = _tile_coords(tl.program_id(0), n_cb, n_ht, n_wt,
-                                     BLOCK_H, BLOCK_W, BLOCK_C, CHANNELS_LAST)
+    pid_b, h0, w0, c0 = _tile_coords(tl.program_id(0), n_cb, n_ht, n_wt, BLOCK_H, BLOCK_W, BLOCK_C, CHANNELS_LAST)
     hh = h0 + tl.arange(0, BLOCK_H)[:, None, None]
     ww = w0 + tl.arange(0, BLOCK_W)[None, :, None]
     cc = c0 + tl.arange(0, BLOCK_C)[None, None, :]
@@ -118,16 +177,19 @@ def _inception_dwconv_fwd_kernel(
         acc += tl.load(x_base + hh * sxh + ww * sxw + cc * sxc, mask=m, other=0.0).to(tl.float32)
     if NUM_BRANCHES > 0:
         if (c0 < OFF0 + N0) & (c0 + BLOCK_C > OFF0):
-            acc = _branch_conv(acc, x_base, w0_ptr, b0_ptr, hh, ww, cc, H, W, sxh, sxw, sxc,
-                               OFF0, N0, KH0, KW0, BIAS0, FLIP, DIL)
+            acc = _branch_conv(
+                acc, x_base, w0_ptr, b0_ptr, hh, ww, cc, H, W, sxh, sxw, sxc, OFF0, N0, KH0, KW0, BIAS0, FLIP, DIL
+            )
     if NUM_BRANCHES > 1:
         if (c0 < OFF1 + N1) & (c0 + BLOCK_C > OFF1):
-            acc = _branch_conv(acc, x_base, w1_ptr, b1_ptr, hh, ww, cc, H, W, sxh, sxw, sxc,
-                               OFF1, N1, KH1, KW1, BIAS1, FLIP, DIL)
+            acc = _branch_conv(
+                acc, x_base, w1_ptr, b1_ptr, hh, ww, cc, H, W, sxh, sxw, sxc, OFF1, N1, KH1, KW1, BIAS1, FLIP, DIL
+            )
     if NUM_BRANCHES > 2:
         if (c0 < OFF2 + N2) & (c0 + BLOCK_C > OFF2):
-            acc = _branch_conv(acc, x_base, w2_ptr, b2_ptr, hh, ww, cc, H, W, sxh, sxw, sxc,
-                               OFF2, N2, KH2, KW2, BIAS2, FLIP, DIL)
+            acc = _branch_conv(
+                acc, x_base, w2_ptr, b2_ptr, hh, ww, cc, H, W, sxh, sxw, sxc, OFF2, N2, KH2, KW2, BIAS2, FLIP, DIL
+            )
     m = (hh < H) & (ww < W) & (cc < C)
     out = out_ptr + pid_b.to(tl.int64) * s_b + hh * sxh + ww * sxw + cc * sxc
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=m)
@@ -135,19 +197,38 @@ def _inception_dwconv_fwd_kernel(
 
 @triton.jit
 def _dwconv_param_grad_kernel(
-        g_ptr, x_ptr, pw_ptr, pb_ptr,
-        B, C_q, H, W_q, sb, n_cb, n_ht, n_wt, batch_per_prog,
-        OFF: tl.constexpr, N: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
-        CHANNELS_LAST: tl.constexpr, ALIGN_C: tl.constexpr, ALIGN_W: tl.constexpr,
-        BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, DIL: tl.constexpr = 1):
+    g_ptr,
+    x_ptr,
+    pw_ptr,
+    pb_ptr,
+    B,
+    C_q,
+    H,
+    W_q,
+    sb,
+    n_cb,
+    n_ht,
+    n_wt,
+    batch_per_prog,
+    OFF: tl.constexpr,
+    N: tl.constexpr,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr,
+    ALIGN_C: tl.constexpr,
+    ALIGN_W: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    DIL: tl.constexpr = 1,
+):
     """Partial weight and bias gradients of one branch over a spatial tile and a chunk of the batch.
 
     Writes pw[row, tap, c] = sum g[b, OFF+c, h, w] * x[b, OFF+c, h+(dy-KH//2)*DIL, w+(dx-KW//2)*DIL] and
     pb[row, c] = sum g, where row indexes (batch chunk, tile row, tile column).
     """
     C, W, sc, sh, sw = _dense_strides(C_q, H, W_q, ALIGN_C, ALIGN_W, CHANNELS_LAST)
-    pid_chunk, h0, w0, cl0 = _tile_coords(tl.program_id(0), n_cb, n_ht, n_wt,
-                                          BLOCK_H, BLOCK_W, BLOCK_C, CHANNELS_LAST)
+    pid_chunk, h0, w0, cl0 = _tile_coords(tl.program_id(0), n_cb, n_ht, n_wt, BLOCK_H, BLOCK_W, BLOCK_C, CHANNELS_LAST)
     row = (pid_chunk * n_ht + h0 // BLOCK_H) * n_wt + w0 // BLOCK_W
     hh = h0 + tl.arange(0, BLOCK_H)[:, None, None]
     ww = w0 + tl.arange(0, BLOCK_W)[None, :, None]
@@ -260,11 +341,11 @@ def _branch_layout(num_channels: int, weights: Sequence[torch.Tensor]):
 
 
 def dwconv_forward(
-        x: torch.Tensor,
-        weights: Sequence[torch.Tensor],
-        biases: Sequence[Optional[torch.Tensor]],
-        flip: bool = False,
-        dilation: int = 1,
+    x: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    biases: Sequence[Optional[torch.Tensor]],
+    flip: bool = False,
+    dilation: int = 1,
 ) -> torch.Tensor:
     """Launch the fused kernel: identity copy plus every branch's conv (weights flipped if `flip`; a dilated
     'same' conv's input gradient is the same conv with flipped weights, as for an undilated one)."""
@@ -292,17 +373,32 @@ def dwconv_forward(
             meta.update({f"OFF{i}": 0, f"N{i}": 0, f"KH{i}": 1, f"KW{i}": 1, f"BIAS{i}": False})
     grid = (B * n_cb * n_ht * n_wt,)
     _inception_dwconv_fwd_kernel[grid](
-        x, out, *ptrs, *shape_args, n_cb, n_ht, n_wt,
-        ID_END=num_identity, NUM_BRANCHES=len(weights), FLIP=flip, DIL=dilation,
-        BLOCK_H=bh, BLOCK_W=bw, BLOCK_C=bc, num_warps=warps, **layout_meta, **meta)
+        x,
+        out,
+        *ptrs,
+        *shape_args,
+        n_cb,
+        n_ht,
+        n_wt,
+        ID_END=num_identity,
+        NUM_BRANCHES=len(weights),
+        FLIP=flip,
+        DIL=dilation,
+        BLOCK_H=bh,
+        BLOCK_W=bw,
+        BLOCK_C=bc,
+        num_warps=warps,
+        **layout_meta,
+        **meta,
+    )
     return out
 
 
 def dwconv_param_grads(
-        grad: torch.Tensor,
-        x: torch.Tensor,
-        weights: Sequence[torch.Tensor],
-        dilation: int = 1,
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    dilation: int = 1,
 ) -> List[torch.Tensor]:
     """[grad_w0, grad_b0, grad_w1, grad_b1, ...] in the weights' dtype, summed in fp32."""
     x = _as_dense(x)
@@ -325,9 +421,27 @@ def dwconv_param_grads(
         pw = torch.empty(rows, kh * kw, n, dtype=torch.float32, device=x.device)
         pb = torch.empty(rows, n, dtype=torch.float32, device=x.device)
         _dwconv_param_grad_kernel[(rows * n_cb,)](
-            grad, x, pw, pb, B, *shape_args, n_cb, n_ht, n_wt, per_prog,
-            OFF=off, N=n, KH=kh, KW=kw, DIL=dilation,
-            BLOCK_H=bh, BLOCK_W=bw, BLOCK_C=bc, num_warps=warps, **layout_meta)
+            grad,
+            x,
+            pw,
+            pb,
+            B,
+            *shape_args,
+            n_cb,
+            n_ht,
+            n_wt,
+            per_prog,
+            OFF=off,
+            N=n,
+            KH=kh,
+            KW=kw,
+            DIL=dilation,
+            BLOCK_H=bh,
+            BLOCK_W=bw,
+            BLOCK_C=bc,
+            num_warps=warps,
+            **layout_meta,
+        )
         grads.append(pw.sum(0).t().contiguous().view(w.shape).to(w.dtype))
         grads.append(pb.sum(0).to(w.dtype))
     return grads

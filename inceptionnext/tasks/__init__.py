@@ -8,6 +8,7 @@
 
 A fourth task is one more folder and one more import here.
 """
+
 from . import classification, detection, segmentation
 
 __all__ = ["classification", "detection", "segmentation"]

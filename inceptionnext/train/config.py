@@ -3,6 +3,7 @@
 Flat on purpose: every key can be overridden as ``--key value`` (or ``--set key=value``) without a path syntax,
 and a misspelled key is an error that names it instead of a silently ignored setting.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,17 +13,17 @@ import math
 import os
 import re
 import typing
-from pathlib import Path
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import yaml
 
 from ..data.images import INTERPOLATIONS as IMAGE_INTERPOLATIONS
-from .task import TASKS
-from ..utils.text import describe_value, excerpt
 from ..utils.files import write_atomically
+from ..utils.text import describe_value, excerpt
 from .checkpoint import read_checkpoint_config
+from .task import TASKS
 
 
 class ConfigError(ValueError):
@@ -32,6 +33,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Allowed:
     """What a key accepts: an interval such as "[0, 1)" (for a tuple, each of its values) or a list of choices."""
+
     interval: Optional[str] = None
     choices: Optional[Tuple[str, ...]] = None
 
@@ -47,8 +49,11 @@ class Allowed:
         if self.interval is None:
             return True
         lo, hi, lo_open, hi_open = self.bounds()
-        return (math.isfinite(value) and (value > lo if lo_open else value >= lo)
-                and (value < hi if hi_open else value <= hi))
+        return (
+            math.isfinite(value)
+            and (value > lo if lo_open else value >= lo)
+            and (value < hi if hi_open else value <= hi)
+        )
 
     def __str__(self) -> str:
         return ("one of " + ", ".join(self.choices)) if self.choices is not None else f"in {self.interval}"
@@ -58,8 +63,11 @@ def key(default: Any, help: str, allowed: Any = None) -> Any:
     """One config key: its default, what it does, and what it accepts (an interval "[lo, hi]" with ( ) for open
     ends, or a tuple of choices). Adding a key to TrainConfig is one line of this; a key that only one task
     reads is listed under that task in TASK_KEYS."""
-    allowed = Allowed(choices=tuple(allowed)) if isinstance(allowed, (tuple, list)) else (
-        Allowed(interval=allowed) if allowed else None)
+    allowed = (
+        Allowed(choices=tuple(allowed))
+        if isinstance(allowed, (tuple, list))
+        else (Allowed(interval=allowed) if allowed else None)
+    )
     if allowed is not None and allowed.interval:
         allowed.bounds()  # a typo in an interval fails at import, not at a user's run
     return field(default=default, metadata={"help": help, "allowed": allowed})
@@ -71,8 +79,11 @@ MANY = "[0, 1000000]"
 
 @dataclass
 class TrainConfig:
-    task: str = key("classification", "what is trained: its data, model builder, loss and metrics; any task "
-                    "registered with the engine (inceptionnext.tasks: classification, segmentation, detection)")
+    task: str = key(
+        "classification",
+        "what is trained: its data, model builder, loss and metrics; any task "
+        "registered with the engine (inceptionnext.tasks: classification, segmentation, detection)",
+    )
 
     # --- model: built by name through timm; the engine never looks inside it
     model: str = key("inceptionnext_a", "model name, any timm name (`inceptionnext list` shows this library's)")
@@ -84,28 +95,36 @@ class TrainConfig:
     sync_bn: bool = key(False, "convert BatchNorm to SyncBatchNorm under DDP (CUDA only)")
 
     # --- data
-    dataset: str = key("folder", "classification: folder (an ImageFolder with train/ and val/ under data_dir) or "
-                       "digits (built in); segmentation: ade20k, masks (images/ + masks/ folders) or digit_scenes; "
-                       "detection: coco (images + one annotations JSON per split) or digits (the generated digit scenes)",
-                       ("folder", "digits", "ade20k", "masks", "digit_scenes", "coco"))
+    dataset: str = key(
+        "folder",
+        "classification: folder (an ImageFolder with train/ and val/ under data_dir) or "
+        "digits (built in); segmentation: ade20k, masks (images/ + masks/ folders) or digit_scenes; "
+        "detection: coco (images + one annotations JSON per split) or digits (the generated digit scenes)",
+        ("folder", "digits", "ade20k", "masks", "digit_scenes", "coco"),
+    )
     data_dir: Optional[str] = key(None, "the ImageFolder root (with the train_split and val_split folders)")
     train_split: str = key("train", "training folder under data_dir")
     val_split: str = key("val", "validation folder under data_dir")
-    bad_images: str = key("fail", "unreadable images: fail (an error naming the file) or skip (and count them)",
-                          ("fail", "skip"))
+    bad_images: str = key(
+        "fail", "unreadable images: fail (an error naming the file) or skip (and count them)", ("fail", "skip")
+    )
     workers: int = key(4, "data loading processes per training process", "[0, 256]")
     pin_memory: bool = key(True, "pin host memory for faster copies to the GPU")
 
     # --- preprocessing; None takes the model's pretrained config
-    img_size: Optional[int] = key(None, "input size in pixels, at least the model's total stride (checked against "
-                                  "the model, as predict/validate/export do); null: the model's own (32 for digits)")
+    img_size: Optional[int] = key(
+        None,
+        "input size in pixels, at least the model's total stride (checked against "
+        "the model, as predict/validate/export do); null: the model's own (32 for digits)",
+    )
     crop_pct: Optional[float] = key(None, "evaluation center-crop fraction; null: the model's own", "(0, 1]")
-    interpolation: Optional[str] = key(None, "evaluation resize interpolation; null: the model's own",
-                                       IMAGE_INTERPOLATIONS)
-    train_interpolation: str = key("random", "RandomResizedCrop's resize in training (timm's --train-interpolation)",
-                                   INTERPOLATIONS)
-    mean: Optional[Tuple[float, ...]] = key(None, "normalization mean per channel; null: the model's own",
-                                            "[-10, 10]")
+    interpolation: Optional[str] = key(
+        None, "evaluation resize interpolation; null: the model's own", IMAGE_INTERPOLATIONS
+    )
+    train_interpolation: str = key(
+        "random", "RandomResizedCrop's resize in training (timm's --train-interpolation)", INTERPOLATIONS
+    )
+    mean: Optional[Tuple[float, ...]] = key(None, "normalization mean per channel; null: the model's own", "[-10, 10]")
     std: Optional[Tuple[float, ...]] = key(None, "normalization std per channel; null: the model's own", "(0, 10]")
 
     # --- augmentation (timm)
@@ -126,12 +145,14 @@ class TrainConfig:
 
     # --- optimisation
     batch_size: int = key(128, "images per process per step", "[1, 65536]")
-    grad_accum: Optional[int] = key(None, "micro-batches per optimizer step; null (auto): hold lr_batch, see "
-                                    "plan_batch", "[1, 65536]")
+    grad_accum: Optional[int] = key(
+        None, "micro-batches per optimizer step; null (auto): hold lr_batch, see plan_batch", "[1, 65536]"
+    )
     opt: str = key("adamw", "optimizer, any name timm's create_optimizer_v2 knows")
     lr: float = key(4e-3, "learning rate at global batch lr_batch ...", "(0, 10]")
-    lr_batch: Optional[int] = key(None, "... scaled linearly to the actual global batch; null: lr is absolute",
-                                  "[1, 16777216]")
+    lr_batch: Optional[int] = key(
+        None, "... scaled linearly to the actual global batch; null: lr is absolute", "[1, 16777216]"
+    )
     weight_decay: float = key(0.05, "weight decay", "[0, 10]")
     momentum: float = key(0.9, "momentum (SGD-type optimizers)", "[0, 1)")
     layer_decay: Optional[float] = key(None, "layer-wise lr decay (fine-tuning); null: off", "(0, 1]")
@@ -139,90 +160,113 @@ class TrainConfig:
     clip_mode: str = key("norm", "gradient clipping mode", ("norm", "value", "agc"))
 
     # --- schedule (timm create_scheduler_v2), stepped on every optimizer update
-    sched: str = key("cosine", "lr schedule", ("cosine", "tanh", "step", "multistep", "poly", "constant", "wsd",
-                                               "rsqrt", "none"))
+    sched: str = key(
+        "cosine", "lr schedule", ("cosine", "tanh", "step", "multistep", "poly", "constant", "wsd", "rsqrt", "none")
+    )
     epochs: int = key(300, "training epochs", "[1, 100000]")
     warmup_epochs: int = key(20, "linear warm-up epochs", "[0, 100000]")
     warmup_lr: float = key(1e-6, "lr at the start of warm-up", "[0, 10]")
     min_lr: float = key(1e-6, "lr at the end of the schedule", "[0, 10]")
     cooldown_epochs: int = key(0, "epochs at min_lr after the schedule", "[0, 100000]")
-    decay_rate: float = key(0.1, "timm's decay_rate: the power of the poly schedule, the step schedules' factor",
-                            "(0, 100]")
-    iters: Optional[int] = key(None, "iteration-based run: this many optimizer updates in all (epochs unused)",
-                               "[1, 100000000]")
+    decay_rate: float = key(
+        0.1, "timm's decay_rate: the power of the poly schedule, the step schedules' factor", "(0, 100]"
+    )
+    iters: Optional[int] = key(
+        None, "iteration-based run: this many optimizer updates in all (epochs unused)", "[1, 100000000]"
+    )
     eval_interval: int = key(1000, "... validated and checkpointed every eval_interval updates", "[1, 100000000]")
     warmup_iters: int = key(0, "... with this many linear warm-up updates", "[0, 100000000]")
 
     # --- segmentation (task: segmentation); hflip above applies too
     crop_size: int = key(512, "training crop (padded with label 255 where the image is smaller)", "[8, 8192]")
-    base_size: Optional[Tuple[int, ...]] = key(None, "(long, short) keep-ratio scale of train ratios and test "
-                                               "resize", "[1, 16384]")
-    seg_scale: Optional[Tuple[float, float]] = key((0.5, 2.0), "random rescale ratio range; null: no rescale",
-                                                   "(0, 100]")
+    base_size: Optional[Tuple[int, ...]] = key(
+        None, "(long, short) keep-ratio scale of train ratios and test resize", "[1, 16384]"
+    )
+    seg_scale: Optional[Tuple[float, float]] = key(
+        (0.5, 2.0), "random rescale ratio range; null: no rescale", "(0, 100]"
+    )
     cat_max_ratio: float = key(0.75, "redraw crops where one class covers more than this share", "(0, 1]")
-    photometric: float = key(0.0, "probability of SSD-style photometric distortion (brightness, contrast, "
-                             "saturation, hue); segmentation applies it whenever > 0", "[0, 1]")
+    photometric: float = key(
+        0.0,
+        "probability of SSD-style photometric distortion (brightness, contrast, "
+        "saturation, hue); segmentation applies it whenever > 0",
+        "[0, 1]",
+    )
     reduce_zero_label: bool = key(False, "label 0 -> 255 (ignored), others minus one (ADE20K)")
     aux_weight: float = key(0.4, "loss weight of the auxiliary FCN head (UperNet); 0 builds none", "[0, 100]")
-    head_channels: Optional[int] = key(None, "decode head width; null: the paper's (UperNet 512, FPN 256)",
-                                       "[1, 65536]")
-    test_mode: str = key("whole", "whole, or slide (crop_size windows every test_stride pixels)",
-                         ("whole", "slide"))
+    head_channels: Optional[int] = key(
+        None, "decode head width; null: the paper's (UperNet 512, FPN 256)", "[1, 65536]"
+    )
+    test_mode: str = key("whole", "whole, or slide (crop_size windows every test_stride pixels)", ("whole", "slide"))
     test_stride: Optional[int] = key(None, "null: two thirds of crop_size (341 at 512)", "[1, 8192]")
-    test_scales: Tuple[float, ...] = key((1.0,), "multi-scale test ratios, e.g. 0.5,0.75,1.0,1.25,1.5,1.75",
-                                         "(0, 100]")
+    test_scales: Tuple[float, ...] = key((1.0,), "multi-scale test ratios, e.g. 0.5,0.75,1.0,1.25,1.5,1.75", "(0, 100]")
     test_flip: bool = key(False, "also average the horizontally flipped input")
     overlays: int = key(4, "val images drawn as image | truth | prediction after each round", "[0, 1000]")
     scene_counts: Tuple[int, int] = key((4000, 300), "digit_scenes: train and val scenes", "[1, 10000000]")
-    scene_digits: Tuple[int, int] = key((2, 3), "digit_scenes: fewest and most digits per scene (as many as fit)",
-                                        "[1, 16]")
-    digit_scale: Tuple[float, float] = key((3.5, 4.0), "digit_scenes: digit side, a multiple of its 8 px glyph",
-                                           "[1, 64]")
+    scene_digits: Tuple[int, int] = key(
+        (2, 3), "digit_scenes: fewest and most digits per scene (as many as fit)", "[1, 16]"
+    )
+    digit_scale: Tuple[float, float] = key(
+        (3.5, 4.0), "digit_scenes: digit side, a multiple of its 8 px glyph", "[1, 64]"
+    )
 
     # --- EMA (timm ModelEmaV3)
     ema: bool = key(False, "keep an exponential moving average of the weights")
     ema_decay: float = key(0.9999, "EMA decay per optimizer update (1 would never learn)", "[0, 1)")
     ema_warmup: bool = key(False, "timm's EMA decay warm-up")
-    best_on: str = key("auto", "pick model_best.pth by the model's or the EMA's top-1; auto: the EMA's when on",
-                       ("auto", "model", "ema"))
+    best_on: str = key(
+        "auto",
+        "pick model_best.pth by the model's or the EMA's top-1; auto: the EMA's when on",
+        ("auto", "model", "ema"),
+    )
 
     # --- speed
     amp: str = key("none", "mixed precision (fp16 uses a grad scaler)", ("none", "bf16", "fp16"))
     channels_last: bool = key(False, "channels-last memory format")
     compile: bool = key(False, "torch.compile the model")
     device: str = key("auto", "device; auto: CUDA when available", ("auto", "cpu", "cuda"))
-    dist_timeout: float = key(600.0, "seconds a distributed collective waits for the other ranks before the run "
-                                     "stops with an error naming the rank and collective", "[1, 86400]")
+    dist_timeout: float = key(
+        600.0,
+        "seconds a distributed collective waits for the other ranks before the run "
+        "stops with an error naming the rank and collective",
+        "[1, 86400]",
+    )
 
     # --- detection (task: detection; model is a detector name such as retinanet_inceptionnext_a_fpn)
-    backbone_weights: Optional[str] = key(None, "classification weights for the backbone, any format the loader "
-                                          "reads")
+    backbone_weights: Optional[str] = key(None, "classification weights for the backbone, any format the loader reads")
     frozen_stages: int = key(-1, "-1 trains all; 0 freezes the stem; k also the first k stages", "[-1, 4]")
     frozen_bn: bool = key(False, "the backbone's BatchNorm layers become FrozenBatchNorm2d")
     fpn_channels: int = key(256, "FPN output channels", "[1, 4096]")
-    anchor_sizes: Optional[Tuple[int, ...]] = key(None, "base anchor size of each of the 5 levels; null: the "
-                                                  "detector's", "[1, 100000]")
-    min_size: Tuple[int, ...] = key((800,), "the detector resizes the shorter side to this (one of them per image "
-                                    "in training: multi-scale)", "[8, 16384]")
+    anchor_sizes: Optional[Tuple[int, ...]] = key(
+        None, "base anchor size of each of the 5 levels; null: the detector's", "[1, 100000]"
+    )
+    min_size: Tuple[int, ...] = key(
+        (800,),
+        "the detector resizes the shorter side to this (one of them per image in training: multi-scale)",
+        "[8, 16384]",
+    )
     max_size: int = key(1333, "... and the longer side to at most max_size", "[8, 16384]")
     zoom_out: float = key(0.0, "probability of SSD's zoom-out (image on a canvas up to 2x larger)", "[0, 1]")
     iou_crop: bool = key(False, "SSD's IoU-keeping random crop")
     aspect_grouping: bool = key(True, "batches of all-landscape or all-portrait images")
     score_thresh: float = key(0.05, "detections below this score are dropped before evaluation", "[0, 1]")
-    detector_kwargs: Dict[str, Any] = field(default_factory=dict, metadata={
-        "help": "more torchvision detector arguments, e.g. {box_batch_size_per_image: 128}", "allowed": None})
+    detector_kwargs: Dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "more torchvision detector arguments, e.g. {box_batch_size_per_image: 128}", "allowed": None},
+    )
     demo_images: int = key(1000, "dataset digits: train canvases of the generated detection demo", "[1, 10000000]")
-    vis_images: int = key(8, "val images drawn with their detections after each validation (0: none)",
-                          "[0, 1000]")
+    vis_images: int = key(8, "val images drawn with their detections after each validation (0: none)", "[0, 1000]")
 
     # --- run
     seed: int = key(42, "random seed", "[0, 9223372036854775807]")
     output: str = key("output", "folder that holds the run folders")
-    experiment: Optional[str] = key(None, "run folder name under output ({model} becomes the model name); "
-                                    "null: <model>-<timestamp>")
+    experiment: Optional[str] = key(
+        None, "run folder name under output ({model} becomes the model name); null: <model>-<timestamp>"
+    )
     resume: Optional[str] = key(None, "a checkpoint path, or auto for <output>/<experiment>/last.pth")
-    stop_after_epoch: Optional[int] = key(None, "end the process after this epoch (scheduled interruption)",
-                                          "[1, 100000]")
+    stop_after_epoch: Optional[int] = key(
+        None, "end the process after this epoch (scheduled interruption)", "[1, 100000]"
+    )
     progress: bool = key(True, "progress bars on a terminal")
     plot: bool = key(True, "draw curves.png when the run ends")
 
@@ -233,15 +277,57 @@ ALLOWED: Dict[str, Optional[Allowed]] = {name: f.metadata.get("allowed") for nam
 # Keys that one task reads and the others ignore; every other key is for every task. `train --help` groups the
 # keys this way, and a config that sets another task's key is refused, naming the task the key belongs to.
 TASK_KEYS: Dict[str, Tuple[str, ...]] = {
-    "classification": ("drop", "scale", "ratio", "color_jitter", "aa", "reprob", "remode", "recount", "mixup",
-                       "cutmix", "mixup_prob", "mixup_switch_prob", "mixup_mode", "smoothing", "bad_images",
-                       "train_interpolation"),
-    "segmentation": ("crop_size", "base_size", "seg_scale", "cat_max_ratio", "reduce_zero_label", "aux_weight",
-                     "head_channels", "test_mode", "test_stride", "test_scales", "test_flip", "overlays",
-                     "scene_counts", "scene_digits", "digit_scale"),
-    "detection": ("backbone_weights", "frozen_stages", "frozen_bn", "fpn_channels", "anchor_sizes", "min_size",
-                  "max_size", "zoom_out", "iou_crop", "aspect_grouping", "score_thresh", "detector_kwargs",
-                  "demo_images", "vis_images"),
+    "classification": (
+        "drop",
+        "scale",
+        "ratio",
+        "color_jitter",
+        "aa",
+        "reprob",
+        "remode",
+        "recount",
+        "mixup",
+        "cutmix",
+        "mixup_prob",
+        "mixup_switch_prob",
+        "mixup_mode",
+        "smoothing",
+        "bad_images",
+        "train_interpolation",
+    ),
+    "segmentation": (
+        "crop_size",
+        "base_size",
+        "seg_scale",
+        "cat_max_ratio",
+        "reduce_zero_label",
+        "aux_weight",
+        "head_channels",
+        "test_mode",
+        "test_stride",
+        "test_scales",
+        "test_flip",
+        "overlays",
+        "scene_counts",
+        "scene_digits",
+        "digit_scale",
+    ),
+    "detection": (
+        "backbone_weights",
+        "frozen_stages",
+        "frozen_bn",
+        "fpn_channels",
+        "anchor_sizes",
+        "min_size",
+        "max_size",
+        "zoom_out",
+        "iou_crop",
+        "aspect_grouping",
+        "score_thresh",
+        "detector_kwargs",
+        "demo_images",
+        "vis_images",
+    ),
 }
 KEY_TASK: Dict[str, str] = {k: task for task, keys in TASK_KEYS.items() for k in keys}
 
@@ -256,14 +342,18 @@ def check_task_keys(cfg: "TrainConfig", given: Sequence[str], where: str) -> Non
         f = FIELDS[k.replace("-", "_")]
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         if getattr(cfg, f.name) != default:  # a whole dumped config (a run's config.yaml) holds every key
-            raise ConfigError(f"config key '{k}' in {where} is a {owner} key; this run's task is {cfg.task} "
-                              f"(set task: {owner}, or remove the key)")
+            raise ConfigError(
+                f"config key '{k}' in {where} is a {owner} key; this run's task is {cfg.task} "
+                f"(set task: {owner}, or remove the key)"
+            )
 
 
 def check_task(cfg: "TrainConfig") -> None:
     """The run's task must be registered with the engine (`train.task.register_task`)."""
     if TASKS and cfg.task not in TASKS:
         raise ConfigError(f"config key 'task': {describe_value(cfg.task)} is not a task; known: {', '.join(TASKS)}")
+
+
 CHOICES = {name: a.choices for name, a in ALLOWED.items() if a is not None and a.choices is not None}
 SHORT_FLAGS = {"batch_size": ["-b"]}  # timm's train.py spelling
 MAX_CONFIG_BYTES = 1 << 20  # a config is a page of keys; anything larger is not one
@@ -311,8 +401,11 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return dict(value)
         if origin in (tuple, Tuple):
             if isinstance(value, str):
-                value = [v for v in value.replace("(", "").replace(")", "").replace("[", "").replace("]", "")
-                         .split(",") if v.strip()]
+                value = [
+                    v
+                    for v in value.replace("(", "").replace(")", "").replace("[", "").replace("]", "").split(",")
+                    if v.strip()
+                ]
             if not isinstance(value, (list, tuple)):
                 raise ValueError("expected a list")
             if len(args) == 2 and args[1] is Ellipsis:
@@ -341,11 +434,13 @@ def check_allowed(key: str, value: Any, where: str) -> None:
     allowed = ALLOWED.get(key)
     if value is None or allowed is None:
         return
-    for v in (value if isinstance(value, tuple) else (value,)):
+    for v in value if isinstance(value, tuple) else (value,):
         if isinstance(v, float) and not math.isfinite(v) or not allowed.admits(v):
             shown = describe_value(v) + (f" (in {excerpt(value, 60)})" if isinstance(value, tuple) else "")
-            raise ConfigError(f"config key '{key}' in {where}: {shown} is not allowed; it must be {allowed}"
-                              + (" for each value" if isinstance(value, tuple) else ""))
+            raise ConfigError(
+                f"config key '{key}' in {where}: {shown} is not allowed; it must be {allowed}"
+                + (" for each value" if isinstance(value, tuple) else "")
+            )
 
 
 def apply_overrides(cfg: TrainConfig, values: Dict[str, Any], where: str) -> TrainConfig:
@@ -377,10 +472,15 @@ def _in_checkout(path: str) -> str:
         candidate = os.path.join(os.path.dirname(CONFIGS_DIR), rel)
         if os.path.isfile(candidate):
             return candidate
-    where = (f"in {CONFIGS_DIR}" if os.path.isdir(CONFIGS_DIR) else
-             "in the configs/ folder of the inceptionnext source checkout (not part of an installed wheel)")
-    raise ConfigError(f"config file not found: {path}; the shipped recipes are {where}, e.g. "
-                      "configs/finetune/inceptionnext_t.yaml; pass a path to one or to your own YAML")
+    where = (
+        f"in {CONFIGS_DIR}"
+        if os.path.isdir(CONFIGS_DIR)
+        else "in the configs/ folder of the inceptionnext source checkout (not part of an installed wheel)"
+    )
+    raise ConfigError(
+        f"config file not found: {path}; the shipped recipes are {where}, e.g. "
+        "configs/finetune/inceptionnext_t.yaml; pass a path to one or to your own YAML"
+    )
 
 
 def _yaml_error(path: str, e: Exception) -> ConfigError:
@@ -402,8 +502,10 @@ def load_yaml(path: str, _seen: Tuple[str, ...] = ()) -> Dict[str, Any]:
     if os.path.abspath(path) in _seen:
         raise ConfigError(f"config file {path} includes itself through _base_")
     if os.path.getsize(path) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"config file {path} is {os.path.getsize(path) / 2**20:.1f} MiB; a config is at most "
-                          f"{MAX_CONFIG_BYTES // 2**20} MiB of YAML")
+        raise ConfigError(
+            f"config file {path} is {os.path.getsize(path) / 2**20:.1f} MiB; a config is at most "
+            f"{MAX_CONFIG_BYTES // 2**20} MiB of YAML"
+        )
     with open(path, "rb") as f:
         raw = f.read()
     try:
@@ -424,8 +526,10 @@ def load_yaml(path: str, _seen: Tuple[str, ...] = ()) -> Dict[str, Any]:
         merged: Dict[str, Any] = {}
         for name in bases:
             if not isinstance(name, str) or not name.lower().endswith((".yaml", ".yml")):
-                raise ConfigError(f"config file {path}: _base_ names YAML files (.yaml or .yml) to include, not "
-                                  f"{describe_value(name)}")
+                raise ConfigError(
+                    f"config file {path}: _base_ names YAML files (.yaml or .yml) to include, not "
+                    f"{describe_value(name)}"
+                )
             merged.update(load_yaml(os.path.join(os.path.dirname(path), name), _seen + (os.path.abspath(path),)))
         merged.update(data)
         data = merged
@@ -444,13 +548,21 @@ def save_config(cfg: TrainConfig, path: str, extra_comment: str = "") -> None:
     write_atomically(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def build_parser(description: str = "Train or fine-tune a model (classification, segmentation or detection)", prog: Optional[str] = None) -> argparse.ArgumentParser:
+def build_parser(
+    description: str = "Train or fine-tune a model (classification, segmentation or detection)",
+    prog: Optional[str] = None,
+) -> argparse.ArgumentParser:
     """One --key option per config field (dashes or underscores), plus --config and --set key=value."""
-    parser = argparse.ArgumentParser(prog=prog, description=description, argument_default=argparse.SUPPRESS,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        argument_default=argparse.SUPPRESS,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--config", "-c", help="YAML file of config keys", default=None)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any config key (repeatable)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key (repeatable)"
+    )
     types = _types()
     groups = {None: parser.add_argument_group("keys for every task")}
     groups.update({task: parser.add_argument_group(f"{task} keys (task: {task})") for task in TASK_KEYS})
@@ -460,8 +572,9 @@ def build_parser(description: str = "Train or fine-tune a model (classification,
         allowed = f.metadata.get("allowed")
         text = f.metadata.get("help", "") + (f"; {allowed}" if allowed else "")
         switch = dict(nargs="?", const="true") if types[name] is bool else {}  # --pretrained alone means true
-        groups[KEY_TASK.get(name)].add_argument(*flags, dest=name, metavar="V",
-                                                help=f"{text} (default: {default})".replace("%", "%%"), **switch)
+        groups[KEY_TASK.get(name)].add_argument(
+            *flags, dest=name, metavar="V", help=f"{text} (default: {default})".replace("%", "%%"), **switch
+        )
     return parser
 
 
@@ -511,14 +624,29 @@ def plan_batch(cfg: TrainConfig, world_size: int) -> Tuple[int, float, str]:
         return accum, cfg.lr, f"global batch {per_step * accum}; lr {cfg.lr:.6g} as given (lr_batch: none)"
     if accum is None and cfg.lr_batch % per_step == 0:
         accum = cfg.lr_batch // per_step
-        return accum, cfg.lr, (f"global batch {cfg.lr_batch} held as the recipe's: {cfg.batch_size} x {world_size} "
-                               f"processes x {accum} accumulation; lr {cfg.lr:.6g} as the recipe")
-    why = ("grad_accum set" if accum is not None else
-           f"{cfg.lr_batch} is not a multiple of batch_size x processes = {per_step}")
+        return (
+            accum,
+            cfg.lr,
+            (
+                f"global batch {cfg.lr_batch} held as the recipe's: {cfg.batch_size} x {world_size} "
+                f"processes x {accum} accumulation; lr {cfg.lr:.6g} as the recipe"
+            ),
+        )
+    why = (
+        "grad_accum set"
+        if accum is not None
+        else f"{cfg.lr_batch} is not a multiple of batch_size x processes = {per_step}"
+    )
     accum = accum or 1
     lr = cfg.lr * per_step * accum / cfg.lr_batch
-    return accum, lr, (f"global batch {per_step * accum} ({why}): lr scaled linearly from {cfg.lr:.6g} at "
-                       f"{cfg.lr_batch} to {lr:.6g}")
+    return (
+        accum,
+        lr,
+        (
+            f"global batch {per_step * accum} ({why}): lr scaled linearly from {cfg.lr:.6g} at "
+            f"{cfg.lr_batch} to {lr:.6g}"
+        ),
+    )
 
 
 def effective_lr(cfg: TrainConfig, world_size: int) -> float:

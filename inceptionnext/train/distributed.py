@@ -1,4 +1,5 @@
 """torch.distributed set-up for torchrun: one process per device, NCCL on GPUs, gloo on CPUs."""
+
 from __future__ import annotations
 
 import datetime
@@ -9,6 +10,7 @@ from typing import Any, List
 
 import torch
 import torch.distributed as dist
+
 from ..utils.device import resolve_device
 
 
@@ -42,7 +44,8 @@ def timeout_error(collective: str, e: BaseException) -> CollectiveTimeout:
     limit = _TIMEOUT_S.get("value")
     return CollectiveTimeout(
         f"rank {rank}: {collective} timed out after {limit:g} s waiting for the other ranks (one of them stopped, "
-        "hung or is far slower); raise dist_timeout if some step is legitimately that slow")
+        "hung or is far slower); raise dist_timeout if some step is legitimately that slow"
+    )
 
 
 _TIMEOUT_S = {}
@@ -50,6 +53,7 @@ _TIMEOUT_S = {}
 
 def _named(collective: str):
     """Turn a collective's timeout into one error naming this rank and the collective."""
+
     def wrap(fn):
         @functools.wraps(fn)
         def run(*args, **kwargs):
@@ -59,7 +63,9 @@ def _named(collective: str):
                 if is_timeout(e):
                     raise timeout_error(collective, e) from e
                 raise
+
         return run
+
     return wrap
 
 

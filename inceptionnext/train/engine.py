@@ -5,6 +5,7 @@ The engine never knows which model it trains: it asks timm for one by name. Each
 What differs between tasks (data, model builder, loss, metrics) comes from the task the config names
 (``train/tasks``); an iteration-based run (``iters``) counts a round of ``eval_interval`` updates as its epoch.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -54,8 +55,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def create_model(name: str, num_classes: int, pretrained: bool = False, weights: Optional[str] = None,
-                 keep_classifier: bool = False, **kwargs) -> nn.Module:
+def create_model(
+    name: str,
+    num_classes: int,
+    pretrained: bool = False,
+    weights: Optional[str] = None,
+    keep_classifier: bool = False,
+    **kwargs,
+) -> nn.Module:
     """timm.create_model by name; a local weight file goes through timm's pretrained path (our loader plugs in
     there), which drops the classifier and leaves a fresh head when the class count differs from the weights'
     config (1000). keep_classifier declares the file's head to have num_classes outputs, so it is loaded."""
@@ -75,13 +82,17 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, weights:
 def unknown_optimizer_message(opt: str) -> Optional[str]:
     """'unknown optimizer ... did you mean ...' when timm has no optimizer by that name, else None."""
     from timm.optim import list_optimizers
+
     names = list_optimizers()
     base = opt.lower().split("_")[-1]  # timm accepts prefixes such as lookahead_adamw
     if base in names:
         return None
     close = difflib.get_close_matches(base, names, n=4, cutoff=0.6)
-    return (f"unknown optimizer opt: {opt!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
-            + " (timm.optim.list_optimizers() has them all)")
+    return (
+        f"unknown optimizer opt: {opt!r}"
+        + (f"; did you mean {', '.join(close)}?" if close else "")
+        + " (timm.optim.list_optimizers() has them all)"
+    )
 
 
 def use_official_fp32(device: torch.device) -> None:
@@ -95,8 +106,9 @@ def use_official_fp32(device: torch.device) -> None:
 
 def precision_note(amp: str, device: torch.device) -> str:
     if amp == "none":
-        return "fp32 as the official runs (" + ("TF32 convolutions and fp32 matmuls, PyTorch's defaults)"
-                                                if device.type == "cuda" else "on the CPU)")
+        return "fp32 as the official runs (" + (
+            "TF32 convolutions and fp32 matmuls, PyTorch's defaults)" if device.type == "cuda" else "on the CPU)"
+        )
     return f"{amp} autocast (the official runs are fp32: amp: none reproduces them)"
 
 
@@ -130,7 +142,7 @@ class RunResult:
     history: List[Dict[str, Any]] = field(default_factory=list)
     model: Optional[nn.Module] = None
     replicas_in_sync: Optional[bool] = None
-    best_metric: str = "top1"   # the task's main metric, which picked best_checkpoint
+    best_metric: str = "top1"  # the task's main metric, which picked best_checkpoint
     best_value: Optional[float] = None
 
 
@@ -187,8 +199,14 @@ class Trainer:
         env = self.env
         self.world_batch = cfg.batch_size * env.world_size * cfg.grad_accum
         try:
-            self.optimizer = create_optimizer_v2(self.model, opt=cfg.opt, lr=self.lr, weight_decay=cfg.weight_decay,
-                                                 momentum=cfg.momentum, layer_decay=cfg.layer_decay)
+            self.optimizer = create_optimizer_v2(
+                self.model,
+                opt=cfg.opt,
+                lr=self.lr,
+                weight_decay=cfg.weight_decay,
+                momentum=cfg.momentum,
+                layer_decay=cfg.layer_decay,
+            )
         except (ValueError, AssertionError) as e:
             raise TrainError(unknown_optimizer_message(cfg.opt) or f"cannot build optimizer {cfg.opt!r}: {e}") from e
         # fp16 needs loss scaling; torch's GradScaler runs on CUDA and on the CPU alike
@@ -215,23 +233,44 @@ class Trainer:
         if cfg.iters is not None and (cfg.iters < 1 or cfg.eval_interval < 1 or cfg.iters % cfg.eval_interval):
             raise TrainError(f"iters ({cfg.iters}) must be a positive multiple of eval_interval ({cfg.eval_interval})")
         self.train_loader, self.val_loader = self.task.build_loaders(
-            self.train_set, self.val_set, self.data_cfg, self.num_classes,
-            cfg.eval_interval * cfg.grad_accum if cfg.iters is not None else None)
+            self.train_set,
+            self.val_set,
+            self.data_cfg,
+            self.num_classes,
+            cfg.eval_interval * cfg.grad_accum if cfg.iters is not None else None,
+        )
         if len(self.train_loader) == 0:
-            raise TrainError(f"the training set ({len(self.train_set)} images) is smaller than one batch "
-                             f"({cfg.batch_size} per process); lower batch_size")
+            raise TrainError(
+                f"the training set ({len(self.train_set)} images) is smaller than one batch "
+                f"({cfg.batch_size} per process); lower batch_size"
+            )
 
         self.updates_per_epoch = math.ceil(len(self.train_loader) / cfg.grad_accum)
         if cfg.iters is None:
             self.scheduler, self.total_epochs = create_scheduler_v2(
-                self.optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
-                warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, cooldown_epochs=cfg.cooldown_epochs,
-                decay_rate=cfg.decay_rate, step_on_epochs=False, updates_per_epoch=self.updates_per_epoch)
+                self.optimizer,
+                sched=cfg.sched,
+                num_epochs=cfg.epochs,
+                warmup_epochs=cfg.warmup_epochs,
+                warmup_lr=cfg.warmup_lr,
+                min_lr=cfg.min_lr,
+                cooldown_epochs=cfg.cooldown_epochs,
+                decay_rate=cfg.decay_rate,
+                step_on_epochs=False,
+                updates_per_epoch=self.updates_per_epoch,
+            )
         else:  # the schedule counts updates; an "epoch" is one round of eval_interval updates
             self.scheduler, _ = create_scheduler_v2(
-                self.optimizer, sched=cfg.sched, num_epochs=cfg.iters, warmup_epochs=cfg.warmup_iters,
-                warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, decay_rate=cfg.decay_rate, step_on_epochs=False,
-                updates_per_epoch=1)
+                self.optimizer,
+                sched=cfg.sched,
+                num_epochs=cfg.iters,
+                warmup_epochs=cfg.warmup_iters,
+                warmup_lr=cfg.warmup_lr,
+                min_lr=cfg.min_lr,
+                decay_rate=cfg.decay_rate,
+                step_on_epochs=False,
+                updates_per_epoch=1,
+            )
             self.total_epochs = cfg.iters // cfg.eval_interval
 
     def _prepare_run_folder(self) -> None:
@@ -239,17 +278,27 @@ class Trainer:
         cfg = self.cfg
         env = self.env
         self.out_dir = self._run_dir()
-        self.paths = {name: os.path.join(self.out_dir, f) for name, f in (
-            ("last", "last.pth"), ("best", "model_best.pth"), ("log", "log.csv"),
-            ("plot", "curves.png"), ("config", "config.yaml"))}
+        self.paths = {
+            name: os.path.join(self.out_dir, f)
+            for name, f in (
+                ("last", "last.pth"),
+                ("best", "model_best.pth"),
+                ("log", "log.csv"),
+                ("plot", "curves.png"),
+                ("config", "config.yaml"),
+            )
+        }
         self.start_epoch = 0
         self.history: List[Dict[str, Any]] = []
         self.best = {self.task.main_metric: -1.0, "epoch": 0}
         self._resume_rng = None
         if env.is_main:  # what killed writes left behind (the run folder is this run's own)
             gone = sweep_temp_files(self.out_dir, legacy=True)
-            for old in (self.paths["log"] + ".tmp", self.paths["config"] + ".tmp",  # earlier versions' naming
-                        self.paths["plot"] + ".tmp.png"):
+            for old in (
+                self.paths["log"] + ".tmp",
+                self.paths["config"] + ".tmp",  # earlier versions' naming
+                self.paths["plot"] + ".tmp.png",
+            ):
                 if os.path.isfile(old):
                     os.remove(old)
                     gone.append(old)
@@ -259,10 +308,15 @@ class Trainer:
             self._resume()
         if env.is_main:
             os.makedirs(self.out_dir, exist_ok=True)
-            save_config(cfg, self.paths["config"], extra_comment=(
-                f"effective config of {self.out_dir}\n"
-                f"global batch {self.world_batch} = {cfg.batch_size} x {env.world_size} processes x "
-                f"{cfg.grad_accum} accumulation; effective lr {self.lr:.6g}\n{self.batch_plan}"))
+            save_config(
+                cfg,
+                self.paths["config"],
+                extra_comment=(
+                    f"effective config of {self.out_dir}\n"
+                    f"global batch {self.world_batch} = {cfg.batch_size} x {env.world_size} processes x "
+                    f"{cfg.grad_accum} accumulation; effective lr {self.lr:.6g}\n{self.batch_plan}"
+                ),
+            )
 
     # ----------------------------------------------------------------------------------------------- set-up
     def _run_dir(self) -> str:
@@ -283,15 +337,19 @@ class Trainer:
     def _unused_run_dir(self, path: str) -> str:
         """`path`, or `path-2`, `-3` ... when it already holds a run's checkpoints: a new run never replaces
         another's model_best.pth (rank 0 decides; the caller broadcasts)."""
+
         def taken(p):
             return any(os.path.exists(os.path.join(p, f)) for f in ("last.pth", "model_best.pth"))
+
         if not self.env.is_main or not taken(path):
             return path
         n = 2
         while taken(f"{path}-{n}"):
             n += 1
-        self._log(f"{path} holds an earlier run; this one writes to {path}-{n} (to continue that run instead: "
-                  f"--resume {os.path.join(path, 'last.pth')}, or --resume auto)")
+        self._log(
+            f"{path} holds an earlier run; this one writes to {path}-{n} (to continue that run instead: "
+            f"--resume {os.path.join(path, 'last.pth')}, or --resume auto)"
+        )
         return f"{path}-{n}"
 
     def _resume(self) -> None:
@@ -312,8 +370,9 @@ class Trainer:
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         except (ValueError, KeyError) as e:
-            raise ckpt_lib.CheckpointError(f"optimizer state in {path} does not fit this run's optimizer "
-                                           f"({self.cfg.opt}): {e}") from e
+            raise ckpt_lib.CheckpointError(
+                f"optimizer state in {path} does not fit this run's optimizer ({self.cfg.opt}): {e}"
+            ) from e
         if ckpt.get("scheduler") is not None and self.scheduler is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.scaler is not None and ckpt.get("scaler") is not None:
@@ -327,8 +386,10 @@ class Trainer:
         if len(rng) == self.env.world_size:
             self._resume_rng = rng[self.env.rank]
         else:
-            self._log(f"resume: checkpoint has RNG states for {len(rng)} processes, this run has "
-                      f"{self.env.world_size}; augmentation will not replay exactly")
+            self._log(
+                f"resume: checkpoint has RNG states for {len(rng)} processes, this run has "
+                f"{self.env.world_size}; augmentation will not replay exactly"
+            )
         self._log(f"resumed from {path} after epoch {self.start_epoch}")
 
     def _reconcile_best(self, last: Dict[str, Any], last_path: str) -> None:
@@ -352,21 +413,29 @@ class Trainer:
             ahead = dict(held.get("best") or {})
             if ahead.get(main, -1.0) > recorded.get(main, -1.0):
                 self.best = ahead
-                self._log(f"resume: {best_path} holds epoch {held['epoch']} (written just before the run stopped, "
-                          f"{main} {ahead[main]:.2f}); it stays the best to beat")
+                self._log(
+                    f"resume: {best_path} holds epoch {held['epoch']} (written just before the run stopped, "
+                    f"{main} {ahead[main]:.2f}); it stays the best to beat"
+                )
             return
         if recorded["epoch"] == int(last["epoch"]):
             write_atomically(best_path, lambda tmp: shutil.copyfile(last_path, tmp))
-            self._log(f"resume: {best_path} lagged behind the best epoch {recorded['epoch']} ({problem}); "
-                      f"rebuilt it from {last_path}")
+            self._log(
+                f"resume: {best_path} lagged behind the best epoch {recorded['epoch']} ({problem}); "
+                f"rebuilt it from {last_path}"
+            )
             return
-        self.best = dict(held.get("best") or {main: -1.0, "epoch": 0}) if held is not None else {
-            main: -1.0, "epoch": 0}
-        now = (f"the best to beat is now its epoch {self.best['epoch']} ({main} {self.best.get(main, -1.0):.2f})"
-               if held is not None else "the next epoch's checkpoint becomes the best")
-        self._log(f"resume: warning: {best_path} does not hold the best epoch {recorded['epoch']} "
-                  f"({main} {recorded.get(main, -1.0):.2f}) that {last_path} records: {problem}; "
-                  f"those weights are lost, {now}")
+        self.best = dict(held.get("best") or {main: -1.0, "epoch": 0}) if held is not None else {main: -1.0, "epoch": 0}
+        now = (
+            f"the best to beat is now its epoch {self.best['epoch']} ({main} {self.best.get(main, -1.0):.2f})"
+            if held is not None
+            else "the next epoch's checkpoint becomes the best"
+        )
+        self._log(
+            f"resume: warning: {best_path} does not hold the best epoch {recorded['epoch']} "
+            f"({main} {recorded.get(main, -1.0):.2f}) that {last_path} records: {problem}; "
+            f"those weights are lost, {now}"
+        )
 
     def _log(self, msg: str) -> None:
         if self.env.is_main:
@@ -384,8 +453,13 @@ class Trainer:
         num_updates = epoch * self.updates_per_epoch
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         seen = 0
-        bar = tqdm(loader, desc=self._round_name(epoch), leave=False, dynamic_ncols=True,
-                   disable=None if (cfg.progress and env.is_main) else True)
+        bar = tqdm(
+            loader,
+            desc=self._round_name(epoch),
+            leave=False,
+            dynamic_ncols=True,
+            disable=None if (cfg.progress and env.is_main) else True,
+        )
         self.optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(bar):
             group = cfg.grad_accum if i < full else n - full
@@ -396,8 +470,14 @@ class Trainer:
                     loss, count = self.task.train_loss(self.train_model, batch)
                 self._check_finite(loss, epoch, i)
                 if self.scaler is not None:
-                    self.scaler(loss / group, self.optimizer, clip_grad=cfg.clip_grad, clip_mode=cfg.clip_mode,
-                                parameters=self._clipped_parameters(), need_update=step_now)
+                    self.scaler(
+                        loss / group,
+                        self.optimizer,
+                        clip_grad=cfg.clip_grad,
+                        clip_mode=cfg.clip_mode,
+                        parameters=self._clipped_parameters(),
+                        need_update=step_now,
+                    )
                 else:
                     (loss / group).backward()
                     if step_now:
@@ -417,8 +497,9 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{self.base_lr:.2e}")
         if self.scheduler is not None:
             self.scheduler.step(epoch + 1)
-        totals = dist_lib.all_reduce_sum(torch.stack([loss_sum, torch.tensor(float(seen), dtype=torch.float64,
-                                                                             device=device)]), env)
+        totals = dist_lib.all_reduce_sum(
+            torch.stack([loss_sum, torch.tensor(float(seen), dtype=torch.float64, device=device)]), env
+        )
         return {"train_loss": (totals[0] / totals[1]).item()}
 
     def _clipped_parameters(self):
@@ -434,9 +515,13 @@ class Trainer:
             last = self.paths["last"] if os.path.isfile(self.paths["last"]) else None
             raise NonFiniteLossError(
                 f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopping. "
-                + (f"The last good checkpoint is {last} (epoch {self.start_epoch_done})." if last else
-                   "No checkpoint was written yet.")
-                + " Lower lr, enable clip_grad, or use amp: bf16 instead of fp16.")
+                + (
+                    f"The last good checkpoint is {last} (epoch {self.start_epoch_done})."
+                    if last
+                    else "No checkpoint was written yet."
+                )
+                + " Lower lr, enable clip_grad, or use amp: bf16 instead of fp16."
+            )
 
     def _round_name(self, epoch: int) -> str:
         if self.cfg.iters is None:
@@ -473,11 +558,21 @@ class Trainer:
         if not self.env.is_main:
             return
         state = ckpt_lib.make_checkpoint(
-            model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, ema=self.ema,
-            scaler=self.scaler, epoch=epoch_done, model_name=self.cfg.model, num_classes=self.num_classes,
-            config=config_to_dict(self.cfg), history=self.history, best=self.best, rng=rng,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            ema=self.ema,
+            scaler=self.scaler,
+            epoch=epoch_done,
+            model_name=self.cfg.model,
+            num_classes=self.num_classes,
+            config=config_to_dict(self.cfg),
+            history=self.history,
+            best=self.best,
+            rng=rng,
             **self.task.checkpoint_record(self.data_cfg, self.train_set),
-            scored_weights="state_dict_ema" if self.best_key.startswith("ema_") else "state_dict")
+            scored_weights="state_dict_ema" if self.best_key.startswith("ema_") else "state_dict",
+        )
         if is_best:  # first: last.pth, which records this best, must never be ahead of model_best.pth
             ckpt_lib.save_atomic(state, self.paths["best"])
         ckpt_lib.save_atomic(state, self.paths["last"])
@@ -485,11 +580,13 @@ class Trainer:
 
     def fit(self) -> RunResult:
         cfg, env = self.cfg, self.env
-        self._log(f"training {cfg.model} ({sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M params, "
-                  f"{self.num_classes} classes) on {env.world_size} x {self.device.type}; "
-                  f"{len(self.train_set)} train / {len(self.val_set)} val images at "
-                  f"{self.data_cfg['input_size'][1]}px; output {self.out_dir}\n  {self.batch_plan}\n"
-                  f"  precision: {precision_note(cfg.amp, self.device)}")
+        self._log(
+            f"training {cfg.model} ({sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M params, "
+            f"{self.num_classes} classes) on {env.world_size} x {self.device.type}; "
+            f"{len(self.train_set)} train / {len(self.val_set)} val images at "
+            f"{self.data_cfg['input_size'][1]}px; output {self.out_dir}\n  {self.batch_plan}\n"
+            f"  precision: {precision_note(cfg.amp, self.device)}"
+        )
         # per-rank augmentation streams; on resume, the exact streams the killed run would have used next
         if self._resume_rng is not None:
             ckpt_lib.restore_rng(self._resume_rng)
@@ -520,15 +617,18 @@ class Trainer:
             self._save(epoch + 1, is_best)
             if env.is_main:
                 self.task.after_validation(self.eval_model, self.out_dir, epoch + 1)
-            ema_txt = (f" | EMA {self.task.metric_label} {row[f'ema_val_{main}']:.2f}" if self.ema is not None
-                       else "")
+            ema_txt = f" | EMA {self.task.metric_label} {row[f'ema_val_{main}']:.2f}" if self.ema is not None else ""
             skip_txt = f" | skipped {row['skipped_images']} unreadable images" if row["skipped_images"] else ""
-            self._log(f"{self._round_name(epoch)} | train loss {row['train_loss']:.4f} | "
-                      f"{self.task.describe(row)}{ema_txt}"
-                      f" | lr {row['lr']:.2e} | {row['epoch_time_s']:.1f}s{skip_txt}")
+            self._log(
+                f"{self._round_name(epoch)} | train loss {row['train_loss']:.4f} | "
+                f"{self.task.describe(row)}{ema_txt}"
+                f" | lr {row['lr']:.2e} | {row['epoch_time_s']:.1f}s{skip_txt}"
+            )
             if cfg.stop_after_epoch is not None and epoch + 1 == cfg.stop_after_epoch and epoch + 1 < self.total_epochs:
-                self._log(f"stopping after epoch {epoch + 1} as asked (stop_after_epoch); continue with "
-                          f"--resume {self.paths['last']}")
+                self._log(
+                    f"stopping after epoch {epoch + 1} as asked (stop_after_epoch); continue with "
+                    f"--resume {self.paths['last']}"
+                )
                 break
         return self._finish()
 
@@ -545,8 +645,9 @@ class Trainer:
             write_csv(self.history, self.paths["log"], self.task.log_columns)
             if self.cfg.plot:
                 plot_path = self.paths["plot"]
-                plot_curves(self.history, plot_path, title=f"{self.cfg.model} ({self.out_dir})",
-                            metrics=self.task.plot_metrics)
+                plot_curves(
+                    self.history, plot_path, title=f"{self.cfg.model} ({self.out_dir})", metrics=self.task.plot_metrics
+                )
         dist_lib.barrier(env)
         done = len(self.history)
         main = self.task.main_metric
@@ -555,27 +656,46 @@ class Trainer:
         else:  # an iteration run's epochs are rounds of eval_interval updates
             step = self.cfg.eval_interval
             progress, best_at = f"{done * step}/{self.cfg.iters} iterations", f"iteration {self.best['epoch'] * step}"
-        self._log(f"done: {progress}; best val {self.task.metric_label} {self.best[main]:.2f}% at {best_at}\n"
-                  f"  checkpoint: {self.paths['best']} (latest: {self.paths['last']}); its "
-                  f"{'EMA' if self.best_key.startswith('ema_') else 'model'} weights scored best, and validate, "
-                  "predict, convert and export load them by default\n"
-                  f"  log:        {self.paths['log']}\n"
-                  f"  plot:       {plot_path or '(not drawn)'}\n"
-                  f"  config:     {self.paths['config']}"
-                  + "".join(f"\n  {k + ':':<11} {v}" for k, v in self.task.extra_outputs(self.out_dir).items()))
-        return RunResult(out_dir=self.out_dir, last_checkpoint=self.paths["last"], best_checkpoint=self.paths["best"],
-                         log_path=self.paths["log"], plot_path=plot_path, config_path=self.paths["config"],
-                         best_top1=self.best[main] if main == "top1" else None, best_epoch=self.best["epoch"],
-                         epochs_done=done, history=self.history, model=self.model, replicas_in_sync=in_sync,
-                         best_metric=main, best_value=self.best[main])
+        self._log(
+            f"done: {progress}; best val {self.task.metric_label} {self.best[main]:.2f}% at {best_at}\n"
+            f"  checkpoint: {self.paths['best']} (latest: {self.paths['last']}); its "
+            f"{'EMA' if self.best_key.startswith('ema_') else 'model'} weights scored best, and validate, "
+            "predict, convert and export load them by default\n"
+            f"  log:        {self.paths['log']}\n"
+            f"  plot:       {plot_path or '(not drawn)'}\n"
+            f"  config:     {self.paths['config']}"
+            + "".join(f"\n  {k + ':':<11} {v}" for k, v in self.task.extra_outputs(self.out_dir).items())
+        )
+        return RunResult(
+            out_dir=self.out_dir,
+            last_checkpoint=self.paths["last"],
+            best_checkpoint=self.paths["best"],
+            log_path=self.paths["log"],
+            plot_path=plot_path,
+            config_path=self.paths["config"],
+            best_top1=self.best[main] if main == "top1" else None,
+            best_epoch=self.best["epoch"],
+            epochs_done=done,
+            history=self.history,
+            model=self.model,
+            replicas_in_sync=in_sync,
+            best_metric=main,
+            best_value=self.best[main],
+        )
 
 
 class RunInterrupted(Exception):
     """The run was stopped by Ctrl-C (SIGINT); `last_checkpoint` is what it can be resumed from (None: none yet)."""
 
     def __init__(self, last_checkpoint: Optional[str]):
-        super().__init__("interrupted: " + (f"resume with: inceptionnext train --resume {last_checkpoint}"
-                                            if last_checkpoint else "no checkpoint was written yet; start it again"))
+        super().__init__(
+            "interrupted: "
+            + (
+                f"resume with: inceptionnext train --resume {last_checkpoint}"
+                if last_checkpoint
+                else "no checkpoint was written yet; start it again"
+            )
+        )
         self.last_checkpoint = last_checkpoint
 
 

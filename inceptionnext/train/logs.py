@@ -1,5 +1,6 @@
 """Per-epoch log (CSV, rewritten whole from the history each epoch so a resumed run never duplicates a row)
 and the PNG plot of loss and accuracy curves drawn when a run ends."""
+
 from __future__ import annotations
 
 import csv
@@ -8,8 +9,19 @@ from typing import Any, Dict, List, Sequence, Tuple
 from ..utils.files import write_atomically
 from ..utils.plots import pyplot, save_figure
 
-COLUMNS = ["epoch", "lr", "train_loss", "val_loss", "val_top1", "val_top5",
-           "ema_val_loss", "ema_val_top1", "ema_val_top5", "epoch_time_s", "skipped_images"]
+COLUMNS = [
+    "epoch",
+    "lr",
+    "train_loss",
+    "val_loss",
+    "val_top1",
+    "val_top5",
+    "ema_val_loss",
+    "ema_val_top1",
+    "ema_val_top5",
+    "epoch_time_s",
+    "skipped_images",
+]
 
 
 def write_csv(history: List[Dict[str, Any]], path: str, columns: Sequence[str] = COLUMNS) -> None:
@@ -19,6 +31,7 @@ def write_csv(history: List[Dict[str, Any]], path: str, columns: Sequence[str] =
             writer.writeheader()
             for row in history:
                 writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in columns})
+
     write_atomically(path, write)
 
 
@@ -30,8 +43,12 @@ def read_csv(path: str) -> List[Dict[str, Any]]:
 CLASSIFICATION_METRICS = (("val_top1", "top-1"), ("val_top5", "top-5"), ("ema_val_top1", "top-1 (EMA)"))
 
 
-def plot_curves(history: List[Dict[str, Any]], path: str, title: str = "",
-                metrics: Sequence[Tuple[str, str]] = CLASSIFICATION_METRICS) -> None:
+def plot_curves(
+    history: List[Dict[str, Any]],
+    path: str,
+    title: str = "",
+    metrics: Sequence[Tuple[str, str]] = CLASSIFICATION_METRICS,
+) -> None:
     """Two panels: train/val loss, and the task's validation metrics (history key, label), by epoch."""
     plt = pyplot()
 

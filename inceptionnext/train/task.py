@@ -8,6 +8,7 @@ builder, the loss of one batch, its evaluation (a metrics dict with one main met
 Tasks register here (`register_task`), so the engine finds the one a config names without importing any task:
 `inceptionnext.tasks` registers the library's three when the package is imported.
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, Optional, Sequence, Tuple
@@ -18,8 +19,8 @@ import torch.nn as nn
 
 class Task:
     name: str = ""
-    main_metric: str = ""          # a key of evaluate()'s dict; the best checkpoint maximises val_<main_metric>
-    metric_label: str = ""         # how the log names the main metric, e.g. "top-1", "mIoU"
+    main_metric: str = ""  # a key of evaluate()'s dict; the best checkpoint maximises val_<main_metric>
+    metric_label: str = ""  # how the log names the main metric, e.g. "top-1", "mIoU"
     log_columns: Sequence[str] = ()  # the CSV log's columns, in order (history rows may hold more)
     plot_metrics: Sequence[Tuple[str, str]] = ()  # (history key, legend label) for the metric panel of the plot
 
@@ -38,8 +39,9 @@ class Task:
         """The evaluation preprocessing (input_size, mean, std, ...); recorded in every checkpoint."""
         raise NotImplementedError
 
-    def build_loaders(self, train_set, val_set, data_cfg: Dict[str, Any], num_classes: int,
-                      batches_per_epoch: Optional[int]):
+    def build_loaders(
+        self, train_set, val_set, data_cfg: Dict[str, Any], num_classes: int, batches_per_epoch: Optional[int]
+    ):
         """(train loader, val loader). batches_per_epoch is set for iteration-based runs (cfg.iters): the train
         loader then yields exactly that many batches per round, continuing through the data across rounds and
         reproducible from ``sampler.set_epoch(round)``; None means one pass over the training set."""

@@ -5,6 +5,7 @@ without bf16 dot-product instructions it converts and runs fp32 arithmetic, slow
 even without AMX: on an AVX512_BF16 Zen 5 (no AMX) OpenVINO bf16 ran 1.7-1.9x its fp32, PyTorch bf16 1.15-1.3x
 (issue 19). So the rule is the flags: ``avx512_bf16`` or ``amx_bf16`` (x86), ``bf16`` (Arm).
 """
+
 from typing import FrozenSet, Optional
 
 __all__ = ["BF16_FLAGS", "cpu_flags", "native_bf16", "bf16_flags_found"]

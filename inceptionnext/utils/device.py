@@ -1,4 +1,5 @@
 """One rule for the `device` option of every command and of training: auto, cpu, cuda or cuda:N."""
+
 import torch
 
 

@@ -1,4 +1,5 @@
 """Writing files so that nothing is lost: a temp file beside the target, flushed and renamed over it, with a full disk reported in one line naming the file."""
+
 import contextlib
 import errno
 import os
@@ -7,6 +8,7 @@ import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Union
+
 import torch
 
 PathLike = Union[str, os.PathLike]
@@ -27,10 +29,10 @@ def _temp_prefix(name: str) -> str:
     return f".{name}.{_HOST}-{os.getpid()}."
 
 
-_HOST = re.sub(r'[^A-Za-z0-9-]', '-', socket.gethostname())[:40] or 'host'
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
 
 
-_TEMP_NAME = re.compile(r'^\.(?P<name>.+?)\.(?:(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)\.)?[A-Za-z0-9_]{8}\.tmp$')
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)\.)?[A-Za-z0-9_]{8}\.tmp$")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -54,12 +56,12 @@ def sweep_temp_files(folder: PathLike, name: Optional[str] = None, legacy: bool 
         return removed
     for entry in entries:
         m = _TEMP_NAME.match(entry.name)
-        if not m or (name is not None and m.group('name') != name) or not entry.is_file(follow_symlinks=False):
+        if not m or (name is not None and m.group("name") != name) or not entry.is_file(follow_symlinks=False):
             continue
-        if m.group('pid') is None:
+        if m.group("pid") is None:
             stale = legacy
         else:
-            stale = m.group('host') == _HOST and not _pid_alive(int(m.group('pid')))
+            stale = m.group("host") == _HOST and not _pid_alive(int(m.group("pid")))
         if stale:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(entry.path)
@@ -91,7 +93,7 @@ class _HeldErrorFile:
 def open_for_writing(path: PathLike):
     """`open(path, 'wb')` for torch.save, torch.jit.save and torch.export.save: a failed write (full disk)
     raises its OSError once the writer returns, instead of a torch error or an abort."""
-    with open(path, 'wb') as raw:
+    with open(path, "wb") as raw:
         held = _HeldErrorFile(raw)
         yield held
         if held.error is None:
@@ -106,7 +108,7 @@ def torch_save(obj: Any, path: PathLike) -> None:
         torch.save(obj, f)
 
 
-_SHORT_WRITE = ('unexpected pos', 'failed writing', 'file write failed', 'no space left on device', 'os error 28')
+_SHORT_WRITE = ("unexpected pos", "failed writing", "file write failed", "no space left on device", "os error 28")
 
 
 def _free_bytes(folder: Path) -> Optional[int]:
@@ -129,16 +131,22 @@ def _explain_write_error(e: BaseException, path: Path, existed: bool, free: Opti
     full disk); None for any other error, which is passed on as it is."""
     kept = f"; the previous {path.name} is kept" if existed else ""
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        reason = {errno.ENOSPC: 'no space left on device', errno.EDQUOT: 'disk quota exceeded',
-                  errno.EFBIG: 'file too large for this file system or limit'}[e.errno]
+        reason = {
+            errno.ENOSPC: "no space left on device",
+            errno.EDQUOT: "disk quota exceeded",
+            errno.EFBIG: "file too large for this file system or limit",
+        }[e.errno]
         return _write_error(e.errno, f"cannot write {path}: {reason}{kept}")
     text = str(e).lower()
     if isinstance(e, OSError) or not any(s in text for s in _SHORT_WRITE):
         return None
-    if 'no space' in text or 'os error 28' in text or (free is not None and free < 2 ** 20):
+    if "no space" in text or "os error 28" in text or (free is not None and free < 2**20):
         return _write_error(errno.ENOSPC, f"cannot write {path}: no space left on device{kept}")
-    return _write_error(errno.EIO, f"cannot write {path}: the write was cut short ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200] if str(e) else ''}){kept}")
+    return _write_error(
+        errno.EIO,
+        f"cannot write {path}: the write was cut short ({type(e).__name__}: "
+        f"{str(e).splitlines()[0][:200] if str(e) else ''}){kept}",
+    )
 
 
 def write_atomically(path: PathLike, write: Callable[[str], None]) -> Path:
@@ -152,7 +160,7 @@ def write_atomically(path: PathLike, write: Callable[[str], None]) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         sweep_temp_files(path.parent, path.name)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path.name), suffix='.tmp')
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path.name), suffix=".tmp")
     except OSError as e:
         raise type(e)(e.errno, f"cannot write {path}: {e.strerror}") from e
     existed = path.exists()
@@ -163,7 +171,7 @@ def write_atomically(path: PathLike, write: Callable[[str], None]) -> Path:
             os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # again: a writer that replaces the file (safetensors) brings its own mode
-        with open(tmp, 'rb') as f:
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except Exception as e:

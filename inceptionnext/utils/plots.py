@@ -1,5 +1,6 @@
 """Pictures written to files: matplotlib on its file-only backend, and PNGs written atomically (a killed run
 never leaves half a picture)."""
+
 from pathlib import Path
 from typing import Union
 

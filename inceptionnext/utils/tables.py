@@ -1,4 +1,5 @@
 """Tables for a terminal or a README: markdown and plain columns, with blank cells for missing values."""
+
 from typing import Any, Optional, Sequence
 
 

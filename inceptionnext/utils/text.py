@@ -1,19 +1,21 @@
 """Showing text that came from a file (class names, config values, keys, library errors about a file) on a
 terminal or in an error: control characters escaped, so a label cannot clear the screen or fake a line, and
 length bounded, so a hostile value cannot make a gigabyte error message."""
+
 import re
 from typing import Any
 
 # C0 and C1 control characters and DEL, except tab and newline (kept where multi-line text is wanted);
 # plus the Unicode bidirectional overrides, which can make text read differently from what it is.
-_CONTROL = re.compile(r'[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]')
-_CONTROL_AND_BREAKS = re.compile(r'[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]')
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CONTROL_AND_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
-def _escape_char(m: 're.Match') -> str:
+def _escape_char(m: "re.Match") -> str:
     c = m.group(0)
-    return {'\n': '\\n', '\t': '\\t', '\r': '\\r'}.get(c) or (f'\\x{ord(c):02x}' if ord(c) < 0x100 else
-                                                             f'\\u{ord(c):04x}')
+    return {"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(c) or (
+        f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+    )
 
 
 def escape_control(text: Any, keep_newlines: bool = False) -> str:
@@ -26,7 +28,7 @@ def excerpt(text: Any, limit: int = 80) -> str:
     """A short one-line, escaped excerpt of `text` (cut with '...' past `limit` characters)."""
     text = str(text)
     cut = text[:limit]
-    return escape_control(cut) + ('...' if len(text) > limit else '')
+    return escape_control(cut) + ("..." if len(text) > limit else "")
 
 
 def describe_value(value: Any, limit: int = 60) -> str:

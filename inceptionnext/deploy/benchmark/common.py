@@ -1,10 +1,13 @@
 """What both benchmarks share: the baseline, which timm model is ours' counterpart, the machine description and the table cells."""
+
 import platform
 from typing import Dict, Optional
-import torch
+
 import timm
-from ...version import __version__
+import torch
+
 from ...models.zoo import get_entry, paper_figures
+from ...version import __version__
 
 
 def paper_top1(name: str) -> Optional[float]:
@@ -33,10 +36,16 @@ def environment(args, device) -> Dict[str, str]:
         name = torch.cuda.get_device_name(device)
     else:
         name = _cpu_name() + f", {torch.get_num_threads()} threads"
-    env = {"device": name, "python": platform.python_version(), "torch": torch.__version__,
-           "timm": timm.__version__, "inceptionnext": __version__}
+    env = {
+        "device": name,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "inceptionnext": __version__,
+    }
     try:
         import triton
+
         env["triton"] = triton.__version__
     except ImportError:
         env["triton"] = "not installed"

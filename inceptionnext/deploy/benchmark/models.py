@@ -8,23 +8,23 @@ timm's models run as timm builds them. Flags follow timm's benchmark.py where th
     inceptionnext benchmark --model inceptionnext_t,inception_next_tiny,convnext_tiny,resnet50 \
         --bench both --amp-dtype bfloat16 --channels-last --batch-size 128 --results-file out.json --plot fig1.png
 """
+
 import contextlib
 import os
 import statistics
 import sys
 import time
-from ...utils.tables import cell, markdown_table
-from ...utils.plots import pyplot, save_figure
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+import timm
 import torch
 import torch.nn as nn
 
-import timm
-
-from ...ops import fast_path_available as ops_fast_path_available
 from ...models.fold import reparameterize_model
+from ...ops import fast_path_available as ops_fast_path_available
+from ...utils.plots import pyplot, save_figure
+from ...utils.tables import cell, markdown_table
 from .common import BASELINE, is_ours, paper_top1, timm_counterpart
 
 FAST_ENV = "INCEPTIONNEXT_FAST_PATH"
@@ -33,17 +33,16 @@ FAST_ENV = "INCEPTIONNEXT_FAST_PATH"
 # every name the model goes by here. The one place these figures live; the plot reads them.
 
 
-
-
-
-
-DEFAULT_MODELS = "inceptionnext_a,inception_next_atto,convnext_atto,inceptionnext_t,inception_next_tiny,convnext_tiny,resnet50"
+DEFAULT_MODELS = (
+    "inceptionnext_a,inception_next_atto,convnext_atto,inceptionnext_t,inception_next_tiny,convnext_tiny,resnet50"
+)
 AMP_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
 class Variant:
     """How one model is run: fused kernel forced on/off (None: timm's model, nothing to force) and folding."""
+
     label: str
     fast: Optional[bool] = None
     folded: bool = False
@@ -68,10 +67,6 @@ class Result:
     vs_resnet50: Optional[float] = None
     note: str = ""
     error: str = ""
-
-
-
-
 
 
 def fast_path_available(device: torch.device) -> bool:
@@ -99,8 +94,11 @@ def variants_for(name: str, bench: str, device: torch.device, wanted: set) -> Li
     # ablations use LayerNorm, which has nothing to fold
     if bench != "inference" or not name.startswith("inceptionnext"):
         folds = [False]
-    return [Variant(f"ours {k}{' folded' if f else ''}", fast=fast, folded=f, note=note)
-            for fast, k, note in kernels for f in folds]
+    return [
+        Variant(f"ours {k}{' folded' if f else ''}", fast=fast, folded=f, note=note)
+        for fast, k, note in kernels
+        for f in folds
+    ]
 
 
 @contextlib.contextmanager
@@ -150,11 +148,15 @@ def cpu_peak_mib(step) -> Optional[float]:
         from torch.profiler import ProfilerActivity, profile
         from torch.profiler._memory_profiler import MemoryProfileTimeline
 
-        with silenced_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True,
-                                        record_shapes=True, with_stack=True) as prof:
+        with (
+            silenced_stderr(),
+            profile(
+                activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True
+            ) as prof,
+        ):
             step()
         _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline("cpu")
-        return max(sum(s) for s in sizes) / 2 ** 20 if sizes else None
+        return max(sum(s) for s in sizes) / 2**20 if sizes else None
     except Exception:  # a private API: losing the memory column must not lose the timing
         return None
 
@@ -189,7 +191,7 @@ def peak_memory_mib(step, args, device) -> Optional[float]:
         torch.cuda.reset_peak_memory_stats(device)
         step()
         synchronize(device)
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+        return torch.cuda.max_memory_allocated(device) / 2**20
     return cpu_peak_mib(step) if args.cpu_memory else None
 
 
@@ -215,8 +217,17 @@ def make_input(args, device, shape=None) -> torch.Tensor:
 
 
 def new_row(name: str, variant: Variant, bench: str, args, error: str = "") -> Result:
-    return Result(name, variant.label, bench, setting_label(args), args.batch_size, args.img_size,
-                  ours=variant.label != "timm", note=variant.note, error=error)
+    return Result(
+        name,
+        variant.label,
+        bench,
+        setting_label(args),
+        args.batch_size,
+        args.img_size,
+        ours=variant.label != "timm",
+        note=variant.note,
+        error=error,
+    )
 
 
 def make_step(name: str, variant: Variant, bench: str, args, device):
@@ -237,6 +248,7 @@ def make_step(name: str, variant: Variant, bench: str, args, device):
             loss.backward()
             opt.step()
     else:
+
         def run():
             with torch.inference_mode(), autocast(args, device):
                 model(x)
@@ -244,6 +256,7 @@ def make_step(name: str, variant: Variant, bench: str, args, device):
     def step():
         with fast_path_env(variant.fast):  # the ops read the switch at call time
             run()
+
     return step
 
 
@@ -324,6 +337,7 @@ def bench_mixer(name, variant, args, device, row: Result) -> Result:
     def fwd():
         with torch.no_grad(), autocast(args, device):
             mixer(x)
+
     times, peak = time_steps(fwd, args, device)
     _fill(row, times, peak)
     xg = x.detach().requires_grad_(True)
@@ -332,6 +346,7 @@ def bench_mixer(name, variant, args, device, row: Result) -> Result:
         with autocast(args, device):
             out = mixer(xg)
         out.float().sum().backward()
+
     times_bwd, _ = time_steps(fwd_bwd, args, device)
     fb = statistics.median(times_bwd) * 1e3
     row.note = "; ".join(filter(None, [row.note, f"input {tuple(x.shape)}, fwd+bwd {fb:.3f} ms"]))
@@ -340,11 +355,13 @@ def bench_mixer(name, variant, args, device, row: Result) -> Result:
 
 def add_ratios(rows: List[Result]) -> None:
     """vs timm: our row / timm's counterpart (same bench and setting); vs resnet50 likewise."""
+
     def speed(model, bench, setting):
         for r in rows:
             if r.model == model and r.bench == bench and r.setting == setting and r.variant == "timm" and r.img_per_s:
                 return r.img_per_s
         return None
+
     for r in rows:
         if not r.img_per_s:
             continue
@@ -356,26 +373,53 @@ def add_ratios(rows: List[Result]) -> None:
             r.vs_resnet50 = r.img_per_s / base
 
 
-
-
-
-
-
-
 def results_table(rows: List[Result], env: Dict[str, str]) -> str:
     """Markdown: the device and command, then one row per (model, variant, bench) with its ratios."""
-    lines = [f"Device: {env['device']} | torch {env['torch']} | timm {env['timm']} | triton {env['triton']}"
-             + (f" | CUDA {env['cuda']}" if "cuda" in env else ""), ""]
+    lines = [
+        f"Device: {env['device']} | torch {env['torch']} | timm {env['timm']} | triton {env['triton']}"
+        + (f" | CUDA {env['cuda']}" if "cuda" in env else ""),
+        "",
+    ]
     if env.get("command"):
         lines += [f"Command: `{env['command']}`", ""]
-    lines += ["img/s and ms/step: median over timed steps. Peak mem: " + (
-        "CUDA allocator peak over the timed steps." if "cuda" in env else
-        "peak live tensor memory (parameters included) of one profiled step."), ""]
-    header = ["model", "variant", "bench", "setting", "batch", "img/s", "ms/step", "peak mem (MiB)", "vs timm",
-              "vs resnet50", "note"]
-    body = [(r.model, r.variant, r.bench, r.setting, r.batch_size, cell(r.img_per_s, ".1f"), cell(r.ms_per_step, ".2f"),
-             cell(r.peak_mem_mib, ".0f"), cell(r.vs_timm, ".2f", "x"), cell(r.vs_resnet50, ".2f", "x"),
-             r.error or r.note) for r in rows]
+    lines += [
+        "img/s and ms/step: median over timed steps. Peak mem: "
+        + (
+            "CUDA allocator peak over the timed steps."
+            if "cuda" in env
+            else "peak live tensor memory (parameters included) of one profiled step."
+        ),
+        "",
+    ]
+    header = [
+        "model",
+        "variant",
+        "bench",
+        "setting",
+        "batch",
+        "img/s",
+        "ms/step",
+        "peak mem (MiB)",
+        "vs timm",
+        "vs resnet50",
+        "note",
+    ]
+    body = [
+        (
+            r.model,
+            r.variant,
+            r.bench,
+            r.setting,
+            r.batch_size,
+            cell(r.img_per_s, ".1f"),
+            cell(r.ms_per_step, ".2f"),
+            cell(r.peak_mem_mib, ".0f"),
+            cell(r.vs_timm, ".2f", "x"),
+            cell(r.vs_resnet50, ".2f", "x"),
+            r.error or r.note,
+        )
+        for r in rows
+    ]
     return "\n".join(lines + [markdown_table(header, body)])
 
 
@@ -396,11 +440,17 @@ def plot(rows: List[Result], path: str, bench: str, env: Dict[str, str]) -> None
     for r in pts:
         top1 = paper_top1(r.model)
         marker, color = ("*", "tab:red") if r.ours else ("o", "tab:blue")
-        ax.scatter(r.img_per_s, top1, marker=marker, s=120 if r.ours else 50, color=color,
-                   label="ours" if r.ours else "timm")
+        ax.scatter(
+            r.img_per_s, top1, marker=marker, s=120 if r.ours else 50, color=color, label="ours" if r.ours else "timm"
+        )
         nth = seen_top1[top1] = seen_top1.get(top1, -1) + 1  # stagger labels of points at the same top-1
-        ax.annotate(f"{r.model} ({r.variant})", (r.img_per_s, top1), fontsize=7,
-                    xytext=(4, 3 - 10 * nth), textcoords="offset points")
+        ax.annotate(
+            f"{r.model} ({r.variant})",
+            (r.img_per_s, top1),
+            fontsize=7,
+            xytext=(4, 3 - 10 * nth),
+            textcoords="offset points",
+        )
     speeds = [r.img_per_s for r in pts]
     if speeds and max(speeds) > 4 * min(speeds):  # atto beside tiny/base: spread the slow end
         ax.set_xscale("log")
@@ -408,7 +458,9 @@ def plot(rows: List[Result], path: str, bench: str, env: Dict[str, str]) -> None
     if handles:
         uniq = dict(zip(labels, handles))
         ax.legend(uniq.values(), uniq.keys(), loc="best", fontsize=8)
-    ax.set_xlabel(f"{bench} throughput (img/s), {pts[0].setting if pts else ''}, batch {rows[0].batch_size if rows else ''}")
+    ax.set_xlabel(
+        f"{bench} throughput (img/s), {pts[0].setting if pts else ''}, batch {rows[0].batch_size if rows else ''}"
+    )
     ax.set_ylabel("ImageNet-1k top-1 (%, paper)")
     ax.set_title(f"Throughput on {env['device']}\n(torch {env['torch']}, timm {env['timm']})", fontsize=9)
     ax.grid(alpha=0.3)

@@ -9,13 +9,12 @@ images: right for speed, not for accuracy (`inceptionnext quantize` checks accur
     inceptionnext benchmark --runtime onnxruntime,openvino --precision fp32,int8 --levers fast-act \
         --model inceptionnext_t,inception_next_tiny,convnext_tiny,resnet50 --batch-size 1,16 --results-file paths.json
 """
+
 import os
 import statistics
 import sys
 import tempfile
 import time
-from ...utils.tables import cell, markdown_table
-from ...utils.plots import pyplot, save_figure
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
@@ -23,15 +22,26 @@ import timm
 import torch
 import torch.nn as nn
 
-from .common import BASELINE, is_ours, timm_counterpart
-from ..runtimes import RUNTIME_PRECISIONS, RuntimeUnavailable, TorchRuntime, available_runtimes, load_runtime
-from ..export import export_model
 from ...utils.cpu import cpu_flags
+from ...utils.plots import pyplot, save_figure
+from ...utils.tables import cell, markdown_table
+from ..export import export_model
 from ..levers import apply_levers, lever_label
 from ..quantize import BACKENDS, quantize_onnx
+from ..runtimes import RUNTIME_PRECISIONS, RuntimeUnavailable, TorchRuntime, available_runtimes, load_runtime
+from .common import BASELINE, is_ours, timm_counterpart
 
-__all__ = ["PathResult", "PathFiles", "RUNTIME_MODELS", "deployment_paths", "model_variants", "build_variant",
-           "run_paths", "paths_table", "plot_paths"]
+__all__ = [
+    "PathResult",
+    "PathFiles",
+    "RUNTIME_MODELS",
+    "deployment_paths",
+    "model_variants",
+    "build_variant",
+    "run_paths",
+    "paths_table",
+    "plot_paths",
+]
 
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 RUNTIME_MODELS = "inceptionnext_t,inception_next_tiny,convnext_tiny,resnet50"  # --runtime's default models
@@ -127,10 +137,20 @@ def _runner(name: str, model: nn.Module, runtime: str, precision: str, files: Pa
     return load_runtime(files.onnx(name, model), runtime=runtime, precision=precision, threads=threads), ""
 
 
-def run_paths(models: List[str], paths: List[tuple], batch_sizes=(16,), img_size: int = 224,
-              num_classes: int = 1000, warmup: int = 1, rounds: int = 5, threads: Optional[int] = None,
-              calibration: int = 8, progress: bool = True, log: Callable[[str], None] = None,
-              levers: List[str] = ()) -> List[PathResult]:
+def run_paths(
+    models: List[str],
+    paths: List[tuple],
+    batch_sizes=(16,),
+    img_size: int = 224,
+    num_classes: int = 1000,
+    warmup: int = 1,
+    rounds: int = 5,
+    threads: Optional[int] = None,
+    calibration: int = 8,
+    progress: bool = True,
+    log: Callable[[str], None] = None,
+    levers: List[str] = (),
+) -> List[PathResult]:
     """Build every (model variant, path), then time `rounds` batches of each (at every batch size) in turn; median
     img/s per row. `levers` adds rows for ours with each lever."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True) if progress else None)
@@ -159,11 +179,14 @@ def run_paths(models: List[str], paths: List[tuple], batch_sizes=(16,), img_size
                                 run(inputs[b])
                     except (RuntimeUnavailable, RuntimeError, ValueError) as e:
                         run, error = None, f"{type(e).__name__}: {e}"[:300]
-                    log(f"built {label} on {runtime} {precision} in {time.perf_counter() - t0:.0f}s"
-                        + (f" ({error})" if error else ""))
+                    log(
+                        f"built {label} on {runtime} {precision} in {time.perf_counter() - t0:.0f}s"
+                        + (f" ({error})" if error else "")
+                    )
                 for b in batch_sizes:
-                    rows.append(PathResult(name, runtime, precision, b, img_size, is_ours(name), lever, note=note,
-                                           error=error))
+                    rows.append(
+                        PathResult(name, runtime, precision, b, img_size, is_ours(name), lever, note=note, error=error)
+                    )
                     steps.append(run)
         times: List[List[float]] = [[] for _ in rows]
         for r in range(rounds):
@@ -208,16 +231,32 @@ def best_paths(rows: List[PathResult]) -> Dict[tuple, PathResult]:
 def paths_table(rows: List[PathResult], env: Dict[str, str]) -> str:
     """Markdown: one row per (path, model), ratios to timm's port and to resnet50 on the same path, and for each
     model its best path."""
-    lines = [f"Device: {env['device']} | torch {env['torch']} | timm {env['timm']} | "
-             f"{' | '.join(f'{k} {v}' for k, v in env.items() if k in ('onnxruntime', 'openvino'))}",
-             f"CPU flags: {env.get('cpu_flags', 'unknown')}", ""]
+    lines = [
+        f"Device: {env['device']} | torch {env['torch']} | timm {env['timm']} | "
+        f"{' | '.join(f'{k} {v}' for k, v in env.items() if k in ('onnxruntime', 'openvino'))}",
+        f"CPU flags: {env.get('cpu_flags', 'unknown')}",
+        "",
+    ]
     if env.get("command"):
         lines += [f"Command: `{env['command']}`", ""]
     lines += ["img/s: median over the timed rounds, all paths interleaved in one run.", ""]
     lines += markdown_table(
         ["path", "model", "levers", "batch", "img/s", "ms/batch", "vs timm", "vs resnet50", "note"],
-        [(r.path, r.model, r.levers, r.batch_size, cell(r.img_per_s, ".1f"), cell(r.ms_per_batch, ".1f"),
-          cell(r.vs_timm, ".2f", "x"), cell(r.vs_resnet50, ".2f", "x"), r.error or r.note) for r in rows]).split("\n")
+        [
+            (
+                r.path,
+                r.model,
+                r.levers,
+                r.batch_size,
+                cell(r.img_per_s, ".1f"),
+                cell(r.ms_per_batch, ".1f"),
+                cell(r.vs_timm, ".2f", "x"),
+                cell(r.vs_resnet50, ".2f", "x"),
+                r.error or r.note,
+            )
+            for r in rows
+        ],
+    ).split("\n")
     best = best_paths(rows)
     if best:
         lines += ["", "Best path per model and batch size (ours with each lever set; ratios of best paths):", ""]
@@ -225,11 +264,19 @@ def paths_table(rows: List[PathResult], env: Dict[str, str]) -> str:
         for (batch, label), r in best.items():
             other = best.get((batch, timm_counterpart(r.model))) if r.ours else None
             base = best.get((batch, BASELINE))
-            table.append((batch, label, r.path, cell(r.img_per_s, ".1f"),
-                          cell(other and r.img_per_s / other.img_per_s, ".2f", "x"),
-                          cell(base and r.img_per_s / base.img_per_s, ".2f", "x")))
-        lines += markdown_table(["batch", "model", "best path", "img/s", "vs timm best", "vs resnet50 best"],
-                                table).split("\n")
+            table.append(
+                (
+                    batch,
+                    label,
+                    r.path,
+                    cell(r.img_per_s, ".1f"),
+                    cell(other and r.img_per_s / other.img_per_s, ".2f", "x"),
+                    cell(base and r.img_per_s / base.img_per_s, ".2f", "x"),
+                )
+            )
+        lines += markdown_table(
+            ["batch", "model", "best path", "img/s", "vs timm best", "vs resnet50 best"], table
+        ).split("\n")
     return "\n".join(lines)
 
 
@@ -242,8 +289,10 @@ def plot_paths(rows: List[PathResult], path: str, env: Dict[str, str]) -> None:
     width = 0.8 / max(len(models), 1)
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(labels)), 4.5))
     for j, m in enumerate(models):
-        vals = [next((r.img_per_s or 0 for r in rows if r.label == m and f"{r.path} b{r.batch_size}" == p), 0)
-                for p in labels]
+        vals = [
+            next((r.img_per_s or 0 for r in rows if r.label == m and f"{r.path} b{r.batch_size}" == p), 0)
+            for p in labels
+        ]
         ax.bar([i + (j - (len(models) - 1) / 2) * width for i in range(len(labels))], vals, width, label=m)
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, rotation=20, fontsize=8)

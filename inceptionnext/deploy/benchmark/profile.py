@@ -8,6 +8,7 @@ in the 'fused' line, not as time of its own.
     inceptionnext benchmark --runtime openvino --precision int8 --profile --batch-size 1,16 \\
         --model inceptionnext_t,resnet50 --levers fast-act --device cpu --threads 2
 """
+
 import statistics
 import sys
 import tempfile
@@ -22,23 +23,33 @@ from ...utils.tables import markdown_table
 from ..runtimes import read_runtime_model
 from .paths import PathFiles, build_variant, model_variants
 
-__all__ = ["CATEGORIES", "LayerTime", "Breakdown", "categorize", "profile_openvino", "run_profile",
-           "breakdown_table"]
+__all__ = ["CATEGORIES", "LayerTime", "Breakdown", "categorize", "profile_openvino", "run_profile", "breakdown_table"]
 
-CATEGORIES = ("activation", "depthwise conv", "split/concat", "conv 1x1 s1", "conv 1x1 s2", "conv 1x1 s3",
-              "conv 1x1 s4", "conv kxk (stem, downsample, 3x3)", "residual add", "reorder", "quantize/dequantize",
-              "other (pool, head)")
+CATEGORIES = (
+    "activation",
+    "depthwise conv",
+    "split/concat",
+    "conv 1x1 s1",
+    "conv 1x1 s2",
+    "conv 1x1 s3",
+    "conv 1x1 s4",
+    "conv kxk (stem, downsample, 3x3)",
+    "residual add",
+    "reorder",
+    "quantize/dequantize",
+    "other (pool, head)",
+)
 _ACTIVATIONS = ("Gelu", "HSwish", "Relu", "Swish", "Tanh", "Sigmoid", "Erf", "Elu", "Clamp")
 
 
 @dataclass
 class LayerTime:
     node: str
-    type: str         # OpenVINO layer type (Convolution, Concatenation, ...)
-    exec_type: str    # the kernel it ran (e.g. brgconv_avx512_1x1_I8, ref_I8)
-    ms: float         # median ms per batch
+    type: str  # OpenVINO layer type (Convolution, Concatenation, ...)
+    exec_type: str  # the kernel it ran (e.g. brgconv_avx512_1x1_I8, ref_I8)
+    ms: float  # median ms per batch
     category: str
-    fused: str        # the original layers fused into it
+    fused: str  # the original layers fused into it
 
 
 @dataclass
@@ -47,11 +58,11 @@ class Breakdown:
     batch_size: int
     precision: str
     ms_by_category: Dict[str, float] = field(default_factory=dict)
-    layers_ms: float = 0.0   # sum over executed layers
-    wall_ms: float = 0.0     # median wall clock of infer()
+    layers_ms: float = 0.0  # sum over executed layers
+    wall_ms: float = 0.0  # median wall clock of infer()
     nodes: int = 0
-    fused_act: int = 0       # convs with an activation fused in
-    fused_add: int = 0       # convs with the residual add fused in
+    fused_act: int = 0  # convs with an activation fused in
+    fused_add: int = 0  # convs with the residual add fused in
     layers: List[LayerTime] = field(default_factory=list)
 
 
@@ -97,17 +108,31 @@ def _shape(partial) -> Optional[list]:
     return [d.get_length() if d.is_static else -1 for d in partial] if partial.rank.is_static else None
 
 
-def profile_openvino(path: str, batch_size: int, img_size: int, precision: str = "fp32", iters: int = 10,
-                     threads: int = 1, label: str = "") -> Breakdown:
+def profile_openvino(
+    path: str,
+    batch_size: int,
+    img_size: int,
+    precision: str = "fp32",
+    iters: int = 10,
+    threads: int = 1,
+    label: str = "",
+) -> Breakdown:
     """Compile `path` (.xml or .onnx) with PERF_COUNT at a static batch and profile `iters` inferences."""
     import openvino as ov
 
     core = ov.Core()
     model = read_runtime_model(path) if str(path).endswith(".xml") else core.read_model(str(path))
     model.reshape([batch_size, 3, img_size, img_size])
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-                                                 "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
-                                                 "PERF_COUNT": True})
+    compiled = core.compile_model(
+        model,
+        "CPU",
+        {
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY",
+            "PERF_COUNT": True,
+        },
+    )
     request = compiled.create_infer_request()
     x = np.random.default_rng(0).standard_normal((batch_size, 3, img_size, img_size)).astype(np.float32)
     for _ in range(2):
@@ -131,8 +156,14 @@ def profile_openvino(path: str, batch_size: int, img_size: int, precision: str =
         if op is not None and layer_type in ("Convolution", "GroupConvolution") and op.get_input_size() > 1:
             weight_shape = _shape(op.input_value(1).get_partial_shape())
         category = categorize(layer_type, out_shape, weight_shape, fused, img_size)
-        layer = LayerTime(name, layer_type, _rt(op, "primitiveType") if op is not None else "",
-                          statistics.median(times), category, fused)
+        layer = LayerTime(
+            name,
+            layer_type,
+            _rt(op, "primitiveType") if op is not None else "",
+            statistics.median(times),
+            category,
+            fused,
+        )
         out.layers.append(layer)
         out.ms_by_category[category] += layer.ms
         if layer_type == "Convolution":  # fused names: the conv, its fq outputs, then any eltwise post-ops
@@ -146,9 +177,18 @@ def profile_openvino(path: str, batch_size: int, img_size: int, precision: str =
     return out
 
 
-def run_profile(models: List[str], precisions: List[str], batch_sizes: List[int], img_size: int = 224,
-                num_classes: int = 1000, iters: int = 10, threads: int = 1, levers: List[str] = (),
-                calibration: int = 8, log: Callable[[str], None] = None) -> List[Breakdown]:
+def run_profile(
+    models: List[str],
+    precisions: List[str],
+    batch_sizes: List[int],
+    img_size: int = 224,
+    num_classes: int = 1000,
+    iters: int = 10,
+    threads: int = 1,
+    levers: List[str] = (),
+    calibration: int = 8,
+    log: Callable[[str], None] = None,
+) -> List[Breakdown]:
     """The breakdown of every model variant on OpenVINO at each precision and batch size (int8 files quantized on
     random images, as the benchmark makes them)."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -175,13 +215,27 @@ def breakdown_table(breakdowns: List[Breakdown]) -> str:
     for (precision, batch), group in groups.items():
         header = ["category"] + [f"{b.label} {u}" for b in group for u in ("ms", "%")]
         used = [c for c in CATEGORIES if any(b.ms_by_category.get(c, 0.0) > 0.0005 for b in group)]
-        rows = [[c] + [v for b in group for v in (f"{b.ms_by_category[c]:.2f}",
-                                                  f"{100 * b.ms_by_category[c] / b.layers_ms:.1f}")] for c in used]
+        rows = [
+            [c]
+            + [
+                v
+                for b in group
+                for v in (f"{b.ms_by_category[c]:.2f}", f"{100 * b.ms_by_category[c] / b.layers_ms:.1f}")
+            ]
+            for c in used
+        ]
         rows.append(["sum of layers"] + [v for b in group for v in (f"{b.layers_ms:.2f}", "100")])
-        rows.append(["wall clock of infer()"] + [v for b in group for v in (
-            f"{b.wall_ms:.2f}", f"{100 * b.wall_ms / b.layers_ms:.0f}")])
+        rows.append(
+            ["wall clock of infer()"]
+            + [v for b in group for v in (f"{b.wall_ms:.2f}", f"{100 * b.wall_ms / b.layers_ms:.0f}")]
+        )
         title = f"OpenVINO {precision}, batch {batch}: ms per batch by layer category (PERF_COUNT, median per node)"
         parts.append(markdown_table(header, rows, title="**" + title + "**\n"))
-        parts.append("\n".join(f"- {b.label}: {b.nodes} executed nodes; convs with a fused activation {b.fused_act}, "
-                               f"with the residual add fused {b.fused_add}" for b in group))
+        parts.append(
+            "\n".join(
+                f"- {b.label}: {b.nodes} executed nodes; convs with a fused activation {b.fused_act}, "
+                f"with the residual add fused {b.fused_add}"
+                for b in group
+            )
+        )
     return "\n\n".join(parts)

@@ -1,4 +1,5 @@
 """Image classification: importing this registers its task with the engine."""
+
 from .task import ClassificationTask
 
 __all__ = ["ClassificationTask"]

@@ -5,10 +5,11 @@ magnitude reaches 10. Pillow up to 12 answered with an all-black image (its mask
 raises ``ValueError: bits must be between or equal to 1 and 8``, which ends the run on ~0.14% of images. The
 official runs trained with the black image, so that is what 0 bits gives here, on every Pillow.
 """
+
 from __future__ import annotations
 
 from PIL import Image, ImageOps
-from timm.data.auto_augment import AugmentOp, NAME_TO_OP
+from timm.data.auto_augment import NAME_TO_OP, AugmentOp
 
 POSTERIZE_OPS = tuple(name for name in NAME_TO_OP if name.startswith("Posterize"))
 

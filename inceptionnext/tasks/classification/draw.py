@@ -1,5 +1,6 @@
 """Pictures of classification: a grid of validation images, each titled with the predicted class and, when the
 prediction is wrong, the true one (green right, red wrong)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +22,15 @@ def to_display(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]
     return shown.permute(0, 2, 3, 1).numpy()
 
 
-def prediction_grid(images: np.ndarray, targets: Sequence[int], predictions: Sequence[int],
-                    class_names: Sequence[str], title: str, path: Union[str, Path], columns: int = 8) -> Path:
+def prediction_grid(
+    images: np.ndarray,
+    targets: Sequence[int],
+    predictions: Sequence[int],
+    class_names: Sequence[str],
+    title: str,
+    path: Union[str, Path],
+    columns: int = 8,
+) -> Path:
     """Write a grid of `images` (NHWC in [0, 1]) titled "predicted" or "predicted (true: ...)" to `path`."""
     plt = pyplot()
     n = len(images)

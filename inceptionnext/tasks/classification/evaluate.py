@@ -1,5 +1,6 @@
 """Validation of a trained model: load any checkpoint the model library reads, preprocess the way the weights
 expect, and report top-1/top-5 on an ImageFolder (or the built-in digits)."""
+
 from __future__ import annotations
 
 import time
@@ -8,23 +9,27 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 import torch.nn as nn
 from timm.data import resolve_data_config
+from tqdm import tqdm
 
+from ...data.digits import DigitsDataset
+from ...data.folders import class_to_idx, image_folder
+from ...deploy.runtimes import is_runtime_file, load_runtime, wrap_torch
 from ...model_file import load_model
 from ...models.model_api import check_img_size
-from ...deploy.runtimes import is_runtime_file, load_runtime, wrap_torch
-from ...data.digits import DigitsDataset
-from .data import build_eval_loader
-from ...data.folders import class_to_idx, image_folder
-from ...utils.device import resolve_device
-from ...train.engine import TrainError, create_model
-from tqdm import tqdm
 from ...train import distributed as dist_lib
-from ...train.engine import autocast_for
+from ...train.engine import TrainError, autocast_for, create_model
+from ...utils.device import resolve_device
+from .data import build_eval_loader
 
 
-def load_for_eval(model_name: Optional[str], checkpoint: Optional[str] = None, num_classes: Optional[int] = None,
-                  use_ema: Optional[bool] = None, runtime: Optional[str] = None,
-                  precision: Optional[str] = None) -> Tuple[nn.Module, Dict[str, Any]]:
+def load_for_eval(
+    model_name: Optional[str],
+    checkpoint: Optional[str] = None,
+    num_classes: Optional[int] = None,
+    use_ema: Optional[bool] = None,
+    runtime: Optional[str] = None,
+    precision: Optional[str] = None,
+) -> Tuple[nn.Module, Dict[str, Any]]:
     """The model with its weights (through `model_file.load_model`), and the class map its file records.
 
     This engine's checkpoints carry their class count, class map and preprocessing (which lands in the model's
@@ -51,13 +56,28 @@ def load_for_eval(model_name: Optional[str], checkpoint: Optional[str] = None, n
     return model, ({"class_to_idx": {n: i for i, n in enumerate(names)}} if names else {})
 
 
-def run_validation(model_name: Optional[str], checkpoint: Optional[str] = None, data_dir: Optional[str] = None,
-                   dataset: str = "folder", num_classes: Optional[int] = None, use_ema: Optional[bool] = None,
-                   batch_size: int = 128, workers: int = 4, amp: str = "none", channels_last: bool = False,
-                   device: str = "auto", img_size: Optional[int] = None, crop_pct: Optional[float] = None,
-                   interpolation: Optional[str] = None, mean=None, std=None, bad_images: str = "fail",
-                   progress: bool = True, runtime: Optional[str] = None,
-                   precision: Optional[str] = None) -> Dict[str, Any]:
+def run_validation(
+    model_name: Optional[str],
+    checkpoint: Optional[str] = None,
+    data_dir: Optional[str] = None,
+    dataset: str = "folder",
+    num_classes: Optional[int] = None,
+    use_ema: Optional[bool] = None,
+    batch_size: int = 128,
+    workers: int = 4,
+    amp: str = "none",
+    channels_last: bool = False,
+    device: str = "auto",
+    img_size: Optional[int] = None,
+    crop_pct: Optional[float] = None,
+    interpolation: Optional[str] = None,
+    mean=None,
+    std=None,
+    bad_images: str = "fail",
+    progress: bool = True,
+    runtime: Optional[str] = None,
+    precision: Optional[str] = None,
+) -> Dict[str, Any]:
     """Top-1/top-5/loss of a checkpoint; preprocessing from the checkpoint's own record, else the model's
     pretrained config, each overridable. model_name may be None for a file that records it."""
     dev = resolve_device(device)
@@ -71,8 +91,7 @@ def run_validation(model_name: Optional[str], checkpoint: Optional[str] = None, 
             check_img_size(model, img_size, "img_size")
         except ValueError as e:
             raise TrainError(str(e)) from None
-    overrides = {"img_size": img_size, "crop_pct": crop_pct, "interpolation": interpolation, "mean": mean,
-                 "std": std}
+    overrides = {"img_size": img_size, "crop_pct": crop_pct, "interpolation": interpolation, "mean": mean, "std": std}
     data_cfg = resolve_data_config(overrides, model=model)
     if dataset == "digits":
         ds = DigitsDataset("val", data_cfg["input_size"][1])
@@ -85,38 +104,56 @@ def run_validation(model_name: Optional[str], checkpoint: Optional[str] = None, 
             model.check_input((1, *data_cfg["input_size"]))
         except ValueError as e:
             raise TrainError(str(e)) from None
-    labels = (DigitsDataset.num_classes if dataset == "digits"
-              else max((int(i) for i in (class_to_idx(ds) or {}).values()), default=-1) + 1)
+    labels = (
+        DigitsDataset.num_classes
+        if dataset == "digits"
+        else max((int(i) for i in (class_to_idx(ds) or {}).values()), default=-1) + 1
+    )
     predicts = int(getattr(model, "num_classes", 0) or 0)  # 0: a runtime file that does not record it
     if predicts and labels > predicts:
         source = checkpoint or model_name
-        raise TrainError(f"{source}: the model predicts {predicts} classes, the dataset {data_dir or dataset} has "
-                         f"{labels}; validate on data of the model's classes")
+        raise TrainError(
+            f"{source}: the model predicts {predicts} classes, the dataset {data_dir or dataset} has "
+            f"{labels}; validate on data of the model's classes"
+        )
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     loader = build_eval_loader(ds, data_cfg, batch_size, workers, dev)
     t0 = time.time()
     metrics = evaluate(model, loader, dev, amp=amp, channels_last=channels_last, progress=progress)
-    metrics.update(time_s=round(time.time() - t0, 2), model=model.pretrained_cfg.get("architecture") or model_name,
-                   checkpoint=checkpoint, weights=getattr(model, "weights_note", None),
-                   runtime=getattr(model, "runtime", "torch"), precision=getattr(model, "precision", "fp32"),
-                   data_config={k: data_cfg[k] for k in ("input_size", "interpolation", "crop_pct", "mean", "std")},
-                   skipped_images=getattr(ds, "skipped", 0))
+    metrics.update(
+        time_s=round(time.time() - t0, 2),
+        model=model.pretrained_cfg.get("architecture") or model_name,
+        checkpoint=checkpoint,
+        weights=getattr(model, "weights_note", None),
+        runtime=getattr(model, "runtime", "torch"),
+        precision=getattr(model, "precision", "fp32"),
+        data_config={k: data_cfg[k] for k in ("input_size", "interpolation", "crop_pct", "mean", "std")},
+        skipped_images=getattr(ds, "skipped", 0),
+    )
     return metrics
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device, env: Optional[dist_lib.DistEnv] = None,
-             amp: str = "none", channels_last: bool = False, progress: bool = False,
-             desc: str = "val") -> Dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    env: Optional[dist_lib.DistEnv] = None,
+    amp: str = "none",
+    channels_last: bool = False,
+    progress: bool = False,
+    desc: str = "val",
+) -> Dict[str, float]:
     """Top-1, top-5 (top-k capped at the class count) and cross-entropy, summed over all ranks' shares."""
     env = env or dist_lib.DistEnv(device=device)
     was_training = model.training
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct@1, correct@5, count
-    bar = tqdm(loader, desc=desc, disable=None if (progress and env.is_main) else True, leave=False,
-               dynamic_ncols=True)  # None: shown on a terminal, silent in logs
+    bar = tqdm(
+        loader, desc=desc, disable=None if (progress and env.is_main) else True, leave=False, dynamic_ncols=True
+    )  # None: shown on a terminal, silent in logs
     for x, y in bar:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if channels_last:
@@ -127,9 +164,14 @@ def evaluate(model: nn.Module, loader, device: torch.device, env: Optional[dist_
         k = min(5, logits.shape[1])
         top = logits.topk(k, dim=1).indices
         hit = top.eq(y[:, None])
-        sums += torch.stack([nn.functional.cross_entropy(logits, y, reduction="sum").double(),
-                             hit[:, :1].sum().double(), hit.sum().double(),
-                             torch.tensor(float(y.numel()), dtype=torch.float64, device=device)])
+        sums += torch.stack(
+            [
+                nn.functional.cross_entropy(logits, y, reduction="sum").double(),
+                hit[:, :1].sum().double(),
+                hit.sum().double(),
+                torch.tensor(float(y.numel()), dtype=torch.float64, device=device),
+            ]
+        )
     dist_lib.all_reduce_sum(sums, env)
     model.train(was_training)
     loss, c1, c5, n = sums.tolist()

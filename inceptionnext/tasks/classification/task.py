@@ -1,4 +1,5 @@
 """Image classification: ImageFolder or the built-in digits, timm's augmentation and mixup, top-1/top-5."""
+
 from __future__ import annotations
 
 import os
@@ -9,16 +10,14 @@ import torch.nn as nn
 from timm.data import resolve_data_config
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
-from ...models.model_api import check_img_size
-from .draw import prediction_grid, to_display
-from .data import build_datasets, build_eval_loader, build_mixup, build_train_loader
 from ...data.folders import class_to_idx
+from ...models.model_api import check_img_size
 from ...train.engine import TrainError, create_model
 from ...train.logs import CLASSIFICATION_METRICS, COLUMNS
 from ...train.task import Task, register_task
+from .data import build_datasets, build_eval_loader, build_mixup, build_train_loader
+from .draw import prediction_grid, to_display
 from .evaluate import evaluate
-
-
 
 
 @register_task
@@ -34,8 +33,14 @@ class ClassificationTask(Task):
 
     def build_model(self, num_classes: int) -> nn.Module:
         cfg = self.cfg
-        model = create_model(cfg.model, num_classes, pretrained=cfg.pretrained, weights=cfg.weights,
-                             drop_path_rate=cfg.drop_path, drop_rate=cfg.drop)
+        model = create_model(
+            cfg.model,
+            num_classes,
+            pretrained=cfg.pretrained,
+            weights=cfg.weights,
+            drop_path_rate=cfg.drop_path,
+            drop_rate=cfg.drop,
+        )
         try:
             check_img_size(model, cfg.img_size, "img_size")
         except ValueError as e:
@@ -45,22 +50,30 @@ class ClassificationTask(Task):
     def data_config(self, model: nn.Module) -> Dict[str, Any]:
         cfg = self.cfg
         return resolve_data_config(
-            {"img_size": cfg.img_size or (32 if cfg.dataset == "digits" else None), "crop_pct": cfg.crop_pct,
-             "interpolation": cfg.interpolation, "mean": cfg.mean, "std": cfg.std}, model=model)
+            {
+                "img_size": cfg.img_size or (32 if cfg.dataset == "digits" else None),
+                "crop_pct": cfg.crop_pct,
+                "interpolation": cfg.interpolation,
+                "mean": cfg.mean,
+                "std": cfg.std,
+            },
+            model=model,
+        )
 
     def build_loaders(self, train_set, val_set, data_cfg, num_classes, batches_per_epoch):
         cfg, env = self.cfg, self.env
         if batches_per_epoch is not None:
-            raise TrainError("classification trains by epochs; unset iters (iteration-based runs are for the "
-                             "dense tasks)")
+            raise TrainError(
+                "classification trains by epochs; unset iters (iteration-based runs are for the dense tasks)"
+            )
         prefetch = self.device.type == "cuda"
         self.mixup_fn = build_mixup(cfg, num_classes, collate=False) if not prefetch else None
         collate = build_mixup(cfg, num_classes, collate=True) if prefetch else None
         self.mixing = cfg.mixup > 0 or cfg.cutmix > 0
-        train_loader = build_train_loader(train_set, cfg, data_cfg, self.device, env.distributed,
-                                          collate_mixup=collate)
-        val_loader = build_eval_loader(val_set, data_cfg, cfg.batch_size, cfg.workers, self.device,
-                                       env.rank, env.world_size)
+        train_loader = build_train_loader(train_set, cfg, data_cfg, self.device, env.distributed, collate_mixup=collate)
+        val_loader = build_eval_loader(
+            val_set, data_cfg, cfg.batch_size, cfg.workers, self.device, env.rank, env.world_size
+        )
         self.val_set, self.data_cfg = val_set, data_cfg
         if self.mixing:
             self.criterion = SoftTargetCrossEntropy()
@@ -104,10 +117,19 @@ class ClassificationTask(Task):
         predictions = model(x).argmax(1).tolist()
         model.train(was_training)
         mapping = class_to_idx(self.val_set)
-        names = ([n for n, _ in sorted(mapping.items(), key=lambda kv: kv[1])] if mapping else
-                 [str(i) for i in range(max(max(targets), max(predictions)) + 1)])
-        prediction_grid(to_display(x, self.data_cfg["mean"], self.data_cfg["std"]), [int(t) for t in targets],
-                        predictions, names, f"Validation after epoch {epoch}", os.path.join(out_dir, self.PICTURE))
+        names = (
+            [n for n, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
+            if mapping
+            else [str(i) for i in range(max(max(targets), max(predictions)) + 1)]
+        )
+        prediction_grid(
+            to_display(x, self.data_cfg["mean"], self.data_cfg["std"]),
+            [int(t) for t in targets],
+            predictions,
+            names,
+            f"Validation after epoch {epoch}",
+            os.path.join(out_dir, self.PICTURE),
+        )
 
     def extra_outputs(self, out_dir):
         path = os.path.join(out_dir, self.PICTURE)

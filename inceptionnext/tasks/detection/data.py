@@ -5,25 +5,25 @@ turns a bad annotation file into one clear error before training starts (a box o
 category id, a missing image file, an empty annotation list), and one label convention for every detector:
 category ids map, in sorted order, to labels 1..K, with 0 left for background as in torchvision.
 """
+
 from __future__ import annotations
 
+import bisect
 import contextlib
 import io
 import json
 import math
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torchvision import tv_tensors
 from torchvision.datasets import CocoDetection, VisionDataset, wrap_dataset_for_transforms_v2
-
-from ...utils.text import describe_value, excerpt
-from ...data.folders import DataError
-import bisect
-from typing import Iterator
-from dataclasses import dataclass
 from torchvision.transforms import v2
+
+from ...data.folders import DataError
+from ...utils.text import describe_value, excerpt
 
 BOX_TOLERANCE = 1.0  # pixels a box may stick out of its image (rounding in real annotation tools) before it is an error
 
@@ -42,10 +42,11 @@ def _read_json(path: str) -> Dict[str, Any]:
         raise AnnotationError(f"{path}: not valid JSON ({e})") from e
     if not isinstance(data, dict):
         raise AnnotationError(f"{path}: expected a COCO object with 'images', 'annotations' and 'categories'")
-    for key in ('images', 'annotations', 'categories'):
+    for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
-            raise AnnotationError(f"{path}: has no '{key}' list; a COCO detection file needs images, annotations "
-                                  "and categories")
+            raise AnnotationError(
+                f"{path}: has no '{key}' list; a COCO detection file needs images, annotations and categories"
+            )
     return data
 
 
@@ -97,8 +98,7 @@ def _check_segmentation(seg: Any, image: Dict[str, Any]) -> Optional[str]:
         if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v > 0 for v in size)):
             return f"has an RLE whose size {describe_value(size)} is not [height, width]"
         if size != [image["height"], image["width"]]:
-            return (f"has an RLE of size {size[1]}x{size[0]} (WxH) for an image of {image['width']}x"
-                    f"{image['height']}")
+            return f"has an RLE of size {size[1]}x{size[0]} (WxH) for an image of {image['width']}x{image['height']}"
         if isinstance(counts, list):
             if not all(_is_int(v) and v >= 0 for v in counts) or sum(counts) != size[0] * size[1]:
                 return f"has RLE counts that do not cover its {size[0] * size[1]} pixels"
@@ -111,6 +111,7 @@ def _check_segmentation(seg: Any, image: Dict[str, Any]) -> Optional[str]:
 def _image_size(root: str, file_name: str) -> Tuple[int, int]:
     """(width, height) from the image file's header."""
     from PIL import Image
+
     with Image.open(os.path.join(root, file_name)) as im:
         return im.size
 
@@ -123,108 +124,128 @@ def check_annotations(data: Dict[str, Any], path: str, image_root: str, masks: b
     malformed polygons or RLEs, file names outside the image folder, missing or oversized images, too many
     annotations on one image."""
     from PIL import Image
-    if not data['images']:
+
+    if not data["images"]:
         raise AnnotationError(f"{path}: the image list is empty")
-    if not data['annotations']:
+    if not data["annotations"]:
         raise AnnotationError(f"{path}: the annotation list is empty (no objects to learn from)")
-    if not data['categories']:
+    if not data["categories"]:
         raise AnnotationError(f"{path}: the category list is empty")
     categories = {}
-    for i, c in enumerate(data['categories']):
-        if not isinstance(c, dict) or not _is_int(c.get('id')):
+    for i, c in enumerate(data["categories"]):
+        if not isinstance(c, dict) or not _is_int(c.get("id")):
             raise AnnotationError(f"{path}: category {i} ({describe_value(c)}) has no integer 'id'")
-        if c['id'] in categories:
+        if c["id"] in categories:
             raise AnnotationError(f"{path}: category id {c['id']} appears twice")
-        name = c.get('name', str(c['id']))
-        categories[c['id']] = dict(c, name=name if isinstance(name, str) else str(name))
+        name = c.get("name", str(c["id"]))
+        categories[c["id"]] = dict(c, name=name if isinstance(name, str) else str(name))
     images, missing, limit = {}, [], Image.MAX_IMAGE_PIXELS
-    for i, img in enumerate(data['images']):
-        if not isinstance(img, dict) or not _is_int(img.get('id')) or 'file_name' not in img:
+    for i, img in enumerate(data["images"]):
+        if not isinstance(img, dict) or not _is_int(img.get("id")) or "file_name" not in img:
             raise AnnotationError(f"{path}: image entry {i} lacks an integer 'id' or a 'file_name'")
-        if img['id'] in images:
-            first = excerpt(images[img['id']]['file_name'])
-            raise AnnotationError(f"{path}: image id {img['id']} appears twice ({first} and "
-                                  f"{excerpt(img['file_name'])}); ids must be unique")
-        why = _inside(image_root, img['file_name'])
+        if img["id"] in images:
+            first = excerpt(images[img["id"]]["file_name"])
+            raise AnnotationError(
+                f"{path}: image id {img['id']} appears twice ({first} and "
+                f"{excerpt(img['file_name'])}); ids must be unique"
+            )
+        why = _inside(image_root, img["file_name"])
         if why:
             raise AnnotationError(f"{path}: image {img['id']}'s file_name {describe_value(img['file_name'])} {why}")
-        if not os.path.isfile(os.path.join(image_root, img['file_name'])):
-            missing.append(img['file_name'])
+        if not os.path.isfile(os.path.join(image_root, img["file_name"])):
+            missing.append(img["file_name"])
             continue
         try:
-            size = _image_size(image_root, img['file_name'])
+            size = _image_size(image_root, img["file_name"])
         except Exception as e:  # includes PIL's DecompressionBombError
-            raise AnnotationError(f"{path}: image {os.path.join(image_root, img['file_name'])} cannot be read "
-                                  f"({type(e).__name__}: {excerpt(e, 150)})") from None
+            raise AnnotationError(
+                f"{path}: image {os.path.join(image_root, img['file_name'])} cannot be read "
+                f"({type(e).__name__}: {excerpt(e, 150)})"
+            ) from None
         if limit and size[0] * size[1] > limit:
-            raise AnnotationError(f"{path}: image {os.path.join(image_root, img['file_name'])} is {size[0]}x{size[1]}"
-                                  f" ({size[0] * size[1]} pixels), over the decompression limit of {limit} pixels")
-        for key, value in (('width', size[0]), ('height', size[1])):
+            raise AnnotationError(
+                f"{path}: image {os.path.join(image_root, img['file_name'])} is {size[0]}x{size[1]}"
+                f" ({size[0] * size[1]} pixels), over the decompression limit of {limit} pixels"
+            )
+        for key, value in (("width", size[0]), ("height", size[1])):
             if img.get(key) is not None and img[key] != value:
-                raise AnnotationError(f"{path}: image {img['file_name']} is {size[0]}x{size[1]}, but the annotations"
-                                      f" say {describe_value(img.get('width'))}x{describe_value(img.get('height'))}")
-        images[img['id']] = dict(img, width=size[0], height=size[1])
+                raise AnnotationError(
+                    f"{path}: image {img['file_name']} is {size[0]}x{size[1]}, but the annotations"
+                    f" say {describe_value(img.get('width'))}x{describe_value(img.get('height'))}"
+                )
+        images[img["id"]] = dict(img, width=size[0], height=size[1])
     if missing:
-        raise AnnotationError(f"{path}: image file {os.path.join(image_root, missing[0])} is missing"
-                              + _count(len(missing)))
-    used_ids = {a.get('id') for a in data['annotations'] if isinstance(a, dict) and _is_int(a.get('id'))}
+        raise AnnotationError(
+            f"{path}: image file {os.path.join(image_root, missing[0])} is missing" + _count(len(missing))
+        )
+    used_ids = {a.get("id") for a in data["annotations"] if isinstance(a, dict) and _is_int(a.get("id"))}
     next_id = max(used_ids, default=0) + 1
     seen, per_image, annotations = set(), {}, []
-    for i, ann in enumerate(data['annotations']):
+    for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
             raise AnnotationError(f"{path}: annotation entry {i} is {describe_value(ann)}, not an object")
         ann = dict(ann)
-        if 'id' not in ann:
-            ann['id'], next_id = next_id, next_id + 1
+        if "id" not in ann:
+            ann["id"], next_id = next_id, next_id + 1
         where = f"{path}: annotation {describe_value(ann['id'])}"
-        if not _is_int(ann['id']) or ann['id'] in seen:
-            raise AnnotationError(f"{where}: " + ("appears twice; ids must be unique" if ann['id'] in seen
-                                                  else "its id is not an integer"))
-        seen.add(ann['id'])
-        image = images.get(ann.get('image_id'))
+        if not _is_int(ann["id"]) or ann["id"] in seen:
+            raise AnnotationError(
+                f"{where}: "
+                + ("appears twice; ids must be unique" if ann["id"] in seen else "its id is not an integer")
+            )
+        seen.add(ann["id"])
+        image = images.get(ann.get("image_id"))
         if image is None:
-            raise AnnotationError(f"{where} refers to image id {describe_value(ann.get('image_id'))}, which is not "
-                                  "in 'images'")
-        file_name = excerpt(image['file_name'])
-        per_image[image['id']] = per_image.get(image['id'], 0) + 1
-        if per_image[image['id']] > MAX_ANNOTATIONS_PER_IMAGE:
-            raise AnnotationError(f"{path}: image {file_name} has more than {MAX_ANNOTATIONS_PER_IMAGE} annotations "
-                                  "(the limit per image, detection.coco.MAX_ANNOTATIONS_PER_IMAGE)")
-        if ann.get('category_id') not in categories:
-            raise AnnotationError(f"{where} (image {file_name}) has category id "
-                                  f"{describe_value(ann.get('category_id'))}, which is not among the categories "
-                                  f"{sorted(categories)[:20]}")
-        box = ann.get('bbox')
+            raise AnnotationError(
+                f"{where} refers to image id {describe_value(ann.get('image_id'))}, which is not in 'images'"
+            )
+        file_name = excerpt(image["file_name"])
+        per_image[image["id"]] = per_image.get(image["id"], 0) + 1
+        if per_image[image["id"]] > MAX_ANNOTATIONS_PER_IMAGE:
+            raise AnnotationError(
+                f"{path}: image {file_name} has more than {MAX_ANNOTATIONS_PER_IMAGE} annotations "
+                "(the limit per image, detection.coco.MAX_ANNOTATIONS_PER_IMAGE)"
+            )
+        if ann.get("category_id") not in categories:
+            raise AnnotationError(
+                f"{where} (image {file_name}) has category id "
+                f"{describe_value(ann.get('category_id'))}, which is not among the categories "
+                f"{sorted(categories)[:20]}"
+            )
+        box = ann.get("bbox")
         if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
-            raise AnnotationError(f"{where} (image {file_name}) has bbox {describe_value(box)}; expected [x, y, w, h]"
-                                  " as four numbers")
+            raise AnnotationError(
+                f"{where} (image {file_name}) has bbox {describe_value(box)}; expected [x, y, w, h] as four numbers"
+            )
         if not all(math.isfinite(v) and abs(v) <= MAX_COORD for v in box):
-            raise AnnotationError(f"{where} (image {file_name}) has bbox {box}: a value is not finite or beyond "
-                                  f"{MAX_COORD:.0e}")
+            raise AnnotationError(
+                f"{where} (image {file_name}) has bbox {box}: a value is not finite or beyond {MAX_COORD:.0e}"
+            )
         x, y, w, h = box
-        width, height = image['width'], image['height']
+        width, height = image["width"], image["height"]
         if w <= 0 or h <= 0:
             raise AnnotationError(f"{where} (image {file_name}) has an empty box [x, y, w, h] = {box}")
-        if (x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > width + BOX_TOLERANCE
-                or y + h > height + BOX_TOLERANCE):
-            raise AnnotationError(f"{where}: box [x, y, w, h] = {box} lies outside its image {file_name} "
-                                  f"({width}x{height})")
-        crowd = ann.setdefault('iscrowd', 0)
+        if x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > width + BOX_TOLERANCE or y + h > height + BOX_TOLERANCE:
+            raise AnnotationError(
+                f"{where}: box [x, y, w, h] = {box} lies outside its image {file_name} ({width}x{height})"
+            )
+        crowd = ann.setdefault("iscrowd", 0)
         if crowd not in (0, 1):  # False/True compare equal to 0/1
             raise AnnotationError(f"{where} (image {file_name}) has iscrowd {describe_value(crowd)}; expected 0 or 1")
-        ann['iscrowd'] = int(crowd)
-        area = ann.setdefault('area', float(w * h))
+        ann["iscrowd"] = int(crowd)
+        area = ann.setdefault("area", float(w * h))
         if not (_is_number(area) and math.isfinite(area) and area >= 0):
-            raise AnnotationError(f"{where} (image {file_name}) has area {describe_value(area)}; expected a finite "
-                                  "number >= 0")
-        seg = ann.get('segmentation')
+            raise AnnotationError(
+                f"{where} (image {file_name}) has area {describe_value(area)}; expected a finite number >= 0"
+            )
+        seg = ann.get("segmentation")
         if seg in (None, [], {}):
-            ann.pop('segmentation', None)
+            ann.pop("segmentation", None)
         else:
             why = _check_segmentation(seg, image)
             if why:
                 raise AnnotationError(f"{where} (image {file_name}) {why}")
-        if masks and 'segmentation' not in ann:
+        if masks and "segmentation" not in ann:
             raise AnnotationError(f"{path}: masks were asked for, but annotation {ann['id']} has no 'segmentation'")
         annotations.append(ann)
     return dict(data, images=list(images.values()), annotations=annotations, categories=list(categories.values()))
@@ -233,6 +254,7 @@ def check_annotations(data: Dict[str, Any], path: str, image_root: str, masks: b
 def _coco_dataset(image_root: str, data: Dict[str, Any]) -> CocoDetection:
     """torchvision's CocoDetection over the checked document (not the file re-read: its defaults are filled)."""
     from pycocotools.coco import COCO
+
     base = CocoDetection.__new__(CocoDetection)
     VisionDataset.__init__(base, image_root)
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
@@ -248,18 +270,19 @@ class CocoDetectionSet(torch.utils.data.Dataset):
     1..K, masks when asked for, and image_id / iscrowd for evaluation. Crowd regions are left out of training
     targets (as in torchvision's references) but kept, flagged, for evaluation."""
 
-    def __init__(self, image_root: str, annotation_file: str, transforms=None, masks: bool = False,
-                 keep_crowd: bool = False):
+    def __init__(
+        self, image_root: str, annotation_file: str, transforms=None, masks: bool = False, keep_crowd: bool = False
+    ):
         data = check_annotations(_read_json(annotation_file), annotation_file, image_root, masks)
         self.image_root, self.annotation_file = image_root, annotation_file
         self.masks, self.keep_crowd = masks, keep_crowd
-        self.categories = sorted(data['categories'], key=lambda c: c['id'])
-        self.class_names = [c['name'] for c in self.categories]
-        self.label_of = {c['id']: i + 1 for i, c in enumerate(self.categories)}
+        self.categories = sorted(data["categories"], key=lambda c: c["id"])
+        self.class_names = [c["name"] for c in self.categories]
+        self.label_of = {c["id"]: i + 1 for i, c in enumerate(self.categories)}
         base = _coco_dataset(image_root, data)
-        keys = ('image_id', 'boxes', 'labels', 'iscrowd') + (('masks',) if masks else ())
+        keys = ("image_id", "boxes", "labels", "iscrowd") + (("masks",) if masks else ())
         self.dataset = wrap_dataset_for_transforms_v2(base, target_keys=keys)
-        info = {img['id']: img for img in data['images']}
+        info = {img["id"]: img for img in data["images"]}
         self.image_info = [info[i] for i in base.ids]
         self.transforms = transforms
 
@@ -269,36 +292,41 @@ class CocoDetectionSet(torch.utils.data.Dataset):
 
     def aspect_ratios(self) -> List[float]:
         """width / height of every image, from the JSON (no image is opened)."""
-        return [img.get('width', 1) / max(img.get('height', 1), 1) for img in self.image_info]
+        return [img.get("width", 1) / max(img.get("height", 1), 1) for img in self.image_info]
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def _empty_target(self, image, image_id: int) -> Dict[str, Any]:
         h, w = image.height, image.width
-        target = dict(image_id=image_id, iscrowd=[],
-                      boxes=tv_tensors.BoundingBoxes(torch.zeros(0, 4), format='XYXY', canvas_size=(h, w)),
-                      labels=torch.zeros(0, dtype=torch.int64))
+        target = dict(
+            image_id=image_id,
+            iscrowd=[],
+            boxes=tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY", canvas_size=(h, w)),
+            labels=torch.zeros(0, dtype=torch.int64),
+        )
         if self.masks:
-            target['masks'] = tv_tensors.Mask(torch.zeros(0, h, w, dtype=torch.uint8))
+            target["masks"] = tv_tensors.Mask(torch.zeros(0, h, w, dtype=torch.uint8))
         return target
 
     def __getitem__(self, index: int) -> Tuple[Any, Dict[str, Any]]:
         image, target = self.dataset[index]
         info = self.image_info[index]
-        if (info.get('width'), info.get('height')) not in ((None, None), (image.width, image.height)):
-            raise AnnotationError(f"{self.annotation_file}: image {info['file_name']} is {image.width}x"
-                                  f"{image.height}, but the annotations say {info['width']}x{info['height']}")
-        if 'boxes' not in target:
-            target = self._empty_target(image, target['image_id'])
-        target['boxes'] = target['boxes'].to(torch.float32)  # COCO boxes may be whole numbers; crops need floats
-        target['labels'] = torch.tensor([self.label_of[int(c)] for c in target['labels']], dtype=torch.int64)
-        crowd = torch.tensor([bool(c) for c in target.pop('iscrowd')], dtype=torch.bool)
+        if (info.get("width"), info.get("height")) not in ((None, None), (image.width, image.height)):
+            raise AnnotationError(
+                f"{self.annotation_file}: image {info['file_name']} is {image.width}x"
+                f"{image.height}, but the annotations say {info['width']}x{info['height']}"
+            )
+        if "boxes" not in target:
+            target = self._empty_target(image, target["image_id"])
+        target["boxes"] = target["boxes"].to(torch.float32)  # COCO boxes may be whole numbers; crops need floats
+        target["labels"] = torch.tensor([self.label_of[int(c)] for c in target["labels"]], dtype=torch.int64)
+        crowd = torch.tensor([bool(c) for c in target.pop("iscrowd")], dtype=torch.bool)
         if self.keep_crowd:
-            target['iscrowd'] = crowd.long()
+            target["iscrowd"] = crowd.long()
         elif crowd.any():
             keep = ~crowd
-            for key in ('boxes', 'labels', 'masks'):
+            for key in ("boxes", "labels", "masks"):
                 if key in target:
                     target[key] = target[key][keep]
         if self.transforms is not None:
@@ -311,11 +339,19 @@ def collate(batch: Sequence[Tuple[Any, Dict[str, Any]]]) -> Tuple[List[Any], Lis
     return [b[0] for b in batch], [b[1] for b in batch]
 
 
-def coco_json(images: Sequence[Dict[str, Any]], annotations: Sequence[Dict[str, Any]],
-              class_names: Sequence[str], info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def coco_json(
+    images: Sequence[Dict[str, Any]],
+    annotations: Sequence[Dict[str, Any]],
+    class_names: Sequence[str],
+    info: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
     """A COCO detection document; categories get ids 1..K in the order of class_names."""
-    return dict(info=info or {}, images=list(images), annotations=list(annotations),
-                categories=[dict(id=i + 1, name=n) for i, n in enumerate(class_names)])
+    return dict(
+        info=info or {},
+        images=list(images),
+        annotations=list(annotations),
+        categories=[dict(id=i + 1, name=n) for i, n in enumerate(class_names)],
+    )
 
 
 def aspect_ratio_groups(aspect_ratios: Sequence[float], bins: Sequence[float] = (1.0,)) -> List[int]:
@@ -328,8 +364,7 @@ class GroupedBatchSampler(torch.utils.data.Sampler[List[int]]):
     """Batches drawn in the sampler's order, each from one group; the few left over in each group are batched
     together at the end (mixed), and the batch order is shuffled with the epoch's seed."""
 
-    def __init__(self, sampler: torch.utils.data.Sampler, group_ids: Sequence[int], batch_size: int,
-                 seed: int = 0):
+    def __init__(self, sampler: torch.utils.data.Sampler, group_ids: Sequence[int], batch_size: int, seed: int = 0):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         self.sampler, self.group_ids, self.batch_size, self.seed = sampler, list(group_ids), batch_size, seed
@@ -337,7 +372,7 @@ class GroupedBatchSampler(torch.utils.data.Sampler[List[int]]):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        if hasattr(self.sampler, 'set_epoch'):
+        if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
@@ -354,8 +389,9 @@ class GroupedBatchSampler(torch.utils.data.Sampler[List[int]]):
                 bucket.clear()
         for bucket in buckets.values():
             leftovers.extend(bucket)
-        batches += [leftovers[i:i + self.batch_size]
-                    for i in range(0, len(leftovers) - self.batch_size + 1, self.batch_size)]
+        batches += [
+            leftovers[i : i + self.batch_size] for i in range(0, len(leftovers) - self.batch_size + 1, self.batch_size)
+        ]
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         for i in torch.randperm(len(batches), generator=g).tolist():
             yield batches[i]
@@ -364,10 +400,11 @@ class GroupedBatchSampler(torch.utils.data.Sampler[List[int]]):
 @dataclass(frozen=True)
 class Augment:
     """Which augmentations run in training, and how often (0 turns one off)."""
-    hflip: float = 0.5          # horizontal flip probability (off for data where a mirror changes the class)
-    photometric: float = 0.0    # probability of SSD's photometric distortion (brightness, contrast, hue, ...)
-    zoom_out: float = 0.0       # probability of placing the image on a canvas up to 2x larger (small objects)
-    iou_crop: bool = False      # SSD's random crop keeping objects by IoU (large objects)
+
+    hflip: float = 0.5  # horizontal flip probability (off for data where a mirror changes the class)
+    photometric: float = 0.0  # probability of SSD's photometric distortion (brightness, contrast, hue, ...)
+    zoom_out: float = 0.0  # probability of placing the image on a canvas up to 2x larger (small objects)
+    iou_crop: bool = False  # SSD's random crop keeping objects by IoU (large objects)
 
 
 def train_transforms(aug: Augment) -> v2.Compose:
@@ -380,8 +417,12 @@ def train_transforms(aug: Augment) -> v2.Compose:
         steps.append(v2.RandomIoUCrop())
     if aug.hflip > 0:
         steps.append(v2.RandomHorizontalFlip(p=aug.hflip))
-    steps += [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=1.0),
-              v2.ToDtype(torch.float32, scale=True), v2.ToPureTensor()]
+    steps += [
+        v2.ClampBoundingBoxes(),
+        v2.SanitizeBoundingBoxes(min_size=1.0),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.ToPureTensor(),
+    ]
     return v2.Compose(steps)
 
 

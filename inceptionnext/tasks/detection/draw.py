@@ -1,4 +1,5 @@
 """Pictures of detections: boxes, class names and scores (and instance masks) drawn with torchvision.utils."""
+
 from __future__ import annotations
 
 import functools
@@ -11,8 +12,20 @@ from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks, make
 from ...models.detection import MASK_THRESHOLD
 from ...utils.text import excerpt
 
-PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255)]
+PALETTE = [
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (220, 190, 255),
+]
 
 
 @functools.lru_cache(maxsize=None)
@@ -22,7 +35,7 @@ def label_font() -> Optional[str]:
         import matplotlib
     except ImportError:
         return None
-    path = os.path.join(os.path.dirname(matplotlib.__file__), 'mpl-data', 'fonts', 'ttf', 'DejaVuSans.ttf')
+    path = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf", "DejaVuSans.ttf")
     return path if os.path.isfile(path) else None
 
 
@@ -33,9 +46,14 @@ def label_text(label: int, class_names: Optional[Sequence[str]]) -> str:
     return str(label)
 
 
-def draw_detections(image: torch.Tensor, detections: Dict[str, torch.Tensor],
-                    class_names: Optional[Sequence[str]] = None, score_thresh: float = 0.5,
-                    width: int = 2, upscale: Optional[int] = None) -> torch.Tensor:
+def draw_detections(
+    image: torch.Tensor,
+    detections: Dict[str, torch.Tensor],
+    class_names: Optional[Sequence[str]] = None,
+    score_thresh: float = 0.5,
+    width: int = 2,
+    upscale: Optional[int] = None,
+) -> torch.Tensor:
     """uint8 (3, H, W) image with the detections scoring at least score_thresh drawn on it.
 
     Small images are drawn `upscale` times larger (default: enough for a short side of 192 px), pixel for pixel,
@@ -43,18 +61,20 @@ def draw_detections(image: torch.Tensor, detections: Dict[str, torch.Tensor],
     """
     upscale = upscale or max(1, 192 // min(image.shape[-2:]))
     if upscale > 1:
-        image = torch.nn.functional.interpolate(image[None].float(), scale_factor=upscale,
-                                                mode='nearest')[0].to(torch.uint8)
-        detections = dict(detections, boxes=detections['boxes'] * upscale)
-        if 'masks' in detections:
-            masks = detections['masks']
-            detections['masks'] = torch.nn.functional.interpolate(
-                masks.float().reshape(-1, 1, *masks.shape[-2:]), scale_factor=upscale, mode='nearest')
-    keep = detections['scores'] >= score_thresh
-    boxes, labels, scores = detections['boxes'][keep], detections['labels'][keep], detections['scores'][keep]
+        image = torch.nn.functional.interpolate(image[None].float(), scale_factor=upscale, mode="nearest")[0].to(
+            torch.uint8
+        )
+        detections = dict(detections, boxes=detections["boxes"] * upscale)
+        if "masks" in detections:
+            masks = detections["masks"]
+            detections["masks"] = torch.nn.functional.interpolate(
+                masks.float().reshape(-1, 1, *masks.shape[-2:]), scale_factor=upscale, mode="nearest"
+            )
+    keep = detections["scores"] >= score_thresh
+    boxes, labels, scores = detections["boxes"][keep], detections["labels"][keep], detections["scores"][keep]
     colours = [PALETTE[int(lbl) % len(PALETTE)] for lbl in labels]
-    if 'masks' in detections and keep.any():
-        masks = detections['masks'][keep]
+    if "masks" in detections and keep.any():
+        masks = detections["masks"][keep]
         masks = (masks[:, 0] if masks.dim() == 4 else masks) > MASK_THRESHOLD
         image = draw_segmentation_masks(image, masks, alpha=0.45, colors=colours)
     # names come from files: drawn escaped (a control character would also fail the text layout)
@@ -62,21 +82,43 @@ def draw_detections(image: torch.Tensor, detections: Dict[str, torch.Tensor],
     if len(boxes) == 0:
         return image
     font = label_font()
-    return draw_bounding_boxes(image, boxes, labels=texts, colors=colours, width=width, font=font,
-                               font_size=max(10, min(image.shape[-2:]) // 12) if font else None,
-                               fill_labels=True, label_colors='black', label_background_colors=colours)
+    return draw_bounding_boxes(
+        image,
+        boxes,
+        labels=texts,
+        colors=colours,
+        width=width,
+        font=font,
+        font_size=max(10, min(image.shape[-2:]) // 12) if font else None,
+        fill_labels=True,
+        label_colors="black",
+        label_background_colors=colours,
+    )
 
 
 def to_uint8(image: torch.Tensor) -> torch.Tensor:
     return (image.clamp(0, 1) * 255).round().to(torch.uint8) if image.is_floating_point() else image
 
 
-def detection_grid(images: List[torch.Tensor], detections: List[Dict[str, torch.Tensor]],
-                   class_names: Optional[Sequence[str]] = None, score_thresh: float = 0.5,
-                   upscale: Optional[int] = None, nrow: int = 4) -> torch.Tensor:
+def detection_grid(
+    images: List[torch.Tensor],
+    detections: List[Dict[str, torch.Tensor]],
+    class_names: Optional[Sequence[str]] = None,
+    score_thresh: float = 0.5,
+    upscale: Optional[int] = None,
+    nrow: int = 4,
+) -> torch.Tensor:
     """Several images with their detections, side by side (all images padded to the largest)."""
-    drawn = [draw_detections(to_uint8(image.cpu()), {k: v.detach().cpu() for k, v in det.items()}, class_names,
-                             score_thresh, upscale=upscale) for image, det in zip(images, detections)]
+    drawn = [
+        draw_detections(
+            to_uint8(image.cpu()),
+            {k: v.detach().cpu() for k, v in det.items()},
+            class_names,
+            score_thresh,
+            upscale=upscale,
+        )
+        for image, det in zip(images, detections)
+    ]
     h = max(d.shape[1] for d in drawn)
     w = max(d.shape[2] for d in drawn)
     padded = [torch.nn.functional.pad(d, (0, w - d.shape[2], 0, h - d.shape[1])) for d in drawn]

@@ -3,6 +3,7 @@ detectors on the zoo backbones (models/detection.py), their own losses, COCO mAP
 
 Everything else (config, checkpoints and exact resume, DDP, AMP, EMA, schedule, log, plot) is the engine's.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,24 +13,27 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from . import data as coco_lib
-from .scenes import DemoSpec, ensure_demo_data, split_paths
-from .draw import detection_grid
-from .evaluate import DetectionMAP
-from .data import GroupedBatchSampler, aspect_ratio_groups
-from .data import Augment, eval_transforms, train_transforms
-from ...models.detection import create_detector, parse_name
-from ...utils.plots import save_png
-from ...weights import CheckpointError, load_state_dict_file
-from ...train import distributed as dist_lib
 from ...data.folders import DataError
+from ...models.detection import create_detector, parse_name
+from ...train import distributed as dist_lib
 from ...train.engine import TrainError, autocast_for
 from ...train.task import Task, register_task
+from ...utils.plots import save_png
+from ...weights import CheckpointError, load_state_dict_file
+from . import data as coco_lib
+from .data import Augment, GroupedBatchSampler, aspect_ratio_groups, eval_transforms, train_transforms
+from .draw import detection_grid
+from .evaluate import DetectionMAP
+from .scenes import DemoSpec, ensure_demo_data, split_paths
 
 # mAP figures are logged in percent, like top-1 and mIoU
 METRICS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_100")
-COLUMNS = (["epoch", "iter", "lr", "train_loss"] + [f"val_{k}" for k in METRICS]
-           + [f"val_segm_{k}" for k in METRICS[:3]] + ["ema_val_map", "ema_val_map_50", "epoch_time_s"])
+COLUMNS = (
+    ["epoch", "iter", "lr", "train_loss"]
+    + [f"val_{k}" for k in METRICS]
+    + [f"val_segm_{k}" for k in METRICS[:3]]
+    + ["ema_val_map", "ema_val_map_50", "epoch_time_s"]
+)
 
 
 def data_paths(cfg, split: str):
@@ -37,8 +41,10 @@ def data_paths(cfg, split: str):
     beside <split>/), else the demo's (<split>/images and <split>/annotations.json)."""
     root = cfg.data_dir
     if root is None:
-        raise DataError("dataset coco needs data_dir: a folder with annotations/instances_<split>.json and "
-                        "<split>/, or <split>/images and <split>/annotations.json")
+        raise DataError(
+            "dataset coco needs data_dir: a folder with annotations/instances_<split>.json and "
+            "<split>/, or <split>/images and <split>/annotations.json"
+        )
     coco_ann = os.path.join(root, "annotations", f"instances_{split}.json")
     if os.path.isfile(coco_ann):
         return os.path.join(root, split), coco_ann
@@ -67,8 +73,12 @@ class DetectionTask(Task):
     main_metric = "map"
     metric_label = "mAP"
     log_columns = COLUMNS
-    plot_metrics = (("val_map", "mAP"), ("val_map_50", "mAP@0.5"), ("val_segm_map", "mask mAP"),
-                    ("ema_val_map", "mAP (EMA)"))
+    plot_metrics = (
+        ("val_map", "mAP"),
+        ("val_map_50", "mAP@0.5"),
+        ("val_segm_map", "mask mAP"),
+        ("ema_val_map", "mAP (EMA)"),
+    )
 
     def __init__(self, cfg, env):
         super().__init__(cfg, env)
@@ -90,15 +100,17 @@ class DetectionTask(Task):
         elif cfg.dataset == "coco":
             train_paths, val_paths = data_paths(cfg, cfg.train_split), data_paths(cfg, cfg.val_split)
         else:
-            raise DataError(f"task detection reads dataset coco (COCO-format JSON) or digits (the generated "
-                            f"demo), not {cfg.dataset!r}")
+            raise DataError(
+                f"task detection reads dataset coco (COCO-format JSON) or digits (the generated "
+                f"demo), not {cfg.dataset!r}"
+            )
         aug = Augment(hflip=cfg.hflip, photometric=cfg.photometric, zoom_out=cfg.zoom_out, iou_crop=cfg.iou_crop)
         train = coco_lib.CocoDetectionSet(*train_paths, transforms=train_transforms(aug), masks=self.masks)
-        val = coco_lib.CocoDetectionSet(*val_paths, transforms=eval_transforms(), masks=self.masks,
-                                        keep_crowd=True)
+        val = coco_lib.CocoDetectionSet(*val_paths, transforms=eval_transforms(), masks=self.masks, keep_crowd=True)
         if val.class_names != train.class_names:
-            raise DataError(f"the val categories {val.class_names} differ from the train categories "
-                            f"{train.class_names}")
+            raise DataError(
+                f"the val categories {val.class_names} differ from the train categories {train.class_names}"
+            )
         self.vis_set = val
         return train, val, train.num_classes
 
@@ -106,14 +118,17 @@ class DetectionTask(Task):
         cfg, env = self.cfg, self.env
         if batches_per_epoch is not None:
             raise TrainError("detection trains by epochs; unset iters")
-        base = torch.utils.data.DistributedSampler(train_set, num_replicas=env.world_size, rank=env.rank,
-                                                   shuffle=True, seed=cfg.seed, drop_last=True)
-        groups = (aspect_ratio_groups(train_set.aspect_ratios()) if cfg.aspect_grouping
-                  else [0] * len(train_set))
+        base = torch.utils.data.DistributedSampler(
+            train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=cfg.seed, drop_last=True
+        )
+        groups = aspect_ratio_groups(train_set.aspect_ratios()) if cfg.aspect_grouping else [0] * len(train_set)
         batches = GroupedBatchSampler(base, groups, cfg.batch_size, seed=cfg.seed)
-        common = dict(num_workers=cfg.workers, collate_fn=coco_lib.collate,
-                      pin_memory=cfg.pin_memory and self.device.type == "cuda",
-                      persistent_workers=cfg.workers > 0)
+        common = dict(
+            num_workers=cfg.workers,
+            collate_fn=coco_lib.collate,
+            pin_memory=cfg.pin_memory and self.device.type == "cuda",
+            persistent_workers=cfg.workers > 0,
+        )
         train = EpochLoader(torch.utils.data.DataLoader(train_set, batch_sampler=batches, **common), batches)
         share = torch.utils.data.Subset(val_set, list(range(env.rank, len(val_set), env.world_size)))
         val = torch.utils.data.DataLoader(share, batch_size=cfg.batch_size, shuffle=False, **common)
@@ -124,40 +139,60 @@ class DetectionTask(Task):
         """What rebuilds this detector (also stored in every checkpoint, for `inceptionnext detect`)."""
         cfg = self.cfg
         score_key = "box_score_thresh" if self.spec.two_stage else "score_thresh"
-        return dict(name=cfg.model, num_classes=num_classes, fpn_channels=cfg.fpn_channels,
-                    anchor_sizes=list(cfg.anchor_sizes) if cfg.anchor_sizes else None,
-                    kwargs=dict(cfg.detector_kwargs, min_size=list(cfg.min_size), max_size=cfg.max_size,
-                                **{score_key: cfg.score_thresh}))
+        return dict(
+            name=cfg.model,
+            num_classes=num_classes,
+            fpn_channels=cfg.fpn_channels,
+            anchor_sizes=list(cfg.anchor_sizes) if cfg.anchor_sizes else None,
+            kwargs=dict(
+                cfg.detector_kwargs, min_size=list(cfg.min_size), max_size=cfg.max_size, **{score_key: cfg.score_thresh}
+            ),
+        )
 
     def build_model(self, num_classes: int) -> nn.Module:
         cfg = self.cfg
         args = self.detector_args(num_classes)
         try:
             model = create_detector(
-                cfg.model, num_classes, backbone_weights=cfg.backbone_weights, pretrained_backbone=cfg.pretrained,
-                frozen_stages=cfg.frozen_stages, frozen_bn=cfg.frozen_bn, fpn_channels=cfg.fpn_channels,
-                anchor_sizes=cfg.anchor_sizes, drop_path_rate=cfg.drop_path,
-                **dict(args["kwargs"], min_size=tuple(cfg.min_size)))
+                cfg.model,
+                num_classes,
+                backbone_weights=cfg.backbone_weights,
+                pretrained_backbone=cfg.pretrained,
+                frozen_stages=cfg.frozen_stages,
+                frozen_bn=cfg.frozen_bn,
+                fpn_channels=cfg.fpn_channels,
+                anchor_sizes=cfg.anchor_sizes,
+                drop_path_rate=cfg.drop_path,
+                **dict(args["kwargs"], min_size=tuple(cfg.min_size)),
+            )
         except (KeyError, ValueError, FileNotFoundError) as e:
             raise TrainError(f"cannot build {cfg.model}: {e}") from e
         if cfg.weights:  # a whole trained detector (fine-tuning it further)
             try:
                 model.load_state_dict(load_state_dict_file(cfg.weights))
             except (RuntimeError, CheckpointError) as e:
-                raise TrainError(f"weights {cfg.weights} do not fit {cfg.model} with {num_classes} classes: "
-                                 f"{str(e).splitlines()[0]}") from e
+                raise TrainError(
+                    f"weights {cfg.weights} do not fit {cfg.model} with {num_classes} classes: {str(e).splitlines()[0]}"
+                ) from e
         return model
 
     def data_config(self, model):
         t = model.transform
-        return {"input_size": (3, min(t.min_size), min(t.min_size)), "min_size": list(t.min_size),
-                "max_size": t.max_size, "mean": tuple(t.image_mean), "std": tuple(t.image_std)}
+        return {
+            "input_size": (3, min(t.min_size), min(t.min_size)),
+            "min_size": list(t.min_size),
+            "max_size": t.max_size,
+            "mean": tuple(t.image_mean),
+            "std": tuple(t.image_std),
+        }
 
     # ------------------------------------------------------------------------------------------- steps
     def _to_device(self, images, targets):
         images = [im.to(self.device, non_blocking=True) for im in images]
-        targets = [{k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()}
-                   for t in targets]
+        targets = [
+            {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()}
+            for t in targets
+        ]
         return images, targets
 
     def train_loss(self, model, batch):
@@ -172,8 +207,9 @@ class DetectionTask(Task):
         model.eval()
         metric = DetectionMAP(masks=self.masks, sync=env.distributed)
         count = 0
-        for images, targets in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True,
-                                    disable=None if (cfg.progress and env.is_main) else True):
+        for images, targets in tqdm(
+            loader, desc=desc, leave=False, dynamic_ncols=True, disable=None if (cfg.progress and env.is_main) else True
+        ):
             images, _ = self._to_device(images, [])
             with autocast_for(cfg.amp, self.device):
                 outputs = model(images)
@@ -197,8 +233,12 @@ class DetectionTask(Task):
         return text
 
     def checkpoint_record(self, data_cfg, train_set):
-        return {"data_config": dict(data_cfg), "task": self.name, "class_names": list(train_set.class_names),
-                "detector": self.detector_args(train_set.num_classes)}
+        return {
+            "data_config": dict(data_cfg),
+            "task": self.name,
+            "class_names": list(train_set.class_names),
+            "detector": self.detector_args(train_set.num_classes),
+        }
 
     def after_validation(self, model, out_dir, epoch):
         """A picture of the first val images with the current detections: <run>/detections.png."""
@@ -214,4 +254,3 @@ class DetectionTask(Task):
         grid = detection_grid(images, outputs, self.vis_set.class_names, score_thresh=0.5)
         path = os.path.join(out_dir, "detections.png")
         save_png(grid.permute(1, 2, 0).numpy(), path)
-

@@ -4,6 +4,7 @@ mmsegmentation's ADE20K recipe built from torchvision's transforms v2, and the i
 Every bad input is an error that names it: a missing split folder, an image without its mask (or the reverse), a
 mask whose size differs from its image, a label outside the class range.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,27 +18,163 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torchvision import tv_tensors
 
-from ...models.segmentation import IGNORE_INDEX
 from ...data.folders import IMG_EXTENSIONS, DataError
+from ...models.segmentation import IGNORE_INDEX
 from .scenes import DigitScenes
 
 # ADE20K (SceneParse150) class names, in label order 1..150 (0 is "other", ignored with reduce_zero_label)
 ADE20K_CLASSES = (
-    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
-    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
-    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence", "desk",
-    "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
-    "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand", "path",
-    "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge", "bookcase",
-    "blind", "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove", "palm",
-    "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus", "towel",
-    "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television receiver", "airplane",
-    "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet", "poster",
-    "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything", "swimming pool", "stool",
-    "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank",
-    "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture",
-    "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate", "monitor",
-    "bulletin board", "shower", "radiator", "glass", "clock", "flag")
+    "wall",
+    "building",
+    "sky",
+    "floor",
+    "tree",
+    "ceiling",
+    "road",
+    "bed",
+    "windowpane",
+    "grass",
+    "cabinet",
+    "sidewalk",
+    "person",
+    "earth",
+    "door",
+    "table",
+    "mountain",
+    "plant",
+    "curtain",
+    "chair",
+    "car",
+    "water",
+    "painting",
+    "sofa",
+    "shelf",
+    "house",
+    "sea",
+    "mirror",
+    "rug",
+    "field",
+    "armchair",
+    "seat",
+    "fence",
+    "desk",
+    "rock",
+    "wardrobe",
+    "lamp",
+    "bathtub",
+    "railing",
+    "cushion",
+    "base",
+    "box",
+    "column",
+    "signboard",
+    "chest of drawers",
+    "counter",
+    "sand",
+    "sink",
+    "skyscraper",
+    "fireplace",
+    "refrigerator",
+    "grandstand",
+    "path",
+    "stairs",
+    "runway",
+    "case",
+    "pool table",
+    "pillow",
+    "screen door",
+    "stairway",
+    "river",
+    "bridge",
+    "bookcase",
+    "blind",
+    "coffee table",
+    "toilet",
+    "flower",
+    "book",
+    "hill",
+    "bench",
+    "countertop",
+    "stove",
+    "palm",
+    "kitchen island",
+    "computer",
+    "swivel chair",
+    "boat",
+    "bar",
+    "arcade machine",
+    "hovel",
+    "bus",
+    "towel",
+    "light",
+    "truck",
+    "tower",
+    "chandelier",
+    "awning",
+    "streetlight",
+    "booth",
+    "television receiver",
+    "airplane",
+    "dirt track",
+    "apparel",
+    "pole",
+    "land",
+    "bannister",
+    "escalator",
+    "ottoman",
+    "bottle",
+    "buffet",
+    "poster",
+    "stage",
+    "van",
+    "ship",
+    "fountain",
+    "conveyer belt",
+    "canopy",
+    "washer",
+    "plaything",
+    "swimming pool",
+    "stool",
+    "barrel",
+    "basket",
+    "waterfall",
+    "tent",
+    "bag",
+    "minibike",
+    "cradle",
+    "oven",
+    "ball",
+    "food",
+    "step",
+    "tank",
+    "trade name",
+    "microwave",
+    "pot",
+    "animal",
+    "bicycle",
+    "lake",
+    "dishwasher",
+    "screen",
+    "blanket",
+    "sculpture",
+    "hood",
+    "sconce",
+    "vase",
+    "traffic light",
+    "tray",
+    "ashcan",
+    "fan",
+    "pier",
+    "crt screen",
+    "plate",
+    "monitor",
+    "bulletin board",
+    "shower",
+    "radiator",
+    "glass",
+    "clock",
+    "flag",
+)
 assert len(ADE20K_CLASSES) == 150
 
 
@@ -55,8 +192,11 @@ def palette(num_classes: int, seed: int = 3) -> List[Tuple[int, int, int]]:
 
 
 def _stems(folder: str, extensions: Sequence[str]) -> Dict[str, str]:
-    return {os.path.splitext(f)[0]: os.path.join(folder, f) for f in sorted(os.listdir(folder))
-            if f.lower().endswith(tuple(extensions))}
+    return {
+        os.path.splitext(f)[0]: os.path.join(folder, f)
+        for f in sorted(os.listdir(folder))
+        if f.lower().endswith(tuple(extensions))
+    }
 
 
 class MaskFolderDataset(torch.utils.data.Dataset):
@@ -67,9 +207,17 @@ class MaskFolderDataset(torch.utils.data.Dataset):
     int64) before ``transform``; labels are checked against num_classes as they are read.
     """
 
-    def __init__(self, root: str, split: str, num_classes: int, image_dir: str = "images",
-                 mask_dir: str = "masks", reduce_zero_label: bool = False, transform=None,
-                 class_names: Optional[Sequence[str]] = None):
+    def __init__(
+        self,
+        root: str,
+        split: str,
+        num_classes: int,
+        image_dir: str = "images",
+        mask_dir: str = "masks",
+        reduce_zero_label: bool = False,
+        transform=None,
+        class_names: Optional[Sequence[str]] = None,
+    ):
         if not root or not os.path.isdir(root):
             raise DataError(f"segmentation data directory not found: {root}")
         img_root, mask_root = os.path.join(root, image_dir, split), os.path.join(root, mask_dir, split)
@@ -77,18 +225,22 @@ class MaskFolderDataset(torch.utils.data.Dataset):
             if not os.path.isdir(folder):
                 parent = os.path.dirname(folder)
                 found = sorted(os.listdir(parent)) if os.path.isdir(parent) else []
-                raise DataError(f"split '{split}' has no {what} folder {folder} (found in {parent}: "
-                                f"{found or 'nothing'}); expected {root}/{image_dir}/<split>/ and "
-                                f"{root}/{mask_dir}/<split>/")
+                raise DataError(
+                    f"split '{split}' has no {what} folder {folder} (found in {parent}: "
+                    f"{found or 'nothing'}); expected {root}/{image_dir}/<split>/ and "
+                    f"{root}/{mask_dir}/<split>/"
+                )
         images, masks = _stems(img_root, IMG_EXTENSIONS), _stems(mask_root, (".png",))
         if not images:
             raise DataError(f"no images found in {img_root}")
         lone = sorted(set(images) ^ set(masks))
         if lone:
             side = "mask" if lone[0] in images else "image"
-            raise DataError(f"{len(lone)} files without a partner in split '{split}', e.g. "
-                            f"{images.get(lone[0]) or masks.get(lone[0])} has no {side} in "
-                            f"{mask_root if side == 'mask' else img_root}")
+            raise DataError(
+                f"{len(lone)} files without a partner in split '{split}', e.g. "
+                f"{images.get(lone[0]) or masks.get(lone[0])} has no {side} in "
+                f"{mask_root if side == 'mask' else img_root}"
+            )
         self.samples = [(images[k], masks[k]) for k in sorted(images)]
         self.num_classes, self.reduce_zero_label, self.transform = num_classes, reduce_zero_label, transform
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
@@ -105,9 +257,11 @@ class MaskFolderDataset(torch.utils.data.Dataset):
             mask = np.where(mask == 0, IGNORE_INDEX, mask - 1)
         bad = (mask != IGNORE_INDEX) & ((mask < 0) | (mask >= self.num_classes))
         if bad.any():
-            raise DataError(f"mask {path} holds label {int(mask[bad][0])}, outside the {self.num_classes} classes "
-                            f"(0..{self.num_classes - 1}, or {IGNORE_INDEX} for ignored pixels)"
-                            + ("" if self.reduce_zero_label else "; is this ADE20K without reduce_zero_label?"))
+            raise DataError(
+                f"mask {path} holds label {int(mask[bad][0])}, outside the {self.num_classes} classes "
+                f"(0..{self.num_classes - 1}, or {IGNORE_INDEX} for ignored pixels)"
+                + ("" if self.reduce_zero_label else "; is this ADE20K without reduce_zero_label?")
+            )
         return mask
 
     def check_files(self) -> None:
@@ -122,8 +276,10 @@ class MaskFolderDataset(torch.utils.data.Dataset):
             except Exception as e:  # includes PIL's DecompressionBombError
                 raise DataError(f"cannot read image {img_path}: {type(e).__name__}: {e}") from None
             if limit and size[0] * size[1] > limit:
-                raise DataError(f"image {img_path} is {size[0]}x{size[1]} ({size[0] * size[1]} pixels), over the "
-                                f"decompression limit of {limit} pixels")
+                raise DataError(
+                    f"image {img_path} is {size[0]}x{size[1]} ({size[0] * size[1]} pixels), over the "
+                    f"decompression limit of {limit} pixels"
+                )
             try:
                 mask = self.read_mask(mask_path)
             except DataError:
@@ -131,8 +287,10 @@ class MaskFolderDataset(torch.utils.data.Dataset):
             except Exception as e:
                 raise DataError(f"cannot read mask {mask_path}: {type(e).__name__}: {e}") from None
             if mask.shape != (size[1], size[0]):
-                raise DataError(f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image {img_path} is "
-                                f"{size[0]}x{size[1]}")
+                raise DataError(
+                    f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image {img_path} is "
+                    f"{size[0]}x{size[1]}"
+                )
 
     def load(self, index: int) -> Tuple[tv_tensors.Image, tv_tensors.Mask]:
         img_path, mask_path = self.samples[index]
@@ -143,10 +301,14 @@ class MaskFolderDataset(torch.utils.data.Dataset):
             raise DataError(f"cannot read image {img_path}: {e}") from e
         mask = self.read_mask(mask_path)
         if mask.shape != img.shape[:2]:
-            raise DataError(f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image {img_path} is "
-                            f"{img.shape[1]}x{img.shape[0]}")
-        return (tv_tensors.Image(torch.from_numpy(img.copy()).permute(2, 0, 1)),
-                tv_tensors.Mask(torch.from_numpy(mask)))
+            raise DataError(
+                f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image {img_path} is "
+                f"{img.shape[1]}x{img.shape[0]}"
+            )
+        return (
+            tv_tensors.Image(torch.from_numpy(img.copy()).permute(2, 0, 1)),
+            tv_tensors.Mask(torch.from_numpy(mask)),
+        )
 
     def __getitem__(self, index: int):
         img, mask = self.load(index)
@@ -201,7 +363,7 @@ class CatMaxRatioCrop(v2.Transform):
         top, left = draw()
         if self.cat_max_ratio < 1.0 and mask is not None:
             for _ in range(10):
-                crop = mask[top:top + self.size, left:left + self.size]
+                crop = mask[top : top + self.size, left : left + self.size]
                 counts = torch.bincount(crop[crop != self.ignore_index].flatten())
                 counts = counts[counts > 0]
                 if len(counts) > 1 and counts.max().item() / counts.sum().item() < self.cat_max_ratio:
@@ -210,8 +372,9 @@ class CatMaxRatioCrop(v2.Transform):
         return {"top": top, "left": left, "pad_h": max(self.size - h, 0), "pad_w": max(self.size - w, 0)}
 
     def transform(self, inpt: Any, params: Dict[str, Any]) -> Any:
-        out = TF.crop(inpt, params["top"], params["left"], min(self.size, inpt.shape[-2]),
-                      min(self.size, inpt.shape[-1]))
+        out = TF.crop(
+            inpt, params["top"], params["left"], min(self.size, inpt.shape[-2]), min(self.size, inpt.shape[-1])
+        )
         if params["pad_h"] or params["pad_w"]:
             fill = self.ignore_index if isinstance(inpt, tv_tensors.Mask) else 0
             out = TF.pad(out, [0, 0, params["pad_w"], params["pad_h"]], fill=fill)
@@ -300,7 +463,7 @@ class RoundSampler(torch.utils.data.Sampler):
             perm = torch.randperm(self.n, generator=g).tolist()
             lo, hi = max(start - k * self.n, 0), min(stop - k * self.n, self.n)
             out.extend(perm[lo:hi])
-        return iter(out[self.rank::self.world])
+        return iter(out[self.rank :: self.world])
 
 
 def read_class_names(data_dir: str, num_classes) -> List[str]:
@@ -323,14 +486,23 @@ def build_seg_datasets(cfg):
         size = cfg.img_size or 64
         n_train, n_val = cfg.scene_counts
         design = dict(canvas=size, scale=tuple(cfg.digit_scale), digits_per_scene=tuple(cfg.scene_digits))
-        return (DigitScenes("train", length=n_train, **design), DigitScenes("val", length=n_val, **design),
-                list(DigitScenes.class_names))
+        return (
+            DigitScenes("train", length=n_train, **design),
+            DigitScenes("val", length=n_val, **design),
+            list(DigitScenes.class_names),
+        )
     if cfg.dataset == "ade20k":
         names = list(ADE20K_CLASSES)
-        splits = (cfg.train_split if cfg.train_split != "train" else "training",
-                  cfg.val_split if cfg.val_split != "val" else "validation")
-        sets = [MaskFolderDataset(cfg.data_dir, s, len(names), "images", "annotations", reduce_zero_label=True,
-                                  class_names=names) for s in splits]
+        splits = (
+            cfg.train_split if cfg.train_split != "train" else "training",
+            cfg.val_split if cfg.val_split != "val" else "validation",
+        )
+        sets = [
+            MaskFolderDataset(
+                cfg.data_dir, s, len(names), "images", "annotations", reduce_zero_label=True, class_names=names
+            )
+            for s in splits
+        ]
         for one in sets:  # both splits, before the first iteration
             one.check_files()
         return sets[0], sets[1], names
@@ -338,8 +510,10 @@ def build_seg_datasets(cfg):
         if not cfg.data_dir or not os.path.isdir(cfg.data_dir):
             raise DataError(f"segmentation data directory not found: {cfg.data_dir}")
         names = read_class_names(cfg.data_dir, cfg.num_classes)
-        sets = [MaskFolderDataset(cfg.data_dir, s, len(names), "images", "masks", cfg.reduce_zero_label,
-                                  class_names=names) for s in (cfg.train_split, cfg.val_split)]
+        sets = [
+            MaskFolderDataset(cfg.data_dir, s, len(names), "images", "masks", cfg.reduce_zero_label, class_names=names)
+            for s in (cfg.train_split, cfg.val_split)
+        ]
         for one in sets:  # both splits, before the first iteration
             one.check_files()
         return sets[0], sets[1], names

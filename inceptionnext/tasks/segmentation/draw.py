@@ -1,7 +1,9 @@
 """Pictures of segmentation: class-colour overlays of predictions on their images."""
+
 from __future__ import annotations
 
 import numpy as np
+
 from ...models.segmentation import IGNORE_INDEX
 
 

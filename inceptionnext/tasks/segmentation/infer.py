@@ -1,5 +1,6 @@
 """Segment image files: a colour-overlay PNG and a raw class-index mask PNG per image, and each class's share of
 the pixels, with the class names and palette of the weights."""
+
 from __future__ import annotations
 
 import os
@@ -11,19 +12,29 @@ import torch.nn as nn
 from PIL import Image
 from torchvision import tv_tensors
 
-from ..classification.infer import class_names
 from ...data.images import MAX_DENSE_PIXELS, check_image, load_image, output_names, refuse_existing
-from .data import EvalTransform, palette
-from .evaluate import predict_probs
-from .draw import overlay
 from ...utils.files import write_atomically
+from ..classification.infer import class_names
+from .data import EvalTransform, palette
+from .draw import overlay
+from .evaluate import predict_probs
 
 
 @torch.no_grad()
-def segment_files(model: nn.Module, paths: Sequence, out_dir: str, device: Optional[torch.device] = None,
-                  base_size: Optional[Tuple[int, int]] = None, mode: str = "whole", crop: int = 512,
-                  stride: Optional[int] = None, scales: Sequence[float] = (1.0,), flip: bool = False,
-                  alpha: float = 0.5, overwrite: bool = False) -> List[Dict[str, Any]]:
+def segment_files(
+    model: nn.Module,
+    paths: Sequence,
+    out_dir: str,
+    device: Optional[torch.device] = None,
+    base_size: Optional[Tuple[int, int]] = None,
+    mode: str = "whole",
+    crop: int = 512,
+    stride: Optional[int] = None,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    alpha: float = 0.5,
+    overwrite: bool = False,
+) -> List[Dict[str, Any]]:
     """For each image: <out_dir>/<name>_overlay.png, <name>_mask.png (class indices; uint8 up to 256 classes,
     else 16-bit) and the classes' pixel shares (%), largest first; a folder's images keep their place below it
     (`inference.output_names`). Every file is checked before the model runs; existing outputs are not written
@@ -33,8 +44,10 @@ def segment_files(model: nn.Module, paths: Sequence, out_dir: str, device: Optio
         raise ValueError("no image files given")
     for p, _ in named:
         check_image(p, MAX_DENSE_PIXELS)
-    outputs = {p: (os.path.join(out_dir, f"{name}_mask.png"), os.path.join(out_dir, f"{name}_overlay.png"))
-               for p, name in named}
+    outputs = {
+        p: (os.path.join(out_dir, f"{name}_mask.png"), os.path.join(out_dir, f"{name}_overlay.png"))
+        for p, name in named
+    }
     refuse_existing([t for pair in outputs.values() for t in pair], overwrite)
     paths = [p for p, _ in named]
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
@@ -59,7 +72,15 @@ def segment_files(model: nn.Module, paths: Sequence, out_dir: str, device: Optio
         over = Image.fromarray(overlay(raw, pred, colours, alpha))
         write_atomically(overlay_path, lambda tmp: over.save(tmp, format="PNG"))
         counts = np.bincount(pred.ravel(), minlength=model.num_classes)
-        shares = [{"index": int(i), "label": names[i], "share": 100.0 * counts[i] / pred.size,
-                   "colour": [int(c) for c in colours[i]]} for i in np.argsort(-counts) if counts[i] > 0]
+        shares = [
+            {
+                "index": int(i),
+                "label": names[i],
+                "share": 100.0 * counts[i] / pred.size,
+                "colour": [int(c) for c in colours[i]],
+            }
+            for i in np.argsort(-counts)
+            if counts[i] > 0
+        ]
         results.append({"file": str(path), "mask": mask_path, "overlay": overlay_path, "classes": shares})
     return results

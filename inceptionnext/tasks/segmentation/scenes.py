@@ -10,6 +10,7 @@ of them in the cells of a 2x2 grid of a 64 px canvas, so most pixels belong to a
 strokes several pixels wide at the model's stride-4 output; the digit colour kept apart from the background's so
 that the mask is about the shape, while gratings and noise make the background more than a flat colour.
 """
+
 from __future__ import annotations
 
 from typing import Tuple
@@ -19,8 +20,8 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
-from ...data.folders import DataError
 from ...data.digits import DigitsDataset
+from ...data.folders import DataError
 
 CLASS_NAMES = ("background",) + tuple(str(d) for d in range(10))
 
@@ -31,8 +32,15 @@ class DigitScenes(torch.utils.data.Dataset):
     SIZES = {"train": 4000, "val": 300}
     SEED = 11
 
-    def __init__(self, split: str = "train", canvas: int = 64, scale: Tuple[float, float] = (3.5, 4.0),
-                 digits_per_scene: Tuple[int, int] = (2, 3), transform=None, length: int = 0):
+    def __init__(
+        self,
+        split: str = "train",
+        canvas: int = 64,
+        scale: Tuple[float, float] = (3.5, 4.0),
+        digits_per_scene: Tuple[int, int] = (2, 3),
+        transform=None,
+        length: int = 0,
+    ):
         if split not in self.SIZES:
             raise DataError(f"digit scenes have splits 'train' and 'val', not {split!r}")
         src = DigitsDataset(split, 8)
@@ -42,7 +50,6 @@ class DigitScenes(torch.utils.data.Dataset):
         self.length = length or self.SIZES[split]
         self.transform = transform
         self._cache = {}  # index -> (image, mask uint8): each scene is drawn once (~4 ms) and reused every epoch
-
 
     def __len__(self) -> int:
         return self.length
@@ -82,16 +89,18 @@ class DigitScenes(torch.utils.data.Dataset):
             # a colour far from the background's: the opposite side of mid-grey, with some hue
             colour = np.clip(np.where(base > 0.5, rng.uniform(0.0, 0.3, 3), rng.uniform(0.7, 1.0, 3)), 0, 1)
             alpha = np.clip(ink * 1.5, 0, 1)[..., None]
-            region = img[top:top + size, left:left + size]
-            img[top:top + size, left:left + size] = region * (1 - alpha) + colour[None, None] * alpha
-            mask[top:top + size, left:left + size][ink > 0.4] = 1 + self.labels[g]
+            region = img[top : top + size, left : left + size]
+            img[top : top + size, left : left + size] = region * (1 - alpha) + colour[None, None] * alpha
+            mask[top : top + size, left : left + size][ink > 0.4] = 1 + self.labels[g]
         return (img * 255 + 0.5).astype(np.uint8), mask
 
     def load(self, index: int) -> Tuple[tv_tensors.Image, tv_tensors.Mask]:
         if index not in self._cache:
             img, mask = self.scene(index)
-            self._cache[index] = (torch.from_numpy(img).permute(2, 0, 1).contiguous(),
-                                  torch.from_numpy(mask.astype(np.uint8)))
+            self._cache[index] = (
+                torch.from_numpy(img).permute(2, 0, 1).contiguous(),
+                torch.from_numpy(mask.astype(np.uint8)),
+            )
         img, mask = self._cache[index]
         return tv_tensors.Image(img.clone()), tv_tensors.Mask(mask.long())
 

@@ -1,5 +1,6 @@
 """Semantic segmentation: ADE20K / mask folders / the digit scenes demo, UperNet or Semantic FPN, cross-entropy
 (+ 0.4 x the auxiliary head's), mIoU. Iteration-based runs (``iters``) as mmsegmentation's recipes."""
+
 from __future__ import annotations
 
 import os
@@ -11,22 +12,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from ...utils.plots import save_png
 from ...models.dense import create_dense_model
 from ...models.segmentation import IGNORE_INDEX, is_segmentation_model
 from ...train.engine import TrainError
-from .data import (EvalTransform, RoundSampler, collate_pairs, palette,
-    train_transform)
-from .evaluate import evaluate_segmentation
 from ...train.task import Task, register_task
-from .data import build_seg_datasets
+from ...utils.plots import save_png
+from .data import EvalTransform, RoundSampler, build_seg_datasets, collate_pairs, palette, train_transform
 from .draw import overlay
-
-
-
-
-
-
+from .evaluate import evaluate_segmentation
 
 
 @register_task
@@ -34,8 +27,21 @@ class SegmentationTask(Task):
     name = "segmentation"
     main_metric = "miou"
     metric_label = "mIoU"
-    log_columns = ("epoch", "iter", "lr", "train_loss", "val_loss", "val_miou", "val_macc", "val_acc",
-                   "ema_val_loss", "ema_val_miou", "ema_val_acc", "epoch_time_s", "skipped_images")
+    log_columns = (
+        "epoch",
+        "iter",
+        "lr",
+        "train_loss",
+        "val_loss",
+        "val_miou",
+        "val_macc",
+        "val_acc",
+        "ema_val_loss",
+        "ema_val_miou",
+        "ema_val_acc",
+        "epoch_time_s",
+        "skipped_images",
+    )
     plot_metrics = (("val_miou", "mIoU"), ("val_acc", "pixel acc."), ("ema_val_miou", "mIoU (EMA)"))
 
     def build_datasets(self):
@@ -45,10 +51,17 @@ class SegmentationTask(Task):
     def build_model(self, num_classes: int) -> nn.Module:
         cfg = self.cfg
         if not is_segmentation_model(cfg.model):
-            raise TrainError(f"task: segmentation needs a segmentation model (upernet_ or fpn_ before a zoo name, "
-                             f"e.g. fpn_inceptionnext_t), not {cfg.model!r}")
-        kwargs = dict(num_classes=num_classes, pretrained=cfg.pretrained, backbone_weights=cfg.weights,
-                      drop_path_rate=cfg.drop_path, head_channels=cfg.head_channels)
+            raise TrainError(
+                f"task: segmentation needs a segmentation model (upernet_ or fpn_ before a zoo name, "
+                f"e.g. fpn_inceptionnext_t), not {cfg.model!r}"
+            )
+        kwargs = dict(
+            num_classes=num_classes,
+            pretrained=cfg.pretrained,
+            backbone_weights=cfg.weights,
+            drop_path_rate=cfg.drop_path,
+            head_channels=cfg.head_channels,
+        )
         if cfg.model.startswith("upernet_"):
             kwargs["aux_head"] = cfg.aux_weight > 0
         try:
@@ -61,8 +74,13 @@ class SegmentationTask(Task):
         cfg = self.cfg
         size = cfg.crop_size
         # timm pretrained-config fields only (model files turn them back into one); test settings ride in config
-        return {"input_size": (3, size, size), "interpolation": "bilinear", "crop_pct": 1.0,
-                "mean": tuple(cfg.mean or IMAGENET_DEFAULT_MEAN), "std": tuple(cfg.std or IMAGENET_DEFAULT_STD)}
+        return {
+            "input_size": (3, size, size),
+            "interpolation": "bilinear",
+            "crop_pct": 1.0,
+            "mean": tuple(cfg.mean or IMAGENET_DEFAULT_MEAN),
+            "std": tuple(cfg.std or IMAGENET_DEFAULT_STD),
+        }
 
     def build_loaders(self, train_set, val_set, data_cfg, num_classes, batches_per_epoch):
         cfg, env = self.cfg, self.env
@@ -74,15 +92,29 @@ class SegmentationTask(Task):
         self.val_set = val_set
         workers = min(cfg.workers, os.cpu_count() or 1)
         pin = cfg.pin_memory and self.device.type == "cuda"
-        sampler = RoundSampler(len(train_set), batches_per_epoch * cfg.batch_size, cfg.seed, env.rank,
-                               env.world_size)
-        train_loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler,
-                                                   num_workers=workers, pin_memory=pin, drop_last=True,
-                                                   persistent_workers=False)
-        share = val_set if env.world_size == 1 else torch.utils.data.Subset(
-            val_set, list(range(env.rank, len(val_set), env.world_size)))
-        val_loader = torch.utils.data.DataLoader(share, batch_size=cfg.batch_size, shuffle=False,
-                                                 num_workers=workers, pin_memory=pin, collate_fn=collate_pairs)
+        sampler = RoundSampler(len(train_set), batches_per_epoch * cfg.batch_size, cfg.seed, env.rank, env.world_size)
+        train_loader = torch.utils.data.DataLoader(
+            train_set,
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=pin,
+            drop_last=True,
+            persistent_workers=False,
+        )
+        share = (
+            val_set
+            if env.world_size == 1
+            else torch.utils.data.Subset(val_set, list(range(env.rank, len(val_set), env.world_size)))
+        )
+        val_loader = torch.utils.data.DataLoader(
+            share,
+            batch_size=cfg.batch_size,
+            shuffle=False,
+            num_workers=workers,
+            pin_memory=pin,
+            collate_fn=collate_pairs,
+        )
         self.criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
         return train_loader, val_loader
 
@@ -100,17 +132,35 @@ class SegmentationTask(Task):
     def evaluate(self, model, loader, desc="val"):
         cfg = self.cfg
         metrics, self.per_class_iou = evaluate_segmentation(
-            model, loader, self.num_classes, self.device, self.env, cfg.amp, cfg.channels_last, cfg.progress, desc,
-            cfg.test_mode, cfg.crop_size, cfg.test_stride, cfg.test_scales, cfg.test_flip)
+            model,
+            loader,
+            self.num_classes,
+            self.device,
+            self.env,
+            cfg.amp,
+            cfg.channels_last,
+            cfg.progress,
+            desc,
+            cfg.test_mode,
+            cfg.crop_size,
+            cfg.test_stride,
+            cfg.test_scales,
+            cfg.test_flip,
+        )
         return metrics
 
     def describe(self, row):
-        return (f"val loss {row['val_loss']:.4f} | mIoU {row['val_miou']:.2f} | mAcc {row['val_macc']:.2f} | "
-                f"aAcc {row['val_acc']:.2f}")
+        return (
+            f"val loss {row['val_loss']:.4f} | mIoU {row['val_miou']:.2f} | mAcc {row['val_macc']:.2f} | "
+            f"aAcc {row['val_acc']:.2f}"
+        )
 
     def checkpoint_record(self, data_cfg, train_set):
-        return {"data_config": dict(data_cfg), "class_to_idx": {n: i for i, n in enumerate(self.class_names)},
-                "task": self.name}
+        return {
+            "data_config": dict(data_cfg),
+            "class_to_idx": {n: i for i, n in enumerate(self.class_names)},
+            "task": self.name,
+        }
 
     def extra_outputs(self, out_dir):
         path = os.path.join(out_dir, "val_overlays.png")
@@ -139,7 +189,8 @@ class SegmentationTask(Task):
             rows.append(row.repeat(zoom, 0).repeat(zoom, 1))
         model.train(was_training)
         width = max(r.shape[1] for r in rows)
-        grid = np.concatenate([np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0)), constant_values=255)
-                               for r in rows], 0)
+        grid = np.concatenate(
+            [np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows], 0
+        )
         path = os.path.join(out_dir, "val_overlays.png")
         save_png(grid, path)
