@@ -236,7 +236,7 @@ def test_runtime_paths_end_to_end(bench, tmp_path, capsys):
     assert ours.vs_timm == pytest.approx(ours.img_per_s / theirs.img_per_s) and theirs.vs_timm is None
     assert "random calibration" in ours.note
     out = capsys.readouterr().out
-    assert "| path | model | batch |" in out and "Best path per model" in out and "onnxruntime 1." in out
+    assert "| path | model | levers | batch |" in out and "Best path per model" in out and "onnxruntime 1." in out
     data = json.loads(results.read_text())
     assert {r["path"] for r in data["results"]} == {"torch fp32", "onnxruntime fp32", "onnxruntime int8"}
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -246,3 +246,69 @@ def test_runtime_paths_reject_unknown_names(bench, capsys):
     with pytest.raises(SystemExit):
         cli_bench.main(["--runtime", "tensorrt", "--model", "resnet18", "--device", "cpu"])
     assert "--runtime takes" in capsys.readouterr().err
+
+
+def test_runtime_paths_batch_list_levers_and_profile(bench, tmp_path, capsys):
+    """--batch-size 1,2 and --levers fast-act: every path at both sizes, ours once exact and once with the lever
+    (named in the table); --profile prints OpenVINO's per-layer breakdown by category."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    tiny = [
+        "--model",
+        "inceptionnext_a,inception_next_atto",
+        "--img-size",
+        "32",
+        "--batch-size",
+        "1,2",
+        "--num-warm-iter",
+        "1",
+        "--num-bench-iter",
+        "1",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--levers",
+        "fast-act",
+    ]
+    rows = cli_bench.main(["--runtime", "torch,openvino", "--precision", "fp32,int8", *tiny])
+    got = {(r.model, r.levers, r.path, r.batch_size) for r in rows}
+    assert got == {
+        (m, lv, p, b)
+        for m, lv in (("inceptionnext_a", "exact"), ("inceptionnext_a", "fast-act"), ("inception_next_atto", "exact"))
+        for p in ("torch fp32", "openvino fp32", "openvino int8")
+        for b in (1, 2)
+    }
+    assert all(not r.error and r.img_per_s > 0 for r in rows), [r.error for r in rows]
+    lever = next(r for r in rows if r.levers == "fast-act" and r.path == "openvino int8" and r.batch_size == 1)
+    timm_row = next(
+        r for r in rows if r.model == "inception_next_atto" and r.path == "openvino int8" and r.batch_size == 1
+    )
+    assert lever.vs_timm == pytest.approx(lever.img_per_s / timm_row.img_per_s)
+    out = capsys.readouterr().out
+    assert "| path | model | levers | batch |" in out and "inceptionnext_a+fast-act" in out and "CPU flags:" in out
+    breakdowns = cli_bench.main(
+        ["--runtime", "openvino", "--precision", "int8", "--profile", "--profile-iters", "2", *tiny]
+    )
+    assert {(b.label, b.batch_size) for b in breakdowns} == {
+        (m, n) for m in ("inceptionnext_a", "inceptionnext_a+fast-act", "inception_next_atto") for n in (1, 2)
+    }
+    ours = breakdowns[0]
+    assert ours.ms_by_category["conv 1x1 s3"] > 0 and ours.ms_by_category["depthwise conv"] > 0
+    assert ours.fused_act > 0 and ours.fused_add > 0
+    out = capsys.readouterr().out
+    assert "OpenVINO int8, batch 1" in out and "| split/concat |" in out and "| conv 1x1 s1 |" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--runtime", "torch", "--levers", "nope"], "unknown lever"),
+        (["--levers", "fast-act"], "go with --runtime"),
+        (["--runtime", "torch", "--profile"], "--runtime openvino"),
+        (["--runtime", "torch", "--batch-size", "1,x"], "whole numbers"),
+    ],
+)
+def test_lever_and_profile_arguments_are_checked(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        cli_bench.parse_args(argv + ["--device", "cpu"])
+    assert message in capsys.readouterr().err

@@ -11,7 +11,16 @@ import torch
 
 from ..deploy.benchmark.common import environment
 from ..deploy.benchmark.models import AMP_DTYPES, DEFAULT_MODELS, Result, plot, results_table, run
-from ..deploy.benchmark.paths import deployment_paths, environment_versions, paths_table, plot_paths, run_paths
+from ..deploy.benchmark.paths import (
+    RUNTIME_MODELS,
+    deployment_paths,
+    environment_versions,
+    paths_table,
+    plot_paths,
+    run_paths,
+)
+from ..deploy.benchmark.profile import breakdown_table, run_profile
+from ..deploy.levers import LEVERS, parse_levers
 from ..deploy.runtimes import PRECISIONS, RUNTIMES
 from ..ops.bench import benchmark_token_mixer, format_rows
 
@@ -23,7 +32,12 @@ def parse_args(argv=None, prog: Optional[str] = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", "-m", default=DEFAULT_MODELS, help="comma-separated timm model names")
+    p.add_argument(
+        "--model",
+        "-m",
+        default=None,
+        help=f"comma-separated timm model names (default: {DEFAULT_MODELS}; with --runtime: {RUNTIME_MODELS})",
+    )
     p.add_argument(
         "--bench",
         default="inference",
@@ -31,7 +45,12 @@ def parse_args(argv=None, prog: Optional[str] = None) -> argparse.Namespace:
         help="what to time; 'mixer' times each MetaNeXt model's first token mixer alone, 'all' everything",
     )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where to time")
-    p.add_argument("--batch-size", "-b", type=int, default=128, help="images per step")
+    p.add_argument(
+        "--batch-size",
+        "-b",
+        default=None,
+        help="images per step, or a comma list timed in turn (default: 128; with --runtime: 1,16)",
+    )
     p.add_argument("--img-size", type=int, default=224, help="input side in pixels")
     p.add_argument("--num-classes", type=int, default=1000, help="classifier outputs")
     p.add_argument(
@@ -77,7 +96,22 @@ def parse_args(argv=None, prog: Optional[str] = None) -> argparse.Namespace:
         "onnxruntime, openvino (inference only; ours folded; int8 quantized on random images)",
     )
     p.add_argument("--precision", default="fp32", help="with --runtime: comma list of fp32, bf16, int8")
+    p.add_argument(
+        "--levers",
+        default="",
+        help=f"with --runtime: comma list of deploy levers ({', '.join(LEVERS)}); each adds rows for ours "
+        "with that lever beside the exact model",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="with --runtime openvino: print the per-layer time breakdown (OpenVINO PERF_COUNT) by "
+        "category for each model, precision and batch size, instead of timing the paths",
+    )
+    p.add_argument("--profile-iters", type=int, default=10, help="with --profile: inferences profiled per model")
     args = p.parse_args(argv)
+    runtime_mode = bool(args.runtime)
+    args.model = args.model or (RUNTIME_MODELS if runtime_mode else DEFAULT_MODELS)
     args.models = [m.strip() for m in args.model.split(",") if m.strip()]
     if not args.models:
         p.error("--model is empty")
@@ -87,14 +121,34 @@ def parse_args(argv=None, prog: Optional[str] = None) -> argparse.Namespace:
             f"unknown model name(s) {unknown}; ours need `import inceptionnext` (done here), "
             f"the rest come from timm.list_models()"
         )
+    try:
+        args.batch_sizes = [
+            int(b) for b in (args.batch_size or ("1,16" if runtime_mode else "128")).split(",") if b.strip()
+        ]
+    except ValueError:
+        p.error(f"--batch-size takes whole numbers separated by commas, not {args.batch_size!r}")
     if (
-        args.batch_size < 1
+        not args.batch_sizes
+        or min(args.batch_sizes) < 1
         or args.img_size < 8
         or args.num_bench_iter < 1
         or args.num_warm_iter < 0
         or args.repeats < 1
+        or args.profile_iters < 1
     ):
-        p.error("--batch-size, --num-bench-iter and --repeats must be >= 1, --img-size >= 8, --num-warm-iter >= 0")
+        p.error(
+            "--batch-size, --num-bench-iter, --profile-iters and --repeats must be >= 1, --img-size >= 8, "
+            "--num-warm-iter >= 0"
+        )
+    args.batch_size = args.batch_sizes[0]
+    try:
+        args.lever_list = list(parse_levers(args.levers))
+    except ValueError as e:
+        p.error(f"--levers: {e}")
+    if (args.lever_list or args.profile) and not runtime_mode:
+        p.error("--levers and --profile go with --runtime (the deployment paths)")
+    if args.profile and "openvino" not in args.runtime.split(","):
+        p.error("--profile reads OpenVINO's per-layer counters: pass --runtime openvino")
     args.runtimes = [r.strip() for r in (args.runtime or "").split(",") if r.strip()]
     args.precisions = [q.strip() for q in args.precision.split(",") if q.strip()]
     if set(args.runtimes) - set(RUNTIMES) or set(args.precisions) - set(PRECISIONS) or not args.precisions:
@@ -136,7 +190,10 @@ def main(argv=None, prog: Optional[str] = None) -> List[Result]:
     args.prog, args.argv = prog, list(sys.argv[1:] if argv is None else argv)
     if args.runtimes:
         return main_paths(args)
-    rows = run(args)
+    rows = []
+    for b in args.batch_sizes:
+        args.batch_size = b
+        rows += run(args)
     env = environment(args, torch.device(args.device))
     print(results_table(rows, env))
     micro = mixer_micro_benchmark(args)
@@ -168,19 +225,22 @@ def main_paths(args):
         raise SystemExit("--runtime measures CPU deployment paths; pass --device cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.profile:
+        return main_profile(args)
     paths = deployment_paths(args.runtimes, args.precisions)
     if not paths:
         raise SystemExit(f"no runtime among {args.runtimes} runs precision {args.precisions}")
     rows = run_paths(
         args.models,
         paths,
-        args.batch_size,
+        args.batch_sizes,
         args.img_size,
         args.num_classes,
         args.num_warm_iter,
         args.num_bench_iter * args.repeats,
         args.threads,
         progress=not args.no_progress,
+        levers=args.lever_list,
     )
     env = dict(environment(args, torch.device("cpu")), **environment_versions())
     print(paths_table(rows, env))
@@ -199,6 +259,32 @@ def main_paths(args):
     if args.plot:
         plot_paths(rows, args.plot, env)
     return rows
+
+
+def main_profile(args):
+    """`--runtime openvino --profile`: the per-layer breakdown of each model (see deploy.benchmark.profile)."""
+    precisions = [q for q in args.precisions if q in ("fp32", "bf16", "int8")]
+    log = (lambda msg: None) if args.no_progress else None
+    breakdowns = run_profile(
+        args.models,
+        precisions,
+        args.batch_sizes,
+        args.img_size,
+        args.num_classes,
+        args.profile_iters,
+        args.threads or torch.get_num_threads(),
+        args.lever_list,
+        log=log,
+    )
+    env = dict(environment(args, torch.device("cpu")), **environment_versions())
+    print(f"Device: {env['device']} | CPU flags: {env['cpu_flags']} | openvino {env['openvino']}\n")
+    if env.get("command"):
+        print(f"Command: `{env['command']}`\n")
+    print(breakdown_table(breakdowns))
+    if args.results_file:
+        with open(args.results_file, "w") as f:
+            json.dump({"environment": env, "profile": [asdict(b) for b in breakdowns]}, f, indent=2, default=str)
+    return breakdowns
 
 
 def cli(argv=None, prog: str = "inceptionnext benchmark") -> int:

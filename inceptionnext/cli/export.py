@@ -3,11 +3,13 @@ checked against PyTorch's own outputs (onnxruntime for ONNX) before it is kept.
 
     inceptionnext export inceptionnext_t --weights inceptionnext_t.safetensors --format onnx --output model.onnx
     inceptionnext export inceptionnext_t --weights inceptionnext_t.safetensors --format torch.export --deploy
+    inceptionnext export inceptionnext_t --weights inceptionnext_t.safetensors --deploy --lever fast-act
 """
 
 import argparse
 
 from ..deploy.export import FORMATS, MIN_OPSET, SUFFIXES, ExportError, export_model
+from ..deploy.levers import LEVERS, apply_levers, lever_label, parse_levers
 from ..models.fold import is_folded, reparameterize_model
 from ..models.model_api import check_img_size
 from .common import add_model_args, model_from_args, reports_errors, summary
@@ -33,6 +35,16 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
         help="output file; default <model><suffix> (" + ", ".join(f"{k}: {v}" for k, v in SUFFIXES.items()) + ")",
     )
     p.add_argument("--deploy", action="store_true", help="fold BatchNorm and layer scale first (inference form)")
+    p.add_argument(
+        "--lever",
+        "--levers",
+        dest="levers",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --deploy: a speed lever that changes numerics, recorded in the file (default: none, "
+        "the exact model): " + "; ".join(f"{k}: {v.description}" for k, v in LEVERS.items()),
+    )
     p.add_argument("--img-size", type=int, default=None, help="example input size; default: the weights' input size")
     p.add_argument("--batch-size", "-b", type=int, default=2, help="batch of the example input (default: 2)")
     p.add_argument("--static-batch", action="store_true", help="fix the batch size instead of a dynamic one")
@@ -52,15 +64,25 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
 
 @reports_errors(ExportError)
 def cli(argv=None, prog: str = "inceptionnext export") -> int:
-    a = build_parser(prog).parse_args(argv)
+    p = build_parser(prog)
+    a = p.parse_args(argv)
+    try:
+        levers = parse_levers(",".join(a.levers))
+    except ValueError as e:
+        p.error(str(e))
+    if levers and not a.deploy:
+        p.error("--lever changes the folded inference model: pass --deploy too")
     model = model_from_args(a)
     if a.deploy and not is_folded(model):
         model = reparameterize_model(model, inplace=True)
+    if levers:
+        model = apply_levers(model, levers)
     check_img_size(model, a.img_size, "--img-size")
     _, height, width = model.pretrained_cfg.get("input_size") or (3, 224, 224)
     size = (model.in_chans, a.img_size or height, a.img_size or width)
     name = a.model or model.pretrained_cfg.get("architecture")
-    output = a.output or f"{name}{'_deploy' if a.deploy else ''}{SUFFIXES[a.format]}"
+    tag = ("_deploy" if a.deploy else "") + ("_" + lever_label(levers).replace("+", "_") if levers else "")
+    output = a.output or f"{name}{tag}{SUFFIXES[a.format]}"
     report = export_model(
         model,
         output,
@@ -74,7 +96,7 @@ def cli(argv=None, prog: str = "inceptionnext export") -> int:
         rtol=a.rtol,
     )
     line = (
-        f"wrote {report.path} ({a.format}, {report.file_bytes / 2**20:.1f} MiB, input "
+        f"wrote {report.path} ({a.format}, {lever_label(levers)}, {report.file_bytes / 2**20:.1f} MiB, input "
         f"{'N' if not a.static_batch else a.batch_size}x{'x'.join(map(str, size))})"
     )
     if report.checked_with:

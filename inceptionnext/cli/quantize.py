@@ -4,11 +4,14 @@ checked against the float model on held-out ones before it is kept.
     inceptionnext quantize inceptionnext_a --weights output/digits_inceptionnext_a/model_best.pth \
         --calibration digits --output digits_int8.xml                      # OpenVINO IR (NNCF)
     inceptionnext quantize inceptionnext_t --weights t.safetensors --calibration /data/val --output t_int8.onnx
+    inceptionnext quantize inceptionnext_t --weights t.safetensors --calibration /data/val --output t_fast.xml \
+        --lever fast-act                             # opt-in speed lever, still checked against the exact model
 """
 
 import argparse
 import json
 
+from ..deploy.levers import LEVERS
 from ..deploy.quantize import BACKENDS, AccuracyFloorError, QualityFloor, QuantizeError, quantize_file
 from .common import add_model_args, model_from_args, reports_errors
 
@@ -46,6 +49,16 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
         default=QualityFloor.min_check_images,
         help="floor: the fewest held-out images it is judged on (fewer: refused, nothing written)",
     )
+    p.add_argument(
+        "--lever",
+        "--levers",
+        dest="levers",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a deploy-time speed lever that changes numerics (repeat or comma list; default: none, the "
+        "exact model): " + "; ".join(f"{k}: {v.description}" for k, v in LEVERS.items()),
+    )
     p.add_argument("--force", action="store_true", help="write the file even below the floor")
     p.add_argument("--img-size", type=int, default=None, help="override the weights' input size")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -69,6 +82,7 @@ def cli(argv=None, prog: str = "inceptionnext quantize") -> int:
             floor,
             a.force,
             overrides=overrides,
+            levers=",".join(a.levers),
         )
     except AccuracyFloorError as e:
         print(f"error: {e}; --force writes it anyway")

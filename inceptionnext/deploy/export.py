@@ -23,6 +23,7 @@ from ..model_file import portable_cfg
 from ..models.fold import FusedMetaNeXtBlock
 from ..utils.files import open_for_writing, write_atomically
 from ..utils.text import first_line
+from .levers import levers_metadata, levers_of
 
 __all__ = ["FORMATS", "SUFFIXES", "ExportError", "ExportReport", "export_model", "check_export"]
 
@@ -101,6 +102,7 @@ def _onnx_metadata(model: nn.Module) -> Dict[str, str]:
     out = {"inceptionnext.pretrained_cfg": json.dumps(portable_cfg(cfg, num_classes, in_chans))}
     if cfg.get("architecture"):
         out["inceptionnext.model"] = str(cfg["architecture"])
+    out.update(levers_metadata(levers_of(model)))  # [] for the exact model: the file says which numerics it runs
     return out
 
 

@@ -13,6 +13,9 @@ Before the file replaces `output`, it runs on held-out images beside the float m
 logit SQNR (dB) must reach the floor (`QualityFloor`), else `AccuracyFloorError` and nothing is written
 (``force=True`` writes it anyway). The file records the model name, its preprocessing and class names and
 the check's figures, so `predict`/`validate` run it like any model (`runtimes.load_runtime`).
+
+Speed levers (`deploy.levers`, e.g. ``fast-act``) are opt-in: the file is made from the model with the levers, but
+checked against the EXACT folded fp32 model, so the floor guards every lever; the file and the report name them.
 """
 
 import contextlib
@@ -34,6 +37,7 @@ from ..checksum import METADATA_KEY, seal_onnx, seal_openvino
 from ..data.digits import DigitsDataset
 from ..data.images import data_config_for, expand_image_paths, load_image
 from .export import export_model
+from .levers import apply_levers, lever_label, levers_of, parse_levers
 from .runtimes import INSTALL_HINTS, METADATA_KEYS, RuntimeUnavailable, folded_for_inference, load_runtime
 
 __all__ = [
@@ -94,13 +98,21 @@ class QuantizeReport:
     passed: bool = True
     written: bool = True
     file_bytes: int = 0
+    levers: List[str] = field(default_factory=list)  # [] = the exact model
+    lever_sqnr_db: Optional[float] = None  # the fp32 model with the levers vs the exact one (None: no levers)
 
     def summary(self) -> str:
         acc = (
             f"; top-1 fp32 {self.float_top1:.2f}% -> int8 {self.int8_top1:.2f}%" if self.float_top1 is not None else ""
         )
+        lever = (
+            f" with levers {lever_label(self.levers)} (fp32 lever model {self.lever_sqnr_db:.1f} dB from exact)"
+            if self.levers
+            else " (exact model, no levers)"
+        )
         return (
-            f"{self.backend} int8: agreement {100 * self.agreement:.2f}%, logit SQNR {self.sqnr_db:.1f} dB on "
+            f"{self.backend} int8{lever}, vs the exact fp32 model: agreement {100 * self.agreement:.2f}%, "
+            f"logit SQNR {self.sqnr_db:.1f} dB on "
             f"{self.check_images} held-out images ({self.calibration_images} calibrated){acc}"
         )
 
@@ -254,10 +266,13 @@ def _quantize_onnxruntime(onnx_path: str, out_onnx: str, calibration: torch.Tens
         op_types_to_quantize=["Conv", "MatMul", "Gemm"],
     )
     model = onnx.load(out_onnx)
+    keep = [p for p in model.metadata_props if p.key != METADATA_KEY]  # a float file's checksum is not this file's
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, out_onnx)
-    seal_onnx(out_onnx)  # the quantizer copies the float file's properties: the int8 file gets its own checksum
+    seal_onnx(out_onnx)  # the int8 file's own checksum
 
 
 def quantize_onnx(
@@ -308,8 +323,10 @@ def quantize_model(
     backend: Optional[str] = None,
     floor: Optional[QualityFloor] = None,
     force: bool = False,
+    levers=None,
 ) -> QuantizeReport:
-    """Fold `model`, quantize it with the `calibration` images and check it on the `check` images.
+    """Fold `model`, apply `levers` (default none), quantize it with the `calibration` images and check it on the
+    `check` images against the exact folded fp32 model.
 
     `backend` defaults from the output suffix (.xml: openvino, .onnx: onnxruntime). Raises AccuracyFloorError
     (nothing written) when agreement or SQNR is below `floor`, unless `force`.
@@ -333,10 +350,21 @@ def quantize_model(
             f"{floor.min_check_images} are needed (raise --num-check or use a larger image source; "
             "--min-check-images sets the minimum)"
         )
-    folded = folded_for_inference(model)
+    try:
+        levers = parse_levers(levers)
+    except ValueError as e:
+        raise QuantizeError(str(e)) from None
+    if levers_of(model):
+        raise QuantizeError(
+            f"the model already runs levers {lever_label(levers_of(model))}: pass the exact model and "
+            "name the levers, so the file is checked against the exact model"
+        )
+    exact = folded_for_inference(model)
+    folded = apply_levers(exact, levers) if levers else exact
     name = (getattr(folded, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
     input_size = tuple(check.images.shape[1:])
-    expected = folded(check.images).float()
+    expected = exact(check.images).float()  # the floor is judged against the exact model, whatever the levers
+    lever_sqnr = compare_logits(expected, folded(check.images).float())[1] if levers else None
     with tempfile.TemporaryDirectory(prefix=".quantize-", dir=output.parent if output.parent.exists() else None) as tmp:
         metadata = _float_onnx(folded, os.path.join(tmp, "float.onnx"), input_size)
         tmp_out = os.path.join(tmp, "int8" + output.suffix)
@@ -344,7 +372,16 @@ def quantize_model(
         got = load_runtime(tmp_out)(check.images)
         agreement, sqnr = compare_logits(expected, got)
         report = QuantizeReport(
-            str(output), backend, name, len(calibration.images), len(check.images), agreement, sqnr, floor=asdict(floor)
+            str(output),
+            backend,
+            name,
+            len(calibration.images),
+            len(check.images),
+            agreement,
+            sqnr,
+            floor=asdict(floor),
+            levers=list(levers),
+            lever_sqnr_db=lever_sqnr,
         )
         if check.labels is not None:
             report.float_top1 = 100 * expected.argmax(-1).eq(check.labels).double().mean().item()
@@ -374,6 +411,9 @@ def _record_report(path: str, report: QuantizeReport) -> None:
         float_top1=report.float_top1,
         int8_top1=report.int8_top1,
         passed_floor=report.passed,
+        levers=report.levers,
+        lever_sqnr_db=report.lever_sqnr_db,
+        reference="exact fp32",
     )
     if path.endswith(".xml"):
         import openvino as ov
@@ -410,6 +450,7 @@ def quantize_file(
     force: bool = False,
     seed: int = 0,
     overrides=None,
+    levers=None,
 ) -> QuantizeReport:
     """`quantize_model` with calibration and check images drawn from one source (see `load_images`); the
     digits use their train split to calibrate and their val split to check, other sources two disjoint draws."""
@@ -420,4 +461,4 @@ def quantize_file(
         check = load_images(source, model, num_check, "val", seed, overrides=overrides)
     else:
         check = load_images(source, model, num_check, "train", seed, skip=num_calibration, overrides=overrides)
-    return quantize_model(model, output, calibration, check, backend, floor, force)
+    return quantize_model(model, output, calibration, check, backend, floor, force, levers)

@@ -22,8 +22,8 @@ import torch
 import torch.nn as nn
 
 from ..checksum import verify_runtime_model
-from ..models.fold import _mkldnn_bf16_supported as native_bf16  # AVX-512 BF16 / AMX: bf16 worth running
 from ..models.fold import is_folded, is_metanext_block, reparameterize_model
+from ..utils.cpu import native_bf16  # AVX512_BF16 / AMX-BF16 flags: bf16 worth running (measured, issue 19)
 from ..utils.text import excerpt
 
 __all__ = [
@@ -63,6 +63,7 @@ METADATA_KEYS = {
     "model": "inceptionnext.model",
     "pretrained_cfg": "inceptionnext.pretrained_cfg",
     "quantization": "inceptionnext.quantization",
+    "levers": "inceptionnext.levers",
 }
 FILE_SUFFIXES = {".onnx": "onnxruntime", ".xml": "openvino"}
 
@@ -126,6 +127,7 @@ class FileModel(nn.Module):
         cfg.setdefault("architecture", self.model_name)
         self.pretrained_cfg = self.default_cfg = cfg
         self.quantization = metadata.get("quantization")
+        self.deploy_levers = tuple(metadata.get("levers") or ())  # () for the exact model (or an older file)
         self.num_classes = int(cfg.get("num_classes") or 0)
         self.in_chans = int((cfg.get("input_size") or [3])[0])
 
@@ -154,11 +156,13 @@ class FileModel(nn.Module):
         return out
 
     def describe(self) -> str:
-        return f"{self.runtime} {self.precision} ({self.path})"
+        levers = f" +{'+'.join(self.deploy_levers)}" if self.deploy_levers else ""
+        return f"{self.runtime} {self.precision}{levers} ({self.path})"
 
     @property
     def weights_note(self) -> str:
-        return f"{self.path} on {self.runtime} ({self.precision})"
+        levers = f" +{'+'.join(self.deploy_levers)}" if self.deploy_levers else ""
+        return f"{self.path} on {self.runtime} ({self.precision}{levers})"
 
 
 def _onnx_metadata(path: str) -> Dict[str, Any]:
@@ -301,7 +305,7 @@ class OpenVINOModel(FileModel):
         if precision == "int8" and not quantized:
             raise ValueError(f"{path}: not an int8 file; quantize it first (`inceptionnext quantize`)")
         if precision == "bf16" and not native_bf16():
-            warnings.warn("this CPU has no native bf16: OpenVINO runs f32 instead", stacklevel=3)
+            warnings.warn("this CPU has no native bf16 (avx512_bf16/amx_bf16): OpenVINO runs f32 instead", stacklevel=3)
         super().__init__(path, metadata, precision)
         hint = "bf16" if precision == "bf16" else "f32"
         self._compiled = core.compile_model(
@@ -334,7 +338,8 @@ class TorchRuntime(nn.Module):
         self.runtime = "torch.compile" if compiled else "torch"
         if precision == "bf16" and not native_bf16():
             warnings.warn(
-                "this CPU has no native bf16 (AVX512_BF16/AMX): bf16 is emulated and slower than fp32", stacklevel=3
+                "this CPU has no native bf16 (avx512_bf16/amx_bf16): bf16 is emulated and slower than fp32",
+                stacklevel=3,
             )
         self._forward = _compile_frozen(self.model) if compiled else self.model
         for key in ("pretrained_cfg", "default_cfg", "num_classes", "in_chans", "weights_note"):

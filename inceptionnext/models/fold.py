@@ -204,7 +204,8 @@ _MKLDNN_CONV = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwi
 
 
 def _mkldnn_bf16_supported() -> bool:
-    """oneDNN's bf16 convolutions need AVX-512 (BW/VL/DQ) or AVX-NE-CONVERT; an AVX2-only CPU has neither."""
+    """Whether oneDNN *can* run bf16 convolutions (AVX-512 BW/VL/DQ or AVX-NE-CONVERT), emulated or not: the
+    fused path's correctness gate. Whether bf16 is *worth* running is `utils.cpu.native_bf16`."""
     check = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
     try:
         return bool(check()) if check is not None else False
@@ -212,19 +213,23 @@ def _mkldnn_bf16_supported() -> bool:
         return False
 
 
-def _exact_gelu(act: nn.Module) -> bool:
-    return isinstance(act, nn.GELU) and act.approximate == "none"
+def _fused_post_op(act: Optional[nn.Module]) -> Optional[str]:
+    """The oneDNN post-op that computes `act` exactly: exact GELU, or Hardswish (the fast-act deploy lever)."""
+    if isinstance(act, nn.GELU) and act.approximate == "none":
+        return "gelu"
+    if isinstance(act, nn.Hardswish):
+        return "hardswish"
+    return None
 
 
 class FusedMetaNeXtBlock(nn.Module):
     """A folded MetaNeXt block for inference: token mixer -> fc1+GELU -> fc2 + shortcut.
 
-    On CPU without autograd, fc1+GELU and fc2+residual-add each run as one oneDNN convolution with a
-    fused post-op, which saves writing and re-reading the two largest activations of the block.
-    Elsewhere (GPU, autograd, other activations, TorchScript and FX graphs) it runs the plain modules.
-    Children keep the original
-    names (``token_mixer``, ``mlp.fc1``, ``mlp.fc2``), so state dicts are interchangeable with a folded
-    unfused block.
+    On CPU without autograd, fc1+GELU (or Hardswish, the fast-act lever) and fc2+residual-add each run as one
+    oneDNN convolution with a fused post-op, which saves writing and re-reading the two largest activations of the
+    block. Elsewhere (GPU, autograd, other activations, TorchScript and FX graphs) it runs the plain modules.
+    Children keep the original names (``token_mixer``, ``mlp.fc1``, ``mlp.fc2``), so state dicts are
+    interchangeable with a folded unfused block.
     """
 
     def __init__(self, block: nn.Module):
@@ -238,12 +243,18 @@ class FusedMetaNeXtBlock(nn.Module):
         self.token_mixer = block.token_mixer
         self.mlp = block.mlp
         self.drop_path = getattr(block, "drop_path", nn.Identity())
-        mlp = self.mlp
+        self._fusable = self.can_fuse(self.mlp)
+        self.train(block.training)
+
+    @staticmethod
+    def can_fuse(mlp: nn.Module) -> bool:
+        """Whether the MLP's fc1+activation and fc2+add can run as fused oneDNN convolutions (call again after
+        swapping its activation)."""
         drop = getattr(mlp, "drop", None)
-        self._fusable = (
+        return (
             _MKLDNN_CONV is not None
             and torch.backends.mkldnn.is_available()
-            and _exact_gelu(getattr(mlp, "act", None))
+            and _fused_post_op(getattr(mlp, "act", None)) is not None
             and isinstance(getattr(mlp, "norm", nn.Identity()), nn.Identity)
             and (drop is None or isinstance(drop, nn.Identity) or getattr(drop, "p", 0.0) == 0.0)
             and all(
@@ -251,7 +262,6 @@ class FusedMetaNeXtBlock(nn.Module):
                 for c in (mlp.fc1, mlp.fc2)
             )
         )
-        self.train(block.training)
 
     @torch.jit.unused
     def _use_fused(self, x: torch.Tensor, shortcut: torch.Tensor) -> bool:
@@ -282,7 +292,8 @@ class FusedMetaNeXtBlock(nn.Module):
             for t in (self.mlp.fc1.weight, self.mlp.fc1.bias, self.mlp.fc2.weight, self.mlp.fc2.bias)
         )
         zero, one = [0, 0], [1, 1]
-        x = _MKLDNN_CONV(x, w1, b1, zero, one, one, 1, "gelu", [], "none")
+        post_op = _fused_post_op(self.mlp.act)
+        x = _MKLDNN_CONV(x, w1, b1, zero, one, one, 1, post_op, [], "none" if post_op == "gelu" else "")
         return _MKLDNN_CONV.binary(x, shortcut, w2, b2, zero, one, one, 1, "add", None, None, [], None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
