@@ -98,7 +98,7 @@ def parse_args(argv=None, prog: Optional[str] = None) -> argparse.Namespace:
     p.add_argument("--precision", default="fp32", help="with --runtime: comma list of fp32, bf16, int8")
     p.add_argument(
         "--levers",
-        default="",
+        default=None,
         help=f"with --runtime: comma list of deploy levers ({', '.join(LEVERS)}); each adds rows for ours "
         "with that lever beside the exact model",
     )
@@ -142,7 +142,7 @@ def parse_args(argv=None, prog: Optional[str] = None) -> argparse.Namespace:
         )
     args.batch_size = args.batch_sizes[0]
     try:
-        args.lever_list = list(parse_levers(args.levers))
+        args.lever_list = list(parse_levers(args.levers or ""))
     except ValueError as e:
         p.error(f"--levers: {e}")
     if (args.lever_list or args.profile) and not runtime_mode:
