@@ -10,6 +10,7 @@ from typing import Callable
 import torch.nn as nn
 
 from ..data.images import ImageError
+from ..deploy.levers import LEVERS
 from ..deploy.runtimes import PRECISIONS, RUNTIMES, is_runtime_file, load_runtime, wrap_torch
 from ..model_file import EMA_CHOICE_HELP, check_model_name, load_model
 from ..models.dense import create_model, is_model
@@ -154,3 +155,18 @@ def reports_errors(*extra: type) -> Callable[[Callable[..., int]], Callable[...,
         return wrapped
 
     return decorate
+
+
+def add_lever_args(p: argparse.ArgumentParser, when: str = "") -> None:
+    """--lever NAME (repeatable or a comma list): deploy-time speed levers that change numerics, recorded in the
+    file written; none by default (the exact model). `when` says what the option needs, e.g. "with --deploy: "."""
+    p.add_argument(
+        "--lever",
+        "--levers",
+        dest="levers",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"{when}a deploy-time speed lever that changes numerics, recorded in the file (repeat or comma list; "
+        "default: none, the exact model): " + "; ".join(f"{k}: {v.description}" for k, v in LEVERS.items()),
+    )

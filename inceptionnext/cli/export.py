@@ -9,10 +9,10 @@ checked against PyTorch's own outputs (onnxruntime for ONNX) before it is kept.
 import argparse
 
 from ..deploy.export import FORMATS, MIN_OPSET, SUFFIXES, ExportError, export_model
-from ..deploy.levers import LEVERS, apply_levers, lever_label, parse_levers
+from ..deploy.levers import apply_levers, lever_label, parse_levers
 from ..models.fold import is_folded, reparameterize_model
 from ..models.model_api import check_img_size
-from .common import add_model_args, model_from_args, reports_errors, summary
+from .common import add_lever_args, add_model_args, model_from_args, reports_errors, summary
 
 
 def _default_opset() -> str:
@@ -35,16 +35,7 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
         help="output file; default <model><suffix> (" + ", ".join(f"{k}: {v}" for k, v in SUFFIXES.items()) + ")",
     )
     p.add_argument("--deploy", action="store_true", help="fold BatchNorm and layer scale first (inference form)")
-    p.add_argument(
-        "--lever",
-        "--levers",
-        dest="levers",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="with --deploy: a speed lever that changes numerics, recorded in the file (default: none, "
-        "the exact model): " + "; ".join(f"{k}: {v.description}" for k, v in LEVERS.items()),
-    )
+    add_lever_args(p, "with --deploy: ")
     p.add_argument("--img-size", type=int, default=None, help="example input size; default: the weights' input size")
     p.add_argument("--batch-size", "-b", type=int, default=2, help="batch of the example input (default: 2)")
     p.add_argument("--static-batch", action="store_true", help="fix the batch size instead of a dynamic one")

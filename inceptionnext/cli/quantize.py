@@ -11,9 +11,8 @@ checked against the float model on held-out ones before it is kept.
 import argparse
 import json
 
-from ..deploy.levers import LEVERS
 from ..deploy.quantize import BACKENDS, AccuracyFloorError, QualityFloor, QuantizeError, quantize_file
-from .common import add_model_args, model_from_args, reports_errors
+from .common import add_lever_args, add_model_args, model_from_args, reports_errors
 
 
 def build_parser(prog=None) -> argparse.ArgumentParser:
@@ -49,16 +48,7 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
         default=QualityFloor.min_check_images,
         help="floor: the fewest held-out images it is judged on (fewer: refused, nothing written)",
     )
-    p.add_argument(
-        "--lever",
-        "--levers",
-        dest="levers",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="a deploy-time speed lever that changes numerics (repeat or comma list; default: none, the "
-        "exact model): " + "; ".join(f"{k}: {v.description}" for k, v in LEVERS.items()),
-    )
+    add_lever_args(p, "")
     p.add_argument("--force", action="store_true", help="write the file even below the floor")
     p.add_argument("--img-size", type=int, default=None, help="override the weights' input size")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
