@@ -24,7 +24,7 @@ from inceptionnext.deploy.runtimes import load_runtime, read_file_metadata
 from inceptionnext.models.fold import FusedMetaNeXtBlock
 from inceptionnext.utils.cpu import cpu_flags, native_bf16
 
-NO_FLOOR = QualityFloor(0.0, -math.inf)
+NO_FLOOR = QualityFloor(0.0, -math.inf, max_top1_change=math.inf)
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +158,7 @@ def test_quantize_refuses_a_lever_that_breaks_the_floor(model, images, tmp_path,
     monkeypatch.setitem(LEVERS, "relu-bound", Lever("relu-bound", "speed bound only", relu))
     calibration, check = images
     exact = quantize_model(model, tmp_path / "exact.onnx", calibration, check, floor=NO_FLOOR)
-    floor = QualityFloor(0.0, exact.sqnr_db - 3)
+    floor = QualityFloor(0.0, exact.sqnr_db - 3, max_top1_change=math.inf)
     out = tmp_path / "relu.onnx"
     with pytest.raises(AccuracyFloorError, match="not written.*relu-bound"):
         quantize_model(model, out, calibration, check, floor=floor, levers="relu-bound")

@@ -22,7 +22,7 @@ from inceptionnext.deploy.quantize import (
 from inceptionnext.deploy.runtimes import RuntimeUnavailable, TorchRuntime, load_runtime, wrap_torch
 
 LABELS = [f"digit {i}" for i in range(10)]
-NO_FLOOR = QualityFloor(0.0, -math.inf)
+NO_FLOOR = QualityFloor(0.0, -math.inf, max_top1_change=math.inf)
 
 
 def digits_model() -> nn.Module:
@@ -94,13 +94,19 @@ def test_onnxruntime_round_trip_and_broken_calibration_refused(model, images, tm
 
     # calibrated on near-constant images, the activation ranges collapse and real images clip
     broken = ImageSet(calibration.images * 1e-3)
-    floor = QualityFloor(min_agreement=0.0, min_sqnr_db=report.sqnr_db - 6)
+    floor = QualityFloor(min_agreement=0.0, min_sqnr_db=report.sqnr_db - 6, max_top1_change=math.inf)
     bad = tmp_path / "broken.onnx"
     with pytest.raises(AccuracyFloorError, match="not written"):
         quantize_model(model, bad, broken, check, floor=floor)
     assert not bad.exists() and not list(tmp_path.glob(".quantize-*"))
     forced = quantize_model(model, bad, broken, check, floor=floor, force=True)
     assert bad.is_file() and not forced.passed and forced.sqnr_db < report.sqnr_db - 6
+
+    # on labelled images the top-1 rule holds too: a file whose top-1 moves further than allowed is refused
+    strict = QualityFloor(min_agreement=0.0, min_sqnr_db=-math.inf, max_top1_change=-1.0)
+    with pytest.raises(AccuracyFloorError, match=r"top-1 within -1 points of fp32"):
+        quantize_model(model, tmp_path / "strict.onnx", calibration, check, floor=strict)
+    assert not (tmp_path / "strict.onnx").exists()
 
 
 def test_openvino_cli_round_trip_quantize_predict_validate(model, tmp_path, capsys):

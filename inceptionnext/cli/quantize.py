@@ -43,6 +43,12 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
     )
     p.add_argument("--min-sqnr", type=float, default=QualityFloor.min_sqnr_db, help="floor: logit SQNR in dB")
     p.add_argument(
+        "--max-top1-change",
+        type=float,
+        default=QualityFloor.max_top1_change,
+        help="floor: on labelled images, int8 top-1 within this many points of fp32 (either way)",
+    )
+    p.add_argument(
         "--min-check-images",
         type=int,
         default=QualityFloor.min_check_images,
@@ -61,7 +67,7 @@ def cli(argv=None, prog: str = "inceptionnext quantize") -> int:
     model = model_from_args(a)
     overrides = {"img_size": a.img_size} if a.img_size else None
     try:
-        floor = QualityFloor(a.min_agreement, a.min_sqnr, a.min_check_images)
+        floor = QualityFloor(a.min_agreement, a.min_sqnr, a.min_check_images, a.max_top1_change)
         report = quantize_file(
             model,
             a.output,

@@ -72,6 +72,7 @@ class QualityFloor:
     min_agreement: float = 0.99  # fraction of images whose top-1 class is unchanged
     min_sqnr_db: float = 25.0  # logit signal-to-quantization-noise ratio
     min_check_images: int = 32  # the floor is never judged on fewer held-out images than this
+    max_top1_change: float = 0.5  # labelled images: int8 top-1 within this many points of fp32, either way
 
 
 @dataclass
@@ -386,11 +387,17 @@ def quantize_model(
         if check.labels is not None:
             report.float_top1 = 100 * expected.argmax(-1).eq(check.labels).double().mean().item()
             report.int8_top1 = 100 * got.argmax(-1).eq(check.labels).double().mean().item()
-        report.passed = agreement >= floor.min_agreement and sqnr >= floor.min_sqnr_db
+        top1_change = None if report.int8_top1 is None else abs(report.int8_top1 - report.float_top1)
+        report.passed = (
+            agreement >= floor.min_agreement
+            and sqnr >= floor.min_sqnr_db
+            and (top1_change is None or top1_change <= floor.max_top1_change)
+        )
         if not report.passed and not force:
             raise AccuracyFloorError(
-                f"not written: {report.summary()}; the floor is {100 * floor.min_agreement:.1f}% agreement and "
-                f"{floor.min_sqnr_db:.1f} dB (check the calibration images, or override the floor)"
+                f"not written: {report.summary()}; the floor is {100 * floor.min_agreement:.1f}% agreement, "
+                f"{floor.min_sqnr_db:.1f} dB and top-1 within {floor.max_top1_change:g} points of fp32 (check the "
+                "calibration images, or override the floor)"
             )
         _record_report(tmp_out, report)
         _install(tmp, tmp_out, output)
