@@ -407,3 +407,22 @@ def test_small_recipes_are_light_and_the_pretrained_one_starts_from_weights():
         assert cfg.aa is None and cfg.mixup == cfg.cutmix == cfg.reprob == 0 and cfg.layer_decay is None
         assert cfg.batch_size == 16 and cfg.workers is None
     assert not scratch.pretrained and tuned.pretrained and tuned.epochs < scratch.epochs
+
+
+def test_classification_prediction_grid_says_right_and_wrong(monkeypatch, tmp_path):
+    import numpy as np
+
+    from inceptionnext.tasks.classification import draw
+
+    kept = {}
+    monkeypatch.setattr(draw, "save_figure", lambda fig, path, dpi=100: kept.update(fig=fig, path=path))
+    images = np.zeros((3, 8, 8, 3))
+    draw.prediction_grid(
+        images, [0, 1, 2], [0, 2, 2], ["cat", "dog", "fox"], "Validation after epoch 3", tmp_path / "p.png", columns=4
+    )
+    fig = kept["fig"]
+    assert fig._suptitle.get_text().startswith("Validation after epoch 3: 2/3 right")
+    titled = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titled == ["cat", "fox\n(true: dog)", "fox"]
+    colours = [ax.title.get_color() for ax in fig.axes if ax.get_title()]
+    assert colours == ["tab:green", "tab:red", "tab:green"]
