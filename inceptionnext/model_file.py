@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from . import checksum
-from .models.dense import create_dense_model, create_model, is_dense_model, is_model, list_dense_models
+from .models.dense import create_model, get_dense_model, is_dense_model, is_model, list_dense_models
 from .models.fold import is_folded, is_metanext_block, reparameterize_model
 from .models.zoo import ZOO, get_entry
 from .utils.files import write_atomically
@@ -124,7 +124,7 @@ def _check_record(mf: "ModelFile", cfg: Mapping[str, Any]) -> None:
 def default_cfg(name: str) -> Dict[str, Any]:
     """The pretrained config a model is built with: timm's for its models, the dense model's own otherwise."""
     if is_dense_model(name):
-        return dict(create_dense_model(name, device="meta").pretrained_cfg)
+        return dict(get_dense_model(name).default_cfg)
     cfg = timm.models.get_pretrained_cfg(name)
     return cfg.to_dict() if cfg is not None else {}
 

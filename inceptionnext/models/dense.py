@@ -8,7 +8,7 @@ here: `create_dense_model(name, ...)` builds one, `list_dense_models(task)` name
 
 import difflib
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 import timm
@@ -19,13 +19,15 @@ TASKS = ("segmentation", "detection")
 
 @dataclass(frozen=True)
 class DenseModel:
-    """One registered architecture: a head of `task` on a zoo backbone, built by `builder(**kwargs)`."""
+    """One registered architecture: a head of `task` on a zoo backbone, built by `builder(**kwargs)`; its
+    `default_cfg` is the preprocessing and class count it is built with (what timm calls a pretrained config)."""
 
     name: str
     task: str
     head: str
     backbone: str
     builder: Callable[..., nn.Module]
+    default_cfg: Dict[str, Any] = field(default_factory=dict)
 
 
 DENSE_MODELS: Dict[str, DenseModel] = {}

@@ -363,7 +363,14 @@ def create_segmenter(
 
 for _spec in SEG_ZOO:
     register_dense_model(
-        DenseModel(_spec.name, "segmentation", _spec.head, _spec.backbone, partial(create_segmenter, _spec.name))
+        DenseModel(
+            _spec.name,
+            "segmentation",
+            _spec.head,
+            _spec.backbone,
+            partial(create_segmenter, _spec.name),
+            dict(_seg_cfg(_spec), architecture=_spec.name),
+        )
     )
 
 
