@@ -1,12 +1,14 @@
 """Runs that fail the way real runs fail lose nothing: kills inside each checkpoint write, a full disk, flipped
 bits in a checkpoint, a stopped distributed rank. A tiny model and a scripted validation keep it fast."""
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import textwrap
+import types
 import zipfile
 
 import pytest
@@ -117,18 +119,26 @@ def _run_script(tmp_path, text, *args, timeout=240):
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1"),  # a native crash shows its stack
     )
 
 
-def _resume_scripted(run_dir, scores, monkeypatch):
-    """Resume in this process, with validation scripted to score re-run epochs lower than the killed run did."""
+RESUMED = PRELUDE + textwrap.dedent("""
+    import json
+    scripted_evaluate({int(k): v for k, v in json.loads(sys.argv[1]).items()})
+    from inceptionnext.train import fit, parse_config
+    res = fit(parse_config(["--resume", sys.argv[2]]))
+    print(json.dumps(dict(epochs_done=res.epochs_done, best_checkpoint=res.best_checkpoint,
+                          best_epoch=res.best_epoch, best_top1=res.best_top1)))
+""")
 
-    def evaluate(model, loader, device, env=None, amp="none", channels_last=False, progress=False, desc=""):
-        return {"loss": 1.0, "top1": scores.get(int(desc.split()[-1]), 1.0), "top5": 100.0, "count": 12}
 
-    monkeypatch.setattr(classification_task, "evaluate", evaluate)
-    return fit(parse_config(["--resume", str(run_dir / "last.pth")]))
+def _resume_scripted(run_dir, scores, tmp_path):
+    """Resume, with validation scripted to score re-run epochs lower than the killed run did: in a fresh process,
+    as a user's resume runs (and apart from whatever the test process has loaded before)."""
+    p = _run_script(tmp_path, RESUMED, json.dumps({str(k): v for k, v in scores.items()}), str(run_dir / "last.pth"))
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    return types.SimpleNamespace(**json.loads(p.stdout.strip().splitlines()[-1]))
 
 
 import test_train  # noqa: E402,F401  (its tiny models, registered in this process too)
@@ -150,7 +160,7 @@ def test_a_kill_inside_each_checkpoint_write_keeps_model_best_consistent(tmp_pat
     assert best["epoch"] >= last["best"]["epoch"]
     # the resumed run re-scores epoch 2 lower (as a non-deterministic re-run may): the best weights written
     # before the kill must stay the best, and the report must name the epoch model_best.pth really holds
-    res = _resume_scripted(run, {1: 10.0, 2: 5.0, 3: 6.0}, monkeypatch)
+    res = _resume_scripted(run, {1: 10.0, 2: 5.0, 3: 6.0}, tmp_path)
     assert res.epochs_done == 3
     held = load_checkpoint_file(res.best_checkpoint)
     assert (held["epoch"], held["best"]["top1"]) == (res.best_epoch, res.best_top1)
