@@ -32,7 +32,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import LayerNorm2d
 
 from .backbone import create_backbone
-from .dense import DenseModel, is_dense_model, register_dense_model
+from .dense import DenseModel, get_dense_model, is_dense_model, register_dense_model
 from .zoo import ZOO, get_entry
 
 # ADE20K's 150 classes (reduce_zero_label drops "other"), the paper's benchmark and these models' default.
@@ -351,7 +351,7 @@ def create_segmenter(
     ADE20K's 150); `pretrained` loads the backbone's ImageNet weights. Its `pretrained_cfg` carries the
     preprocessing, updated by `pretrained_cfg_overlay` (a saved model's own record)."""
     spec = get_seg_spec(name)
-    cfg = dict(_seg_cfg(spec), architecture=spec.name, **(pretrained_cfg_overlay or {}))
+    cfg = dict(get_dense_model(spec.name).default_cfg, **(pretrained_cfg_overlay or {}))  # registered below
     kwargs.setdefault("num_classes", cfg["num_classes"])
     with torch.device(device) if device is not None else contextlib.nullcontext():
         model = build_segmenter(spec.head, spec.backbone, pretrained=pretrained, **kwargs)
