@@ -119,6 +119,7 @@ def _run_script(tmp_path, text, *args, timeout=240):
         capture_output=True,
         text=True,
         timeout=timeout,
+        start_new_session=True,  # its own process group: a signal meant for the killed run reaches nothing else
         env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1"),  # a native crash shows its stack
     )
 
