@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from inceptionnext.cli import main
+from inceptionnext.deploy.runtimes import openvino_core
 from inceptionnext.model_file import load_model, save_model
 from inceptionnext.models.dense import create_model
 from inceptionnext.weights import CheckpointError
@@ -446,7 +447,7 @@ def test_runtime_files_and_mismatched_models_are_one_line_errors(files, tmp_path
     import openvino as ov
 
     xml = tmp_path / "cls.xml"
-    ov.save_model(ov.Core().read_model(files["onnx"]), str(xml), compress_to_fp16=False)
+    ov.save_model(openvino_core().read_model(files["onnx"]), str(xml), compress_to_fp16=False)
     shutil.copy(xml, tmp_path / "nobin.xml")
     (tmp_path / "cut.xml").write_bytes(xml.read_bytes())
     (tmp_path / "cut.bin").write_bytes((tmp_path / "cls.bin").read_bytes()[:1000])

@@ -36,9 +36,17 @@ import torch.nn as nn
 from ..checksum import METADATA_KEY, seal_onnx, seal_openvino
 from ..data.digits import DigitsDataset
 from ..data.images import data_config_for, expand_image_paths, load_image
+from ..utils.signal_stack import kept_signal_stack
 from .export import export_model
 from .levers import apply_levers, lever_label, levers_of, parse_levers
-from .runtimes import INSTALL_HINTS, METADATA_KEYS, RuntimeUnavailable, folded_for_inference, load_runtime
+from .runtimes import (
+    INSTALL_HINTS,
+    METADATA_KEYS,
+    RuntimeUnavailable,
+    folded_for_inference,
+    load_runtime,
+    openvino_core,
+)
 
 __all__ = [
     "BACKENDS",
@@ -218,9 +226,10 @@ def _quantize_openvino_quietly(
         raise RuntimeUnavailable(
             f"openvino quantization needs openvino and nncf ({e}); {INSTALL_HINTS['openvino']}"
         ) from e
-    model = ov.Core().read_model(onnx_path)
+    model = openvino_core().read_model(onnx_path)
     batches = _batches(calibration, 1)
-    with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout is for results
+    # NNCF compiles on Cores of its own (each swaps the thread's signal stack); its progress bars go to stderr
+    with kept_signal_stack(), contextlib.redirect_stdout(sys.stderr):
         quantized = nncf.quantize(
             model, nncf.Dataset(batches), subset_size=len(batches), preset=nncf.QuantizationPreset.PERFORMANCE
         )
@@ -425,7 +434,7 @@ def _record_report(path: str, report: QuantizeReport) -> None:
     if path.endswith(".xml"):
         import openvino as ov
 
-        model = ov.Core().read_model(path)
+        model = openvino_core().read_model(path)
         record = json.loads(model.get_rt_info(key.split(".")).astype(str))
         record.update(figures)
         model.set_rt_info(json.dumps(record), key.split("."))

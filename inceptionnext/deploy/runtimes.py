@@ -12,6 +12,7 @@ raises `RuntimeUnavailable` with the pip command.
 """
 
 import contextlib
+import functools
 import json
 import os
 import warnings
@@ -24,6 +25,7 @@ import torch.nn as nn
 from ..checksum import verify_runtime_model
 from ..models.fold import is_folded, is_metanext_block, reparameterize_model
 from ..utils.cpu import native_bf16  # AVX512_BF16 / AMX-BF16 flags: bf16 worth running (measured, issue 19)
+from ..utils.signal_stack import kept_signal_stack
 from ..utils.text import excerpt
 
 __all__ = [
@@ -43,6 +45,8 @@ __all__ = [
     "METADATA_KEYS",
     "RuntimeFileError",
     "read_runtime_model",
+    "openvino_core",
+    "compile_openvino",
 ]
 
 RUNTIMES = ("torch", "torch.compile", "onnxruntime", "openvino")
@@ -83,6 +87,24 @@ def _import(runtime: str):
         return openvino
     except ImportError as e:
         raise RuntimeUnavailable(f"the {runtime} runtime is not installed ({e}); {INSTALL_HINTS[runtime]}") from e
+
+
+def openvino_core():
+    """The one `ov.Core` of this process: each Core loads a CPU plugin of its own, which swaps the thread's signal
+    stack (see `utils.signal_stack`); one Core compiles every model, and loads the plugin once."""
+    return _core_of(_import("openvino"))
+
+
+@functools.lru_cache(maxsize=None)
+def _core_of(openvino):
+    return openvino.Core()
+
+
+def compile_openvino(model, config: Dict[str, Any]):
+    """`model` (an ov.Model or a file path) compiled for the CPU on the process's Core, with the thread's signal
+    stack kept as it was."""
+    with kept_signal_stack():
+        return openvino_core().compile_model(model, "CPU", config)
 
 
 def available_runtimes():
@@ -214,14 +236,14 @@ def read_runtime_model(path):
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such file")
     if path.lower().endswith(".xml"):
-        ov = _import("openvino")
+        openvino_core()  # installed, or RuntimeUnavailable with the pip command
         weights = Path(path).with_suffix(".bin")
         if not weights.is_file():
             raise RuntimeFileError(
                 f"{path}: its weights file {weights} is missing (an OpenVINO IR is the .xml and the .bin beside it)"
             )
         try:
-            model = ov.Core().read_model(path)
+            model = openvino_core().read_model(path)
         except Exception as e:
             raise RuntimeFileError(
                 f"{path}: cannot be read as an OpenVINO IR with {weights.name} "
@@ -291,8 +313,7 @@ class OpenVINOModel(FileModel):
     runtime = "openvino"
 
     def __init__(self, path, precision: Optional[str] = None, threads: Optional[int] = None):
-        ov = _import("openvino")
-        core = ov.Core()
+        core = openvino_core()
         if str(path).endswith(".xml"):
             model = read_runtime_model(path)
             metadata = _openvino_metadata(model)
@@ -308,9 +329,8 @@ class OpenVINOModel(FileModel):
             warnings.warn("this CPU has no native bf16 (avx512_bf16/amx_bf16): OpenVINO runs f32 instead", stacklevel=3)
         super().__init__(path, metadata, precision)
         hint = "bf16" if precision == "bf16" else "f32"
-        self._compiled = core.compile_model(
+        self._compiled = compile_openvino(
             model,
-            "CPU",
             {
                 "INFERENCE_PRECISION_HINT": hint,
                 "INFERENCE_NUM_THREADS": _threads(threads),

@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from ...utils.tables import markdown_table
-from ..runtimes import read_runtime_model
+from ..runtimes import compile_openvino, openvino_core, read_runtime_model
 from .paths import PathFiles, build_variant, model_variants
 
 __all__ = ["CATEGORIES", "LayerTime", "Breakdown", "categorize", "profile_openvino", "run_profile", "breakdown_table"]
@@ -118,14 +118,10 @@ def profile_openvino(
     label: str = "",
 ) -> Breakdown:
     """Compile `path` (.xml or .onnx) with PERF_COUNT at a static batch and profile `iters` inferences."""
-    import openvino as ov
-
-    core = ov.Core()
-    model = read_runtime_model(path) if str(path).endswith(".xml") else core.read_model(str(path))
+    model = read_runtime_model(path) if str(path).endswith(".xml") else openvino_core().read_model(str(path))
     model.reshape([batch_size, 3, img_size, img_size])
-    compiled = core.compile_model(
+    compiled = compile_openvino(
         model,
-        "CPU",
         {
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
             "INFERENCE_NUM_THREADS": threads,
