@@ -48,9 +48,10 @@ RAW_CORES = PRELUDE + textwrap.dedent("""
 
 LIBRARY_MODELS = PRELUDE + textwrap.dedent("""
     import torch
-    from inceptionnext.deploy.runtimes import load_runtime
+    from inceptionnext.runtimes import load_runtime, openvino_core
     ov.save_model(tiny_model(), sys.argv[1])
     first, second = load_runtime(sys.argv[1]), load_runtime(sys.argv[1])
+    assert openvino_core() is openvino_core()  # the Core every model here compiles on, and the README offers
     assert first(torch.ones(1, 3, 8, 8)).shape == (1, 4)
     del first
     del second
