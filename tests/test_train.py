@@ -24,6 +24,7 @@ from inceptionnext.train import (
     NonFiniteLossError,
     TrainConfig,
     Trainer,
+    TrainError,
     apply_overrides,
     fit,
     parse_config,
@@ -232,6 +233,22 @@ def test_grad_clipping_bounds_the_update(tmp_path, data):
     trainer._train_epoch(0)
     step = (_params(trainer.model) - before).norm().item()
     assert step == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_warmup_iters_warms_an_epoch_run_up_update_by_update(tmp_path, data):
+    # the detection demo's "30 warm-up updates" in an epoch run: a linear ramp from warmup_lr over that many
+    # updates, then the cosine schedule (the key was once read by iteration runs only)
+    cfg = toy_cfg(tmp_path, data, epochs=20, warmup_epochs=0, warmup_iters=4, warmup_lr=1e-4, lr=1e-3, sched="cosine")
+    trainer = Trainer(cfg, DistEnv())
+    assert trainer.updates_per_epoch >= 2 and trainer.total_epochs == 20
+    lrs = []
+    for update in range(6):
+        trainer.scheduler.step_update(update)
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
+    assert lrs[:4] == pytest.approx([1e-4 + k * (1e-3 - 1e-4) / 4 for k in range(4)])
+    assert 0.9e-3 < lrs[4] <= 1e-3 and lrs[5] <= lrs[4]  # the cosine from its peak on
+    with pytest.raises(TrainError, match=r"warmup_epochs \(1\) and warmup_iters \(4\) are both set"):
+        Trainer(toy_cfg(tmp_path, data, warmup_epochs=1, warmup_iters=4, experiment="both"), DistEnv())
 
 
 def test_layer_decay_reaches_the_optimizer_groups(tmp_path, data):

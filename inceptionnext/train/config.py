@@ -180,7 +180,9 @@ class TrainConfig:
         None, "iteration-based run: this many optimizer updates in all (epochs unused)", "[1, 100000000]"
     )
     eval_interval: int = key(1000, "... validated and checkpointed every eval_interval updates", "[1, 100000000]")
-    warmup_iters: int = key(0, "... with this many linear warm-up updates", "[0, 100000000]")
+    warmup_iters: int = key(
+        0, "linear warm-up updates: of an iteration run, or of an epoch run instead of warmup_epochs", "[0, 100000000]"
+    )
 
     # --- segmentation (task: segmentation); hflip above applies too
     crop_size: int = key(512, "training crop (padded with label 255 where the image is smaller)", "[8, 8192]")

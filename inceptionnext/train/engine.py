@@ -302,11 +302,19 @@ class Trainer:
 
         self.updates_per_epoch = math.ceil(len(self.train_loader) / cfg.grad_accum)
         if cfg.iters is None:
+            warmup_epochs = cfg.warmup_epochs
+            if cfg.warmup_iters:  # a warm-up counted in updates: a fraction of an epoch to timm's schedule
+                if cfg.warmup_epochs:
+                    raise TrainError(
+                        f"warmup_epochs ({cfg.warmup_epochs}) and warmup_iters ({cfg.warmup_iters}) are both set; an "
+                        "epoch run warms up for one of them (set the other to 0)"
+                    )
+                warmup_epochs = cfg.warmup_iters / self.updates_per_epoch
             self.scheduler, self.total_epochs = create_scheduler_v2(
                 self.optimizer,
                 sched=cfg.sched,
                 num_epochs=cfg.epochs,
-                warmup_epochs=cfg.warmup_epochs,
+                warmup_epochs=warmup_epochs,
                 warmup_lr=cfg.warmup_lr,
                 min_lr=cfg.min_lr,
                 cooldown_epochs=cfg.cooldown_epochs,
