@@ -123,6 +123,20 @@ def test_train_refuses_a_prefix_of_a_key():
     assert parse_config(["--warmup-epochs", "3"]).warmup_epochs == 3
 
 
+def test_a_schedule_key_the_run_does_not_read_is_refused_not_ignored(tmp_path):
+    seg = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "segmentation")
+    demo = os.path.join(seg, "demo_fpn_inceptionnext_a.yaml")  # an iteration run (iters, eval_interval)
+    with pytest.raises(ConfigError, match=r"'epochs' in the command line counts epochs; this run counts updates"):
+        parse_config(["--config", demo, "--epochs", "5"])
+    with pytest.raises(ConfigError, match=r"'warmup_epochs' in --set counts epochs.*\(warm-up: warmup_iters\)"):
+        parse_config(["--config", demo, "--set", "warmup_epochs=3"])
+    with pytest.raises(ConfigError, match=r"'eval_interval' in the command line is read by iteration runs only"):
+        parse_config(["--epochs", "5", "--eval-interval", "10"])
+    # what a run reads is taken, and a key at its default (as in a run's dumped config.yaml) passes
+    assert parse_config(["--config", demo, "--eval-interval", "100", "--set", "epochs=300"]).eval_interval == 100
+    assert parse_config(["--epochs", "5", "--warmup-iters", "30", "--warmup-epochs", "0"]).warmup_iters == 30
+
+
 def test_train_help_names_every_task(capsys):
     from inceptionnext.cli import main
 

@@ -339,6 +339,11 @@ TASK_KEYS: Dict[str, Tuple[str, ...]] = {
 KEY_TASK: Dict[str, str] = {k: task for task, keys in TASK_KEYS.items() for k in keys}
 
 
+def _default(name: str) -> Any:
+    f = FIELDS[name]
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
 def check_task_keys(cfg: "TrainConfig", given: Sequence[str], where: str) -> None:
     """A ConfigError when `where` sets a key of a task other than the run's to a value other than its default (a
     segmentation key in a classification run would be silently ignored)."""
@@ -346,12 +351,36 @@ def check_task_keys(cfg: "TrainConfig", given: Sequence[str], where: str) -> Non
         owner = KEY_TASK.get(k.replace("-", "_"))
         if owner is None or owner == cfg.task:
             continue
-        f = FIELDS[k.replace("-", "_")]
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        if getattr(cfg, f.name) != default:  # a whole dumped config (a run's config.yaml) holds every key
+        name = k.replace("-", "_")
+        if getattr(cfg, name) != _default(name):  # a whole dumped config (a run's config.yaml) holds every key
             raise ConfigError(
                 f"config key '{k}' in {where} is a {owner} key; this run's task is {cfg.task} "
                 f"(set task: {owner}, or remove the key)"
+            )
+
+
+# keys that only one kind of run reads: epoch runs count epochs, iteration runs (iters) count updates
+EPOCH_RUN_KEYS = ("epochs", "warmup_epochs", "cooldown_epochs")
+ITERATION_RUN_KEYS = ("eval_interval",)
+
+
+def check_schedule_keys(cfg: "TrainConfig", given: Sequence[str], where: str) -> None:
+    """A ConfigError when `where` sets a key the run's kind of schedule does not read to a value other than its
+    default (`epochs` in an iteration run, `eval_interval` in an epoch run would be silently ignored)."""
+    for k in given:
+        name = k.replace("-", "_")
+        if name not in EPOCH_RUN_KEYS + ITERATION_RUN_KEYS or getattr(cfg, name) == _default(name):
+            continue
+        if cfg.iters is not None and name in EPOCH_RUN_KEYS:
+            instead = " (warm-up: warmup_iters)" if name == "warmup_epochs" else ""
+            raise ConfigError(
+                f"config key '{k}' in {where} counts epochs; this run counts updates (iters: {cfg.iters}): "
+                f"remove the key{instead}, or unset iters for an epoch run"
+            )
+        if cfg.iters is None and name in ITERATION_RUN_KEYS:
+            raise ConfigError(
+                f"config key '{k}' in {where} is read by iteration runs only; this run counts epochs "
+                "(set iters for an iteration run, or remove the key)"
             )
 
 
@@ -674,6 +703,7 @@ def parse_config(argv: Optional[Sequence[str]] = None, prog: Optional[str] = Non
     check_task(cfg)
     for keys, where in given + [(list(cli), "the command line"), (list(sets), "--set")]:
         check_task_keys(cfg, keys, where)
+        check_schedule_keys(cfg, keys, where)
     return cfg
 
 
