@@ -92,3 +92,28 @@ def test_kept_signal_stack_puts_back_what_the_block_changed():
         _set_signal_stack(ctypes.addressof(other), 0, len(other))
         assert current_signal_stack()[0] == ctypes.addressof(other)
     assert current_signal_stack() == before
+
+
+def test_a_stack_freed_inside_the_block_is_not_put_back():
+    # the stack the thread had before was unmapped during the block (a Core released meanwhile): putting it back
+    # would be the crash itself, so the thread is left with no alternate stack instead
+    import ctypes
+    import mmap
+
+    from inceptionnext.utils.signal_stack import _set_signal_stack, current_signal_stack, kept_signal_stack
+
+    before = current_signal_stack()
+    if before is None:
+        pytest.skip("no sigaltstack on this platform")
+    doomed, other = mmap.mmap(-1, 64 * 1024), ctypes.create_string_buffer(64 * 1024)
+    view = ctypes.c_char.from_buffer(doomed)
+    address = ctypes.addressof(view)
+    del view
+    try:
+        _set_signal_stack(address, 0, len(doomed))
+        with kept_signal_stack():
+            _set_signal_stack(ctypes.addressof(other), 0, len(other))
+            doomed.close()  # munmap
+        assert current_signal_stack()[1] & 2  # SS_DISABLE
+    finally:
+        _set_signal_stack(*before)

@@ -10,8 +10,12 @@ the current one only unmaps its own.
 
 import contextlib
 import ctypes
+import mmap
 import sys
 from typing import Iterator, Optional, Tuple
+
+_SS_DISABLE = 2  # sigaltstack's flag: no alternate stack
+_MS_ASYNC = 1
 
 
 class _StackT(ctypes.Structure):
@@ -42,17 +46,29 @@ def current_signal_stack() -> Optional[Tuple[int, int, int]]:
 
 
 def _set_signal_stack(address: int, flags: int, size: int) -> None:
-    stack = _StackT(ctypes.c_void_p(address or None), flags & 2, size)  # only SS_DISABLE may be set
+    stack = _StackT(ctypes.c_void_p(address or None), flags & _SS_DISABLE, size)  # the only flag one may set
     if _LIBC.sigaltstack(ctypes.byref(stack), None) != 0:
         raise OSError(ctypes.get_errno(), "sigaltstack failed")
 
 
+def _is_mapped(address: int, size: int) -> bool:
+    """Whether [address, address + size) is mapped memory (msync says ENOMEM where it is not)."""
+    page = mmap.PAGESIZE
+    start = address - address % page
+    return _LIBC.msync(ctypes.c_void_p(start), ctypes.c_size_t(size + address - start), _MS_ASYNC) == 0
+
+
 @contextlib.contextmanager
 def kept_signal_stack() -> Iterator[None]:
-    """Run the block, then give this thread back the signal stack it had before (when the block changed it)."""
+    """Run the block, then give this thread back the signal stack it had before (when the block changed it); if
+    that stack was freed meanwhile, the thread is left with none (signals then run on the thread's own stack)."""
     before = current_signal_stack()
     try:
         yield
     finally:
         if before is not None and current_signal_stack() != before:
-            _set_signal_stack(*before)
+            address, flags, size = before
+            if flags & _SS_DISABLE or _is_mapped(address, size):
+                _set_signal_stack(*before)
+            else:
+                _set_signal_stack(0, _SS_DISABLE, 0)
