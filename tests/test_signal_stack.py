@@ -4,6 +4,7 @@ Ctrl-C) then ends the process with SIGSEGV and no traceback. Each script here ru
 two OpenVINO users out of order and then takes a signal through a Python handler."""
 
 import os
+import resource
 import subprocess
 import sys
 import textwrap
@@ -59,10 +60,21 @@ LIBRARY_MODELS = PRELUDE + textwrap.dedent("""
 """)
 
 
+def _no_core_file():
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # the unguarded script may crash by design
+
+
 def _run(tmp_path, text, *args):
     script = tmp_path / "script.py"
     script.write_text(text.replace("REPO_PATH", repr(REPO)))
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        preexec_fn=_no_core_file,
+    )
 
 
 def test_kept_signal_stack_makes_any_release_order_of_openvino_cores_safe(tmp_path):
