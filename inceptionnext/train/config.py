@@ -15,7 +15,7 @@ import re
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -344,15 +344,21 @@ def _default(name: str) -> Any:
     return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
+def _changed(cfg: "TrainConfig", given: Sequence[str], names) -> Iterator[Tuple[str, str]]:
+    """(key as written, field name) of each key in `given` among `names` that is set to a value other than its
+    default: a whole dumped config (a run's config.yaml) holds every key, most of them at their defaults."""
+    for k in given:
+        name = k.replace("-", "_")
+        if name in names and getattr(cfg, name) != _default(name):
+            yield k, name
+
+
 def check_task_keys(cfg: "TrainConfig", given: Sequence[str], where: str) -> None:
     """A ConfigError when `where` sets a key of a task other than the run's to a value other than its default (a
     segmentation key in a classification run would be silently ignored)."""
-    for k in given:
-        owner = KEY_TASK.get(k.replace("-", "_"))
-        if owner is None or owner == cfg.task:
-            continue
-        name = k.replace("-", "_")
-        if getattr(cfg, name) != _default(name):  # a whole dumped config (a run's config.yaml) holds every key
+    for k, name in _changed(cfg, given, KEY_TASK):
+        owner = KEY_TASK[name]
+        if owner != cfg.task:
             raise ConfigError(
                 f"config key '{k}' in {where} is a {owner} key; this run's task is {cfg.task} "
                 f"(set task: {owner}, or remove the key)"
@@ -367,10 +373,7 @@ ITERATION_RUN_KEYS = ("eval_interval",)
 def check_schedule_keys(cfg: "TrainConfig", given: Sequence[str], where: str) -> None:
     """A ConfigError when `where` sets a key the run's kind of schedule does not read to a value other than its
     default (`epochs` in an iteration run, `eval_interval` in an epoch run would be silently ignored)."""
-    for k in given:
-        name = k.replace("-", "_")
-        if name not in EPOCH_RUN_KEYS + ITERATION_RUN_KEYS or getattr(cfg, name) == _default(name):
-            continue
+    for k, name in _changed(cfg, given, EPOCH_RUN_KEYS + ITERATION_RUN_KEYS):
         if cfg.iters is not None and name in EPOCH_RUN_KEYS:
             instead = " (warm-up: warmup_iters)" if name == "warmup_epochs" else ""
             raise ConfigError(

@@ -302,39 +302,30 @@ class Trainer:
 
         self.updates_per_epoch = math.ceil(len(self.train_loader) / cfg.grad_accum)
         if cfg.iters is None:
-            warmup_epochs = cfg.warmup_epochs
+            length, cooldown, per_epoch = cfg.epochs, cfg.cooldown_epochs, self.updates_per_epoch
+            warmup = cfg.warmup_epochs
             if cfg.warmup_iters:  # a warm-up counted in updates: a fraction of an epoch to timm's schedule
                 if cfg.warmup_epochs:
                     raise TrainError(
                         f"warmup_epochs ({cfg.warmup_epochs}) and warmup_iters ({cfg.warmup_iters}) are both set; an "
                         "epoch run warms up for one of them (set the other to 0)"
                     )
-                warmup_epochs = cfg.warmup_iters / self.updates_per_epoch
-            self.scheduler, self.total_epochs = create_scheduler_v2(
-                self.optimizer,
-                sched=cfg.sched,
-                num_epochs=cfg.epochs,
-                warmup_epochs=warmup_epochs,
-                warmup_lr=cfg.warmup_lr,
-                min_lr=cfg.min_lr,
-                cooldown_epochs=cfg.cooldown_epochs,
-                decay_rate=cfg.decay_rate,
-                step_on_epochs=False,
-                updates_per_epoch=self.updates_per_epoch,
-            )
+                warmup = cfg.warmup_iters / self.updates_per_epoch
         else:  # the schedule counts updates; an "epoch" is one round of eval_interval updates
-            self.scheduler, _ = create_scheduler_v2(
-                self.optimizer,
-                sched=cfg.sched,
-                num_epochs=cfg.iters,
-                warmup_epochs=cfg.warmup_iters,
-                warmup_lr=cfg.warmup_lr,
-                min_lr=cfg.min_lr,
-                decay_rate=cfg.decay_rate,
-                step_on_epochs=False,
-                updates_per_epoch=1,
-            )
-            self.total_epochs = cfg.iters // cfg.eval_interval
+            length, warmup, cooldown, per_epoch = cfg.iters, cfg.warmup_iters, 0, 1
+        self.scheduler, total_epochs = create_scheduler_v2(
+            self.optimizer,
+            sched=cfg.sched,
+            num_epochs=length,
+            warmup_epochs=warmup,
+            warmup_lr=cfg.warmup_lr,
+            min_lr=cfg.min_lr,
+            cooldown_epochs=cooldown,
+            decay_rate=cfg.decay_rate,
+            step_on_epochs=False,
+            updates_per_epoch=per_epoch,
+        )
+        self.total_epochs = total_epochs if cfg.iters is None else cfg.iters // cfg.eval_interval
 
     def _prepare_run_folder(self) -> None:
         """The run folder: temp files of killed writes swept, the resume point read, config.yaml written."""
