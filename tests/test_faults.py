@@ -13,6 +13,7 @@ import zipfile
 
 import pytest
 import torch
+from test_train import run_script  # (and its tiny models, registered in this process too)
 
 from inceptionnext.tasks.classification import task as classification_task
 from inceptionnext.train import CheckpointError, Trainer, fit, parse_config
@@ -112,12 +113,10 @@ def _args(tmp_path, data, experiment="run", epochs=3):
 
 
 def _run_script(tmp_path, text, *args, timeout=240):
-    script = tmp_path / "script.py"
-    script.write_text(text.replace("REPO_PATH", repr(REPO)))
-    return subprocess.run(
-        [sys.executable, str(script), *args],
-        capture_output=True,
-        text=True,
+    return run_script(
+        tmp_path,
+        text,
+        *args,
         timeout=timeout,
         start_new_session=True,  # its own process group: a signal meant for the killed run reaches nothing else
         env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1"),  # a native crash shows its stack
@@ -141,8 +140,6 @@ def _resume_scripted(run_dir, scores, tmp_path):
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     return types.SimpleNamespace(**json.loads(p.stdout.strip().splitlines()[-1]))
 
-
-import test_train  # noqa: E402,F401  (its tiny models, registered in this process too)
 
 # kill points inside the second epoch's checkpoint writes: half-way through writing model_best.pth, between its
 # rename and the write of last.pth, half-way through last.pth, right after last.pth's rename

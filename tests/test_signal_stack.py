@@ -3,17 +3,13 @@ created, leaves the thread on an unmapped one: the next signal with a Python han
 Ctrl-C) then ends the process with SIGSEGV and no traceback. Each script here runs in its own process, releases
 two OpenVINO users out of order and then takes a signal through a Python handler."""
 
-import os
 import resource
-import subprocess
-import sys
 import textwrap
 
 import pytest
+from test_train import run_script
 
 pytest.importorskip("openvino")
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PRELUDE = textwrap.dedent("""
     import faulthandler, os, signal, sys
@@ -65,16 +61,7 @@ def _no_core_file():
 
 
 def _run(tmp_path, text, *args):
-    script = tmp_path / "script.py"
-    script.write_text(text.replace("REPO_PATH", repr(REPO)))
-    return subprocess.run(
-        [sys.executable, str(script), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-        preexec_fn=_no_core_file,
-    )
+    return run_script(tmp_path, text, *args, timeout=120, cwd=tmp_path, preexec_fn=_no_core_file)
 
 
 def test_kept_signal_stack_makes_any_release_order_of_openvino_cores_safe(tmp_path):

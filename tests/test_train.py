@@ -272,6 +272,16 @@ def test_layer_decay_reaches_the_optimizer_groups(tmp_path, data):
         assert g["lr"] == pytest.approx(head_lr * g["lr_scale"])
 
 
+def run_script(folder, text, *args, timeout=300, **popen):
+    """Write `text` (REPO_PATH standing for this checkout) to folder/script.py and run it with this Python, its
+    output captured; `popen` adds subprocess options (env, cwd, a session of its own)."""
+    script = folder / "script.py"
+    script.write_text(text.replace("REPO_PATH", repr(REPO)))
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout, **popen
+    )
+
+
 KILLED_MID_EPOCH = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, REPO_PATH)
@@ -303,13 +313,11 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, data):
     full = fit(toy_cfg(tmp_path, data, experiment="full", **kw))
     cfg_file = tmp_path / "killed.yaml"
     save_config(toy_cfg(tmp_path, data, experiment="killed", **kw), str(cfg_file))
-    script = tmp_path / "die.py"
-    script.write_text(KILLED_MID_EPOCH.replace("REPO_PATH", repr(REPO)))
-    p = subprocess.run(
-        [sys.executable, str(script), "--config", str(cfg_file)],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    p = run_script(
+        tmp_path,
+        KILLED_MID_EPOCH,
+        "--config",
+        str(cfg_file),
         env=dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads())),
     )
     # (the thread count of the uninterrupted run in this process: float sums depend on it)
