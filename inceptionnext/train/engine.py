@@ -65,9 +65,8 @@ def create_model(
     keep_classifier: bool = False,
     **kwargs,
 ) -> nn.Module:
-    """timm.create_model by name; a local weight file goes through timm's pretrained path (our loader plugs in
-    there), which drops the classifier and leaves a fresh head when the class count differs from the weights'
-    config (1000). keep_classifier declares the file's head to have num_classes outputs, so it is loaded."""
+    """`models.backbone.create_timm_model` for a training run: a bad name or file is a TrainError, a file whose
+    head already has `num_classes` outputs keeps it, and `model.start_note` says where the weights came from."""
     try:
         check_model_name(name)  # the close-match helper predict and info use
     except ValueError as e:
