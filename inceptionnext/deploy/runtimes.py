@@ -236,14 +236,14 @@ def read_runtime_model(path):
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such file")
     if path.lower().endswith(".xml"):
-        openvino_core()  # installed, or RuntimeUnavailable with the pip command
+        core = openvino_core()  # installed, or RuntimeUnavailable with the pip command
         weights = Path(path).with_suffix(".bin")
         if not weights.is_file():
             raise RuntimeFileError(
                 f"{path}: its weights file {weights} is missing (an OpenVINO IR is the .xml and the .bin beside it)"
             )
         try:
-            model = openvino_core().read_model(path)
+            model = core.read_model(path)
         except Exception as e:
             raise RuntimeFileError(
                 f"{path}: cannot be read as an OpenVINO IR with {weights.name} "
