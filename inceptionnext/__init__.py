@@ -3,6 +3,7 @@
 Importing the package also registers the training tasks (classification, segmentation, detection) with the engine."""
 
 from . import models, tasks, weights
+from .deploy import verify_file
 from .models import ZOO, ConvNeXt, InceptionDWConv2d, MetaNeXt
 from .version import __version__
 from .weights import CheckpointError, load_state_dict_file, save_state_dict
@@ -19,4 +20,5 @@ __all__ = [
     "CheckpointError",
     "load_state_dict_file",
     "save_state_dict",
+    "verify_file",
 ]

@@ -11,35 +11,12 @@ Each file is "verified", "unchecked" (readable, but it carries no checksum: exit
 
 import argparse
 import sys
-from typing import Mapping, Tuple
 
-from ..checksum import verify_loaded, verify_runtime_model
-from ..deploy.runtimes import read_runtime_model
+from ..deploy.verify import verify_file
 from ..utils.text import escape_control
-from ..weights import read_weight_file
 from .common import USER_ERRORS, summary
 
 DAMAGED, UNCHECKED = 1, 2  # exit statuses
-
-
-def verify_path(path: str) -> Tuple[bool, str]:
-    """Read any file the library loads (weight file, .onnx, OpenVINO .xml + .bin) and check its checksum:
-    (True, what) when verified, (False, what) when it carries none; a CheckpointError when it cannot be used."""
-    if str(path).lower().endswith((".onnx", ".xml")):
-        model = read_runtime_model(path)
-        checked = verify_runtime_model(model, str(path))
-        what = "an ONNX file" if str(path).lower().endswith(".onnx") else "an OpenVINO IR"
-        return checked, what
-    obj, metadata = read_weight_file(path)
-    checked = verify_loaded(obj, metadata, str(path))
-    what = "a file"
-    if isinstance(obj, Mapping) and obj.get("format") == "inceptionnext.train":
-        what = f"training checkpoint of {obj.get('arch')}, epoch {obj.get('epoch')}"
-    elif isinstance(obj, Mapping) and obj.get("format") == "inceptionnext.model" or metadata.get("format"):
-        what = "converted model file"
-    elif isinstance(obj, Mapping):
-        what = f"{len(obj)} entries"
-    return checked, what
 
 
 def cli(argv=None, prog: str = "inceptionnext verify") -> int:
@@ -54,7 +31,7 @@ def cli(argv=None, prog: str = "inceptionnext verify") -> int:
     damaged = unchecked = 0
     for path in a.files:
         try:
-            checked, what = verify_path(path)
+            checked, what = verify_file(path)
         except USER_ERRORS as e:
             damaged += 1
             print(f"damaged: {escape_control(e)}", file=sys.stderr, flush=True)
