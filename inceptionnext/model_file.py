@@ -236,9 +236,18 @@ def _scored_if_several(obj: Mapping[str, Any]) -> Optional[str]:
 def read_model_file(path: PathLike, use_ema: Optional[bool] = None) -> ModelFile:
     """Read any weight file the library loads, with its record of the model where it has one.
 
-    Of a checkpoint holding model and EMA weights, the ones scored best in training are read (this engine's
-    checkpoints record which; others: the EMA weights, which timm's train.py scores and its loaders take);
-    `use_ema` True or False picks the EMA or the model weights instead (an error when the file lacks them).
+    Args:
+        path: any weight file the library reads.
+        use_ema: of a checkpoint holding model and EMA weights, None reads the ones scored best in training
+            (this engine's checkpoints record which; others: the EMA weights, which timm's train.py scores);
+            True or False picks the EMA or the model weights.
+
+    Returns:
+        The state dict with whatever record the file carries: model name, class count, input channels,
+        folded or not, pretrained config, and which checkpoint entry the weights came from.
+
+    Raises:
+        CheckpointError: the file cannot be read or is damaged, or lacks the weights `use_ema` asks for.
     """
     path = str(path)
     obj, metadata = read_weight_file(path)
@@ -297,10 +306,26 @@ def load_model(
 ) -> nn.Module:
     """An eval-mode model with the weights of `path`, rebuilt from the file's record.
 
-    `model_name` is needed only for files without a record, and must agree with the record otherwise. Folded
-    weights are detected (from the record, else from the keys) and the model is folded before loading, unless
-    `deploy` says which. `use_ema` as in `read_model_file`; `model.weights_note` says which weights were
-    loaded. Other kwargs go to `timm.create_model` (e.g. `fast_path`, `drop_rate`).
+    Folded weights are detected (from the record, else from the keys) and the model is folded before loading,
+    unless `deploy` says which. `model.weights_note` says which weights were loaded.
+
+    Args:
+        path: any weight file the library reads: a converted file, a training checkpoint, an official `.pth`,
+            a timm state dict or `.safetensors`.
+        model_name: needed only for files without a record (bare state dicts); must agree with the record
+            otherwise.
+        num_classes: the class count the file must have; None takes the file's.
+        use_ema: of a checkpoint holding model and EMA weights, True or False picks the EMA or the model
+            weights; None takes the ones scored best in training.
+        deploy: True or False forces a folded or unfolded model; None decides from the file.
+        **kwargs: passed to `timm.create_model` (e.g. `fast_path`, `drop_rate`).
+
+    Returns:
+        The model, in eval mode.
+
+    Raises:
+        CheckpointError: the file cannot be read, is damaged, names another model, or its weights do not fit
+            the model (the message names the first mismatching keys).
     """
     mf = read_model_file(path, use_ema)
     if model_name and mf.model_name and not _same_model(model_name, mf.model_name):
@@ -348,10 +373,18 @@ def save_model(
     label_names: Optional[List[str]] = None,
     check: Optional[Callable[[str], None]] = None,
 ) -> Path:
-    """Write `model`'s weights with the record that rebuilds it: safetensors for .safetensors, else torch.save.
+    """Write `model`'s weights with the record that rebuilds it.
 
-    Written atomically; `check(tmp_path)` may inspect the new file (and raise) before it replaces `path`. The
-    name defaults to the one the model was built under (its pretrained config).
+    Args:
+        model: the model to save (folded or not).
+        path: `.safetensors` (the record in the metadata) or any other suffix (torch.save of a dict with
+            `state_dict`, which timm's loaders also read). Written atomically, with a checksum.
+        model_name: the registered name; defaults to the one the model was built under.
+        label_names: class names to record (the model's own by default).
+        check: called with the temporary file before it replaces `path`; raise to keep the old file.
+
+    Returns:
+        The path written.
     """
     path = Path(path)
     if path.suffix not in WEIGHT_SUFFIXES:
@@ -414,8 +447,23 @@ def convert(
 ) -> ConvertResult:
     """Read any weight file, check it fits the model, optionally fold it, and write it with its record.
 
-    With `verify` the new file is read back before it replaces `dst`: it must rebuild a model whose outputs
-    equal the converted model's exactly and, when folded here, the source model's within fp32 rounding.
+    Args:
+        src: any weight file the library reads.
+        dst: the file to write: `.safetensors` or `.pth`.
+        model_name: needed only for files without a record.
+        deploy: fold the model before writing (faster inference, outputs within fp32 rounding).
+        use_ema: which weights of a checkpoint holding both, as in `load_model`.
+        num_classes: the class count the file must have.
+        verify: read the new file back before it replaces `dst`: it must rebuild a model whose outputs equal
+            the converted model's exactly and, when folded here, the source model's within fp32 rounding.
+
+    Returns:
+        The model as written, the path, and the largest difference of the read-back outputs from the source
+        model's (None when not verified).
+
+    Raises:
+        CheckpointError: the source cannot be read or does not fit the model, or the written file fails the
+            read-back check (nothing replaces `dst` then).
     """
     dst = Path(dst)
     if dst.suffix not in WEIGHT_SUFFIXES:
@@ -458,11 +506,24 @@ def save_hub_folder(
     use_ema: Optional[bool] = None,
     verify: bool = True,
 ) -> nn.Module:
-    """Any weight file as timm's hub format (config.json + model.safetensors, what `push_to_hub` uploads), so
-    `timm.create_model('local-dir:FOLDER', pretrained=True)` (or `hf-hub:` once uploaded) rebuilds the model.
+    """Any weight file as timm's hub format (`config.json` + `model.safetensors`, what `push_to_hub` uploads).
 
-    timm rebuilds hub models from their config, unfolded, so folded files cannot be written this way. With
-    `verify` the folder is loaded back through `local-dir:` and must give identical outputs.
+    `timm.create_model("local-dir:FOLDER", pretrained=True)` (or `hf-hub:` once uploaded) then rebuilds the
+    model. timm rebuilds hub models from their config, unfolded, so folded files cannot be written this way.
+
+    Args:
+        src: any weight file the library reads.
+        folder: the folder to write.
+        model_name: needed only for files without a record.
+        use_ema: which weights of a checkpoint holding both, as in `load_model`.
+        verify: load the folder back through `local-dir:`; it must give identical outputs.
+
+    Returns:
+        The model that was written.
+
+    Raises:
+        CheckpointError: the source cannot be read or does not fit, or the folder fails the check.
+        ValueError: the source holds a folded model, or `folder` exists and is not a folder.
     """
     from timm.models import save_for_hf
 

@@ -134,9 +134,19 @@ def check_zip_sizes(path: PathLike) -> None:
 
 
 def read_weight_file(path: PathLike) -> Tuple[Any, Dict[str, str]]:
-    """What a .pth/.pt/.bin (torch, weights-only) or .safetensors file holds, as stored, and the safetensors
-    metadata (empty for torch files); errors name the file and say why it cannot be read. A file carrying a
-    checksum (`inceptionnext.checksum`) is checked against it: a damaged one is a ChecksumError."""
+    """What a weight file holds, as stored, with its checksum checked when it carries one.
+
+    Args:
+        path: a `.pth` / `.pt` / `.bin` (read by torch, weights-only) or `.safetensors` file.
+
+    Returns:
+        The loaded object (a state dict or a checkpoint dict) and the safetensors metadata (empty for torch
+        files).
+
+    Raises:
+        CheckpointError: the file is missing or cannot be read (the message says why); `ChecksumError`, a
+            subclass, when its content does not match the checksum it carries.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"weight file not found: {path}")
@@ -183,12 +193,32 @@ def hub_folder_weights(folder: PathLike) -> Path:
 
 
 def load_state_dict_file(path: PathLike) -> Dict[str, torch.Tensor]:
-    """A state dict from a .pth/.pt/.bin (torch, weights-only) or .safetensors file, unwrapped and de-prefixed."""
+    """A state dict from a weight file, unwrapped and de-prefixed.
+
+    Args:
+        path: a `.pth` / `.pt` / `.bin` (read by torch, weights-only) or `.safetensors` file: a raw state dict,
+            a training checkpoint (`model`, `state_dict`, `state_dict_ema`) or a converted file.
+
+    Returns:
+        The tensors by parameter name, with `module.` prefixes stripped.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, damaged (its checksum does not match) or holds no
+            state dict; the message names the file.
+    """
     return unwrap_state_dict(read_weight_file(path)[0], str(path))
 
 
 def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: PathLike) -> Path:
-    """Write weights atomically: safetensors for .safetensors, torch.save otherwise."""
+    """Write weights atomically: safetensors for `.safetensors`, torch.save otherwise.
+
+    Args:
+        state_dict: the tensors by parameter name.
+        path: where to write; the suffix picks the format. A reader never sees a half-written file.
+
+    Returns:
+        The path written.
+    """
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
     if Path(path).suffix == ".safetensors":
         from safetensors.torch import save_file

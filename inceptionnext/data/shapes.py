@@ -5,8 +5,8 @@ Each image is a textured background with one object drawn at a random place, siz
 ``cross`` (a plus sign of a green-ish colour). Colours vary within each class's hue range and backgrounds are random
 greys with a faint gradient; ``grey`` > 0 draws a share of the objects in grey, so shape alone must tell them.
 
-    python -m inceptionnext.data.shapes /tmp/shapes --train 60 --val 20
-    # -> /tmp/shapes/train/<class>/*.png and /tmp/shapes/val/<class>/*.png
+    python -m inceptionnext.data.shapes shapes --train 60 --val 20
+    # -> shapes/train/<class>/*.png and shapes/val/<class>/*.png
 """
 
 from __future__ import annotations

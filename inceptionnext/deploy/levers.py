@@ -1,4 +1,4 @@
-"""Deploy-time speed levers: opt-in changes to a folded model that trade exactness for CPU speed (issue 19).
+"""Deploy-time speed levers: opt-in changes to a folded model that trade exactness for CPU speed.
 
 The exact model is the default (no levers). A lever is applied to a folded copy, the copy remembers it
 (``deploy_levers``), and `export` / `quantize` record it in the file they write (``inceptionnext.levers``), so a

@@ -335,11 +335,27 @@ def quantize_model(
     force: bool = False,
     levers=None,
 ) -> QuantizeReport:
-    """Fold `model`, apply `levers` (default none), quantize it with the `calibration` images and check it on the
-    `check` images against the exact folded fp32 model.
+    """Fold `model`, apply `levers`, quantize it to int8 and check it against the exact folded fp32 model.
 
-    `backend` defaults from the output suffix (.xml: openvino, .onnx: onnxruntime). Raises AccuracyFloorError
-    (nothing written) when agreement or SQNR is below `floor`, unless `force`.
+    Args:
+        model: the float model (folded or not).
+        output: the file to write: `.xml` (OpenVINO IR through NNCF) or `.onnx` (ONNX Runtime QDQ).
+        calibration: the images the quantizer calibrates on.
+        check: held-out images the int8 file is judged on.
+        backend: `"openvino"` or `"onnxruntime"`; None picks it from the output suffix.
+        floor: what the int8 file must keep (top-1 agreement, logit SQNR, top-1 change on labelled images);
+            `QualityFloor()` by default.
+        force: write the file even when it is below the floor.
+        levers: opt-in speed levers (`inceptionnext.deploy.levers`), e.g. `["fast-act"]`; none by default.
+
+    Returns:
+        The report: agreement, SQNR, top-1 before and after, the file written.
+
+    Raises:
+        AccuracyFloorError: the int8 file is below `floor` (nothing is written) and `force` is not set.
+        QuantizeError: too few check images (fewer than the floor's `min_check_images`), an output the backend
+            does not write, or a quantizer failure (the message says which).
+        RuntimeUnavailable: the backend's packages are not installed (the message has the pip command).
     """
     output = Path(os.fspath(output))
     backend = backend or {v: k for k, v in BACKENDS.items()}.get(output.suffix.lower())
@@ -468,8 +484,32 @@ def quantize_file(
     overrides=None,
     levers=None,
 ) -> QuantizeReport:
-    """`quantize_model` with calibration and check images drawn from one source (see `load_images`); the
-    digits use their train split to calibrate and their val split to check, other sources two disjoint draws."""
+    """`quantize_model` with calibration and check images drawn from one source.
+
+    The digits use their train split to calibrate and their val split to check; other sources give two
+    disjoint seeded draws.
+
+    Args:
+        model: the float model.
+        output: the file to write (`.xml` or `.onnx`).
+        source: `"digits"`, an ImageFolder (labelled when its class folders are the model's class names) or a
+            folder of images (see `load_images`).
+        num_calibration: how many images to calibrate on.
+        num_check: how many held-out images to judge the floor on.
+        backend: as in `quantize_model`.
+        floor: as in `quantize_model`.
+        force: as in `quantize_model`.
+        seed: the seed of the draws.
+        overrides: preprocessing settings that replace the model's own (input size, crop_pct, ...).
+        levers: as in `quantize_model`.
+
+    Returns:
+        The report of `quantize_model`.
+
+    Raises:
+        QuantizeError: a count below 1, or a source with too few images.
+        AccuracyFloorError: as in `quantize_model`.
+    """
     if num_calibration < 1 or num_check < 1:
         raise QuantizeError("num_calibration and num_check must be at least 1")
     calibration = load_images(source, model, num_calibration, "train", seed, overrides=overrides)

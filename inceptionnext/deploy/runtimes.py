@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from ..checksum import verify_runtime_model
 from ..models.fold import is_folded, is_metanext_block, reparameterize_model
-from ..utils.cpu import native_bf16  # AVX512_BF16 / AMX-BF16 flags: bf16 worth running (measured, issue 19)
+from ..utils.cpu import native_bf16  # AVX512_BF16 / AMX-BF16 flags: bf16 worth running (measured)
 from ..utils.signal_stack import kept_signal_stack
 from ..utils.text import excerpt
 
@@ -90,8 +90,17 @@ def _import(runtime: str):
 
 
 def openvino_core():
-    """The one `ov.Core` of this process: each Core loads a CPU plugin of its own, which swaps the thread's signal
-    stack (see `utils.signal_stack`); one Core compiles every model, and loads the plugin once."""
+    """The one `openvino.Core` of this process, which compiles every OpenVINO model of the library.
+
+    Each Core loads a CPU plugin that swaps the thread's signal stack; Cores released in another order than
+    they were made leave the thread on freed memory. Compile your own OpenVINO models on this Core too.
+
+    Returns:
+        The shared `openvino.Core`.
+
+    Raises:
+        RuntimeUnavailable: OpenVINO is not installed (the message has the pip command).
+    """
     return _core_of(_import("openvino"))
 
 
@@ -401,7 +410,20 @@ def _compile_frozen(model: nn.Module):
 
 
 def wrap_torch(model: nn.Module, runtime: str = "torch", precision: str = "fp32") -> nn.Module:
-    """`model` as the given PyTorch runtime and precision (eager fp32 keeps the model as it is, folded or not)."""
+    """`model` as the given PyTorch runtime and precision.
+
+    Args:
+        model: a float model.
+        runtime: `"torch"` (eager) or `"torch.compile"` (the folded channels_last model compiled by Inductor
+            with freezing).
+        precision: `"fp32"` or `"bf16"` (CPU autocast; it warns where the CPU lacks bf16 instructions).
+
+    Returns:
+        A module that maps a batch to logits; eager fp32 returns `model` as it is.
+
+    Raises:
+        ValueError: a runtime or precision PyTorch does not run.
+    """
     _check_precision(runtime, precision)
     if runtime == "torch" and precision == "fp32":
         return model.eval()
@@ -411,8 +433,27 @@ def wrap_torch(model: nn.Module, runtime: str = "torch", precision: str = "fp32"
 def load_runtime(
     path, runtime: Optional[str] = None, precision: Optional[str] = None, threads: Optional[int] = None
 ) -> FileModel:
-    """An exported or quantized file as a model: .onnx on ONNX Runtime (or OpenVINO with runtime='openvino'),
-    .xml (OpenVINO IR) on OpenVINO. Weight files go through `model_file.load_model` and `wrap_torch`."""
+    """An exported or quantized file as a model that maps a batch to logits.
+
+    Weight files go through `model_file.load_model` and `wrap_torch` instead.
+
+    Args:
+        path: an `.onnx` file (ONNX Runtime, or OpenVINO with `runtime="openvino"`) or an OpenVINO `.xml`
+            (its `.bin` beside it).
+        runtime: `"onnxruntime"` or `"openvino"`; None picks it from the suffix.
+        precision: `"fp32"`, `"bf16"` (OpenVINO) or `"int8"` (a quantized file); None runs the file as it was
+            written (int8 for a quantized file, fp32 otherwise).
+        threads: CPU threads for the runtime; None takes PyTorch's thread count.
+
+    Returns:
+        A module carrying the file's preprocessing config, class names and metadata.
+
+    Raises:
+        ValueError: not an `.onnx` / `.xml` file, or a runtime or precision that cannot run it.
+        FileNotFoundError: no such file.
+        RuntimeFileError: the file is damaged or unreadable (the message names it).
+        RuntimeUnavailable: the runtime is not installed (the message has the pip command).
+    """
     path = os.fspath(path)
     suffix = Path(path).suffix.lower()
     if suffix not in FILE_SUFFIXES:

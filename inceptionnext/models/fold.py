@@ -306,7 +306,14 @@ class FusedMetaNeXtBlock(nn.Module):
 
 
 def is_folded(model: nn.Module) -> bool:
-    """Whether `model` holds folded MetaNeXt blocks (its state dict then lacks the block BatchNorms and gamma)."""
+    """Whether `model` holds folded MetaNeXt blocks.
+
+    Args:
+        model: any module.
+
+    Returns:
+        True when its blocks are folded (its state dict then lacks the block BatchNorms and layer scales).
+    """
     return any(
         isinstance(m, FusedMetaNeXtBlock)
         or (is_metanext_block(m) and isinstance(m.norm, nn.Identity) and m.gamma is None)
@@ -317,10 +324,19 @@ def is_folded(model: nn.Module) -> bool:
 def reparameterize_model(model: nn.Module, inplace: bool = False, fuse: bool = True) -> nn.Module:
     """Fold every BatchNorm and layer scale of a MetaNeXt model for inference.
 
-    The model must be in eval mode: folding uses the BatchNorm running statistics, which a model in
-    train mode does not use. With ``fuse`` (default) each folded block becomes a ``FusedMetaNeXtBlock``
-    (faster CPU inference, same outputs and state-dict keys). Returns the folded model (a deep copy
-    unless ``inplace``).
+    Args:
+        model: an InceptionNeXt or ConvNeXt-variant model in eval mode (folding uses the BatchNorm running
+            statistics, which a model in train mode does not use).
+        inplace: fold `model` itself instead of a deep copy.
+        fuse: each folded block becomes a `FusedMetaNeXtBlock` (faster CPU inference, same outputs and
+            state-dict keys); False keeps the plain folded modules.
+
+    Returns:
+        The folded model, matching the unfolded one within fp32 rounding.
+
+    Raises:
+        TypeError: `model` is not an `nn.Module`.
+        RuntimeError: `model` is in train mode.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
@@ -362,8 +378,13 @@ def reparameterize_model(model: nn.Module, inplace: bool = False, fuse: bool = T
 def create_deploy_model(model_name: str, **kwargs: Any) -> nn.Module:
     """An eval-mode, folded model from a timm model name, ready to load a folded state dict.
 
-    ``fuse`` (default True) is passed to ``reparameterize_model``; the other kwargs go to
-    ``timm.create_model`` (load pretrained weights this way, they are folded after loading).
+    Args:
+        model_name: a registered name, e.g. `"inceptionnext_t"`.
+        **kwargs: `fuse` (default True) goes to `reparameterize_model`; the others to `timm.create_model`
+            (pretrained weights loaded this way are folded after loading).
+
+    Returns:
+        The folded model.
     """
     import timm
 

@@ -102,10 +102,29 @@ class MetaNeXtStage(nn.Module):
 
 
 class MetaNeXt(TimmModelMixin, nn.Module):
-    """MetaNeXt backbone + MLP head. Per-stage token mixers and MLP ratios; stem is a 4x4 stride-4 conv + BN.
+    """MetaNeXt backbone + MLP head: the InceptionNeXt architecture. Usually built by name through timm
+    (`timm.create_model("inceptionnext_t")`), which also loads weights.
 
-    `token_mixers` is one callable `dim -> nn.Module` or one per stage (e.g. partial(InceptionDWConv2d, ...));
-    with `output_stride` 8 or 16 it must also take `dilation=` (the later stages keep their resolution and dilate).
+    Args:
+        in_chans: input channels.
+        num_classes: classes of the head; 0 gives a model without a classifier.
+        global_pool: timm's pool type, `"avg"` by default (the MLP head pools first, so `""`, no pooling, is
+            refused).
+        depths: blocks per stage.
+        dims: channels per stage.
+        token_mixers: one callable `dim -> nn.Module` or one per stage (e.g. `partial(InceptionDWConv2d, ...)`);
+            with `output_stride` 8 or 16 it must also take `dilation=`.
+        norm_layer: the normalization of the stem and the blocks (BatchNorm: foldable for inference).
+        act_layer: the MLP activation.
+        mlp_ratios: MLP expansion per stage (one value or one per stage).
+        head_mlp_ratio: expansion of the classifier's MLP head.
+        drop_rate: dropout before the classifier.
+        drop_path_rate: stochastic depth, rising linearly to this rate over the blocks.
+        ls_init_value: initial layer scale; None for no layer scale.
+        fast_path: the fused Triton mixer kernel on CUDA: True or False forces it on or off, None decides
+            (also `INCEPTIONNEXT_FAST_PATH`).
+        output_stride: 32, 16 or 8; below 32 the later stages keep their resolution and dilate their depthwise
+            kernels (same weights).
     """
 
     def __init__(

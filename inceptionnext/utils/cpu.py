@@ -2,8 +2,8 @@
 
 oneDNN *can* run bf16 on any AVX-512 CPU (``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` is true there), but
 without bf16 dot-product instructions it converts and runs fp32 arithmetic, slower than fp32. With them it pays
-even without AMX: on an AVX512_BF16 Zen 5 (no AMX) OpenVINO bf16 ran 1.7-1.9x its fp32, PyTorch bf16 1.15-1.3x
-(issue 19). So the rule is the flags: ``avx512_bf16`` or ``amx_bf16`` (x86), ``bf16`` (Arm).
+even without AMX: on an AVX512_BF16 Zen 5 (no AMX) OpenVINO bf16 ran 1.7-1.9x its fp32, PyTorch bf16 1.15-1.3x.
+So the rule is the flags: ``avx512_bf16`` or ``amx_bf16`` (x86), ``bf16`` (Arm).
 """
 
 from typing import FrozenSet, Optional

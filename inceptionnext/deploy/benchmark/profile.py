@@ -1,5 +1,5 @@
 """Where an OpenVINO model's time goes: its own per-layer counters (PERF_COUNT, `get_profiling_info`) summed by
-category, ours beside resnet50, so the gap between them can be read off (issue 19).
+category, ours beside resnet50, so the gap between them can be read off.
 
 Each executed node's time is its median over the profiled inferences (a shared machine's preemptions stay out);
 a node fused into another (GELU or the residual add into a 1x1 conv) is inside that conv's time and is counted
