@@ -716,8 +716,9 @@ class Trainer:
             if is_best:
                 self.best = {main: row[best_key], "epoch": epoch + 1}
             self._save(epoch + 1, is_best)
-            if env.is_main:
-                self.task.after_validation(self.eval_model, self.out_dir, epoch + 1)
+            if env.is_main and is_best:  # the task's pictures show the weights model_best.pth holds
+                scored = self.ema.module if best_key.startswith("ema_") else self.eval_model
+                self.task.after_validation(scored, self.out_dir, epoch + 1)
             ema_txt = f" | EMA {self.task.metric_label} {row[f'ema_val_{main}']:.2f}" if self.ema is not None else ""
             skip_txt = f" | skipped {row['skipped_images']} unreadable images" if row["skipped_images"] else ""
             self._log(
