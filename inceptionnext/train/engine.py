@@ -168,7 +168,7 @@ def autocast_for(amp: str, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-WARMUP_SHARE = 0.25  # a warm-up longer than this share of the run is named: the lr peaks too late to train at
+WARMUP_SHARE = 0.25  # a warm-up longer than this share of the run is named: the run spends too little at its peak lr
 
 
 def warmup_note(cfg: TrainConfig, updates_per_epoch: int) -> Optional[str]:
