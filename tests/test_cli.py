@@ -1,6 +1,7 @@
 """The `inceptionnext` command: every subcommand on the CPU, with weight files and images the tests make."""
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -121,6 +122,19 @@ def test_help_lists_every_command_and_each_has_its_own(capsys):
             main([name, "--help"])
         out = capsys.readouterr().out
         assert e.value.code == 0 and f"usage: inceptionnext {name}" in out, name
+
+
+def test_each_command_help_opens_with_a_whole_description(capsys):
+    """--help's description ends its sentence; where it comes from the command's docstring, it is that docstring's
+    whole first paragraph, not its first line."""
+    for name, (module, _) in COMMANDS.items():
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        description = " ".join(capsys.readouterr().out.split("\n\n")[1].split())
+        first = " ".join(importlib.import_module(module).__doc__.split("\n\n")[0].split())
+        from_doc = first.split(": ", 1)[1] if first.startswith(f"`inceptionnext {name}`: ") else first
+        assert description.endswith("."), (name, description)
+        assert description == from_doc or name == "train", (name, description)  # train's comes from its config
 
 
 def test_unknown_command_suggests_the_close_one(capsys):

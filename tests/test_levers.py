@@ -183,6 +183,10 @@ def test_cpu_flags_decide_bf16(tmp_path):
 
 
 def test_cli_quantize_with_a_lever_then_validate_and_predict_report_the_same_top1(model, tmp_path, capsys):
+    """The file `quantize --lever` writes is the one validate and predict then run: validate's top-1 matches the
+    report's int8 top-1 and names the lever. It does not judge int8 quality (test_levers' API tests do): the model is
+    untrained, at chance, where a few images flip between fp32 and int8, and which ones differs between CPUs (VNNI and
+    AVX2 int8 kernels round differently), so every floor is off, top-1 change included."""
     pytest.importorskip("onnxruntime")
     from inceptionnext.cli import main
     from inceptionnext.data.digits import DigitsDataset
@@ -212,6 +216,8 @@ def test_cli_quantize_with_a_lever_then_validate_and_predict_report_the_same_top
                 "0",
                 "--min-sqnr",
                 "-100",
+                "--max-top1-change",
+                "100",
                 "--json",
             ]
         )

@@ -4,6 +4,9 @@ quantize -> predict -> validate works on the embedded digits, and a missing runt
 
 import json
 import math
+import os
+import platform
+import subprocess
 import sys
 
 import pytest
@@ -110,6 +113,10 @@ def test_onnxruntime_round_trip_and_broken_calibration_refused(model, images, tm
 
 
 def test_openvino_cli_round_trip_quantize_predict_validate(model, tmp_path, capsys):
+    """An OpenVINO int8 file from the CLI reloads in predict (classes close to the float model's) and in validate
+    (named as openvino int8, on the whole digits val split). Quality is the API tests' concern: this untrained model
+    sits at chance, where one of the 48 check images flipping moves top-1 by 2 points, and which ones flip differs
+    between CPUs (VNNI and AVX2 int8 kernels round differently), so every floor is off, top-1 change included."""
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
 
@@ -138,6 +145,8 @@ def test_openvino_cli_round_trip_quantize_predict_validate(model, tmp_path, caps
             "0",
             "--min-sqnr",
             "-100",
+            "--max-top1-change",
+            "100",
             "--json",
         ]
     )
@@ -176,6 +185,28 @@ def test_openvino_cli_round_trip_quantize_predict_validate(model, tmp_path, caps
     )
     line = capsys.readouterr().out
     assert "(openvino int8)" in line and "on 359 images" in line
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN's ISA cap is x86's")
+def test_openvino_cli_quantize_passes_its_relaxed_floors_on_avx2_int8_kernels(model, tmp_path):
+    """The round trip above on the int8 kernels of an AVX2-only CPU, whatever this one has: oneDNN (under OpenVINO's
+    CPU plugin) is capped to AVX2 in a fresh process. There the untrained model's int8 top-1 moves by a flipped image
+    or two (VNNI kernels may flip none), which the default 0.5-point top-1 floor refuses with exit status 3; the
+    relaxed floors the CLI round trip sets cover it."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from inceptionnext.model_file import save_model
+
+    weights = save_model(model, tmp_path / "a.safetensors")
+    out = tmp_path / "a_int8.xml"
+    argv = ["quantize", "inceptionnext_a", "--weights", str(weights), "--calibration", "digits", "--output", str(out)]
+    argv += ["--num-calibration", "16", "--num-check", "48", "--min-agreement", "0", "--min-sqnr", "-100"]
+    argv += ["--max-top1-change", "100", "--json"]
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", DNNL_MAX_CPU_ISA="AVX2", OMP_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, "-m", "inceptionnext", *argv], capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    report = json.loads(p.stdout[p.stdout.index("{") :])
+    assert report["backend"] == "openvino" and report["check_images"] == 48 and out.is_file()
 
 
 def test_missing_runtime_is_named_with_its_install_hint(monkeypatch, tmp_path):

@@ -6,6 +6,7 @@ import importlib
 import sys
 from typing import Optional, Sequence
 
+from ..utils.threads import command_threads
 from ..version import __version__
 
 # subcommand -> (module, one-line summary); modules are imported only when their command runs
@@ -29,6 +30,11 @@ COMMANDS = {
     "verify": ("inceptionnext.cli.verify", "check that checkpoints are whole (their stored checksum)"),
     "benchmark": ("inceptionnext.cli.benchmark", "throughput beside timm's models, in one run"),
 }
+
+
+# commands that run a model here: for their run, the cores it may use as threads and a note when the machine is
+# busy (train and validate set theirs themselves, less their data-loader workers)
+RUNS_MODELS = ("predict", "segment", "detect", "export", "quantize", "benchmark")
 
 
 def usage() -> str:
@@ -59,7 +65,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"inceptionnext: unknown command {command!r}{hint}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[command][0])
-    return module.cli(argv[1:], prog=f"inceptionnext {command}")
+    if command not in RUNS_MODELS or {"-h", "--help"} & set(argv):
+        return module.cli(argv[1:], prog=f"inceptionnext {command}")
+    with command_threads():
+        return module.cli(argv[1:], prog=f"inceptionnext {command}")
 
 
 if __name__ == "__main__":

@@ -23,13 +23,14 @@ from ..deploy.benchmark.profile import breakdown_table, run_profile
 from ..deploy.levers import LEVERS, parse_levers
 from ..deploy.runtimes import PRECISIONS, RUNTIMES
 from ..ops.bench import benchmark_token_mixer, format_rows
+from .common import summary
 
 
 def parse_args(argv=None, prog: Optional[str] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         allow_abbrev=False,
         prog=prog,
-        description=__doc__.split("\n\n")[0],
+        description=summary(__doc__),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(

@@ -11,11 +11,11 @@ from ..data.images import check_dense_inputs
 from ..tasks.detection.infer import detect_files, load_detector
 from ..utils.device import resolve_device
 from ..utils.text import escape_control
-from .common import reports_errors
+from .common import reports_errors, summary
 
 
 def build_parser(prog=None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(allow_abbrev=False, prog=prog, description=__doc__.splitlines()[0].split(": ", 1)[1])
+    p = argparse.ArgumentParser(allow_abbrev=False, prog=prog, description=summary(__doc__))
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders of them")
     p.add_argument(
         "--weights",

@@ -12,11 +12,11 @@ import argparse
 import json
 
 from ..deploy.quantize import BACKENDS, AccuracyFloorError, QualityFloor, QuantizeError, quantize_file
-from .common import add_lever_args, add_model_args, model_from_args, reports_errors
+from .common import add_lever_args, add_model_args, model_from_args, reports_errors, summary
 
 
 def build_parser(prog=None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(allow_abbrev=False, prog=prog, description=__doc__.splitlines()[0].split(": ", 1)[1])
+    p = argparse.ArgumentParser(allow_abbrev=False, prog=prog, description=summary(__doc__))
     add_model_args(p)
     p.add_argument(
         "--calibration",

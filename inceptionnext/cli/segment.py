@@ -16,11 +16,11 @@ from ..tasks.segmentation.infer import segment_files
 from ..train.checkpoint import training_config
 from ..utils.device import resolve_device
 from ..utils.text import escape_control
-from .common import add_model_args, floats, model_from_args, reports_errors, split_model_and_images
+from .common import add_model_args, floats, model_from_args, reports_errors, split_model_and_images, summary
 
 
 def build_parser(prog=None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(allow_abbrev=False, prog=prog, description=__doc__.splitlines()[0].split(": ", 1)[1])
+    p = argparse.ArgumentParser(allow_abbrev=False, prog=prog, description=summary(__doc__))
     add_model_args(p)
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files, or folders of them")
     p.add_argument("--output", "-o", default="segmentation", help="folder for the PNGs (default: ./segmentation)")

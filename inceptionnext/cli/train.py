@@ -10,6 +10,8 @@ import sys
 from ..train import CheckpointError, ConfigError, DataError, TrainError, fit, parse_config
 from ..train.engine import RunInterrupted
 from ..utils.text import error_message, escape_control
+from ..utils.threads import command_threads
+from ..utils.workers import loader_workers
 
 INTERRUPTED = 130  # the shell's status for a command ended by SIGINT
 
@@ -17,7 +19,8 @@ INTERRUPTED = 130  # the shell's status for a command ended by SIGINT
 def cli(argv=None, prog: str = "inceptionnext train") -> int:
     try:
         cfg = parse_config(argv, prog=prog)
-        fit(cfg)
+        with command_threads(loader_workers(cfg.workers)[0]):  # the cores less the loader's workers, for the run
+            fit(cfg)
     except (ConfigError, DataError, CheckpointError, TrainError, OSError) as e:  # OSError: e.g. a full disk
         print(f"error: {escape_control(error_message(e), keep_newlines=True)}", file=sys.stderr, flush=True)
         return 1

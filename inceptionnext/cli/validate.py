@@ -19,6 +19,7 @@ from ..tasks.segmentation.evaluate import format_table, run_seg_validation
 from ..train import CheckpointError, DataError, TrainError
 from ..train.checkpoint import training_config
 from ..utils.text import error_message, escape_control
+from ..utils.threads import command_threads
 from ..utils.workers import loader_workers
 from .common import add_ema_args, floats, say_weights, summary
 
@@ -167,6 +168,12 @@ def cli(argv=None, prog: str = "inceptionnext validate") -> int:
     a.workers, note = loader_workers(a.workers, processes=1)
     if note:
         print(note, file=sys.stderr, flush=True)
+    with command_threads(a.workers):  # the cores less the loader's workers, for this command only
+        return validate(a)
+
+
+def validate(a: argparse.Namespace) -> int:
+    """The command once its options are read: a segmentation model's mIoU, or a classifier's top-1/top-5."""
     try:
         if a.model and a.model_flag and a.model != a.model_flag:
             raise ValueError(f"two model names given: {a.model} and --model {a.model_flag}")

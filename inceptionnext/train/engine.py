@@ -168,6 +168,36 @@ def autocast_for(amp: str, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+WARMUP_SHARE = 0.25  # a warm-up longer than this share of the run is named: the run spends too little at its peak lr
+
+
+def warmup_note(cfg: TrainConfig, updates_per_epoch: int) -> Optional[str]:
+    """A warning naming the warm-up key when the warm-up takes more than a quarter of the run's updates (a warm-up
+    sized for another data set, e.g. a demo's warmup_iters on a smaller set of one's own), else None."""
+    if cfg.iters is not None:
+        key, value, warmup, total = "warmup_iters", cfg.warmup_iters, cfg.warmup_iters, cfg.iters
+    elif cfg.warmup_iters:
+        key, value, warmup = "warmup_iters", cfg.warmup_iters, cfg.warmup_iters
+        total = (cfg.epochs + cfg.cooldown_epochs) * updates_per_epoch
+    else:
+        key, value, warmup = "warmup_epochs", cfg.warmup_epochs, cfg.warmup_epochs * updates_per_epoch
+        total = (cfg.epochs + cfg.cooldown_epochs) * updates_per_epoch
+    if warmup <= WARMUP_SHARE * total:
+        return None
+    quarter_epochs = math.floor(WARMUP_SHARE * (cfg.epochs + cfg.cooldown_epochs))
+    if key == "warmup_epochs" and quarter_epochs >= 1:
+        quarter = f"warmup_epochs {quarter_epochs}"
+    else:
+        quarter = f"warmup_iters {math.floor(WARMUP_SHARE * total)}" + (
+            " with warmup_epochs 0" * (key != "warmup_iters")
+        )
+    return (
+        f"warning: the lr warm-up takes {min(warmup, total)} of the run's {total} updates ({key} {value}"
+        f"{'' if cfg.iters is not None else f', {updates_per_epoch} updates an epoch'}), so the lr peaks "
+        f"{'only after the run ends' if warmup >= total else 'late in the run'}; a quarter of the run is {quarter}"
+    )
+
+
 def state_digest(model: nn.Module) -> str:
     """SHA-256 over every parameter and buffer, to tell whether replicas hold bit-identical weights."""
     h = hashlib.sha256()
@@ -325,6 +355,9 @@ class Trainer:
             updates_per_epoch=per_epoch,
         )
         self.total_epochs = total_epochs if cfg.iters is None else cfg.iters // cfg.eval_interval
+        note = warmup_note(cfg, self.updates_per_epoch)
+        if note:
+            self._log(note)
 
     def _prepare_run_folder(self) -> None:
         """The run folder: temp files of killed writes swept, the resume point read, config.yaml written."""
@@ -683,8 +716,9 @@ class Trainer:
             if is_best:
                 self.best = {main: row[best_key], "epoch": epoch + 1}
             self._save(epoch + 1, is_best)
-            if env.is_main:
-                self.task.after_validation(self.eval_model, self.out_dir, epoch + 1)
+            if env.is_main and is_best:  # the task's pictures show the weights model_best.pth holds
+                scored = self.ema.module if best_key.startswith("ema_") else self.eval_model
+                self.task.after_validation(scored, self.out_dir, epoch + 1)
             ema_txt = f" | EMA {self.task.metric_label} {row[f'ema_val_{main}']:.2f}" if self.ema is not None else ""
             skip_txt = f" | skipped {row['skipped_images']} unreadable images" if row["skipped_images"] else ""
             self._log(

@@ -79,7 +79,8 @@ class Task:
         return {"data_config": dict(data_cfg)}
 
     def after_validation(self, model: nn.Module, out_dir: str, epoch: int) -> None:
-        """Hook after each round's validation on rank 0 (e.g. saving example predictions); default: nothing."""
+        """Hook on rank 0 after a round whose validation made it the best so far, with the weights model_best.pth
+        now holds (e.g. saving example predictions); default: nothing."""
 
     def extra_outputs(self, out_dir: str) -> Dict[str, str]:
         """Further files the run wrote, {label: path}, listed with the checkpoint and log when it ends."""

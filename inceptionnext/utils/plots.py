@@ -2,6 +2,8 @@
 never leaves half a picture); grids of pictures that explain themselves (column titles, row labels, a legend of
 the colours used, every panel at one scale)."""
 
+import functools
+import os
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
 
@@ -109,3 +111,65 @@ def grid_figure(
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+READABLE_PX = 512  # a picture for people: a smaller image is enlarged, by whole pixels, towards this longer side
+LEGEND_FONT_PX = 16
+
+
+@functools.lru_cache(maxsize=None)
+def font_file() -> Optional[str]:
+    """A TrueType font for legible text on pictures: matplotlib's DejaVu Sans (None without matplotlib)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    path = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf", "DejaVuSans.ttf")
+    return path if os.path.isfile(path) else None
+
+
+def font(size: int):
+    """A PIL font of `size` pixels: DejaVu Sans where it is found, else PIL's own scalable default."""
+    from PIL import ImageFont
+
+    path = font_file()
+    return ImageFont.truetype(path, size) if path else ImageFont.load_default(size)
+
+
+def enlargement(height: int, width: int, target: int = READABLE_PX) -> int:
+    """The whole-pixel factor that brings an image's longer side closest to `target` without passing it (at least
+    1: a large image keeps its size)."""
+    return max(1, target // max(height, width, 1))
+
+
+def with_legend(image: np.ndarray, entries: Sequence[Tuple[str, Sequence[int]]], title: str = "") -> np.ndarray:
+    """`image` (HxWx3 uint8) above a white strip that reads `title` and then each (label, RGB 0-255) entry as a
+    colour swatch and its label, wrapped to the picture's width."""
+    from PIL import Image, ImageDraw
+
+    face = font(LEGEND_FONT_PX)
+    pad, swatch, gap = 8, LEGEND_FONT_PX, 14
+    items = ([(title, None)] if title else []) + [(str(label), rgb) for label, rgb in entries]
+    width = max(image.shape[1], 320)
+    lines, line, x = [], [], pad
+    for text, rgb in items:
+        w = face.getbbox(text)[2] + (swatch + 5 if rgb is not None else 0)
+        if line and x + w > width - pad:
+            lines.append(line)
+            line, x = [], pad
+        line.append((x, text, rgb))
+        x += w + gap
+    lines.append(line)
+    row_h = LEGEND_FONT_PX + 8
+    strip = Image.new("RGB", (width, pad * 2 + row_h * len(lines)), "white")
+    draw = ImageDraw.Draw(strip)
+    for r, line in enumerate(lines):
+        y = pad + r * row_h
+        for x, text, rgb in line:
+            if rgb is not None:
+                draw.rectangle((x, y + 2, x + swatch, y + 2 + swatch), fill=tuple(int(c) for c in rgb), outline="gray")
+                x += swatch + 5
+            draw.text((x, y), text, fill="black", font=face)
+    top = np.full((image.shape[0], width, 3), 255, dtype=np.uint8)
+    top[:, : image.shape[1]] = image
+    return np.concatenate([top, np.asarray(strip)], axis=0)

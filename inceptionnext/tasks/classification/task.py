@@ -18,6 +18,7 @@ from ...train.task import Task, register_task
 from .data import build_datasets, build_eval_loader, build_mixup, build_train_loader
 from .draw import prediction_grid, to_display
 from .evaluate import evaluate
+from .examples import candidate_pool, dataset_targets, mistakes_first
 
 
 @register_task
@@ -103,31 +104,41 @@ class ClassificationTask(Task):
         return {"data_config": dict(data_cfg), "class_to_idx": class_to_idx(train_set)}
 
     PICTURE = "val_predictions.png"
+    SHOWN = 16  # images in the picture
+    POOL = 48  # val images it chooses them from, across the classes
 
     @torch.no_grad()
     def after_validation(self, model, out_dir, epoch):
-        """The first 16 validation images with the model's predictions, rewritten after every validation."""
-        n = min(16, len(self.val_set))
-        if n == 0:
+        """val_predictions.png: 16 val images across the classes, mistakes first, with the predictions of the
+        weights model_best.pth holds (the engine calls this on a best epoch, with those weights)."""
+        targets = dataset_targets(self.val_set)
+        pool = candidate_pool(targets, len(self.val_set), self.POOL)
+        if not pool:
             return
-        images, targets = zip(*(self.val_set[i] for i in range(n)))
-        x = torch.stack(images).to(self.device)
+        images, labels = zip(*(self.val_set[i] for i in pool))
+        labels = [int(t) for t in labels]
         was_training = model.training
         model.eval()
-        predictions = model(x).argmax(1).tolist()
+        predictions = []
+        for start in range(0, len(pool), self.cfg.batch_size):
+            x = torch.stack(images[start : start + self.cfg.batch_size]).to(self.device)
+            predictions += model(x).argmax(1).tolist()
         model.train(was_training)
+        shown = mistakes_first(pool, labels, predictions, self.SHOWN)
         mapping = class_to_idx(self.val_set)
         names = (
             [n for n, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
             if mapping
-            else [str(i) for i in range(max(max(targets), max(predictions)) + 1)]
+            else [str(i) for i in range(max(max(labels), max(predictions)) + 1)]
         )
+        wrong = sum(p != t for p, t in zip(predictions, labels))
         prediction_grid(
-            to_display(x, self.data_cfg["mean"], self.data_cfg["std"]),
-            [int(t) for t in targets],
-            predictions,
+            to_display(torch.stack([images[p] for p in shown]), self.data_cfg["mean"], self.data_cfg["std"]),
+            [labels[p] for p in shown],
+            [predictions[p] for p in shown],
             names,
-            f"Validation after epoch {epoch}",
+            f"model_best.pth (epoch {epoch}) on {len(pool)} val images across {len({*labels})} classes, "
+            f"{wrong} wrong; mistakes first",
             os.path.join(out_dir, self.PICTURE),
         )
 

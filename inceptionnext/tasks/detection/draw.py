@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import os
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -11,7 +9,7 @@ import torch
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks, make_grid
 
 from ...models.detection import MASK_THRESHOLD
-from ...utils.plots import grid_figure
+from ...utils.plots import enlargement, font, grid_figure, with_legend
 from ...utils.text import excerpt
 
 PALETTE = [
@@ -28,17 +26,6 @@ PALETTE = [
     (0, 128, 128),
     (220, 190, 255),
 ]
-
-
-@functools.lru_cache(maxsize=None)
-def label_font() -> Optional[str]:
-    """A TrueType font for legible labels: matplotlib's DejaVu Sans (torchvision's default bitmap font is tiny)."""
-    try:
-        import matplotlib
-    except ImportError:
-        return None
-    path = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf", "DejaVuSans.ttf")
-    return path if os.path.isfile(path) else None
 
 
 def label_text(label: int, class_names: Optional[Sequence[str]]) -> str:
@@ -90,19 +77,68 @@ def draw_detections(
     ]
     if len(boxes) == 0:
         return image
-    font = label_font()
-    return draw_bounding_boxes(
-        image,
-        boxes,
-        labels=texts,
-        colors=colours,
-        width=width,
-        font=font,
-        font_size=max(10, min(image.shape[-2:]) // 12) if font else None,
-        fill_labels=True,
-        label_colors="black",
-        label_background_colors=colours,
+    image = draw_bounding_boxes(image, boxes, colors=colours, width=width)
+    return place_labels(image, boxes, texts, colours, detections["scores"][keep])
+
+
+def _shared(a, b) -> float:
+    """The area two (x0, y0, x1, y1) rectangles share."""
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def _cost(tab, labels, boxes, rank: int):
+    """How bad a label's place is: the labels it would hide, then how much of the other boxes it would cover, then
+    its rank among the places tried."""
+    return sum(_shared(tab, t) > 0 for t in labels), sum(_shared(tab, b) for b in boxes), rank
+
+
+def place_labels(image: torch.Tensor, boxes: torch.Tensor, texts, colours, scores: torch.Tensor) -> torch.Tensor:
+    """Each box's label on a tab of its colour just outside the box (above, below, right or left of it, in that
+    order of preference), where it hides no label already placed and covers the least of the other boxes (inside
+    the box's top only when there is no room outside). Higher scores are placed first."""
+    from PIL import Image, ImageDraw
+
+    height, width = image.shape[-2:]
+    face = font(max(12, min(22, min(height, width) // 24)))
+    picture = Image.fromarray(image.permute(1, 2, 0).numpy())
+    draw = ImageDraw.Draw(picture)
+    taken, rects = [], [tuple(float(v) for v in b) for b in boxes]
+    for i in sorted(range(len(texts)), key=lambda i: -float(scores[i])):
+        x0, y0, x1, y1 = rects[i]
+        left, top, right, bottom = face.getbbox(texts[i])
+        tw, th = right - left + 6, bottom - top + 4
+        x = min(max(0.0, x0), max(0.0, width - tw))
+        y = min(max(0.0, y0), max(0.0, height - th))
+        tries = [(x, y0 - th - 1), (x, y1 + 1), (x1 + 1, y), (x0 - tw - 1, y)]  # above, below, right, left
+        fits = [(tx, ty) for tx, ty in tries if tx >= 0 and ty >= 0 and tx + tw <= width and ty + th <= height]
+        places = fits or [(x, y)]  # no room outside: the box's top
+        others = [r for j, r in enumerate(rects) if j != i]
+        tx, ty = min(places, key=lambda p: _cost((p[0], p[1], p[0] + tw, p[1] + th), taken, others, places.index(p)))
+        taken.append((tx, ty, tx + tw, ty + th))
+        draw.rectangle(taken[-1], fill=tuple(colours[i]))
+        draw.text((tx + 3 - left, ty + 2 - top), texts[i], fill="black", font=face)
+    return torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1)
+
+
+def detection_picture(
+    image: torch.Tensor,
+    detections: Dict[str, torch.Tensor],
+    class_names: Optional[Sequence[str]] = None,
+    score_thresh: float = 0.5,
+) -> np.ndarray:
+    """What `inceptionnext detect` writes for an image: the detections drawn on it (a small image enlarged by whole
+    pixels, towards 512 px), labels outside the boxes, and a legend of the classes found with their counts."""
+    upscale = enlargement(*image.shape[-2:])
+    drawn = draw_detections(image, detections, class_names, score_thresh, upscale=upscale)
+    found = [int(v) for v, s in zip(detections["labels"], detections["scores"]) if s >= score_thresh]
+    legend = [
+        (f"{excerpt(label_text(c, class_names), 40)} ({found.count(c)})", PALETTE[c % len(PALETTE)])
+        for c in sorted(set(found), key=lambda c: (-found.count(c), c))
+    ]
+    title = f"{len(found)} detection{'s' if len(found) != 1 else ''} scoring >= {score_thresh:g}" + (
+        ":" if found else ""
     )
+    return with_legend(drawn.permute(1, 2, 0).numpy(), legend, title)
 
 
 def to_uint8(image: torch.Tensor) -> torch.Tensor:

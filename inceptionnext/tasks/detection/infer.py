@@ -14,7 +14,7 @@ from ...data.images import MAX_DENSE_PIXELS, check_image, load_image, output_nam
 from ...models.detection import create_detector
 from ...utils.files import write_atomically
 from ...weights import CheckpointError, read_weight_file, unwrap_state_dict
-from .draw import draw_detections, label_text
+from .draw import detection_picture, label_text
 
 
 def load_detector(path: str, use_ema: bool = False) -> Tuple[nn.Module, List[str]]:
@@ -85,11 +85,9 @@ def detect_files(
         det = {k: v.cpu() for k, v in model([image.to(device).float() / 255])[0].items()}
         entry = dict(file=str(f), detections=describe(det, class_names, score_thresh))
         if out_dir is not None:
-            drawn = draw_detections(image, det, class_names, score_thresh)
+            drawn = detection_picture(image, det, class_names, score_thresh)
             target = targets[i]
-            write_atomically(
-                target, lambda tmp: Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
-            )
+            write_atomically(target, lambda tmp: Image.fromarray(drawn).save(tmp, format="PNG"))
             entry["picture"] = str(target)
         results.append(entry)
     return results

@@ -256,7 +256,7 @@ class DetectionTask(Task):
         return {"detections": path} if os.path.isfile(path) else {}
 
     def after_validation(self, model, out_dir, epoch):
-        """A picture of the first val images with the current detections: <run>/detections.png."""
+        """A picture of the first val images with the best weights' detections: <run>/detections.png."""
         n = min(self.cfg.vis_images, len(self.vis_set))
         if n == 0:
             return

@@ -1,4 +1,4 @@
-"""Pictures of segmentation: class-colour overlays of predictions on their images."""
+"""Pictures of segmentation: class-colour overlays of predictions on their images, with a legend of the classes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Sequence, Tuple
 import numpy as np
 
 from ...models.segmentation import IGNORE_INDEX
-from ...utils.plots import pyplot, save_figure
+from ...utils.plots import enlargement, pyplot, save_figure, with_legend
+from ...utils.text import excerpt
 
 BACKGROUND_NAMES = ("background", "_background_", "bg", "backdrop")
 
@@ -29,6 +30,37 @@ def overlay(
         keep &= mask != c
     out[keep] = (1 - alpha) * out[keep] + alpha * colours[np.clip(mask[keep], 0, len(colours) - 1)]
     return out.clip(0, 255).astype(np.uint8)
+
+
+LEGEND_CLASSES = 24  # a picture's legend names at most this many classes (the largest shares); the rest are counted
+
+
+def overlay_picture(
+    img: np.ndarray,
+    mask: np.ndarray,
+    colours: np.ndarray,
+    names: Sequence[str],
+    alpha: float = 0.5,
+    untinted: Sequence[int] = (),
+) -> np.ndarray:
+    """What `inceptionnext segment` writes as <name>_overlay.png: the overlay (a small image enlarged by whole
+    pixels, towards 512 px) above a legend of the classes it shows, largest share first, with their shares."""
+    factor = enlargement(*mask.shape[:2])
+    picture = overlay(img, mask, colours, alpha, untinted)
+    if factor > 1:
+        picture = picture.repeat(factor, axis=0).repeat(factor, axis=1)
+    counts = np.bincount(mask[mask != IGNORE_INDEX].ravel(), minlength=len(colours))
+    order = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
+    legend = [
+        (
+            f"{excerpt(names[c], 40)}{' (untinted)' if c in untinted else ''} {100.0 * counts[c] / mask.size:.1f}%",
+            (255, 255, 255) if c in untinted else colours[c],
+        )
+        for c in order[:LEGEND_CLASSES]
+    ]
+    if len(order) > LEGEND_CLASSES:
+        legend.append((f"and {len(order) - LEGEND_CLASSES} more classes (see the JSON)", (255, 255, 255)))
+    return with_legend(picture, legend, "classes (share of the pixels):")
 
 
 def plot_per_class(per_class, path: str, title: str) -> None:

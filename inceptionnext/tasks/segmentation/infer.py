@@ -1,4 +1,4 @@
-"""Segment image files: a colour-overlay PNG and a raw class-index mask PNG per image, and each class's share of
+"""Segment image files: a colour-overlay PNG with a legend and a raw class-index mask PNG per image, and each class's share of
 the pixels, with the class names and palette of the weights."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ...data.images import MAX_DENSE_PIXELS, check_image, load_image, output_nam
 from ...utils.files import write_atomically
 from ..classification.infer import class_names
 from .data import EvalTransform, palette
-from .draw import overlay, untinted_classes
+from .draw import overlay_picture, untinted_classes
 from .evaluate import predict_probs
 
 
@@ -83,7 +83,7 @@ def segment_files(
             mask_png(pred, colours, plain) if model.num_classes <= 256 else Image.fromarray(pred.astype(np.uint16))
         )
         write_atomically(mask_path, lambda tmp: mask_img.save(tmp, format="PNG"))
-        over = Image.fromarray(overlay(raw, pred, colours, alpha, plain))
+        over = Image.fromarray(overlay_picture(raw, pred, colours, names, alpha, plain))
         write_atomically(overlay_path, lambda tmp: over.save(tmp, format="PNG"))
         counts = np.bincount(pred.ravel(), minlength=model.num_classes)
         shares = [
