@@ -685,6 +685,9 @@ class Trainer:
             self._save(epoch + 1, is_best)
             if env.is_main:
                 self.task.after_validation(self.eval_model, self.out_dir, epoch + 1)
+                if is_best:
+                    scored = self.ema.module if self.best_key.startswith("ema_") else self.eval_model
+                    self.task.after_best(scored, self.out_dir, epoch + 1)
             ema_txt = f" | EMA {self.task.metric_label} {row[f'ema_val_{main}']:.2f}" if self.ema is not None else ""
             skip_txt = f" | skipped {row['skipped_images']} unreadable images" if row["skipped_images"] else ""
             self._log(
@@ -724,8 +727,11 @@ class Trainer:
         else:  # an iteration run's epochs are rounds of eval_interval updates
             step = self.cfg.eval_interval
             progress, best_at = f"{done * step}/{self.cfg.iters} iterations", f"iteration {self.best['epoch'] * step}"
+        best_row = next((r for r in self.history if r.get("epoch") == self.best["epoch"]), None)
         self._log(
-            f"done: {progress}; best val {self.task.metric_label} {self.best[main]:.2f}% at {best_at}\n"
+            f"done: {progress}; best val {self.task.metric_label} {self.best[main]:.2f}% at {best_at}"
+            + (f" ({self.task.describe(best_row)})" if best_row else "")
+            + "\n"
             f"  checkpoint: {self.paths['best']} (latest: {self.paths['last']}); its "
             f"{'EMA' if self.best_key.startswith('ema_') else 'model'} weights scored best, and validate, "
             "predict, convert and export load them by default\n"
@@ -733,6 +739,7 @@ class Trainer:
             f"  plot:       {plot_path or '(not drawn)'}\n"
             f"  config:     {self.paths['config']}"
             + "".join(f"\n  {k + ':':<11} {v}" for k, v in self.task.extra_outputs(self.out_dir).items())
+            + "".join(f"\n{line}" for line in self.task.run_summary(self.out_dir, self.paths["best"]))
         )
         return RunResult(
             out_dir=self.out_dir,
