@@ -41,6 +41,7 @@ from . import distributed as dist_lib
 from .config import TrainConfig, config_to_dict, plan_batch, save_config
 from .logs import plot_curves, write_csv
 from .task import get_task
+from .tracking import Trackers, TrackingError, check_trackers
 
 
 class TrainError(RuntimeError):
@@ -223,6 +224,11 @@ class Trainer:
             raise TrainError("sync_bn needs CUDA devices (SyncBatchNorm has no CPU kernel); set sync_bn: false")
         if cfg.grad_accum < 1 or cfg.batch_size < 1 or cfg.epochs < 1:
             raise TrainError("batch_size, grad_accum and epochs must each be at least 1")
+        if env.is_main:  # a missing tracking library is said before anything is built
+            try:
+                check_trackers(cfg.log)
+            except TrackingError as e:
+                raise TrainError(str(e)) from None
 
     def _build_task_data_and_model(self) -> None:
         """The task the config names, its datasets, and the model on the device (the same init on every rank)."""
@@ -661,6 +667,11 @@ class Trainer:
         else:
             seed_everything(cfg.seed + env.rank + 1000 * self.start_epoch)
         main, best_key = self.task.main_metric, self.best_key
+        self.trackers = Trackers([], self.out_dir)
+        if env.is_main:  # only the main process logs to the trackers
+            self.trackers = Trackers.open(
+                cfg.log, self.out_dir, config_to_dict(cfg), cfg.mlflow_uri, cfg.output, self.start_epoch
+            )
         for epoch in range(self.start_epoch, self.total_epochs):
             t0 = time.time()
             row: Dict[str, Any] = {"epoch": epoch + 1, "lr": self.base_lr}
@@ -688,6 +699,7 @@ class Trainer:
                 if is_best:
                     scored = self.ema.module if self.best_key.startswith("ema_") else self.eval_model
                     self.task.after_best(scored, self.out_dir, epoch + 1)
+                self.trackers.log_epoch(row, epoch + 1, self.task.extra_outputs(self.out_dir))
             ema_txt = f" | EMA {self.task.metric_label} {row[f'ema_val_{main}']:.2f}" if self.ema is not None else ""
             skip_txt = f" | skipped {row['skipped_images']} unreadable images" if row["skipped_images"] else ""
             self._log(
@@ -701,7 +713,19 @@ class Trainer:
                     f"--resume {self.paths['last']}"
                 )
                 break
+            if cfg.patience is not None and epoch + 1 - self.best["epoch"] >= cfg.patience:
+                if epoch + 1 < self.total_epochs:
+                    self._log(
+                        f"early stop after {self._round_name(epoch)}: no better val {self.task.metric_label} than "
+                        f"{self.best[main]:.2f} ({self._best_at()}) in {cfg.patience} validations (patience)"
+                    )
+                    break
         return self._finish()
+
+    def _best_at(self) -> str:
+        if self.cfg.iters is None:
+            return f"epoch {self.best['epoch']}"
+        return f"iteration {self.best['epoch'] * self.cfg.eval_interval}"
 
     def _finish(self) -> RunResult:
         env = self.env
@@ -719,6 +743,10 @@ class Trainer:
                 plot_curves(
                     self.history, plot_path, title=f"{self.cfg.model} ({self.out_dir})", metrics=self.task.plot_metrics
                 )
+        if env.is_main:
+            files = {"best": self.paths["best"], "log": self.paths["log"], "config": self.paths["config"]}
+            files.update(self.task.extra_outputs(self.out_dir), plot=plot_path)
+            self.trackers.finish(files)
         dist_lib.barrier(env)
         done = len(self.history)
         main = self.task.main_metric

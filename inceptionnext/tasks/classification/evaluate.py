@@ -151,7 +151,9 @@ def run_validation(
         weights=getattr(model, "weights_note", None),
         runtime=getattr(model, "runtime", "torch"),
         precision=getattr(model, "precision", "fp32"),
-        data_config={k: data_cfg[k] for k in ("input_size", "interpolation", "crop_pct", "mean", "std")},
+        data_config={
+            k: data_cfg.get(k) for k in ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
+        },
         skipped_images=getattr(ds, "skipped", 0),
     )
     return metrics

@@ -18,7 +18,7 @@ from ...train.engine import TrainError, create_model
 from ...train.logs import CLASSIFICATION_METRICS, COLUMNS
 from ...train.task import Task, register_task
 from ...utils.files import write_atomically
-from .data import build_datasets, build_eval_loader, build_mixup, build_train_loader
+from .data import balanced_loss_weights, build_datasets, build_eval_loader, build_mixup, build_train_loader
 from .draw import prediction_grid, to_display
 from .evaluate import evaluate_with_report
 from .per_class_plots import draw_mistakes, plot_per_class
@@ -60,6 +60,7 @@ class ClassificationTask(Task):
                 "interpolation": cfg.interpolation,
                 "mean": cfg.mean,
                 "std": cfg.std,
+                "crop_mode": cfg.crop_mode,
             },
             model=model,
         )
@@ -79,7 +80,15 @@ class ClassificationTask(Task):
             val_set, data_cfg, cfg.batch_size, cfg.workers, self.device, env.rank, env.world_size
         )
         self.val_set, self.data_cfg = val_set, data_cfg
-        if self.mixing:
+        if cfg.class_balance == "loss":
+            if self.mixing:
+                raise TrainError(
+                    "class_balance: loss weighs hard labels, and mixup/cutmix mix them; use class_balance: "
+                    "sampler, or set mixup and cutmix to 0"
+                )
+            weights = balanced_loss_weights(train_set, num_classes).to(self.device)
+            self.criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.smoothing)
+        elif self.mixing:
             self.criterion = SoftTargetCrossEntropy()
         elif cfg.smoothing > 0:
             self.criterion = LabelSmoothingCrossEntropy(smoothing=cfg.smoothing)
