@@ -271,6 +271,12 @@ class TrainConfig:
         "model_best.pth; null: run the whole schedule",
         "[1, 100000000]",
     )
+    min_updates: Optional[int] = key(
+        None,
+        "epoch runs: at least this many optimizer updates; epochs is raised to reach them (a small set gets "
+        "enough updates whatever its size); null: epochs as given",
+        "[1, 100000000]",
+    )
     class_balance: str = key(
         "none",
         "unequal class sizes: sampler (draw every class equally often) or loss (weight each class's loss by "
@@ -401,7 +407,7 @@ def check_task_keys(cfg: "TrainConfig", given: Sequence[str], where: str) -> Non
 
 
 # keys that only one kind of run reads: epoch runs count epochs, iteration runs (iters) count updates
-EPOCH_RUN_KEYS = ("epochs", "warmup_epochs", "cooldown_epochs")
+EPOCH_RUN_KEYS = ("epochs", "warmup_epochs", "cooldown_epochs", "min_updates")
 ITERATION_RUN_KEYS = ("eval_interval",)
 
 

@@ -306,6 +306,14 @@ class Trainer:
             )
 
         self.updates_per_epoch = math.ceil(len(self.train_loader) / cfg.grad_accum)
+        self.schedule_note = None
+        if cfg.iters is None and cfg.min_updates and cfg.epochs * self.updates_per_epoch < cfg.min_updates:
+            epochs = math.ceil(cfg.min_updates / self.updates_per_epoch)
+            self.schedule_note = (
+                f"epochs {cfg.epochs} -> {epochs}: min_updates {cfg.min_updates} at {self.updates_per_epoch} "
+                "updates per epoch"
+            )
+            self.cfg = cfg = dataclasses.replace(cfg, epochs=epochs)  # config.yaml records the epochs run
         if cfg.iters is None:
             length, cooldown, per_epoch = cfg.epochs, cfg.cooldown_epochs, self.updates_per_epoch
             warmup = cfg.warmup_epochs
@@ -658,7 +666,8 @@ class Trainer:
             f"{self.num_classes} classes) on {env.world_size} x {self.device.type}; "
             f"{len(self.train_set)} train / {len(self.val_set)} val images at "
             f"{self.data_cfg['input_size'][1]}px; output {self.out_dir}\n  {self.batch_plan}\n"
-            f"  precision: {precision_note(cfg.amp, self.device)}\n"
+            + (f"  schedule: {self.schedule_note}\n" if self.schedule_note else "")
+            + f"  precision: {precision_note(cfg.amp, self.device)}\n"
             f"  weights: {self._start_line()}"
         )
         # per-rank augmentation streams; on resume, the exact streams the killed run would have used next
