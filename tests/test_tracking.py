@@ -20,7 +20,7 @@ def tracked(tmp_path_factory):
     """Two epochs with TensorBoard and MLflow, killed in the middle (stop_after_epoch) and resumed."""
     tmp = tmp_path_factory.mktemp("tracked")
     data = make_folder(tmp / "d", classes=3, train=6, val=3)
-    kw = dict(epochs=2, model="_test_tiny_net", log=("tensorboard", "mlflow"))
+    kw = dict(epochs=2, model="_test_tiny_net", track=("tensorboard", "mlflow"))
     first = fit(toy_cfg(tmp, data, stop_after_epoch=1, **kw))
     run_id = json.load(open(os.path.join(first.out_dir, "tracking.json")))["mlflow"]["run_id"]
     second = fit(toy_cfg(tmp, data, resume=first.last_checkpoint, **kw))
@@ -66,9 +66,9 @@ def test_a_missing_tracking_library_is_named_with_its_install_command(tmp_path, 
     data = make_folder(tmp_path / "d", classes=2, train=2, val=1)
     monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow now fails
     with pytest.raises(
-        TrainError, match=r"log: mlflow needs the mlflow package: pip install 'inceptionnext\[mlflow\]'"
+        TrainError, match=r"track: mlflow needs the mlflow package: pip install 'inceptionnext\[mlflow\]'"
     ):
-        fit(toy_cfg(tmp_path, data, model="_test_tiny_net", log=("mlflow",)))
+        fit(toy_cfg(tmp_path, data, model="_test_tiny_net", track=("mlflow",)))
     assert not os.path.exists(tmp_path / "out" / "run" / "last.pth")
 
 
@@ -78,3 +78,16 @@ def test_no_tracking_by_default(tmp_path):
     assert not os.path.exists(os.path.join(res.out_dir, "tensorboard"))
     assert not os.path.exists(os.path.join(res.out_dir, "tracking.json"))
     assert not os.path.exists(tmp_path / "out" / "mlflow.db")
+
+
+def test_wandb_runs_offline_in_the_run_folder_and_a_resume_continues_its_run(tmp_path):
+    pytest.importorskip("wandb")
+    data = make_folder(tmp_path / "d", classes=2, train=4, val=2)
+    kw = dict(epochs=2, model="_test_tiny_net", track=("wandb",))
+    first = fit(toy_cfg(tmp_path, data, stop_after_epoch=1, **kw))
+    run_id = json.load(open(os.path.join(first.out_dir, "tracking.json")))["wandb"]["run_id"]
+    fit(toy_cfg(tmp_path, data, resume=first.last_checkpoint, **kw))
+    runs = os.listdir(os.path.join(first.out_dir, "wandb"))
+    offline = [r for r in runs if r.startswith("offline-run-")]
+    assert offline and all(r.endswith(run_id) for r in offline)  # both parts wrote to the same run id
+    assert json.load(open(os.path.join(first.out_dir, "tracking.json")))["wandb"]["run_id"] == run_id

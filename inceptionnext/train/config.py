@@ -291,7 +291,7 @@ class TrainConfig:
         "null: the model's own (center)",
         ("center", "squash", "border"),
     )
-    log: Optional[Tuple[str, ...]] = key(
+    track: Optional[Tuple[str, ...]] = key(
         None,
         "experiment tracking: any of tensorboard (<run>/tensorboard), mlflow (mlflow_uri), wandb (offline, "
         "<run>/wandb); null: none. Only the main process logs; a resumed run continues its tracked run",
@@ -543,6 +543,7 @@ ALIASES = {
     "eval_interval": ("eval_every", "val_interval", "eval_steps", "validation_interval"),
     "num_classes": ("classes", "n_classes", "nb_classes", "num_labels"),
     "momentum": ("beta1",),
+    "track": ("log", "logger", "loggers", "report_to", "tracking", "trackers", "log_with"),
 }
 KEY_ALIASES = {alias: name for name, aliases in ALIASES.items() for alias in aliases}
 

@@ -226,7 +226,7 @@ class Trainer:
             raise TrainError("batch_size, grad_accum and epochs must each be at least 1")
         if env.is_main:  # a missing tracking library is said before anything is built
             try:
-                check_trackers(cfg.log)
+                check_trackers(cfg.track)
             except TrackingError as e:
                 raise TrainError(str(e)) from None
 
@@ -679,7 +679,7 @@ class Trainer:
         self.trackers = Trackers([], self.out_dir)
         if env.is_main:  # only the main process logs to the trackers
             self.trackers = Trackers.open(
-                cfg.log, self.out_dir, config_to_dict(cfg), cfg.mlflow_uri, cfg.output, self.start_epoch
+                cfg.track, self.out_dir, config_to_dict(cfg), cfg.mlflow_uri, cfg.output, self.start_epoch
             )
         for epoch in range(self.start_epoch, self.total_epochs):
             t0 = time.time()

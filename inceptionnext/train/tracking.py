@@ -1,4 +1,4 @@
-"""Experiment tracking through the field's own libraries, chosen by the ``log`` config key: TensorBoard event
+"""Experiment tracking through the field's own libraries, chosen by the ``track`` config key: TensorBoard event
 files, an MLflow run (params, per-epoch metrics, the best checkpoint and pictures as artifacts) and Weights &
 Biases in offline mode. None is on by default, and each library is an optional extra, imported only when asked.
 
@@ -12,6 +12,7 @@ import importlib
 import json
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -41,7 +42,7 @@ def check_trackers(names: Optional[Sequence[str]]) -> None:
         try:
             importlib.import_module(MODULES[name])
         except ImportError:
-            missing.append(f"log: {name} needs the {MODULES[name]} package: {INSTALL[name]}")
+            missing.append(f"track: {name} needs the {MODULES[name]} package: {INSTALL[name]}")
     if missing:
         raise TrackingError("; ".join(missing))
 
@@ -146,7 +147,7 @@ class WandbTracker:
     def __init__(self, out_dir: str, run_name: str, config: Dict[str, Any], state: Dict[str, Any]):
         import wandb
 
-        run_id = state.get("run_id") or wandb.util.generate_id()
+        run_id = state.get("run_id") or uuid.uuid4().hex[:12]
         self.run = wandb.init(
             project="inceptionnext",
             name=run_name,
@@ -175,7 +176,7 @@ class WandbTracker:
 
 
 class Trackers:
-    """The trackers a run's ``log`` key names, driven together (an empty list: tracking is off)."""
+    """The trackers a run's ``track`` key names, driven together (an empty list: tracking is off)."""
 
     def __init__(self, trackers: List[Any], out_dir: str):
         self.trackers, self.out_dir = trackers, out_dir

@@ -68,6 +68,8 @@ def per_class_figure(report: Dict[str, Any], title: str = ""):
     y = np.arange(len(bars))
     for k, (key, colour) in enumerate((("precision", "tab:blue"), ("recall", "tab:orange"), ("f1", "tab:green"))):
         bar_ax.barh(y + (k - 1) * 0.27, [c[key] for c in bars], height=0.27, color=colour, label=key)
+    for i, c in enumerate(bars):  # the F1 in figures too: a class at 0 has no bar to see
+        bar_ax.text(min(c["f1"], 0.9) + 0.01, i + 0.27, f"F1 {c['f1']:.2f}", va="center", fontsize=7)
     bar_ax.set_yticks(y, [f"{c['name']} ({c['support']})" for c in bars], fontsize=8)
     bar_ax.invert_yaxis()
     bar_ax.set_xlim(0, 1)
