@@ -159,19 +159,10 @@ def run_validation(
     return metrics
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader,
-    device: torch.device,
-    env: Optional[dist_lib.DistEnv] = None,
-    amp: str = "none",
-    channels_last: bool = False,
-    progress: bool = False,
-    desc: str = "val",
-) -> Dict[str, float]:
-    """Top-1, top-5 (top-k capped at the class count) and cross-entropy, summed over all ranks' shares."""
-    return evaluate_with_report(model, loader, device, env, amp, channels_last, progress, desc)[0]
+def evaluate(model: nn.Module, loader, device: torch.device, *args, **kwargs) -> Dict[str, float]:
+    """Top-1, top-5 (top-k capped at the class count), macro F1 and cross-entropy, summed over all ranks' shares
+    (`evaluate_with_report`'s arguments, without its per-class report)."""
+    return evaluate_with_report(model, loader, device, *args, **kwargs)[0]
 
 
 @torch.no_grad()
