@@ -227,7 +227,8 @@ def cli(argv=None, prog: str = "inceptionnext validate") -> int:
     dc = r["data_config"]
     print(
         f"{escape_control(r['model'])} ({r['runtime']} {r['precision']}): top-1 {r['top1']:.3f}  top-5 {r['top5']:.3f}  loss {r['loss']:.4f}  on {r['count']} images "
-        f"({dc['input_size'][1]}px, crop_pct {dc['crop_pct']}, {dc['interpolation']}; {r['time_s']:.1f}s)"
+        f"({dc['input_size'][1]}px, crop_pct {dc['crop_pct']}{', crop_mode ' + str(dc['crop_mode']) if dc.get('crop_mode') else ''}, "
+        f"{dc['interpolation']}; {r['time_s']:.1f}s)"
         + (f"; skipped {r['skipped_images']} unreadable images" if r["skipped_images"] else ""),
         flush=True,
     )
