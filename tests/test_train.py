@@ -1,6 +1,7 @@
 """The training engine on the CPU: an end-to-end epoch, learning, kill/resume, torchrun with gloo, the demo
 config, and every bad input the issue lists. Tiny images (32 px) and tiny datasets keep it fast."""
 
+import json
 import os
 import re
 import subprocess
@@ -404,6 +405,8 @@ def test_torchrun_two_processes_gloo(tmp_path, data):
         "2",
         "--lr-batch",
         "32",
+        "--track",
+        "tensorboard",
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
@@ -426,6 +429,10 @@ def test_torchrun_two_processes_gloo(tmp_path, data):
     assert ckpt["scheduler"]["t_in_epochs"] is False and _optimizer_steps(ckpt) == 4
     # validation summed over both ranks counts each of the 12 images once, and agrees with a 1-process run
     assert ckpt["history"][-1]["val_count"] == 12
+    # the per-class counts are summed over both ranks too; only rank 0 wrote a TensorBoard event file
+    per_class = json.loads((out / "ddp" / "per_class.json").read_text())
+    assert sum(map(sum, per_class["confusion_matrix"]["counts"])) == 12
+    assert len(list((out / "ddp" / "tensorboard").glob("events.out.tfevents.*"))) == 1
     r = run_validation(
         "inceptionnext_a", str(out / "ddp" / "last.pth"), data_dir=str(data / "val"), workers=0, progress=False
     )

@@ -14,6 +14,7 @@ from ..data.images import INTERPOLATIONS
 from ..deploy.runtimes import PRECISIONS, RUNTIMES
 from ..models.segmentation import is_segmentation_model
 from ..tasks.classification.evaluate import run_validation
+from ..tasks.classification.per_class import format_per_class
 from ..tasks.segmentation.draw import plot_per_class
 from ..tasks.segmentation.evaluate import format_table, run_seg_validation
 from ..train import CheckpointError, DataError, TrainError
@@ -115,12 +116,26 @@ def build_parser(prog=None):
     seg.add_argument("--base-size", type=floats, default=None, help="keep-ratio test resize, e.g. '2048,512'")
     seg.add_argument("--scales", type=floats, default=(1.0,), help="multi-scale ratios, e.g. '0.5,0.75,1.0,1.25'")
     seg.add_argument("--flip", action="store_true", help="also average the horizontally flipped image")
-    seg.add_argument("--plot", default=None, metavar="PNG", help="draw the per-class IoU as a bar chart")
+    p.add_argument(
+        "--plot",
+        default=None,
+        metavar="PNG",
+        help="classifier: the per-class picture (confusion matrix in counts and normalised, per-class precision, "
+        "recall and F1); segmentation: the per-class IoU as a bar chart",
+    )
+    p.add_argument(
+        "--mistakes",
+        default=None,
+        metavar="PNG",
+        help="classifier: a grid of the most confident mistakes, each titled true / predicted (probability)",
+    )
     return p
 
 
 def seg_cli(a, model: str) -> int:
     """The segmentation branch: per-class IoU table, mIoU, optional per-class plot and JSON."""
+    if a.mistakes:
+        raise ValueError("--mistakes draws a classifier's mistakes; a segmentation model's pictures are --plot")
     import numpy as np
 
     r = run_seg_validation(
@@ -206,6 +221,8 @@ def validate(a: argparse.Namespace) -> int:
             progress=not a.no_progress,
             runtime=a.runtime,
             precision=a.precision,
+            plot=a.plot,
+            mistakes_plot=a.mistakes,
         )
     except (DataError, CheckpointError, TrainError, OSError, ValueError, ImportError) as e:
         print(f"error: {escape_control(error_message(e), keep_newlines=True)}", file=sys.stderr, flush=True)
@@ -217,10 +234,21 @@ def validate(a: argparse.Namespace) -> int:
     dc = r["data_config"]
     print(
         f"{escape_control(r['model'])} ({r['runtime']} {r['precision']}): top-1 {r['top1']:.3f}  top-5 {r['top5']:.3f}  loss {r['loss']:.4f}  on {r['count']} images "
-        f"({dc['input_size'][1]}px, crop_pct {dc['crop_pct']}, {dc['interpolation']}; {r['time_s']:.1f}s)"
+        f"({dc['input_size'][1]}px, crop_pct {dc['crop_pct']}{', crop_mode ' + str(dc['crop_mode']) if dc.get('crop_mode') else ''}, "
+        f"{dc['interpolation']}; {r['time_s']:.1f}s)"
         + (f"; skipped {r['skipped_images']} unreadable images" if r["skipped_images"] else ""),
         flush=True,
     )
+    print(escape_control(format_per_class(r["per_class"], r["macro_avg"], limit=20), keep_newlines=True), flush=True)
+    worst = r["worst_class"]
+    if worst:
+        print(
+            f"worst class: {escape_control(worst['name'])} (F1 {worst['f1']:.3f}, {worst['support']} images)",
+            flush=True,
+        )
+    for label, path in (("per-class picture", a.plot), ("mistakes", a.mistakes)):
+        if path:
+            print(f"{label}: {path}", flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(r, f, indent=2, default=list)

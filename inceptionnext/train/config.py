@@ -264,6 +264,45 @@ class TrainConfig:
     demo_images: int = key(1000, "dataset digits: train canvases of the generated detection demo", "[1, 10000000]")
     vis_images: int = key(8, "val images drawn with their detections after each validation (0: none)", "[0, 1000]")
 
+    # --- fine-tuning on one's own images: early stopping, class balance, whole-image crops, experiment tracking
+    patience: Optional[int] = key(
+        None,
+        "early stopping: end the run after this many validations without a new best of the metric that picks "
+        "model_best.pth; null: run the whole schedule",
+        "[1, 100000000]",
+    )
+    min_updates: Optional[int] = key(
+        None,
+        "epoch runs: at least this many optimizer updates; epochs is raised to reach them (a small set gets "
+        "enough updates whatever its size); null: epochs as given",
+        "[1, 100000000]",
+    )
+    class_balance: str = key(
+        "none",
+        "unequal class sizes: sampler (draw every class equally often) or loss (weight each class's loss by "
+        "n_images / (n_classes x its images)); none: as the data comes",
+        ("none", "sampler", "loss"),
+    )
+    crop_mode: Optional[str] = key(
+        None,
+        "how an image becomes a square input, in training and evaluation (recorded for predict, validate and "
+        "export): center (resize the shorter side, cut a centre square: parts of wide or tall images are lost), "
+        "squash (resize the whole image to a square) or border (resize the longer side, pad to a square); "
+        "null: the model's own (center)",
+        ("center", "squash", "border"),
+    )
+    track: Optional[Tuple[str, ...]] = key(
+        None,
+        "experiment tracking: any of tensorboard (<run>/tensorboard), mlflow (mlflow_uri), wandb (offline, "
+        "<run>/wandb); null: none. Only the main process logs; a resumed run continues its tracked run",
+        ("tensorboard", "mlflow", "wandb"),
+    )
+    mlflow_uri: Optional[str] = key(
+        None,
+        "MLflow tracking URI: a sqlite:///path.db or file: store, or a tracking server's http(s) URL; "
+        "null: sqlite:///<output>/mlflow.db",
+    )
+
     # --- run
     seed: int = key(42, "random seed", "[0, 9223372036854775807]")
     output: str = key("output", "folder that holds the run folders")
@@ -301,6 +340,8 @@ TASK_KEYS: Dict[str, Tuple[str, ...]] = {
         "smoothing",
         "bad_images",
         "train_interpolation",
+        "class_balance",
+        "crop_mode",
     ),
     "segmentation": (
         "crop_size",
@@ -366,7 +407,7 @@ def check_task_keys(cfg: "TrainConfig", given: Sequence[str], where: str) -> Non
 
 
 # keys that only one kind of run reads: epoch runs count epochs, iteration runs (iters) count updates
-EPOCH_RUN_KEYS = ("epochs", "warmup_epochs", "cooldown_epochs")
+EPOCH_RUN_KEYS = ("epochs", "warmup_epochs", "cooldown_epochs", "min_updates")
 ITERATION_RUN_KEYS = ("eval_interval",)
 
 
@@ -502,6 +543,7 @@ ALIASES = {
     "eval_interval": ("eval_every", "val_interval", "eval_steps", "validation_interval"),
     "num_classes": ("classes", "n_classes", "nb_classes", "num_labels"),
     "momentum": ("beta1",),
+    "track": ("log", "logger", "loggers", "report_to", "tracking", "trackers", "log_with"),
 }
 KEY_ALIASES = {alias: name for name, aliases in ALIASES.items() for alias in aliases}
 

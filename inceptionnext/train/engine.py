@@ -41,6 +41,7 @@ from . import distributed as dist_lib
 from .config import TrainConfig, config_to_dict, plan_batch, save_config
 from .logs import plot_curves, write_csv
 from .task import get_task
+from .tracking import Trackers, TrackingError, check_trackers
 
 
 class TrainError(RuntimeError):
@@ -253,6 +254,11 @@ class Trainer:
             raise TrainError("sync_bn needs CUDA devices (SyncBatchNorm has no CPU kernel); set sync_bn: false")
         if cfg.grad_accum < 1 or cfg.batch_size < 1 or cfg.epochs < 1:
             raise TrainError("batch_size, grad_accum and epochs must each be at least 1")
+        if env.is_main:  # a missing tracking library is said before anything is built
+            try:
+                check_trackers(cfg.track)
+            except TrackingError as e:
+                raise TrainError(str(e)) from None
 
     def _build_task_data_and_model(self) -> None:
         """The task the config names, its datasets, and the model on the device (the same init on every rank)."""
@@ -330,6 +336,14 @@ class Trainer:
             )
 
         self.updates_per_epoch = math.ceil(len(self.train_loader) / cfg.grad_accum)
+        self.schedule_note = None
+        if cfg.iters is None and cfg.min_updates and cfg.epochs * self.updates_per_epoch < cfg.min_updates:
+            epochs = math.ceil(cfg.min_updates / self.updates_per_epoch)
+            self.schedule_note = (
+                f"epochs {cfg.epochs} -> {epochs}: min_updates {cfg.min_updates} at {self.updates_per_epoch} "
+                "updates per epoch"
+            )
+            self.cfg = cfg = dataclasses.replace(cfg, epochs=epochs)  # config.yaml records the epochs run
         if cfg.iters is None:
             length, cooldown, per_epoch = cfg.epochs, cfg.cooldown_epochs, self.updates_per_epoch
             warmup = cfg.warmup_epochs
@@ -685,7 +699,8 @@ class Trainer:
             f"{self.num_classes} classes) on {env.world_size} x {self.device.type}; "
             f"{len(self.train_set)} train / {len(self.val_set)} val images at "
             f"{self.data_cfg['input_size'][1]}px; output {self.out_dir}\n  {self.batch_plan}\n"
-            f"  precision: {precision_note(cfg.amp, self.device)}\n"
+            + (f"  schedule: {self.schedule_note}\n" if self.schedule_note else "")
+            + f"  precision: {precision_note(cfg.amp, self.device)}\n"
             f"  weights: {self._start_line()}"
         )
         # per-rank augmentation streams; on resume, the exact streams the killed run would have used next
@@ -694,6 +709,11 @@ class Trainer:
         else:
             seed_everything(cfg.seed + env.rank + 1000 * self.start_epoch)
         main, best_key = self.task.main_metric, self.best_key
+        self.trackers = Trackers([], self.out_dir)
+        if env.is_main:  # only the main process logs to the trackers
+            self.trackers = Trackers.open(
+                cfg.track, self.out_dir, config_to_dict(cfg), cfg.mlflow_uri, cfg.output, self.start_epoch
+            )
         for epoch in range(self.start_epoch, self.total_epochs):
             t0 = time.time()
             row: Dict[str, Any] = {"epoch": epoch + 1, "lr": self.base_lr}
@@ -716,9 +736,12 @@ class Trainer:
             if is_best:
                 self.best = {main: row[best_key], "epoch": epoch + 1}
             self._save(epoch + 1, is_best)
-            if env.is_main and is_best:  # the task's pictures show the weights model_best.pth holds
-                scored = self.ema.module if best_key.startswith("ema_") else self.eval_model
-                self.task.after_validation(scored, self.out_dir, epoch + 1)
+            if env.is_main:
+                if is_best:  # the task's pictures and per-class files show the weights model_best.pth holds
+                    scored = self.ema.module if best_key.startswith("ema_") else self.eval_model
+                    self.task.after_validation(scored, self.out_dir, epoch + 1)
+                    self.task.after_best(scored, self.out_dir, epoch + 1)
+                self.trackers.log_epoch(row, epoch + 1, self.task.extra_outputs(self.out_dir))
             ema_txt = f" | EMA {self.task.metric_label} {row[f'ema_val_{main}']:.2f}" if self.ema is not None else ""
             skip_txt = f" | skipped {row['skipped_images']} unreadable images" if row["skipped_images"] else ""
             self._log(
@@ -732,7 +755,19 @@ class Trainer:
                     f"--resume {self.paths['last']}"
                 )
                 break
+            if cfg.patience is not None and epoch + 1 - self.best["epoch"] >= cfg.patience:
+                if epoch + 1 < self.total_epochs:
+                    self._log(
+                        f"early stop after {self._round_name(epoch)}: no better val {self.task.metric_label} than "
+                        f"{self.best[main]:.2f} ({self._best_at()}) in {cfg.patience} validations (patience)"
+                    )
+                    break
         return self._finish()
+
+    def _best_at(self) -> str:
+        if self.cfg.iters is None:
+            return f"epoch {self.best['epoch']}"
+        return f"iteration {self.best['epoch'] * self.cfg.eval_interval}"
 
     def _finish(self) -> RunResult:
         env = self.env
@@ -750,6 +785,10 @@ class Trainer:
                 plot_curves(
                     self.history, plot_path, title=f"{self.cfg.model} ({self.out_dir})", metrics=self.task.plot_metrics
                 )
+        if env.is_main:
+            files = {"best": self.paths["best"], "log": self.paths["log"], "config": self.paths["config"]}
+            files.update(self.task.extra_outputs(self.out_dir), plot=plot_path)
+            self.trackers.finish(files)
         dist_lib.barrier(env)
         done = len(self.history)
         main = self.task.main_metric
@@ -758,8 +797,11 @@ class Trainer:
         else:  # an iteration run's epochs are rounds of eval_interval updates
             step = self.cfg.eval_interval
             progress, best_at = f"{done * step}/{self.cfg.iters} iterations", f"iteration {self.best['epoch'] * step}"
+        best_row = next((r for r in self.history if r.get("epoch") == self.best["epoch"]), None)
         self._log(
-            f"done: {progress}; best val {self.task.metric_label} {self.best[main]:.2f}% at {best_at}\n"
+            f"done: {progress}; best val {self.task.metric_label} {self.best[main]:.2f}% at {best_at}"
+            + (f" ({self.task.describe(best_row)})" if best_row else "")
+            + "\n"
             f"  checkpoint: {self.paths['best']} (latest: {self.paths['last']}); its "
             f"{'EMA' if self.best_key.startswith('ema_') else 'model'} weights scored best, and validate, "
             "predict, convert and export load them by default\n"
@@ -767,6 +809,7 @@ class Trainer:
             f"  plot:       {plot_path or '(not drawn)'}\n"
             f"  config:     {self.paths['config']}"
             + "".join(f"\n  {k + ':':<11} {v}" for k, v in self.task.extra_outputs(self.out_dir).items())
+            + "".join(f"\n{line}" for line in self.task.run_summary(self.out_dir, self.paths["best"]))
         )
         return RunResult(
             out_dir=self.out_dir,

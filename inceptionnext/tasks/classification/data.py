@@ -8,10 +8,14 @@ its train/val folders is an error that says which folder it looked for.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
+from sklearn.utils.class_weight import compute_class_weight
 from timm.data import FastCollateMixup, Mixup, create_loader, create_transform
+from timm.data.transforms import CenterCropOrPad, ResizeKeepRatio
+from torchvision import transforms
 
 from ...data.digits import DigitsDataset
 from ...data.folders import DataError, _split_dir, class_to_idx, image_folder
@@ -92,6 +96,78 @@ def build_train_loader(
         persistent_workers=False,
     )
     fix_posterize(dataset.transform)  # create_loader set it; workers start later, with the fixed ops
+    whole = whole_image_step(cfg.crop_mode, data_cfg)
+    if whole is not None:  # the whole image becomes a square first; the random crop then keeps most of it
+        dataset.transform = transforms.Compose([whole, dataset.transform])
+    if cfg.class_balance == "sampler":
+        loader = _with_balanced_sampler(loader, dataset, distributed)
+    return loader
+
+
+def whole_image_step(crop_mode: Optional[str], data_cfg: Dict[str, Any]):
+    """The training transform's first step for a whole-image crop mode: squash (resize to a square) or border
+    (resize the longer side, pad with the mean colour, as timm's evaluation does); None for center (timm's
+    random resized crop on the image as it is)."""
+    size = data_cfg["input_size"][1:]
+    if crop_mode == "squash":
+        return transforms.Resize(tuple(size), interpolation=transforms.InterpolationMode.BICUBIC)
+    if crop_mode == "border":
+        fill = tuple(round(255 * m) for m in data_cfg["mean"])
+        return transforms.Compose([ResizeKeepRatio(tuple(size), longest=1), CenterCropOrPad(tuple(size), fill=fill)])
+    return None
+
+
+def dataset_targets(dataset) -> List[int]:
+    """The class index of every sample (timm's ImageFolder reader, or a dataset's ``targets``), read without
+    decoding an image."""
+    samples = getattr(getattr(dataset, "reader", None), "samples", None)
+    if samples is not None:
+        return [int(s[1]) for s in samples]
+    if hasattr(dataset, "targets"):
+        return [int(t) for t in dataset.targets]
+    raise DataError(f"cannot read the classes of {type(dataset).__name__} to balance them (class_balance)")
+
+
+def class_counts(dataset, num_classes: int) -> np.ndarray:
+    return np.bincount(dataset_targets(dataset), minlength=num_classes)
+
+
+def balanced_loss_weights(dataset, num_classes: int) -> torch.Tensor:
+    """scikit-learn's "balanced" class weights, n_samples / (n_classes x count), for the classes present."""
+    targets = np.asarray(dataset_targets(dataset))
+    present = np.unique(targets)
+    weights = np.ones(num_classes)
+    weights[present] = compute_class_weight("balanced", classes=present, y=targets)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def _with_balanced_sampler(loader, dataset, distributed: bool):
+    """The same loader drawing every class equally often: each sample is drawn with probability proportional
+    to 1 / its class's size, with replacement, as many draws per epoch as the set has images. The draws come
+    from the main RNG, which checkpoints save, so a resumed run draws as an uninterrupted one."""
+    if distributed:
+        raise DataError(
+            "class_balance: sampler draws from the whole training set in one process; under torchrun use "
+            "class_balance: loss"
+        )
+    targets = dataset_targets(dataset)
+    counts = np.bincount(targets)
+    weights = torch.tensor([1.0 / counts[t] for t in targets], dtype=torch.float64)
+    inner = getattr(loader, "loader", loader)  # timm's CUDA prefetcher wraps the DataLoader
+    balanced = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=inner.batch_size,
+        sampler=torch.utils.data.WeightedRandomSampler(weights, num_samples=len(targets), replacement=True),
+        num_workers=inner.num_workers,
+        collate_fn=inner.collate_fn,
+        pin_memory=inner.pin_memory,
+        drop_last=inner.drop_last,
+        worker_init_fn=inner.worker_init_fn,
+        persistent_workers=False,
+    )
+    if inner is loader:
+        return balanced
+    loader.loader = balanced
     return loader
 
 

@@ -20,6 +20,17 @@ from ...train import distributed as dist_lib
 from ...train.engine import TrainError, autocast_for, create_model
 from ...utils.device import resolve_device
 from .data import build_eval_loader
+from .per_class import (
+    MISTAKES_KEPT,
+    MistakeCollector,
+    class_names_for,
+    confusion_counts,
+    dataset_files,
+    most_confident,
+    per_class_report,
+    sample_indices,
+)
+from .per_class_plots import draw_mistakes, plot_per_class
 
 
 def load_for_eval(
@@ -77,9 +88,13 @@ def run_validation(
     progress: bool = True,
     runtime: Optional[str] = None,
     precision: Optional[str] = None,
+    plot: Optional[str] = None,
+    mistakes_plot: Optional[str] = None,
 ) -> Dict[str, Any]:
-    """Top-1/top-5/loss of a checkpoint; preprocessing from the checkpoint's own record, else the model's
-    pretrained config, each overridable. model_name may be None for a file that records it."""
+    """Top-1/top-5/loss of a checkpoint, and the per-class results (precision, recall, F1, support, confusion
+    matrix, most confident mistakes); preprocessing from the checkpoint's own record, else the model's
+    pretrained config, each overridable. model_name may be None for a file that records it. `plot` and
+    `mistakes_plot` are PNG paths for the per-class picture and the grid of mistakes."""
     dev = resolve_device(device)
     if amp == "fp16" and dev.type != "cuda":
         raise TrainError("amp: fp16 needs a CUDA device; use bf16 or none on the CPU")
@@ -121,7 +136,14 @@ def run_validation(
         model.to(memory_format=torch.channels_last)
     loader = build_eval_loader(ds, data_cfg, batch_size, workers, dev)
     t0 = time.time()
-    metrics = evaluate(model, loader, dev, amp=amp, channels_last=channels_last, progress=progress)
+    metrics, report = evaluate_with_report(model, loader, dev, amp=amp, channels_last=channels_last, progress=progress)
+    metrics.update({k: report[k] for k in ("macro_avg", "weighted_avg", "worst_class", "confusion_matrix", "mistakes")})
+    metrics["per_class"] = report["classes"]
+    name = model.pretrained_cfg.get("architecture") or model_name
+    if plot:
+        plot_per_class(report, plot, f"{name} on {data_dir or dataset}")
+    if mistakes_plot:
+        draw_mistakes(report, ds, data_cfg, mistakes_plot, f"{name} on {data_dir or dataset}")
     metrics.update(
         time_s=round(time.time() - t0, 2),
         model=model.pretrained_cfg.get("architecture") or model_name,
@@ -129,14 +151,22 @@ def run_validation(
         weights=getattr(model, "weights_note", None),
         runtime=getattr(model, "runtime", "torch"),
         precision=getattr(model, "precision", "fp32"),
-        data_config={k: data_cfg[k] for k in ("input_size", "interpolation", "crop_pct", "mean", "std")},
+        data_config={
+            k: data_cfg.get(k) for k in ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
+        },
         skipped_images=getattr(ds, "skipped", 0),
     )
     return metrics
 
 
+def evaluate(model: nn.Module, loader, device: torch.device, *args, **kwargs) -> Dict[str, float]:
+    """Top-1, top-5 (top-k capped at the class count), macro F1 and cross-entropy, summed over all ranks' shares
+    (`evaluate_with_report`'s arguments, without its per-class report)."""
+    return evaluate_with_report(model, loader, device, *args, **kwargs)[0]
+
+
 @torch.no_grad()
-def evaluate(
+def evaluate_with_report(
     model: nn.Module,
     loader,
     device: torch.device,
@@ -145,12 +175,15 @@ def evaluate(
     channels_last: bool = False,
     progress: bool = False,
     desc: str = "val",
-) -> Dict[str, float]:
-    """Top-1, top-5 (top-k capped at the class count) and cross-entropy, summed over all ranks' shares."""
+) -> Tuple[Dict[str, float], Dict[str, Any]]:
+    """`evaluate`'s metrics (macro F1 added), and the per-class report (`per_class.per_class_report`): the
+    confusion matrix summed over all ranks, the most confident mistakes gathered from them."""
     env = env or dist_lib.DistEnv(device=device)
     was_training = model.training
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct@1, correct@5, count
+    dataset, indices = sample_indices(loader)
+    confusion, mistakes, seen = None, MistakeCollector(), 0
     bar = tqdm(
         loader, desc=desc, disable=None if (progress and env.is_main) else True, leave=False, dynamic_ncols=True
     )  # None: shown on a terminal, silent in logs
@@ -172,9 +205,35 @@ def evaluate(
                 torch.tensor(float(y.numel()), dtype=torch.float64, device=device),
             ]
         )
+        if confusion is None:
+            confusion = torch.zeros(logits.shape[1], logits.shape[1], dtype=torch.float64, device=device)
+        confusion += confusion_counts(y, top[:, 0], logits.shape[1]).to(confusion.dtype)
+        positions = range(seen, seen + y.numel())
+        mistakes.add(
+            [indices[p] for p in positions] if indices is not None else positions, y.cpu(), logits.softmax(1).cpu()
+        )
+        seen += y.numel()
     dist_lib.all_reduce_sum(sums, env)
     model.train(was_training)
     loss, c1, c5, n = sums.tolist()
     if n == 0:
         raise TrainError("the validation set is empty")
-    return {"loss": loss / n, "top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "count": int(n)}
+    classes = int(getattr(model, "num_classes", 0) or 0) or (confusion.shape[0] if confusion is not None else 1)
+    if confusion is None:  # this rank had no share of the samples
+        confusion = torch.zeros(classes, classes, dtype=torch.float64, device=device)
+    dist_lib.all_reduce_sum(confusion, env)
+    gathered = dist_lib.gather_objects(mistakes.mistakes, env)
+    report = per_class_report(
+        confusion.round().long().cpu().numpy(),
+        class_names_for(class_to_idx(dataset), confusion.shape[0]),
+        most_confident([m for part in gathered for m in part], MISTAKES_KEPT),
+        dataset_files(dataset),
+    )
+    metrics = {
+        "loss": loss / n,
+        "top1": 100.0 * c1 / n,
+        "top5": 100.0 * c5 / n,
+        "macro_f1": 100.0 * report["macro_avg"]["f1"],
+        "count": int(n),
+    }
+    return metrics, report

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Any, Dict
+from pathlib import Path
+from typing import Any, Dict, List
 
 import torch
 import torch.nn as nn
@@ -15,10 +17,12 @@ from ...models.model_api import check_img_size
 from ...train.engine import TrainError, create_model
 from ...train.logs import CLASSIFICATION_METRICS, COLUMNS
 from ...train.task import Task, register_task
-from .data import build_datasets, build_eval_loader, build_mixup, build_train_loader
+from ...utils.files import write_atomically
+from .data import balanced_loss_weights, build_datasets, build_eval_loader, build_mixup, build_train_loader
 from .draw import prediction_grid, to_display
-from .evaluate import evaluate
+from .evaluate import evaluate_with_report
 from .examples import candidate_pool, dataset_targets, mistakes_first
+from .per_class_plots import draw_mistakes, plot_per_class
 
 
 @register_task
@@ -57,6 +61,7 @@ class ClassificationTask(Task):
                 "interpolation": cfg.interpolation,
                 "mean": cfg.mean,
                 "std": cfg.std,
+                "crop_mode": cfg.crop_mode,
             },
             model=model,
         )
@@ -76,7 +81,15 @@ class ClassificationTask(Task):
             val_set, data_cfg, cfg.batch_size, cfg.workers, self.device, env.rank, env.world_size
         )
         self.val_set, self.data_cfg = val_set, data_cfg
-        if self.mixing:
+        if cfg.class_balance == "loss":
+            if self.mixing:
+                raise TrainError(
+                    "class_balance: loss weighs hard labels, and mixup/cutmix mix them; use class_balance: "
+                    "sampler, or set mixup and cutmix to 0"
+                )
+            weights = balanced_loss_weights(train_set, num_classes).to(self.device)
+            self.criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.smoothing)
+        elif self.mixing:
             self.criterion = SoftTargetCrossEntropy()
         elif cfg.smoothing > 0:
             self.criterion = LabelSmoothingCrossEntropy(smoothing=cfg.smoothing)
@@ -95,10 +108,17 @@ class ClassificationTask(Task):
 
     def evaluate(self, model, loader, desc="val"):
         cfg = self.cfg
-        return evaluate(model, loader, self.device, self.env, cfg.amp, cfg.channels_last, cfg.progress, desc=desc)
+        metrics, report = evaluate_with_report(
+            model, loader, self.device, self.env, cfg.amp, cfg.channels_last, cfg.progress, desc=desc
+        )
+        if not hasattr(self, "reports"):
+            self.reports = {}
+        self.reports[id(model)] = report  # for after_best: the per-class results of the weights that scored best
+        return metrics
 
     def describe(self, row):
-        return f"val loss {row['val_loss']:.4f} | top-1 {row['val_top1']:.2f} | top-5 {row['val_top5']:.2f}"
+        text = f"val loss {row['val_loss']:.4f} | top-1 {row['val_top1']:.2f} | top-5 {row['val_top5']:.2f}"
+        return text + (f" | macro F1 {row['val_macro_f1']:.2f}" if row.get("val_macro_f1") is not None else "")
 
     def checkpoint_record(self, data_cfg, train_set):
         return {"data_config": dict(data_cfg), "class_to_idx": class_to_idx(train_set)}
@@ -143,5 +163,59 @@ class ClassificationTask(Task):
         )
 
     def extra_outputs(self, out_dir):
-        path = os.path.join(out_dir, self.PICTURE)
-        return {"predictions": path} if os.path.exists(path) else {}
+        files = {"predictions": self.PICTURE, **{label: name for label, name in self.PER_CLASS_FILES.items()}}
+        found = {label: os.path.join(out_dir, name) for label, name in files.items()}
+        return {label: path for label, path in found.items() if os.path.exists(path)}
+
+    # per-class results of the best weights, rewritten whenever an epoch scores best
+    PER_CLASS_FILES = {"per-class": "per_class.json", "confusion": "confusion_matrix.png", "mistakes": "mistakes.png"}
+
+    @torch.no_grad()
+    def after_best(self, model, out_dir, epoch):
+        """per_class.json, confusion_matrix.png and mistakes.png of the weights that scored this best epoch."""
+        report = getattr(self, "reports", {}).get(id(model))
+        if not report:
+            return
+        report = dict(report, epoch=epoch)
+        names = self.PER_CLASS_FILES
+        write_atomically(
+            os.path.join(out_dir, names["per-class"]),
+            lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1)),
+        )
+        title = f"{self.cfg.model}, best epoch {epoch}"
+        plot_per_class(report, os.path.join(out_dir, names["confusion"]), title)
+        draw_mistakes(report, self.val_set, self.data_cfg, os.path.join(out_dir, names["mistakes"]), title)
+
+    def run_summary(self, out_dir, best_checkpoint):
+        """The worst class of the best epoch and the commands that use this run's checkpoint next."""
+        lines = []
+        path = os.path.join(out_dir, self.PER_CLASS_FILES["per-class"])
+        if os.path.isfile(path):
+            with open(path) as f:
+                report = json.load(f)
+            worst = report.get("worst_class")
+            if worst:
+                lines.append(
+                    f"worst class: {worst['name']} (F1 {worst['f1']:.3f}, precision {worst['precision']:.3f}, "
+                    f"recall {worst['recall']:.3f}, {worst['support']} val images); all classes: {path}"
+                )
+        lines.append("next:")
+        lines.extend("  " + command for command in next_commands(self.cfg, best_checkpoint, out_dir))
+        return lines
+
+
+def next_commands(cfg, best_checkpoint: str, out_dir: str) -> List[str]:
+    """validate, predict, export and quantize commands filled in with this run's checkpoint and data."""
+    if cfg.dataset == "digits":
+        data, calib, images = "--dataset digits", "digits", "IMAGE.png"
+    else:
+        val = os.path.join(cfg.data_dir or "DATA", cfg.val_split)
+        data, calib = f"--data-dir {val}", os.path.join(cfg.data_dir or "DATA", cfg.train_split)
+        images = val
+    w = f"--weights {best_checkpoint}"
+    return [
+        f"inceptionnext validate {w} {data} --plot {os.path.join(out_dir, 'val_per_class.png')}",
+        f"inceptionnext predict {w} {images}",
+        f"inceptionnext export {w} --output {os.path.join(out_dir, 'model.onnx')}",
+        f"inceptionnext quantize {w} --calibration {calib} --output {os.path.join(out_dir, 'model_int8.xml')}",
+    ]

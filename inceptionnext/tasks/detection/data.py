@@ -67,12 +67,29 @@ def _count(problems: int) -> str:
     return f" (and {problems - 1} more)" if problems > 1 else ""
 
 
-def _inside(root: str, file_name: Any) -> Optional[str]:
-    """Why `file_name` does not name a file inside `root` (None when it does)."""
+def _within(folder: str, real: str) -> bool:
+    folder = os.path.realpath(folder)
+    return os.path.commonpath([folder, real]) == folder
+
+
+def _inside(root: str, file_name: Any, annotation_dir: Optional[str] = None) -> Optional[str]:
+    """Why `file_name` does not name a file inside `root` (None when it does). An absolute path, as tools such
+    as kwcoco write into their own bundle folder, is accepted when it resolves inside the image folder or inside
+    the annotation file's folder tree (`annotation_dir`)."""
     if not isinstance(file_name, str) or not file_name:
         return "is not a file name"
-    if os.path.isabs(file_name) or file_name.startswith(("/", "\\")) or ":" in file_name.split("/")[0]:
-        return "is an absolute path; file names are relative to the image folder"
+    if os.path.isabs(file_name):
+        real = os.path.realpath(file_name)
+        folders = [root] + ([annotation_dir] if annotation_dir else [])
+        if any(_within(folder, real) for folder in folders):
+            return None
+        return (
+            f"is an absolute path ({real}) outside the image folder {os.path.realpath(root)}"
+            + (f" and the annotation file's folder {os.path.realpath(annotation_dir)}" if annotation_dir else "")
+            + " (absolute file names must lie inside one of them)"
+        )
+    if file_name.startswith(("/", "\\")) or ":" in file_name.split("/")[0]:
+        return "is an absolute path of another system; file names are relative to the image folder"
     if ".." in file_name.replace("\\", "/").split("/"):
         return "climbs out of the image folder (..)"
     real_root = os.path.realpath(root)
@@ -149,7 +166,7 @@ def check_annotations(data: Dict[str, Any], path: str, image_root: str, masks: b
                 f"{path}: image id {img['id']} appears twice ({first} and "
                 f"{excerpt(img['file_name'])}); ids must be unique"
             )
-        why = _inside(image_root, img["file_name"])
+        why = _inside(image_root, img["file_name"], os.path.dirname(os.path.abspath(path)))
         if why:
             raise AnnotationError(f"{path}: image {img['id']}'s file_name {describe_value(img['file_name'])} {why}")
         if not os.path.isfile(os.path.join(image_root, img["file_name"])):
