@@ -2,7 +2,7 @@
 the checksum it carries (training checkpoints, converted, exported and quantized files) is compared with its
 content.
 
-    inceptionnext verify output/run/last.pth output/run/model_best.pth model_int8.xml
+    inceptionnext verify output/run/last.pth output/run/model_best.pth model_int8.xml model.pt model.pt2
     inceptionnext verify --allow-unchecked inceptionnext_tiny.pth   # a file from another tool: readable is enough
 
 Each file is "verified", "unchecked" (readable, but it carries no checksum: exit status 2 unless
@@ -10,26 +10,61 @@ Each file is "verified", "unchecked" (readable, but it carries no checksum: exit
 """
 
 import argparse
+import os
 import sys
-from typing import Mapping, Tuple
+import warnings
+import zipfile
+from typing import Mapping, Optional, Tuple
 
-from ..checksum import verify_loaded, verify_runtime_model
-from ..deploy.runtimes import read_runtime_model
-from ..utils.text import escape_control
+import torch
+
+from ..checksum import CheckpointError, verify_archive, verify_loaded
+from ..deploy.runtimes import read_checked_runtime_model
+from ..utils.text import escape_control, excerpt
 from ..weights import read_weight_file
 from .common import USER_ERRORS, summary
 
 DAMAGED, UNCHECKED = 1, 2  # exit statuses
 
 
+ARCHIVES = {"code/": "a TorchScript module", "archive_format": "a torch.export program"}
+
+
+def archive_kind(path: str) -> Optional[str]:
+    """What a torch zip archive that is not a checkpoint holds (TorchScript, torch.export), or None."""
+    if not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as zf:
+        names = [n.split("/", 1)[-1] for n in zf.namelist()]
+    return next((what for key, what in ARCHIVES.items() if any(n.startswith(key) for n in names)), None)
+
+
+def _load_archive(path: str, what: str) -> None:
+    """Read the archive as the library's own loaders do (a damaged one raises)."""
+    try:
+        if what == ARCHIVES["code/"]:
+            torch.jit.load(path, map_location="cpu")
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.export.load(path)
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot be read as {what} ({type(e).__name__}: {excerpt(e, 150)})") from None
+
+
 def verify_path(path: str) -> Tuple[bool, str]:
-    """Read any file the library loads (weight file, .onnx, OpenVINO .xml + .bin) and check its checksum:
-    (True, what) when verified, (False, what) when it carries none; a CheckpointError when it cannot be used."""
+    """Read any file the library loads or writes (weight file, .onnx, OpenVINO .xml + .bin, TorchScript .pt,
+    torch.export .pt2) and check its checksum: (True, what) when verified, (False, what) when it carries none; a
+    CheckpointError when it cannot be used."""
     if str(path).lower().endswith((".onnx", ".xml")):
-        model = read_runtime_model(path)
-        checked = verify_runtime_model(model, str(path))
+        _, checked = read_checked_runtime_model(path)
         what = "an ONNX file" if str(path).lower().endswith(".onnx") else "an OpenVINO IR"
         return checked, what
+    kind = archive_kind(path) if os.path.isfile(path) else None
+    if kind:
+        checked = verify_archive(path, str(path))
+        _load_archive(path, kind)
+        return checked, kind
     obj, metadata = read_weight_file(path)
     checked = verify_loaded(obj, metadata, str(path))
     what = "a file"
