@@ -403,7 +403,7 @@ def test_a_truncated_coco_image_is_named_when_read(tmp_path):
     data = open(os.path.join(root, "a.png"), "rb").read()
     open(os.path.join(root, "a.png"), "wb").write(data[: len(data) // 2])
     ds = CocoDetectionSet(root, path)  # the header is whole: the set is built
-    with pytest.raises(DataError, match=r"training image .*a.png: cannot be read as an image .*truncated"):
+    with pytest.raises(DataError, match=r"img/a.png: cannot be read as an image .*truncated"):
         ds[0]
 
 

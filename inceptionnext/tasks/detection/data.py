@@ -302,7 +302,7 @@ class _CheckedCocoDetection(CocoDetection):
         try:
             return load_image(path, 3, upright=False)
         except ImageError as e:
-            raise DataError(f"training image {e}") from None
+            raise DataError(str(e)) from None
 
 
 def _coco_dataset(image_root: str, data: Dict[str, Any]) -> CocoDetection:
