@@ -9,8 +9,11 @@ file written by another tool (no checksum) still loads.
 
 import hashlib
 import json
+import os
+import re
 import struct
-from typing import Any, Mapping
+import zipfile
+from typing import Any, Mapping, Optional
 
 import torch
 
@@ -89,8 +92,8 @@ def verify(obj: Mapping[str, Any], source: str) -> bool:
 
 # ---------------------------------------------------------------------------------------------------------------
 # the same guarantee for the other files the library writes: safetensors model files (the checksum in their
-# metadata), ONNX files (a metadata property) and OpenVINO IRs (an rt_info entry in the .xml, over the .bin's
-# constants and the graph's ops)
+# metadata), ONNX files (a metadata property), OpenVINO IRs (an rt_info entry in the .xml, over the whole .xml
+# and .bin) and TorchScript / torch.export archives (an entry of their zip, over every other entry)
 
 METADATA_KEY = "inceptionnext.checksum"
 
@@ -171,7 +174,7 @@ def seal_onnx(path: str) -> None:
 
 def openvino_digest(model: Any) -> str:
     """SHA-256 over an OpenVINO model's ops in order: their type, output types and shapes, and every
-    constant's bytes (the weights the .bin holds)."""
+    constant's bytes (the record of files written before the whole-file checksum; see `verify_openvino_files`)."""
     import numpy as np
 
     h = hashlib.sha256()
@@ -184,9 +187,55 @@ def openvino_digest(model: Any) -> str:
     return h.hexdigest()
 
 
+# An OpenVINO IR's checksum covers everything the runtime reads: the whole .xml text (op attributes included)
+# and the whole .bin. Its record sits in the .xml (an rt_info entry) and is held apart from what it covers: the
+# digest is taken with the record's value set to zeros, so sealing fills it in and checking zeroes it again.
+IR_PREFIX = "inceptionnext-ir-sha256:"
+IR_PLACEHOLDER = IR_PREFIX + "0" * 64
+_IR_RECORD = re.compile(re.escape(IR_PREFIX.encode()) + rb"([0-9a-f]{64})")
+
+
+def openvino_file_digest(xml: bytes, weights: bytes) -> str:
+    """SHA-256 over an IR's .xml bytes (its record zeroed) and its .bin bytes."""
+    h = hashlib.sha256()
+    h.update(b"%d:" % len(xml))
+    h.update(_IR_RECORD.sub(IR_PLACEHOLDER.encode(), xml))
+    h.update(weights)
+    return h.hexdigest()
+
+
 def seal_openvino(model: Any) -> None:
-    """Record `model`'s checksum in its rt_info (before ov.save_model)."""
-    model.set_rt_info(json.dumps({"algorithm": ALGORITHM, "sha256": openvino_digest(model)}), METADATA_KEY.split("."))
+    """Give `model` the empty checksum record (before ov.save_model); `seal_openvino_files` fills it in."""
+    model.set_rt_info(IR_PLACEHOLDER, METADATA_KEY.split("."))
+
+
+def seal_openvino_files(xml_path: str) -> None:
+    """Fill in the checksum record of the IR written at `xml_path` (and the .bin beside it) over both files as
+    written (the .xml is rewritten in place: callers write temp files)."""
+    xml = open(xml_path, "rb").read()
+    with open(os.path.splitext(xml_path)[0] + ".bin", "rb") as f:
+        weights = f.read()
+    if len(_IR_RECORD.findall(xml)) != 1:
+        raise ValueError(f"{xml_path}: has no empty checksum record to fill in (seal_openvino before saving)")
+    record = (IR_PREFIX + openvino_file_digest(xml, weights)).encode()
+    with open(xml_path, "wb") as f:
+        f.write(_IR_RECORD.sub(record, xml))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def verify_openvino_files(xml: bytes, weights: bytes, source: str) -> Optional[bool]:
+    """The whole-file check of an IR from the bytes that will be read: True when its record matches, None when
+    the .xml carries no whole-file record (an earlier file: its op record, if any, is `verify_runtime_model`'s),
+    a ChecksumError when it does not match."""
+    found = _IR_RECORD.findall(xml)
+    if not found:
+        return None
+    if len(found) > 1:
+        raise ChecksumError(f"{source}: its checksum entry is damaged or of an unknown kind")
+    if openvino_file_digest(xml, weights) != found[0].decode():
+        raise _mismatch(source)
+    return True
 
 
 def verify_runtime_model(model: Any, source: str) -> bool:
@@ -202,4 +251,53 @@ def verify_runtime_model(model: Any, source: str) -> bool:
         return False
     if digest() != _stored_digest(stored, source):
         raise _mismatch(source)
+    return True
+
+
+# TorchScript (.pt) and torch.export (.pt2) files are zip archives: the record is one more entry, over the names
+# and bytes of all the others
+
+ARCHIVE_ENTRY = "extra/inceptionnext.checksum"
+
+
+def _archive_digest(zf: zipfile.ZipFile, skip: str) -> str:
+    h = hashlib.sha256()
+    for name in sorted(n for n in zf.namelist() if n != skip):
+        data = zf.read(name)  # zipfile checks each entry's CRC32 too
+        h.update(b"%d:" % len(name.encode()) + name.encode() + b"%d:" % len(data))
+        h.update(data)
+    return h.hexdigest()
+
+
+def _archive_entry(zf: zipfile.ZipFile) -> str:
+    names = zf.namelist()
+    prefix = names[0].split("/")[0] if names else "archive"
+    return f"{prefix}/{ARCHIVE_ENTRY}"
+
+
+def seal_archive(path: str) -> None:
+    """Add the checksum entry to the TorchScript or torch.export archive at `path` (appended in place: callers
+    write temp files)."""
+    with zipfile.ZipFile(path) as zf:
+        entry = _archive_entry(zf)
+        digest = _archive_digest(zf, entry)
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr(entry, json.dumps({"algorithm": ALGORITHM, "sha256": digest}))
+
+
+def verify_archive(path: str, source: str) -> bool:
+    """The rule of `verify_loaded` for a TorchScript or torch.export archive: True when its checksum entry
+    matches, False when it has none, a ChecksumError when it does not match (or an entry is damaged)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            entry = _archive_entry(zf)
+            if entry not in zf.namelist():
+                for name in zf.namelist():
+                    zf.read(name)  # CRC32s at least
+                return False
+            stored = _stored_digest(zf.read(entry).decode("utf-8", "replace"), source)
+            if _archive_digest(zf, entry) != stored:
+                raise _mismatch(source)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as e:
+        raise ChecksumError(f"{source}: not a whole zip archive ({e})") from None
     return True

@@ -2,7 +2,7 @@
 the checksum it carries (training checkpoints, converted, exported and quantized files) is compared with its
 content.
 
-    inceptionnext verify output/run/last.pth output/run/model_best.pth model_int8.xml
+    inceptionnext verify output/run/last.pth output/run/model_best.pth model_int8.xml model.pt model.pt2
     inceptionnext verify --allow-unchecked inceptionnext_tiny.pth   # a file from another tool: readable is enough
 
 Each file is "verified", "unchecked" (readable, but it carries no checksum: exit status 2 unless

@@ -52,9 +52,10 @@ def check_image(path, max_pixels: Optional[int] = None) -> None:
         )
 
 
-def load_image(path, channels: int = 3) -> Image.Image:
+def load_image(path, channels: int = 3, upright: bool = True) -> Image.Image:
     """The image fully decoded (so a truncated file fails here, naming it), turned upright by its EXIF
-    orientation, as RGB (3 channels) or grayscale (1); 16-bit integer images are scaled to 8 bits."""
+    orientation (unless not `upright`: COCO boxes are in the stored pixels' frame), as RGB (3 channels) or
+    grayscale (1); 16-bit integer images are scaled to 8 bits."""
     path = Path(path)
     if channels not in (1, 3):
         raise ImageError(f"images can feed models with 1 or 3 input channels, not {channels}")
@@ -62,7 +63,7 @@ def load_image(path, channels: int = 3) -> Image.Image:
     try:
         with img:
             img.load()
-            img = ImageOps.exif_transpose(img)
+            img = ImageOps.exif_transpose(img) if upright else img
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit PNG/TIFF: convert() would clip at 255
                 img = Image.fromarray((np.asarray(img, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8))
             return img.convert("RGB" if channels == 3 else "L")

@@ -18,7 +18,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from ..checksum import seal_onnx
+from ..checksum import seal_archive, seal_onnx
 from ..model_file import portable_cfg
 from ..models.fold import FusedMetaNeXtBlock
 from ..utils.files import open_for_writing, write_atomically
@@ -271,6 +271,8 @@ def export_model(
             raise ExportError(f"writing the {fmt} file {path} failed: {type(e).__name__}: {first_line(e)}") from e
         if fmt == "onnx":  # carries its checksum, checked wherever it is loaded
             seal_onnx(tmp)
+        else:  # a TorchScript or torch.export archive: an entry over all its others, which `verify` checks
+            seal_archive(tmp)
         if fmt == "onnx" and opset is not None:
             written = _onnx_opset(tmp)
             if written != opset:

@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from ..checksum import METADATA_KEY, seal_onnx, seal_openvino
+from ..checksum import METADATA_KEY, seal_onnx
 from ..data.digits import DigitsDataset
 from ..data.images import data_config_for, expand_image_paths, load_image
 from ..utils.signal_stack import kept_signal_stack
@@ -46,6 +46,8 @@ from .runtimes import (
     folded_for_inference,
     load_runtime,
     openvino_core,
+    read_runtime_model,
+    save_openvino_model,
 )
 
 __all__ = [
@@ -221,7 +223,7 @@ def _quantize_openvino_quietly(
 ) -> None:
     try:
         import nncf
-        import openvino as ov
+        import openvino  # noqa: F401  (installed, or the hint below)
     except ImportError as e:
         raise RuntimeUnavailable(
             f"openvino quantization needs openvino and nncf ({e}); {INSTALL_HINTS['openvino']}"
@@ -235,8 +237,7 @@ def _quantize_openvino_quietly(
         )
     for key, value in metadata.items():
         quantized.set_rt_info(value, key.split("."))
-    seal_openvino(quantized)  # the int8 file's own checksum (never the float file's)
-    ov.save_model(quantized, out_xml, compress_to_fp16=False)
+    save_openvino_model(quantized, out_xml)  # the int8 file's own checksum (never the float file's)
 
 
 def _quantize_onnxruntime(onnx_path: str, out_onnx: str, calibration: torch.Tensor, metadata: Dict[str, str]) -> None:
@@ -448,15 +449,12 @@ def _record_report(path: str, report: QuantizeReport) -> None:
         reference="exact fp32",
     )
     if path.endswith(".xml"):
-        import openvino as ov
-
-        model = openvino_core().read_model(path)
+        model = read_runtime_model(path)
         record = json.loads(model.get_rt_info(key.split(".")).astype(str))
         record.update(figures)
         model.set_rt_info(json.dumps(record), key.split("."))
-        seal_openvino(model)
         tmp = path + ".tmp.xml"
-        ov.save_model(model, tmp, compress_to_fp16=False)
+        save_openvino_model(model, tmp)
         os.replace(tmp, path)
         os.replace(tmp[:-4] + ".bin", path[:-4] + ".bin")
         return

@@ -17,12 +17,12 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
-from ..checksum import verify_runtime_model
+from ..checksum import seal_openvino, seal_openvino_files, verify_openvino_files, verify_runtime_model
 from ..models.fold import is_folded, is_metanext_block, reparameterize_model
 from ..utils.cpu import native_bf16  # AVX512_BF16 / AMX-BF16 flags: bf16 worth running (measured)
 from ..utils.signal_stack import kept_signal_stack
@@ -45,6 +45,8 @@ __all__ = [
     "METADATA_KEYS",
     "RuntimeFileError",
     "read_runtime_model",
+    "read_checked_runtime_model",
+    "save_openvino_model",
     "openvino_core",
     "compile_openvino",
 ]
@@ -238,9 +240,11 @@ def _first_message(e: BaseException) -> str:
     return excerpt((useful or lines or [type(e).__name__])[0], 200)
 
 
-def read_runtime_model(path):
-    """An .onnx file as an ONNX ModelProto, an .xml as an OpenVINO model (its .bin beside it), with its checksum
-    checked when it carries one; one-line RuntimeFileErrors name the file and what is wrong."""
+def read_checked_runtime_model(path) -> Tuple[Any, bool]:
+    """An .onnx file as an ONNX ModelProto, an .xml as an OpenVINO model (its .bin beside it), and whether a
+    checksum was verified (False: the file carries none). Each file is read once, into memory, and the model is
+    built from the very bytes that were checked: a file replaced meanwhile is never used. One-line
+    RuntimeFileErrors name the file and what is wrong; a ChecksumError says it does not match."""
     path = os.fspath(path)
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such file")
@@ -251,30 +255,46 @@ def read_runtime_model(path):
             raise RuntimeFileError(
                 f"{path}: its weights file {weights} is missing (an OpenVINO IR is the .xml and the .bin beside it)"
             )
+        xml, weight_bytes = Path(path).read_bytes(), weights.read_bytes()
+        checked = verify_openvino_files(xml, weight_bytes, path)
         try:
-            model = core.read_model(path)
+            model = core.read_model(xml, weight_bytes)
         except Exception as e:
             raise RuntimeFileError(
                 f"{path}: cannot be read as an OpenVINO IR with {weights.name} "
-                f"({weights.stat().st_size} bytes): {_first_message(e)}; is the .bin complete "
+                f"({len(weight_bytes)} bytes): {_first_message(e)}; is the .bin complete "
                 "and the one written with this .xml?"
             ) from None
-    else:
-        _import("onnxruntime")
-        try:
-            import onnx
+        if checked is None:  # no whole-file record: an earlier file's op record, or none
+            checked = verify_runtime_model(model, path)
+        return model, checked
+    _import("onnxruntime")
+    try:
+        import onnx
+    except ImportError as e:
+        raise RuntimeUnavailable(f"reading .onnx files needs onnx ({e}); {INSTALL_HINTS['onnxruntime']}") from e
+    data = Path(path).read_bytes()
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as e:
+        raise RuntimeFileError(f"{path}: not a readable ONNX file ({type(e).__name__}: {_first_message(e)})") from None
+    if not model.graph.input:
+        raise RuntimeFileError(f"{path}: not an ONNX model (its graph has no input)")
+    return model, verify_runtime_model(model, path)
 
-            model = onnx.load(path)
-        except ImportError as e:
-            raise RuntimeUnavailable(f"reading .onnx files needs onnx ({e}); {INSTALL_HINTS['onnxruntime']}") from e
-        except Exception as e:
-            raise RuntimeFileError(
-                f"{path}: not a readable ONNX file ({type(e).__name__}: {_first_message(e)})"
-            ) from None
-        if not model.graph.input:
-            raise RuntimeFileError(f"{path}: not an ONNX model (its graph has no input)")
-    verify_runtime_model(model, path)
-    return model
+
+def read_runtime_model(path):
+    """`read_checked_runtime_model`'s model alone."""
+    return read_checked_runtime_model(path)[0]
+
+
+def save_openvino_model(model, xml_path: str) -> None:
+    """`ov.save_model` (fp32 weights kept) with the IR's checksum over the .xml and .bin as written."""
+    import openvino as ov
+
+    seal_openvino(model)
+    ov.save_model(model, xml_path, compress_to_fp16=False)
+    seal_openvino_files(xml_path)
 
 
 def _input_shape(dims) -> tuple:
@@ -326,10 +346,13 @@ class OpenVINOModel(FileModel):
         if str(path).endswith(".xml"):
             model = read_runtime_model(path)
             metadata = _openvino_metadata(model)
-        else:
-            read_runtime_model(path)  # readable, and whole when it carries a checksum
-            model = core.read_model(str(path))
-            metadata = _onnx_metadata(str(path))
+        else:  # built from the checked proto, never from the file read again
+            proto = read_runtime_model(path)
+            metadata = _parse_metadata({p.key: p.value for p in proto.metadata_props})
+            try:
+                model = core.read_model(proto.SerializeToString())
+            except Exception as e:
+                raise RuntimeFileError(f"{path}: OpenVINO cannot read it ({_first_message(e)})") from None
         quantized = (metadata.get("quantization") or {}).get("precision") == "int8"
         precision = precision or ("int8" if quantized else "fp32")
         if precision == "int8" and not quantized:

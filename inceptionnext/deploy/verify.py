@@ -1,26 +1,56 @@
 """Whether a file the library reads is whole: its stored checksum compared with its content.
 
-Every file type the library reads is covered (training checkpoints, converted `.pth` / `.safetensors`, `.onnx`,
-OpenVINO `.xml` + `.bin`), which is why this lives beside the runtimes rather than with the checksum itself: the
-checksum module sits below the readers that open these files.
+Every file type the library reads or writes is covered (training checkpoints, converted `.pth` / `.safetensors`,
+`.onnx`, OpenVINO `.xml` + `.bin`, TorchScript `.pt`, `torch.export` `.pt2`), which is why this lives beside the
+runtimes rather than with the checksum itself: the checksum module sits below the readers that open these files.
 """
 
-from typing import Mapping, Tuple
+import os
+import warnings
+import zipfile
+from typing import Mapping, Optional, Tuple
 
-from ..checksum import verify_loaded, verify_runtime_model
+import torch
+
+from ..checksum import CheckpointError, verify_archive, verify_loaded
 from ..utils.files import PathLike
+from ..utils.text import excerpt
 from ..weights import read_weight_file
-from .runtimes import read_runtime_model
+from .runtimes import read_checked_runtime_model
 
 __all__ = ["verify_file"]
+
+ARCHIVES = {"code/": "a TorchScript module", "archive_format": "a torch.export program"}
+
+
+def archive_kind(path: PathLike) -> Optional[str]:
+    """What a torch zip archive that is not a checkpoint holds (TorchScript, torch.export), or None."""
+    if not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as zf:
+        names = [n.split("/", 1)[-1] for n in zf.namelist()]
+    return next((what for key, what in ARCHIVES.items() if any(n.startswith(key) for n in names)), None)
+
+
+def _load_archive(path: PathLike, what: str) -> None:
+    """Read the archive as the library's own loaders do (a damaged one raises)."""
+    try:
+        if what == ARCHIVES["code/"]:
+            torch.jit.load(path, map_location="cpu")
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.export.load(path)
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot be read as {what} ({type(e).__name__}: {excerpt(e, 150)})") from None
 
 
 def verify_file(path: PathLike) -> Tuple[bool, str]:
     """Read a file weights-only and check the checksum it carries against its content.
 
     Args:
-        path: a training checkpoint, a weight file (`.pth`, `.safetensors`), an `.onnx` file or an OpenVINO `.xml`
-            (with its `.bin` beside it).
+        path: a training checkpoint, a weight file (`.pth`, `.safetensors`), an `.onnx` file, an OpenVINO `.xml`
+            (with its `.bin` beside it), a TorchScript `.pt` or a `torch.export` `.pt2` archive.
 
     Returns:
         `(True, what)` when the file carries a checksum that matches its content, `(False, what)` when it is
@@ -37,10 +67,14 @@ def verify_file(path: PathLike) -> Tuple[bool, str]:
             with the pip command).
     """
     if str(path).lower().endswith((".onnx", ".xml")):
-        model = read_runtime_model(path)
-        checked = verify_runtime_model(model, str(path))
+        _, checked = read_checked_runtime_model(path)
         what = "an ONNX file" if str(path).lower().endswith(".onnx") else "an OpenVINO IR"
         return checked, what
+    kind = archive_kind(path) if os.path.isfile(path) else None
+    if kind:
+        checked = verify_archive(path, str(path))
+        _load_archive(path, kind)
+        return checked, kind
     obj, metadata = read_weight_file(path)
     checked = verify_loaded(obj, metadata, str(path))
     what = "a file"

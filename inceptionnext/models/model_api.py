@@ -44,11 +44,21 @@ def min_input_size(model: nn.Module) -> int:
         return 1
 
 
+# The largest input side any command takes: a 3 x 8192 x 8192 float image is 800 MB before the first layer, so
+# a larger size is a typo (1000000) that would only end in an out-of-memory error.
+MAX_IMG_SIZE = 8192
+
+
 def check_img_size(model: nn.Module, size: Optional[int], option: str = "img_size") -> None:
-    """A ValueError naming `option` and the minimum unless `size` is None (use the weights' own) or big enough;
-    0 and negative sizes are errors everywhere, never a silent default."""
+    """A ValueError naming `option` and the minimum (or the maximum, MAX_IMG_SIZE) unless `size` is None (use
+    the weights' own) or in range; 0 and negative sizes are errors everywhere, never a silent default."""
     if size is None:
         return
+    if size > MAX_IMG_SIZE:
+        raise ValueError(
+            f"{option} {size} is too large: at most {MAX_IMG_SIZE} px (a larger input would not fit in memory); "
+            f"leave {option} out to use the weights' own size"
+        )
     least = max(min_input_size(model), 1)
     if size < least:
         raise ValueError(

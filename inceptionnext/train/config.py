@@ -20,6 +20,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import yaml
 
 from ..data.images import INTERPOLATIONS as IMAGE_INTERPOLATIONS
+from ..models.model_api import MAX_IMG_SIZE
 from ..utils.files import write_atomically
 from ..utils.text import describe_value, excerpt
 from .checkpoint import read_checkpoint_config
@@ -121,6 +122,7 @@ class TrainConfig:
         None,
         "input size in pixels, at least the model's total stride (checked against "
         "the model, as predict/validate/export do); null: the model's own (32 for digits)",
+        f"[0, {MAX_IMG_SIZE}]",  # the top bounds memory; too small (0 too) is checked against the model
     )
     crop_pct: Optional[float] = key(None, "evaluation center-crop fraction; null: the model's own", "(0, 1]")
     interpolation: Optional[str] = key(

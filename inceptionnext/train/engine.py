@@ -34,6 +34,8 @@ from .. import models as _models  # noqa: F401  (registers this library's models
 from ..model_file import check_model_name
 from ..models.backbone import create_timm_model
 from ..utils.files import sweep_temp_files, write_atomically
+from ..utils.folder_lock import holder as folder_holder
+from ..utils.folder_lock import try_lock_folder
 from ..utils.workers import loader_workers
 from ..weights import load_state_dict_file
 from . import checkpoint as ckpt_lib
@@ -242,7 +244,11 @@ class Trainer:
         self._build_optimizer()
         self._wrap_for_training()
         self._build_loaders_and_schedule()
-        self._prepare_run_folder()
+        try:
+            self._prepare_run_folder()
+        except BaseException:
+            self.release_folder()
+            raise
 
     def _check_settings(self) -> None:
         """Settings that cannot run here fail before anything is built."""
@@ -420,9 +426,10 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- set-up
     def _run_dir(self) -> str:
+        """The run folder, locked for this run (rank 0 holds the lock; the caller broadcasts the path)."""
         cfg = self.cfg
         if cfg.resume and cfg.resume != "auto":  # continue in the folder the checkpoint lives in
-            return os.path.dirname(os.path.abspath(cfg.resume))
+            return self._locked(os.path.dirname(os.path.abspath(cfg.resume)))
         name = cfg.experiment
         if name is None:
             if cfg.resume == "auto":
@@ -432,25 +439,56 @@ class Trainer:
         path = os.path.join(cfg.output, name.replace("{model}", cfg.model))
         if cfg.resume != "auto":
             path = self._unused_run_dir(path)
+        else:
+            path = self._locked(path)
         return dist_lib.broadcast_object(path, self.env)
 
+    def _locked(self, path: str) -> str:
+        """`path`, locked for this run; a TrainError naming the live run that holds it."""
+        if self.env.is_main:
+            self._folder_lock = try_lock_folder(path)
+            if self._folder_lock is None:
+                raise TrainError(
+                    f"{path} is in use by another run ({folder_holder(path)}); wait for it to end, or write "
+                    "this run elsewhere (another --output or --experiment)"
+                )
+        return path
+
     def _unused_run_dir(self, path: str) -> str:
-        """`path`, or `path-2`, `-3` ... when it already holds a run's checkpoints: a new run never replaces
-        another's model_best.pth (rank 0 decides; the caller broadcasts)."""
+        """`path`, or `path-2`, `-3` ... when it already holds a run's checkpoints or a live run holds it: a new
+        run never replaces another's files (rank 0 decides and locks the folder; the caller broadcasts)."""
 
         def taken(p):
             return any(os.path.exists(os.path.join(p, f)) for f in ("last.pth", "model_best.pth"))
 
-        if not self.env.is_main or not taken(path):
+        if not self.env.is_main:
             return path
-        n = 2
-        while taken(f"{path}-{n}"):
+        n, candidate, busy = 1, path, None
+        while True:
+            if not taken(candidate):
+                self._folder_lock = try_lock_folder(candidate)
+                if self._folder_lock is not None:
+                    break
+                busy = busy or f"{candidate} is in use by another run ({folder_holder(candidate)})"
             n += 1
-        self._log(
-            f"{path} holds an earlier run; this one writes to {path}-{n} (to continue that run instead: "
-            f"--resume {os.path.join(path, 'last.pth')}, or --resume auto)"
-        )
-        return f"{path}-{n}"
+            candidate = f"{path}-{n}"
+        if candidate != path:
+            self._log(
+                (busy or f"{path} holds an earlier run")
+                + f"; this one writes to {candidate}"
+                + (
+                    ""
+                    if busy
+                    else f" (to continue that run instead: --resume {os.path.join(path, 'last.pth')}, or --resume auto)"
+                )
+            )
+        return candidate
+
+    def release_folder(self) -> None:
+        """Let another run into this run's folder (the process's end does too)."""
+        lock, self._folder_lock = getattr(self, "_folder_lock", None), None
+        if lock is not None:
+            lock.release()
 
     def _resume(self) -> None:
         path = self.cfg.resume
@@ -693,6 +731,13 @@ class Trainer:
         write_csv(self.history, self.paths["log"], self.task.log_columns)
 
     def fit(self) -> RunResult:
+        """Run from the start or the resume point to the end; the run folder is let go however it ends."""
+        try:
+            return self._fit()
+        finally:
+            self.release_folder()
+
+    def _fit(self) -> RunResult:
         cfg, env = self.cfg, self.env
         self._log(
             f"training {cfg.model} ({sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M params, "

@@ -149,11 +149,30 @@ def _explain_write_error(e: BaseException, path: Path, existed: bool, free: Opti
     )
 
 
-def write_atomically(path: PathLike, write: Callable[[str], None]) -> Path:
+def _publish_exclusively(tmp: str, path: Path) -> None:
+    """`tmp` becomes `path` only if nothing is there, decided by the file system in one step (a hard link), so
+    of two processes writing the same new file one wins and the other gets a FileExistsError."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        e = FileExistsError(f"cannot write {path}: it was created meanwhile by another process, and is kept")
+        e.errno = errno.EEXIST
+        raise e from None
+    except OSError:  # a file system without hard links: claim the name, then move the content onto it
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666 & ~_UMASK)
+        os.close(fd)
+        os.replace(tmp, path)
+        return
+    os.remove(tmp)
+
+
+def write_atomically(path: PathLike, write: Callable[[str], None], exclusive: bool = False) -> Path:
     """`write(tmp)` to a temp file beside `path`, flushed to disk, then renamed over `path`: a crash mid-write
     (or a `write` that raises, e.g. a failed check of the new file) leaves the previous file intact, never a
     truncated one. The temp file is removed on every failure; one left by a killed writer is removed by the
-    next write of the same file. A full disk is one line naming the file and 'no space left on device'."""
+    next write of the same file. A full disk is one line naming the file and 'no space left on device'. With
+    `exclusive`, an existing `path` is never replaced, even one another process creates meanwhile: a
+    FileExistsError naming it."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, f"cannot write {path}: it is a folder")
@@ -173,7 +192,10 @@ def write_atomically(path: PathLike, write: Callable[[str], None]) -> Path:
         os.chmod(tmp, 0o666 & ~_UMASK)  # again: a writer that replaces the file (safetensors) brings its own mode
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            _publish_exclusively(tmp, path)
+        else:
+            os.replace(tmp, path)
     except Exception as e:
         explained = _explain_write_error(e, path, existed, _free_bytes(path.parent))
         if explained is None:

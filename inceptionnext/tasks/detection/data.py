@@ -14,6 +14,8 @@ import io
 import json
 import math
 import os
+import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -23,6 +25,7 @@ from torchvision.datasets import CocoDetection, VisionDataset, wrap_dataset_for_
 from torchvision.transforms import v2
 
 from ...data.folders import DataError
+from ...data.images import ImageError, load_image
 from ...utils.text import describe_value, excerpt
 
 BOX_TOLERANCE = 1.0  # pixels a box may stick out of its image (rounding in real annotation tools) before it is an error
@@ -40,6 +43,11 @@ def _read_json(path: str) -> Dict[str, Any]:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise AnnotationError(f"{path}: not valid JSON ({e})") from e
+    except RecursionError:  # the reader recurses once per level; a COCO file nests 5 deep
+        raise AnnotationError(
+            f"{path}: its JSON is nested deeper than can be read (over {sys.getrecursionlimit()} levels); a COCO "
+            "file nests a few levels (images, annotations, categories, polygons)"
+        ) from None
     if not isinstance(data, dict):
         raise AnnotationError(f"{path}: expected a COCO object with 'images', 'annotations' and 'categories'")
     for key in ("images", "annotations", "categories"):
@@ -121,8 +129,22 @@ def _check_segmentation(seg: Any, image: Dict[str, Any]) -> Optional[str]:
                 return f"has RLE counts that do not cover its {size[0] * size[1]} pixels"
         elif not isinstance(counts, str) or not counts:
             return "has RLE counts that are neither a string nor a list of run lengths"
+        elif not _rle_decodes(size, counts):
+            return f"has an RLE whose counts do not decode to a {size[1]}x{size[0]} (WxH) mask"
         return None
     return f"has a segmentation that is {describe_value(seg)}, neither polygons nor an RLE"
+
+
+def _rle_decodes(size: List[int], counts: str) -> bool:
+    """Whether a compressed RLE string decodes (pycocotools, as training will) to exactly size[0] x size[1]
+    pixels: one made for a larger image, or damaged, does not."""
+    from pycocotools import mask as mask_utils
+
+    try:
+        decoded = mask_utils.decode({"size": list(size), "counts": counts.encode("ascii")})
+    except (ValueError, UnicodeEncodeError):
+        return False
+    return tuple(decoded.shape[:2]) == tuple(size)
 
 
 def _image_size(root: str, file_name: str) -> Tuple[int, int]:
@@ -131,6 +153,24 @@ def _image_size(root: str, file_name: str) -> Tuple[int, int]:
 
     with Image.open(os.path.join(root, file_name)) as im:
         return im.size
+
+
+def _keep_names_apart(categories: Dict[int, Dict[str, Any]], path: str) -> None:
+    """Categories sharing a name (distinct ids) are renamed '<name> (id N)' with a warning, so the model's
+    classes, its outputs and its metrics can tell them apart."""
+    by_name: Dict[str, List[int]] = {}
+    for cid, c in categories.items():
+        by_name.setdefault(c["name"], []).append(cid)
+    shared = {name: ids for name, ids in by_name.items() if len(ids) > 1}
+    for name, ids in shared.items():
+        for cid in ids:
+            categories[cid]["name"] = f"{name} (id {cid})"
+    if shared:
+        listed = "; ".join(f"{excerpt(n)!r}: ids {', '.join(map(str, ids))}" for n, ids in list(shared.items())[:5])
+        warnings.warn(
+            f"{path}: categories share a name ({listed}); they are kept apart as '<name> (id N)'",
+            stacklevel=3,
+        )
 
 
 def check_annotations(data: Dict[str, Any], path: str, image_root: str, masks: bool = False) -> Dict[str, Any]:
@@ -156,6 +196,7 @@ def check_annotations(data: Dict[str, Any], path: str, image_root: str, masks: b
             raise AnnotationError(f"{path}: category id {c['id']} appears twice")
         name = c.get("name", str(c["id"]))
         categories[c["id"]] = dict(c, name=name if isinstance(name, str) else str(name))
+    _keep_names_apart(categories, path)
     images, missing, limit = {}, [], Image.MAX_IMAGE_PIXELS
     for i, img in enumerate(data["images"]):
         if not isinstance(img, dict) or not _is_int(img.get("id")) or "file_name" not in img:
@@ -268,11 +309,24 @@ def check_annotations(data: Dict[str, Any], path: str, image_root: str, masks: b
     return dict(data, images=list(images.values()), annotations=annotations, categories=list(categories.values()))
 
 
+class _CheckedCocoDetection(CocoDetection):
+    """CocoDetection whose images are read by `load_image`: fully decoded (a truncated file is an error naming
+    it, not PIL's 'image file is truncated' deep in a loader), in their stored orientation (as the boxes are),
+    and 16-bit images scaled to 8 bits with their levels kept (PIL's convert('RGB') clips them to 0 and 255)."""
+
+    def _load_image(self, id: int):
+        path = os.path.join(self.root, self.coco.loadImgs(id)[0]["file_name"])
+        try:
+            return load_image(path, 3, upright=False)
+        except ImageError as e:
+            raise DataError(str(e)) from None
+
+
 def _coco_dataset(image_root: str, data: Dict[str, Any]) -> CocoDetection:
     """torchvision's CocoDetection over the checked document (not the file re-read: its defaults are filled)."""
     from pycocotools.coco import COCO
 
-    base = CocoDetection.__new__(CocoDetection)
+    base = _CheckedCocoDetection.__new__(_CheckedCocoDetection)
     VisionDataset.__init__(base, image_root)
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
         base.coco = COCO()

@@ -87,7 +87,9 @@ def detect_files(
         if out_dir is not None:
             drawn = detection_picture(image, det, class_names, score_thresh)
             target = targets[i]
-            write_atomically(target, lambda tmp: Image.fromarray(drawn).save(tmp, format="PNG"))
+            write_atomically(  # never over a picture another run wrote since the check above
+                target, lambda tmp: Image.fromarray(drawn).save(tmp, format="PNG"), exclusive=not overwrite
+            )
             entry["picture"] = str(target)
         results.append(entry)
     return results

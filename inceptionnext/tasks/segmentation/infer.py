@@ -82,9 +82,10 @@ def segment_files(
         mask_img = (
             mask_png(pred, colours, plain) if model.num_classes <= 256 else Image.fromarray(pred.astype(np.uint16))
         )
-        write_atomically(mask_path, lambda tmp: mask_img.save(tmp, format="PNG"))
+        # never over an output another run wrote since the check above
+        write_atomically(mask_path, lambda tmp: mask_img.save(tmp, format="PNG"), exclusive=not overwrite)
         over = Image.fromarray(overlay_picture(raw, pred, colours, names, alpha, plain))
-        write_atomically(overlay_path, lambda tmp: over.save(tmp, format="PNG"))
+        write_atomically(overlay_path, lambda tmp: over.save(tmp, format="PNG"), exclusive=not overwrite)
         counts = np.bincount(pred.ravel(), minlength=model.num_classes)
         shares = [
             {
