@@ -168,8 +168,7 @@ def read_weight_file(path: PathLike) -> Tuple[Any, Dict[str, str]]:
         else:
             check_zip_sizes(path)
             # timm's train.py (and the official repos' main.py) keep their argparse.Namespace under 'args'
-            allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
-            with allow([argparse.Namespace]) if allow else contextlib.nullcontext():
+            with torch.serialization.safe_globals([argparse.Namespace]):
                 obj, metadata = torch.load(path, map_location="cpu", weights_only=True), {}
     except CheckpointError:
         raise

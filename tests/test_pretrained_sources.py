@@ -404,14 +404,14 @@ def test_a_mirror_serving_a_damaged_file_is_refused_and_nothing_is_cached(tmp_pa
 
 def test_unreachable_sources_name_the_endpoint_proxy_caches_and_ways_out(tmp_path, files):
     dead = f"http://127.0.0.1:{closed_port()}"
-    env = {"HF_ENDPOINT": dead, "HTTP_PROXY": f"http://127.0.0.1:{closed_port()}", "HF_HUB_ETAG_TIMEOUT": "2"}
+    env = {"HF_ENDPOINT": dead, "HTTP_PROXY": f"http://127.0.0.1:{closed_port()}", "NO_PROXY": "127.0.0.1"}
     overlay = dict(pretrained_cfg_overlay=dict(url=f"http://releases.invalid{RELEASE}"))
     both = run_case(tmp_path, [(TIMM, overlay), (OURS, overlay)], env, reference=files["reference"])
     assert "error" in both[TIMM]
     message = both[OURS]["error"]
     home = tmp_path / "home"
     for part in (
-        f"hf-hub:{REPO} (from {dead} (HF_ENDPOINT), no proxy set",  # the mirror is not behind the proxy: NO_PROXY-free
+        f"hf-hub:{REPO} (from {dead} (HF_ENDPOINT), NO_PROXY bypasses the proxy for it)",
         f"not in the Hugging Face cache {home / 'hf' / 'hub'}",
         f"http://releases.invalid{RELEASE} (through the proxy {env['HTTP_PROXY']})",
         f"not in the torch hub cache {home / 'torch' / 'hub' / 'checkpoints'}",
@@ -425,7 +425,8 @@ def test_unreachable_sources_name_the_endpoint_proxy_caches_and_ways_out(tmp_pat
 
 
 def test_offline_without_a_cache_says_so_at_once(tmp_path, files):
-    ours = run_case(tmp_path, [(OURS, {})], {"HF_HUB_OFFLINE": "1"}, reference=files["reference"])[OURS]
+    overlay = dict(pretrained_cfg_overlay=dict(url=None))
+    ours = run_case(tmp_path, [(OURS, overlay)], {"HF_HUB_OFFLINE": "1"}, reference=files["reference"])[OURS]
     assert "HF_HUB_OFFLINE is set, so only the cache was looked in" in ours["error"]
 
 
