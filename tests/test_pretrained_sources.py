@@ -42,25 +42,23 @@ RELEASE = "/model/inceptionnext_atto.pth"
 # servers
 
 
-class Mirror(http.server.ThreadingHTTPServer):
-    """A Hugging Face mirror: `/{repo}/resolve/{revision}/{file}` answers as the hub does (small files directly,
-    weight files with a redirect to `/lfs/{sha256}` and the X-Linked-* headers), and `/model/*` serves release
-    files. `damaged` flips bytes in what `/lfs/` sends (the headers still give the true sha256 and size)."""
+class LocalServer(http.server.ThreadingHTTPServer):
+    """A threaded server on 127.0.0.1 at a free port, recording the paths it was asked for."""
 
     daemon_threads = True
 
-    def __init__(self, repos, releases, tokens):
-        self.repos, self.releases, self.tokens = repos, releases, tokens
-        self.damaged = False
+    def __init__(self, handler):
         self.hits = []
-        super().__init__(("127.0.0.1", 0), MirrorHandler)
+        super().__init__(("127.0.0.1", 0), handler)
 
     @property
     def url(self):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
 
-class MirrorHandler(http.server.BaseHTTPRequestHandler):
+class Handler(http.server.BaseHTTPRequestHandler):
+    """Answers GET and HEAD alike through `answer(body)`, without logging."""
+
     def log_message(self, *args):
         pass
 
@@ -70,6 +68,19 @@ class MirrorHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.answer(body=True)
 
+
+class Mirror(LocalServer):
+    """A Hugging Face mirror: `/{repo}/resolve/{revision}/{file}` answers as the hub does (small files directly,
+    weight files with a redirect to `/lfs/{sha256}` and the X-Linked-* headers), and `/model/*` serves release
+    files. `damaged` flips bytes in what `/lfs/` sends (the headers still give the true sha256 and size)."""
+
+    def __init__(self, repos, releases, tokens):
+        self.repos, self.releases, self.tokens = repos, releases, tokens
+        self.damaged = False
+        super().__init__(MirrorHandler)
+
+
+class MirrorHandler(Handler):
     def send(self, status, headers, data, body):
         self.send_response(status)
         for k, v in headers.items():
@@ -125,32 +136,16 @@ class MirrorHandler(http.server.BaseHTTPRequestHandler):
         return self.send(200, headers, data, body)
 
 
-class Proxy(http.server.ThreadingHTTPServer):
-    """An HTTP forward proxy: absolute-URI requests to `hosts` (names that resolve nowhere) go to the mirror."""
-
-    daemon_threads = True
+class Proxy(LocalServer):
+    """An HTTP forward proxy: absolute-URI requests to `*.invalid` hosts (which resolve nowhere) go to the mirror."""
 
     def __init__(self, upstream):
         self.upstream = upstream
-        self.hits = []
-        super().__init__(("127.0.0.1", 0), ProxyHandler)
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        super().__init__(ProxyHandler)
 
 
-class ProxyHandler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_HEAD(self):
-        self.forward()
-
-    def do_GET(self):
-        self.forward()
-
-    def forward(self):
+class ProxyHandler(Handler):
+    def answer(self, body):
         target = urllib.parse.urlsplit(self.path)
         self.server.hits.append(f"{target.hostname}{target.path}")
         if not target.hostname or not target.hostname.endswith(".invalid"):
@@ -169,7 +164,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
                 self.send_header(k, v)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        if self.command != "HEAD":
+        if body:
             self.wfile.write(data)
         conn.close()
 
