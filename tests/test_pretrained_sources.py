@@ -207,10 +207,15 @@ def files(tmp_path_factory):
     safetensors = (root / "model.safetensors").read_bytes()
     repo = {"config.json": json.dumps(timm_cfg).encode(), "model.safetensors": safetensors}
     our_repo = {"config.json": json.dumps(ours_cfg).encode(), "model.safetensors": safetensors}
-    for name, cfg in (("timm-folder", timm_cfg), ("our-folder", ours_cfg)):  # `local-dir:` folders
+    # `local-dir:` folders; timm's own control holds pytorch_model.bin, as timm 1.0.17 to 1.0.23 (at least) read any file
+    # of such a folder with torch.load (ours reads either kind)
+    for name, cfg, weight_file in (("timm-folder", timm_cfg, "pytorch_model.bin"), ("our-folder", ours_cfg, None)):
         (root / name).mkdir()
         (root / name / "config.json").write_text(json.dumps(cfg))
-        shutil.copy(root / "model.safetensors", root / name / "model.safetensors")
+        if weight_file:
+            shutil.copy(root / "reference.pth", root / name / weight_file)
+        else:
+            shutil.copy(root / "model.safetensors", root / name / "model.safetensors")
     return dict(
         root=root,
         reference=root / "reference.pth",
