@@ -8,10 +8,11 @@ dict to timm's `build_model_with_cfg` so that timm still adapts the classifier, 
 
 import argparse
 import contextlib
+import hashlib
 import os
 import re
-import socket
 import urllib.parse
+import urllib.request
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
@@ -26,8 +27,20 @@ from .utils.text import excerpt, first_line
 CHECKPOINT_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
 # Prefixes that wrappers add to every key: DDP/DataParallel and torch.compile.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-# sha256 of release files, where known; a file whose name carries a hash prefix (name-<hex>.pth) is checked too.
-KNOWN_SHA256: Dict[str, str] = {}
+# sha256 of the official files, as their publishers list them (Hugging Face shows each LFS file's SHA256 on its
+# file page); a cached or downloaded copy that differs is refused. Keys: release URLs, and `hub_key(repo, file)`
+# for the hub copies. A release file whose name carries a hash prefix (name-<hex>.pth) is checked against it too.
+KNOWN_SHA256: Dict[str, str] = {
+    "hf-hub:timm/inception_next_tiny.sail_in1k/model.safetensors": (
+        "738d3113a472e9ebc39eec21f52f8aec32fc479c7fdc4974c696caf0c065bfb6"
+    ),
+    "hf-hub:timm/inception_next_tiny.sail_in1k/pytorch_model.bin": (
+        "83499bcf6bd55e02be0b5f345b4719f06f9e1f94f2b09e5cc69f1bab9fba9637"
+    ),
+    "hf-hub:timm/inception_next_base.sail_in1k/model.safetensors": (
+        "71cf5594935bd9513e1350e3450c88332194fdaa7de96f3e69468e2f4f1da14e"
+    ),
+}
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.(pth|pt|bin|safetensors)$")
 
 
@@ -165,8 +178,7 @@ def read_weight_file(path: PathLike) -> Tuple[Any, Dict[str, str]]:
         else:
             check_zip_sizes(path)
             # timm's train.py (and the official repos' main.py) keep their argparse.Namespace under 'args'
-            allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
-            with allow([argparse.Namespace]) if allow else contextlib.nullcontext():
+            with torch.serialization.safe_globals([argparse.Namespace]):
                 obj, metadata = torch.load(path, map_location="cpu", weights_only=True), {}
     except CheckpointError:
         raise
@@ -234,7 +246,18 @@ def convert_checkpoint(src: PathLike, dst: PathLike) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# remote sources
+# remote sources: the hub through huggingface_hub, release URLs through torch.hub, each with its own settings
+# (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE, HF_HUB_ETAG_TIMEOUT/HF_HUB_DOWNLOAD_TIMEOUT, HF_HOME; TORCH_HOME,
+# HTTP(S)_PROXY/NO_PROXY); this module only reads them, to say in an error what was tried.
+
+
+def sha256_file(path: PathLike) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(2**20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def expected_sha256(url: str) -> Optional[str]:
@@ -245,64 +268,64 @@ def expected_sha256(url: str) -> Optional[str]:
     return m.group(1) if m else None
 
 
-# Seconds to wait for a TCP connection to a weight host before calling it unreachable: a machine without network
-# then fails in seconds with the named error, not after the HTTP clients' minute of retries.
-CONNECT_TIMEOUT = 3.0
+def hub_key(repo_id: str, filename: str) -> str:
+    """The `KNOWN_SHA256` key of a file in a Hugging Face repository."""
+    return f"hf-hub:{repo_id}/{filename}"
 
 
-def _offline_env() -> bool:
-    """HF_HUB_OFFLINE in the environment, or as huggingface_hub read it at import."""
-    try:
-        import huggingface_hub.constants
-
-        if huggingface_hub.constants.HF_HUB_OFFLINE:
-            return True
-    except ImportError:
-        pass
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-@contextlib.contextmanager
-def _hub_offline():
-    """huggingface_hub's offline mode for one call: the local cache only, no requests and no retries."""
-    import huggingface_hub.constants
-
-    before = huggingface_hub.constants.HF_HUB_OFFLINE
-    huggingface_hub.constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        huggingface_hub.constants.HF_HUB_OFFLINE = before
-
-
-def unreachable(url: str, timeout: float = CONNECT_TIMEOUT) -> Optional[str]:
-    """Why `url`'s host cannot be reached (offline mode, DNS, no route, timeout), or None when it answers."""
+def _proxy_note(url: str) -> str:
+    """Which proxy the HTTP clients take for `url`, from the environment they read (HTTP(S)_PROXY, NO_PROXY)."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https"):
-        return None
-    if _offline_env():
-        return "HF_HUB_OFFLINE is set"
-    try:
-        with socket.create_connection(
-            (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)), timeout=timeout
-        ):
-            return None
-    except OSError as e:
-        return f"{parts.hostname} is unreachable ({type(e).__name__}: {first_line(e, 100) or 'no answer'})"
+        return ""
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return "NO_PROXY bypasses the proxy for it"
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    return f"through the proxy {proxy}" if proxy else "no proxy set (HTTP_PROXY/HTTPS_PROXY)"
+
+
+def _root_cause(e: BaseException) -> str:
+    """The error and, when it wraps one, the innermost cause (the connection or HTTP error behind it)."""
+    inner = e
+    while inner.__cause__ is not None or (inner.__context__ is not None and not inner.__suppress_context__):
+        inner = inner.__cause__ or inner.__context__
+    said = f"{type(e).__name__}: {first_line(e, 200)}"
+    return said if inner is e else f"{said} ({type(inner).__name__}: {first_line(inner, 200)})"
+
+
+def _check_sha256(path: Path, expected: str, what: str, fresh: bool, removable: Iterable[Path] = ()) -> None:
+    """Refuse `path` unless its sha256 is (or starts with) `expected`; a fresh download that fails is removed
+    (with `removable`, the cache entries pointing at it), so that nothing damaged stays in a cache."""
+    got = sha256_file(path)
+    if got.startswith(expected.lower()):
+        return
+    if fresh:
+        for p in (path, *removable):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(p)
+        where = f"downloaded from {what} and removed again (nothing was cached)"
+    else:
+        where = f"the cached copy of {what}; delete it to download it again"
+    raise CheckpointError(
+        f"{path}: sha256 {got[:16]}... is not the {expected[:16]}... published for it ({where}); the file is "
+        "damaged or not the official one and is not loaded"
+    )
 
 
 def download_cached(url: str, cache_dir: Optional[PathLike] = None, progress: bool = True) -> Path:
-    """Download `url` (http, https or file) once into the torch hub cache, verifying its hash when one is known."""
+    """`url` (http, https or file) through torch.hub's downloader (which honours HTTP(S)_PROXY and NO_PROXY) into
+    the torch hub cache (`$TORCH_HOME/hub/checkpoints`, or `cache_dir`), once; checked against its pinned sha256
+    (or the hash prefix in its name), a cached copy included."""
     cache = Path(cache_dir) if cache_dir else Path(torch.hub.get_dir()) / "checkpoints"
-    cache.mkdir(parents=True, exist_ok=True)
     dst = cache / os.path.basename(url.split("?")[0])
-    if dst.is_file():  # only verified files are ever left in the cache
-        return dst
     expected = expected_sha256(url)
-    why = unreachable(url)
-    if why:
-        raise CheckpointError(f"cannot download weights from {url}: {why} (and the file is not in {cache})")
-    try:  # torch.hub downloads to a temp file and moves it into the cache only once its sha256 prefix matches
+    if dst.is_file():
+        if expected:
+            _check_sha256(dst, expected, url, fresh=False)
+        return dst
+    try:  # torch.hub downloads to a temp file and moves it into the cache only once its sha256 (prefix) matches
+        cache.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(url, str(dst), hash_prefix=expected, progress=progress)
     except RuntimeError as e:
         if expected is not None and "invalid hash value" in str(e):
@@ -310,29 +333,104 @@ def download_cached(url: str, cache_dir: Optional[PathLike] = None, progress: bo
                 f"{url}: downloaded file's sha256 does not match the expected {expected[:16]}...; the download is "
                 "corrupt or the file changed (nothing was cached)"
             ) from e
-        raise CheckpointError(f"cannot download weights from {url}: {type(e).__name__}: {e}") from e
+        raise _download_error(url, cache, e) from e
     except Exception as e:
-        raise CheckpointError(f"cannot download weights from {url}: {type(e).__name__}: {e}") from e
+        raise _download_error(url, cache, e) from e
     return dst
 
 
-def load_state_dict_from_hub(hf_hub_id: str, cache_dir: Optional[PathLike] = None) -> Dict[str, torch.Tensor]:
-    """timm's hub copy (safetensors preferred, then pytorch_model.bin), from the network or the local HF cache."""
-    from timm.models import load_state_dict_from_hf
+def _download_error(url: str, cache: Path, e: BaseException) -> CheckpointError:
+    proxy = _proxy_note(url)
+    return CheckpointError(
+        f"{url}{f' ({proxy})' if proxy else ''}: {_root_cause(e)}; not in the torch hub cache {cache}"
+    )
 
-    why = unreachable("https://huggingface.co")
+
+# The weight files of a timm hub repository, in the order timm's own loader tries them.
+HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def hub_cache(cache_dir: Optional[PathLike] = None) -> Path:
+    """The Hugging Face cache huggingface_hub uses: `cache_dir`, else its own (HF_HUB_CACHE, HF_HOME)."""
+    import huggingface_hub.constants
+
+    return Path(cache_dir) if cache_dir else Path(huggingface_hub.constants.HF_HUB_CACHE)
+
+
+def download_hub_file(hf_hub_id: str, cache_dir: Optional[PathLike] = None) -> Path:
+    """The weight file of a hub repository (`repo` or `repo@revision`), through huggingface_hub's own download
+    and cache, checked against its sha256: the pinned one (`KNOWN_SHA256`) and the one the hub names it by; a
+    fresh download that fails the check is removed from the cache."""
+    import huggingface_hub.constants
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
+
+    repo_id, _, revision = hf_hub_id.partition("@")
+    revision = revision or None
+    missing: Optional[BaseException] = None
+    for filename in HUB_WEIGHT_FILES:
+        was_cached = isinstance(try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision), str)
+        try:
+            path = Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir))
+        except EntryNotFoundError as e:
+            if isinstance(e, LocalEntryNotFoundError) and not huggingface_hub.constants.HF_HUB_OFFLINE:
+                raise  # the hub could not be reached: the next file name would only wait again
+            missing = missing or e
+            continue
+        blob = path.resolve()
+        expected = [KNOWN_SHA256.get(hub_key(repo_id, filename)) if revision in (None, "main") else None]
+        expected.append(blob.name if re.fullmatch(r"[0-9a-f]{64}", blob.name) else None)  # LFS files: the sha256
+        for digest in filter(None, expected):
+            _check_sha256(blob, digest, f"hf-hub:{repo_id}/{filename}", fresh=not was_cached, removable=[path])
+        return path
+    assert missing is not None
+    raise missing
+
+
+def load_state_dict_from_hub(hf_hub_id: str, cache_dir: Optional[PathLike] = None) -> Dict[str, torch.Tensor]:
+    """A hub copy's state dict (safetensors preferred, then pytorch_model.bin, as timm), from the hub (or the
+    mirror HF_ENDPOINT names) or, offline, the local Hugging Face cache; errors say what was tried."""
+    import huggingface_hub.constants
+
     try:
-        if why:  # only the local Hugging Face cache can serve it, and without the hub's retries
-            with _hub_offline():
-                obj = load_state_dict_from_hf(hf_hub_id, weights_only=True, cache_dir=cache_dir)
-        else:
-            obj = load_state_dict_from_hf(hf_hub_id, weights_only=True, cache_dir=cache_dir)
+        path = download_hub_file(hf_hub_id, cache_dir)
+    except CheckpointError:
+        raise
     except Exception as e:
-        where = f"; not in the local Hugging Face cache and {why}" if why else ""
+        endpoint = huggingface_hub.constants.ENDPOINT
+        if huggingface_hub.constants.HF_HUB_OFFLINE:
+            tried = "HF_HUB_OFFLINE is set, so only the cache was looked in"
+        else:
+            named = " (HF_ENDPOINT)" if os.environ.get("HF_ENDPOINT") else ""
+            tried = f"from {endpoint}{named}, {_proxy_note(endpoint)}"
+        needs_token = "401" in str(e) or "GatedRepo" in type(e).__name__ or "RepositoryNotFound" in type(e).__name__
+        token = "; a private or gated repository needs a token (HF_TOKEN, or `hf auth login`)" if needs_token else ""
         raise CheckpointError(
-            f"cannot load hub weights {hf_hub_id} ({type(e).__name__}: {first_line(e)}){where}"
+            f"hf-hub:{hf_hub_id} ({tried}): {_root_cause(e)}; not in the Hugging Face cache {hub_cache(cache_dir)}"
+            f"{token}"
         ) from e
-    return unwrap_state_dict(obj, f"hf-hub:{hf_hub_id}")
+    return unwrap_state_dict(read_weight_file(path)[0], f"hf-hub:{hf_hub_id}")
+
+
+def ways_out(name: str, cfg: Mapping[str, Any], cache_dir: Optional[PathLike] = None) -> List[str]:
+    """What a user without access to the weights' hosts can do, for the error that says none could be read."""
+    ways = [
+        f"a weight file you have: timm.create_model({name!r}, pretrained=True, pretrained_cfg_overlay=dict("
+        "file=PATH)) (CLI: --weights PATH)",
+    ]
+    if cfg.get("hf_hub_id"):
+        ways.append(
+            f"a Hugging Face cache from a machine that has it: copy it to {hub_cache(cache_dir)} (or point HF_HOME "
+            "at it) and set HF_HUB_OFFLINE=1"
+        )
+        folder = cfg["hf_hub_id"].split("/")[-1].split("@")[0]
+        ways.append(
+            f"fetch it on a machine with access: hf download {cfg['hf_hub_id'].split('@')[0]} --local-dir {folder} "
+            "(then PATH above is that folder)"
+        )
+    elif cfg.get("url"):
+        ways.append(f"fetch it on a machine with access: curl -LO {cfg['url']} (then PATH above is that file)")
+    return ways
 
 
 def load_pretrained_state_dict(
@@ -341,7 +439,7 @@ def load_pretrained_state_dict(
     """The state dict a pretrained config points to and a description of where it came from.
 
     Order: a local `file`, then the hub copy (`hf_hub_id`), then the release `url`; a failing hub falls back to
-    the url, and an error lists every source tried.
+    the url, and an error lists every source tried, the caches looked in and the ways out.
     """
     name = cfg.get("architecture") or "model"
     if cfg.get("state_dict") is not None:
@@ -365,8 +463,10 @@ def load_pretrained_state_dict(
     if not errors:
         raise CheckpointError(f"{name}: no pretrained weights are known for this name; use pretrained=False")
     raise CheckpointError(
-        f"{name}: no pretrained weights could be loaded:\n  " + "\n  ".join(errors) + "\n  to use a weight file "
-        "you have, pass pretrained_cfg_overlay=dict(file=PATH) to timm.create_model (CLI: --weights FILE)"
+        f"{name}: no pretrained weights could be loaded:\n  "
+        + "\n  ".join(errors)
+        + "\nways out:\n  "
+        + "\n  ".join(ways_out(name, cfg, cache_dir))
     )
 
 

@@ -1,10 +1,9 @@
 """Loading edge cases and timm's hub format: named one-line errors for missing, empty and foreign files (Python
-API and every CLI command that takes weights), a quick named error offline, and models shared the way timm users
-share them (save_for_hf / push_to_hub folders, `local-dir:` and `hf-hub:` names)."""
+API and every CLI command that takes weights), and models shared the way timm users
+share them (save_for_hf / push_to_hub folders, `local-dir:` and `hf-hub:` names). Unreachable hosts, mirrors,
+proxies and offline caches: tests/test_pretrained_sources.py."""
 
 import json
-import socket
-import time
 
 import pytest
 import timm
@@ -66,27 +65,6 @@ def test_every_cli_command_taking_weights_gives_one_line(argv, bad, bad_files, c
 def test_training_resume_from_an_empty_file_is_named(bad_files):
     with pytest.raises(train_checkpoint.CheckpointError, match=r"empty.pth: it is empty \(0 bytes\)"):
         train_checkpoint.load_checkpoint_file(str(bad_files / "empty.pth"))
-
-
-def test_offline_pretrained_fails_fast_listing_sources(monkeypatch, tmp_path):
-    """No network and HF_HUB_OFFLINE unset: the named error within seconds, not after the hub's retries."""
-    import huggingface_hub.constants
-
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-
-    def no_network(*args, **kwargs):
-        raise socket.gaierror(-2, "Name or service not known")
-
-    monkeypatch.setattr(socket, "create_connection", no_network)
-    start = time.monotonic()
-    with pytest.raises(CheckpointError) as info:
-        timm.create_model("inceptionnext_t", pretrained=True, cache_dir=str(tmp_path))
-    assert time.monotonic() - start < 15
-    message = str(info.value)
-    assert "timm/inception_next_tiny.sail_in1k" in message and "huggingface.co is unreachable" in message
-    assert "inceptionnext_tiny.pth" in message and "github.com is unreachable" in message
-    assert "pretrained_cfg_overlay=dict(file=" in message and "--weights FILE" in message
 
 
 # --- timm's hub format ---
