@@ -4,7 +4,7 @@
     python scripts/mutation.py inceptionnext/checksum.py inceptionnext/models/layers.py
     python scripts/mutation.py --list               # the modules and their tests
     python scripts/mutation.py --survivors MODULE   # the surviving mutants of a finished run, with their diffs
-    python scripts/mutation.py MODULE --tests tests/test_x.py --label quick   # another test selection, kept apart
+    python scripts/mutation.py MODULE --tests "tests/test_x.py -k fast" --label quick   # another selection, kept apart
 
 Each module runs in its own copy of the project under .mutation/<module>/ (mutmut reads its settings from the
 working folder's pyproject.toml): the copy's [tool.mutmut] is the project's, with `only_mutate` set to the module
@@ -18,6 +18,7 @@ import fnmatch
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -87,6 +88,10 @@ def prepare(module: str, tests, shared) -> Path:
         elif src.is_file():
             shutil.copy2(src, dst)
     (where / "pyproject.toml").write_text(module_pyproject(module, tests, shared), "utf-8")
+    # mutmut forks a child per mutant from the process that ran the tests: an OpenMP pool started before the
+    # fork hangs the child, so the copy's tests keep torch to one thread
+    with open(where / "tests" / "conftest.py", "a", encoding="utf-8") as f:
+        f.write("\ntorch.set_num_threads(1)  # scripts/mutation.py: forked mutant runs\n")
     return where
 
 
@@ -138,7 +143,9 @@ def main(argv=None) -> int:
     parser.add_argument("--survivors", action="store_true", help="show the surviving mutants of the modules")
     parser.add_argument("--report", action="store_true", help="print the scores of finished runs only")
     parser.add_argument("--children", type=int, default=1, help="mutants tested at once (default 1)")
-    parser.add_argument("--tests", nargs="+", help="test selection instead of the configured one (pytest arguments)")
+    parser.add_argument(
+        "--tests", help="test selection instead of the configured one, as pytest arguments in one string"
+    )
     parser.add_argument("--label", default="", help="keep this run's results apart under .mutation/<module>-LABEL")
     args = parser.parse_args(argv)
     global LABEL
@@ -159,7 +166,9 @@ def main(argv=None) -> int:
     status = 0
     if not args.report:
         for m in chosen:
-            status |= run(m, args.tests or modules[m], shared, args.children, parts.get(m, ()))
+            status |= run(
+                m, shlex.split(args.tests) if args.tests else modules[m], shared, args.children, parts.get(m, ())
+            )
     for m in chosen:
         report(m, parts.get(m, ()))
     return status

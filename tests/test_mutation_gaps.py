@@ -263,10 +263,20 @@ def test_top1_floor_holds_in_both_directions_and_at_its_bound(int8_correct, admi
     assert floor.admits(1.0, 40.0, 100 * 100 / 200, 100 * int8_correct / 200) is admitted
 
 
+@pytest.mark.parametrize("scale", [1.0, 1e-3])
+def test_agreement_and_sqnr_worked_by_hand(scale):
+    """Signal 3^2 + 4^2 = 25 against noise 1 (or 2): 10 log10(25) dB (or 10 log10(12.5)) at any logit scale."""
+    ref = torch.tensor([[3.0, 4.0]]) * scale
+    assert compare_logits(ref, torch.tensor([[3.0, 5.0]]) * scale) == (1.0, pytest.approx(10 * math.log10(25)))
+    assert compare_logits(ref, torch.tensor([[4.0, 3.0]]) * scale) == (0.0, pytest.approx(10 * math.log10(12.5)))
+    assert compare_logits(ref, ref.clone()) == (1.0, math.inf)
+
+
 def test_sqnr_floor_and_unlabelled_images():
     floor = QualityFloor()
     assert floor.admits(0.99, 25.0) and not floor.admits(0.99, 24.999)
     assert floor.admits(1.0, math.inf, None, None)  # unlabelled check images: no top-1 rule
+    assert floor.admits(1.0, 30.0, 50.0, None) and floor.admits(1.0, 30.0, None, 80.0)  # one figure: no rule
     assert not floor.admits(0.9899, 40.0)
     assert QualityFloor(max_top1_change=2.0).admits(1.0, 30.0, 70.0, 72.0)
     assert not QualityFloor(max_top1_change=2.0).admits(1.0, 30.0, 72.0, 69.5)
