@@ -69,12 +69,15 @@ def test_convnext_variant_trains_with_drop_path_as_timms_convnext():
     """The paper's ConvNeXt baseline at k7 under drop path: the same per-sample drops as timm's convnext_tiny."""
     from timm.models.convnext import checkpoint_filter_fn
 
-    ours = ConvNeXt(kernel_size=7, drop_path_rate=0.3, num_classes=10).train()
+    from timm.models.convnext import ConvNeXt as TimmConvNeXt
+
+    arch = dict(depths=(1, 1, 2, 1), dims=(16, 32, 64, 128), drop_path_rate=0.3, num_classes=10)
+    ours = ConvNeXt(kernel_size=7, **arch).train()
     with torch.no_grad():
         for name, p in ours.named_parameters():
             if "gamma" in name:
                 p.normal_(0, 0.5)
-    ref = timm.create_model("convnext_tiny", drop_path_rate=0.3, num_classes=10).train()
+    ref = TimmConvNeXt(**arch).train()
     ref.load_state_dict(checkpoint_filter_fn(dict(ours.state_dict()), ref), strict=True)
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
@@ -94,9 +97,11 @@ def test_layer_scale_starts_at_the_recipe_value(name, theirs):
         for n, p in model.named_parameters():
             if n.endswith("gamma"):
                 torch.testing.assert_close(p, ref[n], rtol=0, atol=0)
-    custom = timm.create_model(name, ls_init_value=0.25)
+    small = dict(depths=(1, 1), dims=(16, 32))  # the builders' own classes: the same rule, at a fraction of the cost
+    build = (lambda **kw: timm.create_model(name, **kw)) if name == NAME else (lambda **kw: ConvNeXt(**small, **kw))
+    custom = build(ls_init_value=0.25)
     assert all(torch.equal(p, torch.full_like(p, 0.25)) for n, p in custom.named_parameters() if n.endswith("gamma"))
-    plain = timm.create_model(name, ls_init_value=0.0).eval()  # (timm's create_model drops None arguments)
+    plain = build(ls_init_value=0.0).eval()  # (timm's create_model drops None arguments)
     assert not [n for n, _ in plain.named_parameters() if n.endswith("gamma")]
     with torch.no_grad():
         assert torch.isfinite(plain(torch.randn(1, 3, 32, 32))).all()
