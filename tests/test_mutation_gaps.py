@@ -66,10 +66,9 @@ def test_train_mode_with_drop_path_matches_timm_under_a_fixed_seed():
 
 
 def test_convnext_variant_trains_with_drop_path_as_timms_convnext():
-    """The paper's ConvNeXt baseline at k7 under drop path: the same per-sample drops as timm's convnext_tiny."""
-    from timm.models.convnext import checkpoint_filter_fn
-
+    """The paper's ConvNeXt baseline at k7 under drop path: the same per-sample drops as timm's ConvNeXt."""
     from timm.models.convnext import ConvNeXt as TimmConvNeXt
+    from timm.models.convnext import checkpoint_filter_fn
 
     arch = dict(depths=(1, 1, 2, 1), dims=(16, 32, 64, 128), drop_path_rate=0.3, num_classes=10)
     ours = ConvNeXt(kernel_size=7, **arch).train()
