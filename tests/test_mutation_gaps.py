@@ -141,10 +141,33 @@ def test_a_checkpoint_altered_in_shape_type_or_value_is_refused(tmp_path, what):
     ALTERATIONS[what](ckpt)
     path = tmp_path / "last.pth"
     torch.save(ckpt, path)  # as a copy that damaged a record, keeping the old checksum
-    with pytest.raises(CheckpointError, match="does not match the checksum"):
+    with pytest.raises(CheckpointError, match="does not match the checksum it was written with; the file is damaged"):
         load_checkpoint_file(str(path))
     with pytest.raises(checksum.ChecksumError, match="does not match the checksum"):
         load_state_dict_file(path)
+
+
+def test_the_content_digest_is_the_same_as_in_earlier_releases():
+    """`sha256-content-v1` is a file format: every checkpoint already written carries a digest computed this way,
+    so any change to how content is fed (a type tag, the header of a tensor, how text is encoded) would refuse
+    them all as damaged. These digests were computed when the format was fixed; a new format needs a new name."""
+    content = {
+        "state_dict": {"w": torch.arange(6, dtype=torch.float16).reshape(2, 3), "e": torch.zeros(0, 4)},
+        "epoch": 3,
+        "lr": 0.25,
+        "ema": None,
+        "amp": True,
+        "sizes": [1, (2, 3)],
+        "name": "atto \udc80",  # a lone surrogate, as os.fsdecode gives for undecodable file names
+        "raw": b"\x00\x01",
+        "shape": torch.Size([3, 4]),
+        "dtype": torch.bfloat16,
+    }
+    assert checksum.content_digest(content) == "b993a6d43ba017a8a3a047fc4cb97dd4e4aa0d0a82984e7d63ef3995b8d4e9e1"
+    tensors, metadata = {"b": torch.ones(2), "a": torch.arange(3)}, {"format": "pt", "n": "1"}
+    assert checksum.safetensors_digest(tensors, metadata) == (
+        "eb84ccd912600d40fd8cb4cc6453dd8f07dcc5a569b67c8a3b737037d496aa60"
+    )
 
 
 def test_a_damaged_or_foreign_checksum_entry_is_named_and_an_unsealed_file_still_loads(tmp_path):
@@ -157,10 +180,20 @@ def test_a_damaged_or_foreign_checksum_entry_is_named_and_an_unsealed_file_still
     sd = {"w": torch.ones(2, 3)}
     meta = checksum.seal_metadata(sd, {"format": "pt"})
     assert checksum.verify_loaded(sd, meta, "x") is True
-    with pytest.raises(checksum.ChecksumError):
-        checksum.verify_loaded({"w": torch.ones(3, 2)}, meta, "x")  # same bytes, another shape
-    with pytest.raises(checksum.ChecksumError):
-        checksum.verify_loaded(sd, dict(meta, format="np"), "x")  # its other metadata is covered too
+    damaged = "^w.safetensors: its content does not match the checksum it was written with; the file is damaged "
+    with pytest.raises(checksum.ChecksumError, match=damaged + r"\(disk or copy error\) and is not used$"):
+        checksum.verify_loaded({"w": torch.ones(3, 2)}, meta, "w.safetensors")  # same bytes, another shape
+    with pytest.raises(checksum.ChecksumError, match=damaged):
+        checksum.verify_loaded(sd, dict(meta, format="np"), "w.safetensors")  # its other metadata is covered too
+    for entry in ("[1]", "not json", json.dumps({"algorithm": "md5", "sha256": "0"})):
+        with pytest.raises(checksum.ChecksumError, match="^w.safetensors: its checksum entry is damaged or of an"):
+            checksum.verify_loaded(sd, {checksum.METADATA_KEY: entry}, "w.safetensors")
+    # what carries no checksum is not checked: other metadata only, or not a mapping at all
+    assert checksum.verify_loaded(sd, {"format": "pt"}, "x") is False
+    assert checksum.verify_loaded([torch.ones(1)], {}, "x") is False
+    assert checksum.verify([torch.ones(1)], "x") is False
+    with pytest.raises(checksum.ChecksumError, match="^last.pth: its content does not match"):
+        checksum.verify(dict(_sealed(), epoch=4), "last.pth")
 
 
 # --- which weights of a training checkpoint load ------------------------------------------------------------------
