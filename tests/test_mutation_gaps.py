@@ -6,6 +6,7 @@ empty boxes in a COCO file and state dicts wrapped more than once."""
 import argparse
 import json
 import math
+import re
 
 import pytest
 import timm
@@ -272,6 +273,20 @@ def test_state_dicts_wrapped_more_than_once_load(tmp_path, prefix, two_weight_se
     path = tmp_path / "w.pth"
     torch.save({"state_dict": {prefix + k: v for k, v in model.state_dict().items()}, "epoch": 2}, path)
     _assert_loads(path, model, through_timm=prefix == "_orig_mod.module.")
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ([1, 2], r"^{path}: holds a list, not a state dict or training checkpoint$"),
+        ({"w": "text"}, r"^{path}: entry 'w' is a str, not a tensor; expected a state dict or a training checkpoint"),
+    ],
+)
+def test_a_file_that_is_no_state_dict_is_named_with_what_it_holds(tmp_path, content, message):
+    path = tmp_path / "w.pth"
+    torch.save(content, path)
+    with pytest.raises(CheckpointError, match=message.format(path=re.escape(str(path)))):
+        load_state_dict_file(path)
 
 
 # --- the quantization floor ---------------------------------------------------------------------------------------
