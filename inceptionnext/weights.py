@@ -82,9 +82,10 @@ def unwrap_state_dict(obj: Any, source: str) -> Dict[str, torch.Tensor]:
                 f"{source}: entry {key!r} is a {type(value).__name__}, not a tensor; expected a state dict or a "
                 f"training checkpoint with one of {CHECKPOINT_KEYS}"
             )
-        for prefix in WRAPPER_PREFIXES:
-            while key.startswith(prefix):
-                key = key[len(prefix) :]
+        wrapped = [p for p in WRAPPER_PREFIXES if key.startswith(p)]
+        while wrapped:  # wrappers nest in any order (a compiled model inside DDP: module._orig_mod.)
+            key = key[len(wrapped[0]) :]
+            wrapped = [p for p in WRAPPER_PREFIXES if key.startswith(p)]
         state_dict[key] = value
     if not state_dict:
         raise CheckpointError(f"{source}: holds no tensors")

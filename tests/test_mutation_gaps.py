@@ -1,0 +1,365 @@
+"""Behaviour a user relies on that the rest of the suite did not pin down (each found by a mutant that survived it):
+training with drop path as timm trains, the layer-scale start value, damage to a checkpoint's tensor shapes and
+types, which weights of another tool's training checkpoint are loaded, the quantization floor at its bounds,
+empty boxes in a COCO file and state dicts wrapped more than once."""
+
+import argparse
+import json
+import math
+import re
+
+import pytest
+import timm
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from inceptionnext import checksum
+from inceptionnext.deploy.quantize import QualityFloor, compare_logits
+from inceptionnext.models import ConvNeXt
+from inceptionnext.train.checkpoint import load_checkpoint_file
+from inceptionnext.weights import CheckpointError, load_state_dict_file
+
+NAME = "inceptionnext_a"
+
+
+def perturbed_timm_atto(drop_path_rate=0.0):
+    """timm's own atto with layer scales and BN statistics away from their init, so every block's residual
+    branch (where drop path acts) weighs on the output."""
+    ref = timm.create_model("inception_next_atto", drop_path_rate=drop_path_rate)
+    with torch.no_grad():
+        for m in ref.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.normal_(1, 0.1)
+            if isinstance(getattr(m, "gamma", None), nn.Parameter):
+                m.gamma.normal_(0, 0.5)
+    return ref
+
+
+def seeded(model, x, seed):
+    torch.manual_seed(seed)
+    return model(x)
+
+
+# --- training as timm trains --------------------------------------------------------------------------------------
+
+
+def test_train_mode_with_drop_path_matches_timm_under_a_fixed_seed():
+    """Every paper recipe trains with drop path 0.1-0.4: the same seed must drop the same samples' branches as
+    timm's InceptionNeXt does, so outputs and gradients agree, and the drop must act (seeds differ)."""
+    ref = perturbed_timm_atto(drop_path_rate=0.4).train()
+    model = timm.create_model(NAME, drop_path_rate=0.4).train()
+    model.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(8, 3, 32, 32)
+    model.eval(), ref.eval()
+    with torch.no_grad():  # evaluation never drops (and its BN statistics are still the same)
+        torch.testing.assert_close(seeded(model, x, 5), seeded(ref, x, 6), rtol=1e-5, atol=1e-5)
+    model.train(), ref.train()
+    out, expected = seeded(model, x, 3), seeded(ref, x, 3)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(seeded(model, x, 4), out, atol=1e-3)  # another seed drops other branches
+    out.square().sum().backward()
+    expected.square().sum().backward()
+    theirs = dict(ref.named_parameters())
+    for name, p in model.named_parameters():  # (biases ahead of a train-mode BatchNorm get only rounding noise)
+        torch.testing.assert_close(p.grad, theirs[name].grad, rtol=1e-3, atol=5e-4, msg=name)
+
+
+def test_convnext_variant_trains_with_drop_path_as_timms_convnext():
+    """The paper's ConvNeXt baseline at k7 under drop path: the same per-sample drops as timm's ConvNeXt."""
+    from timm.models.convnext import ConvNeXt as TimmConvNeXt
+    from timm.models.convnext import checkpoint_filter_fn
+
+    arch = dict(depths=(1, 1, 2, 1), dims=(16, 32, 64, 128), drop_path_rate=0.3, num_classes=10)
+    ours = ConvNeXt(kernel_size=7, **arch).train()
+    with torch.no_grad():
+        for name, p in ours.named_parameters():
+            if "gamma" in name:
+                p.normal_(0, 0.5)
+    ref = TimmConvNeXt(**arch).train()
+    ref.load_state_dict(checkpoint_filter_fn(dict(ours.state_dict()), ref), strict=True)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(seeded(ours, x, 7), seeded(ref, x, 7), rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(seeded(ours, x, 8), seeded(ours, x, 7), atol=1e-3)
+
+
+@pytest.mark.parametrize("name,theirs", [(NAME, "inception_next_atto"), ("convnext_tiny_k3_par1_2", None)])
+def test_layer_scale_starts_at_the_recipe_value(name, theirs):
+    """Training from scratch starts every block's layer scale at 1e-6 (timm's and the paper's value), a given
+    value is used as given, and 0 or None builds blocks without one."""
+    model = timm.create_model(name)
+    gammas = [p for n, p in model.named_parameters() if n.endswith("gamma")]
+    assert gammas and all(torch.equal(g, torch.full_like(g, 1e-6)) for g in gammas)
+    if theirs:
+        ref = dict(timm.create_model(theirs).named_parameters())
+        for n, p in model.named_parameters():
+            if n.endswith("gamma"):
+                torch.testing.assert_close(p, ref[n], rtol=0, atol=0)
+    small = dict(depths=(1, 1), dims=(16, 32))  # the builders' own classes: the same rule, at a fraction of the cost
+    build = (lambda **kw: timm.create_model(name, **kw)) if name == NAME else (lambda **kw: ConvNeXt(**small, **kw))
+    custom = build(ls_init_value=0.25)
+    assert all(torch.equal(p, torch.full_like(p, 0.25)) for n, p in custom.named_parameters() if n.endswith("gamma"))
+    plain = build(ls_init_value=0.0).eval()  # (timm's create_model drops None arguments)
+    assert not [n for n, _ in plain.named_parameters() if n.endswith("gamma")]
+    with torch.no_grad():
+        assert torch.isfinite(plain(torch.randn(1, 3, 32, 32))).all()
+
+
+# --- damage a checkpoint's checksum must see ----------------------------------------------------------------------
+
+
+def _sealed(**extra):
+    w = torch.arange(12, dtype=torch.float32)
+    return checksum.seal({"state_dict": {"w": w.reshape(3, 4)}, "epoch": 3, "lr": 0.5, **extra})
+
+
+ALTERATIONS = {
+    "tensor shape (same bytes)": lambda c: c["state_dict"].update(w=c["state_dict"]["w"].reshape(4, 3)),
+    "tensor flattened": lambda c: c["state_dict"].update(w=c["state_dict"]["w"].reshape(-1)),
+    "tensor dtype (same bytes)": lambda c: c["state_dict"].update(w=c["state_dict"]["w"].view(torch.int32)),
+    "tensor value": lambda c: c["state_dict"]["w"].view(-1)[5].add_(1),
+    "int to float": lambda c: c.update(epoch=3.0),
+    "int to bool": lambda c: c.update(one=True),
+    "float value": lambda c: c.update(lr=0.5000001),
+    "list to tuple": lambda c: c.update(sizes=(1, 2)),
+    "str to bytes": lambda c: c.update(name=b"atto"),
+    "str value": lambda c: c.update(name="attp"),
+    "key renamed": lambda c: c["state_dict"].update(v=c["state_dict"].pop("w")),
+    "entry added": lambda c: c["state_dict"].update(extra=torch.zeros(0)),
+    "None to False": lambda c: c.update(ema=False),
+    "nested length": lambda c: c.update(sizes=[1, 2, 3]),
+}
+
+
+@pytest.mark.parametrize("what", list(ALTERATIONS))
+def test_a_checkpoint_altered_in_shape_type_or_value_is_refused(tmp_path, what):
+    """The checksum covers every tensor's shape and dtype as well as its bytes, and every plain value with its
+    type: a checkpoint whose records were altered so that its bytes still read is refused on load."""
+    ckpt = _sealed(sizes=[1, 2], name="atto", ema=None, one=1)
+    assert checksum.verify(ckpt, "ckpt")
+    ALTERATIONS[what](ckpt)
+    path = tmp_path / "last.pth"
+    torch.save(ckpt, path)  # as a copy that damaged a record, keeping the old checksum
+    with pytest.raises(CheckpointError, match="does not match the checksum it was written with; the file is damaged"):
+        load_checkpoint_file(str(path))
+    with pytest.raises(checksum.ChecksumError, match=f"^{re.escape(str(path))}: its content does not match the"):
+        load_state_dict_file(path)
+
+
+def test_the_content_digest_is_the_same_as_in_earlier_releases():
+    """`sha256-content-v1` is a file format: every checkpoint already written carries a digest computed this way,
+    so any change to how content is fed (a type tag, the header of a tensor, how text is encoded) would refuse
+    them all as damaged. These digests were computed when the format was fixed; a new format needs a new name."""
+    content = {
+        "state_dict": {"w": torch.arange(6, dtype=torch.float16).reshape(2, 3), "e": torch.zeros(0, 4)},
+        "epoch": 3,
+        "lr": 0.25,
+        "ema": None,
+        "amp": True,
+        "sizes": [1, (2, 3)],
+        "name": "atto \udc80",  # a lone surrogate, as os.fsdecode gives for undecodable file names
+        "raw": b"\x00\x01",
+        "shape": torch.Size([3, 4]),
+        "dtype": torch.bfloat16,
+    }
+    assert checksum.content_digest(content) == "b993a6d43ba017a8a3a047fc4cb97dd4e4aa0d0a82984e7d63ef3995b8d4e9e1"
+    tensors, metadata = {"b": torch.ones(2), "a": torch.arange(3)}, {"format": "pt", "n": "1"}
+    assert checksum.safetensors_digest(tensors, metadata) == (
+        "eb84ccd912600d40fd8cb4cc6453dd8f07dcc5a569b67c8a3b737037d496aa60"
+    )
+
+
+def test_a_damaged_or_foreign_checksum_entry_is_named_and_an_unsealed_file_still_loads(tmp_path):
+    ckpt = _sealed()
+    for entry in ({"algorithm": "md5", "sha256": "0"}, {"algorithm": checksum.ALGORITHM}, "abc"):
+        with pytest.raises(checksum.ChecksumError, match="damaged or of an unknown kind"):
+            checksum.verify(dict(ckpt, checksum=entry), "x")
+    ckpt.pop("checksum")
+    assert checksum.verify(ckpt, "x") is False  # another tool's file: nothing to check against
+    sd = {"w": torch.ones(2, 3)}
+    meta = checksum.seal_metadata(sd, {"format": "pt"})
+    assert checksum.verify_loaded(sd, meta, "x") is True
+    damaged = "^w.safetensors: its content does not match the checksum it was written with; the file is damaged "
+    with pytest.raises(checksum.ChecksumError, match=damaged + r"\(disk or copy error\) and is not used$"):
+        checksum.verify_loaded({"w": torch.ones(3, 2)}, meta, "w.safetensors")  # same bytes, another shape
+    with pytest.raises(checksum.ChecksumError, match=damaged):
+        checksum.verify_loaded(sd, dict(meta, format="np"), "w.safetensors")  # its other metadata is covered too
+    for entry in ("[1]", "not json", json.dumps({"algorithm": "md5", "sha256": "0"})):
+        with pytest.raises(checksum.ChecksumError, match="^w.safetensors: its checksum entry is damaged or of an"):
+            checksum.verify_loaded(sd, {checksum.METADATA_KEY: entry}, "w.safetensors")
+    # what carries no checksum is not checked: other metadata only, or not a mapping at all
+    assert checksum.verify_loaded(sd, {"format": "pt"}, "x") is False
+    assert checksum.verify_loaded([torch.ones(1)], {}, "x") is False
+    assert checksum.verify([torch.ones(1)], "x") is False
+    with pytest.raises(checksum.ChecksumError, match="^last.pth: its content does not match"):
+        checksum.verify(dict(_sealed(), epoch=4), "last.pth")
+
+
+# --- which weights of a training checkpoint load ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_weight_sets():
+    """A model and its EMA copy with different weights (built once: the tests only read them)."""
+    torch.manual_seed(0)
+    model = timm.create_model(NAME)
+    ema = timm.utils.ModelEmaV3(model, decay=0.9)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))  # the live weights move away from the EMA copy
+    return model, ema
+
+
+def _assert_loads(path, expected, through_timm=True):
+    """The weights a file gives: through timm.create_model(pretrained=True), as a user loads it, or (cheaper) the
+    state dict every loader of the library reads it as."""
+    if through_timm:
+        loaded = timm.create_model(NAME, pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).state_dict()
+    else:
+        loaded = load_state_dict_file(path)
+    for k, v in expected.state_dict().items():
+        torch.testing.assert_close(loaded[k], v, rtol=0, atol=0, msg=k)
+
+
+@pytest.mark.parametrize("with_ema", [True, False])
+def test_timm_train_checkpoints_load_the_weights_timm_scored(tmp_path, with_ema, two_weight_sets):
+    """A checkpoint written by timm's own CheckpointSaver (train.py's layout: no scored_weights, its args as an
+    argparse.Namespace) loads its EMA weights when it has them (what train.py evaluates and keeps as best), else
+    its model weights."""
+    from timm.utils import CheckpointSaver
+
+    model, ema = two_weight_sets
+    args = argparse.Namespace(model=NAME, model_ema=with_ema, lr=0.1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    saver = CheckpointSaver(
+        model, optimizer, args=args, model_ema=ema if with_ema else None, checkpoint_dir=str(tmp_path), max_history=1
+    )
+    saver.save_checkpoint(epoch=0, metric=50.0)
+    path = tmp_path / "model_best.pth.tar"
+    raw = torch.load(path, weights_only=False)
+    assert "scored_weights" not in raw and isinstance(raw["args"], argparse.Namespace)
+    assert ("state_dict_ema" in raw) == with_ema
+    _assert_loads(path, ema.module if with_ema else model)
+
+
+@pytest.mark.parametrize(
+    "record,scored",
+    [
+        (dict(scored_weights="state_dict"), "model"),
+        (dict(scored_weights="state_dict_ema"), "ema"),
+        (dict(scored_weights="model_ema"), "ema"),  # names a key that is absent: the default order decides
+        (dict(config=dict(ema=True, best_on="model")), "model"),
+        (dict(config=dict(ema=True, best_on="ema")), "ema"),
+        (dict(config=dict(ema=False, best_on="ema")), "model"),
+        (dict(config=dict(ema=True)), "ema"),  # no best_on: the default order (EMA first, as timm)
+        ({}, "ema"),
+    ],
+)
+def test_checkpoint_weight_choice_follows_what_was_scored(tmp_path, record, scored, two_weight_sets):
+    model, ema = two_weight_sets
+    path = tmp_path / "ckpt.pth"
+    torch.save(dict(state_dict=model.state_dict(), state_dict_ema=ema.module.state_dict(), epoch=1, **record), path)
+    _assert_loads(path, ema.module if scored == "ema" else model, through_timm=False)
+
+
+@pytest.mark.parametrize(
+    "prefix", ["module.module.", "_orig_mod.module.", "module._orig_mod.", "module.module.module."]
+)
+def test_state_dicts_wrapped_more_than_once_load(tmp_path, prefix, two_weight_sets):
+    """DataParallel inside DDP, or a compiled model wrapped again, prefixes every key more than once."""
+    model, _ = two_weight_sets
+    path = tmp_path / "w.pth"
+    torch.save({"state_dict": {prefix + k: v for k, v in model.state_dict().items()}, "epoch": 2}, path)
+    _assert_loads(path, model, through_timm=prefix == "_orig_mod.module.")
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ([1, 2], r"^{path}: holds a list, not a state dict or training checkpoint$"),
+        ({"w": "text"}, r"^{path}: entry 'w' is a str, not a tensor; expected a state dict or a training checkpoint"),
+    ],
+)
+def test_a_file_that_is_no_state_dict_is_named_with_what_it_holds(tmp_path, content, message):
+    path = tmp_path / "w.pth"
+    torch.save(content, path)
+    with pytest.raises(CheckpointError, match=message.format(path=re.escape(str(path)))):
+        load_state_dict_file(path)
+
+
+# --- the quantization floor ---------------------------------------------------------------------------------------
+
+
+def _logits_agreeing(n, same):
+    """(reference, quantized) logits over 10 classes whose top-1 agrees on exactly `same` of `n` images."""
+    ref = torch.randn(n, 10)
+    ref[torch.arange(n), torch.arange(n) % 10] += 10
+    q = ref.clone()
+    top = ref.argmax(-1)
+    q[torch.arange(same, n), (top[same:] + 1) % 10] += 20  # another class wins on the rest
+    return ref, q
+
+
+@pytest.mark.parametrize("same,admitted", [(198, True), (197, False), (200, True)])
+def test_agreement_floor_is_inclusive_at_its_exact_bound(same, admitted):
+    ref, q = _logits_agreeing(200, same)
+    agreement, _ = compare_logits(ref, q)
+    assert agreement == same / 200
+    assert QualityFloor(min_sqnr_db=-math.inf).admits(agreement, 0.0) is admitted
+
+
+@pytest.mark.parametrize(
+    "int8_correct,admitted",
+    [(100, True), (101, True), (99, True), (102, False), (98, False), (110, False), (80, False)],
+)
+def test_top1_floor_holds_in_both_directions_and_at_its_bound(int8_correct, admitted):
+    """fp32 gets 100 of 200 labelled images right (50%); int8 may differ by 0.5 points (one image) either way:
+    a top-1 that moves far up is as suspect as one that falls (the check images no longer measure the model)."""
+    floor = QualityFloor(min_agreement=0.0, min_sqnr_db=-math.inf)
+    assert floor.admits(1.0, 40.0, 100 * 100 / 200, 100 * int8_correct / 200) is admitted
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-3])
+def test_agreement_and_sqnr_worked_by_hand(scale):
+    """Signal 3^2 + 4^2 = 25 against noise 1 (or 2): 10 log10(25) dB (or 10 log10(12.5)) at any logit scale."""
+    ref = torch.tensor([[3.0, 4.0]]) * scale
+    assert compare_logits(ref, torch.tensor([[3.0, 5.0]]) * scale) == (1.0, pytest.approx(10 * math.log10(25)))
+    assert compare_logits(ref, torch.tensor([[4.0, 3.0]]) * scale) == (0.0, pytest.approx(10 * math.log10(12.5)))
+    assert compare_logits(ref, ref.clone()) == (1.0, math.inf)
+
+
+def test_sqnr_floor_and_unlabelled_images():
+    floor = QualityFloor()
+    assert floor.admits(0.99, 25.0) and not floor.admits(0.99, 24.999)
+    assert floor.admits(1.0, math.inf, None, None)  # unlabelled check images: no top-1 rule
+    assert floor.admits(1.0, 30.0, 50.0, None) and floor.admits(1.0, 30.0, None, 80.0)  # one figure: no rule
+    assert not floor.admits(0.9899, 40.0)
+    assert QualityFloor(max_top1_change=2.0).admits(1.0, 30.0, 70.0, 72.0)
+    assert not QualityFloor(max_top1_change=2.0).admits(1.0, 30.0, 72.0, 69.5)
+
+
+# --- COCO files ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("box", [[2, 2, 0, 10], [2, 2, 10, 0], [2, 2, 0, 0], [2, 2, -3, 10], [2, 2, 10, -0.5]])
+def test_an_empty_box_is_refused_up_front_with_a_named_error(tmp_path, box):
+    from inceptionnext.tasks.detection.data import AnnotationError, CocoDetectionSet
+
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (40, 30)).save(tmp_path / "img" / "a.png")
+    good = dict(id=1, image_id=1, category_id=1, bbox=[2, 2, 10, 10])
+    doc = dict(
+        images=[dict(id=1, file_name="a.png")],
+        annotations=[good, dict(good, id=7, bbox=box)],
+        categories=[dict(id=1, name="cat")],
+    )
+    (tmp_path / "ann.json").write_text(json.dumps(doc))
+    with pytest.raises(AnnotationError, match=r"ann.json: annotation 7 \(image a.png\) has an empty box") as e:
+        CocoDetectionSet(str(tmp_path / "img"), str(tmp_path / "ann.json"), masks=False)
+    assert len(str(e.value).splitlines()) == 1
+    # the smallest real box on the image's edge is kept
+    doc["annotations"][1]["bbox"] = [39, 29, 1, 1]
+    (tmp_path / "ann.json").write_text(json.dumps(doc))
+    assert len(CocoDetectionSet(str(tmp_path / "img"), str(tmp_path / "ann.json"), masks=False)) == 1
