@@ -337,8 +337,7 @@ def test_a_coco_file_written_by_globox_trains(tmp_path):
 
 
 def test_a_bad_mask_in_the_validation_split_is_found_before_training(tmp_path):
-    from inceptionnext.train import DataError, fit
-    from inceptionnext.train.config import TrainConfig, apply_overrides
+    from inceptionnext.train import DataError, fit, make_config
 
     rng = np.random.RandomState(0)
     for split in ("train", "val"):
@@ -349,9 +348,8 @@ def test_a_bad_mask_in_the_validation_split_is_found_before_training(tmp_path):
                 tmp_path / "d" / "masks" / split / f"{i}.png"
             )
     Image.fromarray(np.full((32, 32), 9, np.uint8)).save(tmp_path / "d" / "masks" / "val" / "1.png")
-    cfg = apply_overrides(
-        TrainConfig(),
-        dict(
+    cfg = make_config(
+        **dict(
             task="segmentation",
             model="fpn_inceptionnext_a",
             head_channels=16,
@@ -376,7 +374,6 @@ def test_a_bad_mask_in_the_validation_split_is_found_before_training(tmp_path):
             plot=False,
             overlays=0,
         ),
-        "test",
     )
     from inceptionnext.train import Trainer
     from inceptionnext.train.distributed import DistEnv

@@ -28,9 +28,9 @@ from inceptionnext.train import (
     apply_overrides,
     fit,
     parse_config,
+    save_config,
 )
 from inceptionnext.train.checkpoint import load_checkpoint_file
-from inceptionnext.train.config import save_config
 from inceptionnext.train.distributed import DistEnv
 from inceptionnext.train.engine import create_model
 from inceptionnext.train.logs import read_csv

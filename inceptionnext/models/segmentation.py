@@ -288,16 +288,6 @@ PAPER = {
     ("fpn", "inceptionnext_b"): dict(params=85, macs=100, miou=46.4),
 }
 PAPER_SIZE = {"upernet": (512, 2048), "fpn": (512, 512)}
-# drop path per size in the paper's recipes (UperNet as Swin's, FPN as PoolFormer's)
-DROP_PATH = {
-    ("upernet", "inceptionnext_t"): 0.2,
-    ("upernet", "inceptionnext_s"): 0.3,
-    ("upernet", "inceptionnext_b"): 0.4,
-    ("fpn", "inceptionnext_t"): 0.1,
-    ("fpn", "inceptionnext_s"): 0.2,
-    ("fpn", "inceptionnext_b"): 0.2,
-}
-
 SEG_ZOO: Tuple[SegSpec, ...] = tuple(
     SegSpec(f"{head}_{entry.name}", head, entry.name, PAPER.get((head, entry.name), {}))
     for head in HEADS

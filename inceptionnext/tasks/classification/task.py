@@ -15,6 +15,7 @@ from ...models.model_api import check_img_size
 from ...train.engine import TrainError, create_model
 from ...train.logs import CLASSIFICATION_METRICS, COLUMNS
 from ...train.task import Task, register_task
+from .config import SETTINGS
 from .data import build_datasets, build_eval_loader, build_mixup, build_train_loader
 from .draw import prediction_grid, to_display
 from .evaluate import evaluate
@@ -23,8 +24,7 @@ from .evaluate import evaluate
 @register_task
 class ClassificationTask(Task):
     name = "classification"
-    main_metric = "top1"
-    metric_label = "top-1"
+    settings = SETTINGS
     log_columns = COLUMNS
     plot_metrics = CLASSIFICATION_METRICS
 
@@ -60,12 +60,8 @@ class ClassificationTask(Task):
             model=model,
         )
 
-    def build_loaders(self, train_set, val_set, data_cfg, num_classes, batches_per_epoch):
+    def build_loaders(self, train_set, val_set, data_cfg, num_classes, round_sampler):
         cfg, env = self.cfg, self.env
-        if batches_per_epoch is not None:
-            raise TrainError(
-                "classification trains by epochs; unset iters (iteration-based runs are for the dense tasks)"
-            )
         prefetch = self.device.type == "cuda"
         self.mixup_fn = build_mixup(cfg, num_classes, collate=False) if not prefetch else None
         collate = build_mixup(cfg, num_classes, collate=True) if prefetch else None
