@@ -19,7 +19,7 @@ from inceptionnext.train import (
     plan_batch,
     save_config,
 )
-from inceptionnext.train.engine import create_model
+from inceptionnext.train.engine import create_training_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(
@@ -52,7 +52,7 @@ def test_every_config_parses_and_builds_its_model(path):
         assert cfg.iters % cfg.eval_interval == 0
         return
     with torch.device("meta"):
-        model = create_model(cfg.model, 7, drop_path_rate=cfg.drop_path, drop_rate=cfg.drop)
+        model = create_training_model(cfg.model, 7, drop_path_rate=cfg.drop_path, drop_rate=cfg.drop)
         assert model(torch.empty(2, 3, 64, 64)).shape == (2, 7)
     drop_paths = [m.drop_prob for m in model.modules() if isinstance(m, DropPath)]
     assert max(drop_paths, default=0.0) == pytest.approx(cfg.drop_path)

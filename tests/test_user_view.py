@@ -18,7 +18,7 @@ from test_train import make_folder, toy_cfg
 from inceptionnext.data.shapes import CLASSES, draw_shape, make_shapes_folder
 from inceptionnext.train import ConfigError, fit, parse_config
 from inceptionnext.train.aliases import ALIASES, suggest_keys
-from inceptionnext.train.engine import create_model
+from inceptionnext.train.engine import create_training_model
 from inceptionnext.train.overrides import known_keys
 from inceptionnext.utils import workers as cpu_workers
 
@@ -47,7 +47,7 @@ def test_weights_line_keeps_a_head_that_fits(tmp_path):
     src = timm.create_model("inceptionnext_a", num_classes=3)
     path = tmp_path / "three.pth"
     torch.save(src.state_dict(), path)
-    model = create_model("inceptionnext_a", 3, weights=str(path))
+    model = create_training_model("inceptionnext_a", 3, weights=str(path))
     assert torch.equal(model.head.fc2.weight, src.head.fc2.weight)  # the head was loaded, not re-initialised
     assert "the 3-class head too" in model.start_note
 

@@ -8,6 +8,8 @@ from typing import Optional, Sequence
 
 from ..version import __version__
 
+__all__ = ["main"]
+
 # subcommand -> (module, one-line summary); modules are imported only when their command runs
 COMMANDS = {
     "list": ("inceptionnext.cli.list_models", "model names, params, MACs, pretrained tags, paper top-1"),

@@ -4,10 +4,12 @@
 PyTorch path every fast path is held to, `custom_op`/`triton_dwconv` are the fused kernels.
 """
 
+from . import bench
 from .dispatch import ENV_VAR, fast_path, fast_path_available, inception_dwconv, uses_fast_path
 from .reference import branch_split_sizes, inception_dwconv_reference
 
 __all__ = [
+    "bench",
     "inception_dwconv",
     "inception_dwconv_reference",
     "branch_split_sizes",

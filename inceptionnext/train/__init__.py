@@ -7,7 +7,7 @@ from .checkpoint import CheckpointError
 from .command_line import parse_config
 from .config import ConfigError, TrainConfig, key
 from .config_files import load_yaml, save_config
-from .engine import NonFiniteLossError, RunResult, Trainer, TrainError, create_model, fit, plan_batch
+from .engine import NonFiniteLossError, RunResult, Trainer, TrainError, create_training_model, fit, plan_batch
 from .overrides import apply_overrides, config_class, make_config
 from .sampler import RoundSampler
 from .task import Task, TaskSettings, register_task
@@ -27,7 +27,7 @@ __all__ = [
     "Trainer",
     "apply_overrides",
     "config_class",
-    "create_model",
+    "create_training_model",
     "fit",
     "key",
     "load_yaml",

@@ -99,7 +99,7 @@ def plan_batch(cfg: TrainConfig, world_size: int) -> Tuple[int, float, str]:
     )
 
 
-def create_model(
+def create_training_model(
     name: str,
     num_classes: int,
     pretrained: bool = False,

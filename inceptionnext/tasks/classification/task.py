@@ -12,7 +12,7 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
 from ...data.folders import class_to_idx
 from ...models.model_api import check_img_size
-from ...train.engine import TrainError, create_model
+from ...train.engine import TrainError, create_training_model
 from ...train.logs import CLASSIFICATION_METRICS, COLUMNS
 from ...train.task import Task, register_task
 from .config import SETTINGS
@@ -33,7 +33,7 @@ class ClassificationTask(Task):
 
     def build_model(self, num_classes: int) -> nn.Module:
         cfg = self.cfg
-        model = create_model(
+        model = create_training_model(
             cfg.model,
             num_classes,
             pretrained=cfg.pretrained,
