@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..utils.text import excerpt
 from .checkpoint import read_checkpoint_config
-from .config import ConfigError, TrainConfig, config_fields
+from .config import ConfigError, TrainConfig, config_fields, default_of
 from .config_files import load_yaml
 from .overrides import apply_overrides, check_schedule_keys, config_class, unknown_key_error
 from .task import TASKS
@@ -22,9 +22,9 @@ TRAIN_DESCRIPTION = (
 SHORT_FLAGS = {"batch_size": ["-b"]}  # timm's train.py spelling
 
 
-def _add_key(group, name: str, f: dataclasses.Field, is_bool: bool) -> None:
+def _add_key(group, name: str, f: dataclasses.Field, is_bool: bool, default: Any = None) -> None:
     flags = sorted({f"--{name}", f"--{name.replace('_', '-')}"}) + SHORT_FLAGS.get(name, [])
-    default = f.default if f.default is not dataclasses.MISSING else None
+    default = default if default is not None else (f.default if f.default is not dataclasses.MISSING else None)
     allowed = f.metadata.get("allowed")
     text = f.metadata.get("help", "") + (f"; {allowed}" if allowed else "")
     switch = dict(nargs="?", const="true") if is_bool else {}  # --pretrained alone means true
@@ -46,7 +46,7 @@ def build_parser(description: str = TRAIN_DESCRIPTION, prog: Optional[str] = Non
     )
     shared = parser.add_argument_group("keys for every task")
     for name, f in config_fields(TrainConfig).items():
-        _add_key(shared, name, f, f.type in (bool, "bool"))
+        _add_key(shared, name, f, f.type in (bool, "bool"), _per_task_default(name))
     added = set(config_fields(TrainConfig))
     for task, cls in TASKS.items():
         settings = cls.settings
@@ -59,6 +59,16 @@ def build_parser(description: str = TRAIN_DESCRIPTION, prog: Optional[str] = Non
                 _add_key(group, name, fields[name], fields[name].type in (bool, "bool"))
                 added.add(name)
     return parser
+
+
+def _per_task_default(name: str) -> Optional[str]:
+    """ "task: value, ..." for a shared key whose default a task's config sets apart (dataset), else None."""
+    if name == "task":
+        return None
+    defaults = {task: default_of(config_fields(cls.settings.config)[name]) for task, cls in TASKS.items()}
+    if all(v == default_of(config_fields(TrainConfig)[name]) for v in defaults.values()):
+        return None
+    return ", ".join(f"{task}: {v}" for task, v in defaults.items())
 
 
 def import_task_module(name: str) -> None:

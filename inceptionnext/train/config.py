@@ -95,9 +95,7 @@ class TrainConfig:
     sync_bn: bool = key(False, "convert BatchNorm to SyncBatchNorm under DDP (CUDA only)")
 
     # --- data
-    dataset: str = key(
-        "folder", "what the task reads; each task's config lists its datasets (its first is the default)"
-    )
+    dataset: str = key("folder", "the data the task reads: one of its datasets (each task's keys below list them)")
     data_dir: Optional[str] = key(None, "the ImageFolder root (with the train_split and val_split folders)")
     train_split: str = key("train", "training folder under data_dir")
     val_split: str = key("val", "validation folder under data_dir")
