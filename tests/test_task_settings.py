@@ -32,12 +32,12 @@ import torch
 import torch.nn as nn
 
 from inceptionnext.train import Task, TaskSettings, TrainConfig, key, register_task
-from inceptionnext.train.config import dataset_key
+from inceptionnext.train.config import dataset_key, task_key
 
 
 @dataclass
 class ToyConfig(TrainConfig):
-    task: str = key("toy", "the toy task")
+    task: str = task_key("toy")
     dataset: str = dataset_key({"noise": "two noise patterns, generated"})
     toy_width: int = key(4, "hidden width of the toy model", "[1, 64]")
 

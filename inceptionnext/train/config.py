@@ -261,6 +261,11 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     raise ConfigError(f"config key '{key}': unsupported type {tp}")
 
 
+def task_key(name: str) -> Any:
+    """A task config's `task` key: the shared key, defaulting to the task's own name."""
+    return key(name, TrainConfig.__dataclass_fields__["task"].metadata["help"])
+
+
 def dataset_key(datasets: Dict[str, str]) -> Any:
     """A task's `dataset` key: its datasets {name: what it is}, the first one the default."""
     return key(next(iter(datasets)), "; ".join(f"{k}: {v}" for k, v in datasets.items()), tuple(datasets))

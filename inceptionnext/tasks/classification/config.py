@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from ...train.config import INTERPOLATIONS, TrainConfig, dataset_key, key
+from ...train.config import INTERPOLATIONS, TrainConfig, dataset_key, key, task_key
 from ...train.task import TaskSettings
 
 DATASETS = {
@@ -17,7 +17,7 @@ DATASETS = {
 
 @dataclass
 class ClassificationConfig(TrainConfig):
-    task: str = key("classification", TrainConfig.__dataclass_fields__["task"].metadata["help"])
+    task: str = task_key("classification")
     dataset: str = dataset_key(DATASETS)
     drop: float = key(0.0, "dropout before the classifier", "[0, 1)")
     bad_images: str = key(

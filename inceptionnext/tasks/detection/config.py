@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
-from ...train.config import TrainConfig, dataset_key, key
+from ...train.config import TrainConfig, dataset_key, key, task_key
 from ...train.task import TaskSettings
 
 # mAP figures are logged in percent, like top-1 and mIoU (mask models add segm_ of the first three)
@@ -20,7 +20,7 @@ DATASETS = {
 
 @dataclass
 class DetectionConfig(TrainConfig):
-    task: str = key("detection", TrainConfig.__dataclass_fields__["task"].metadata["help"])
+    task: str = task_key("detection")
     dataset: str = dataset_key(DATASETS)
     backbone_weights: Optional[str] = key(None, "classification weights for the backbone, any format the loader reads")
     frozen_stages: int = key(-1, "-1 trains all; 0 freezes the stem; k also the first k stages", "[-1, 4]")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from ...train.config import TrainConfig, dataset_key, key
+from ...train.config import TrainConfig, dataset_key, key, task_key
 from ...train.task import TaskSettings
 
 DATASETS = {
@@ -19,7 +19,7 @@ DATASETS = {
 
 @dataclass
 class SegmentationConfig(TrainConfig):
-    task: str = key("segmentation", TrainConfig.__dataclass_fields__["task"].metadata["help"])
+    task: str = task_key("segmentation")
     dataset: str = dataset_key(DATASETS)
     crop_size: int = key(512, "training crop (padded with label 255 where the image is smaller)", "[8, 8192]")
     base_size: Optional[Tuple[int, ...]] = key(
