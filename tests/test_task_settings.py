@@ -194,3 +194,13 @@ def test_a_task_module_that_does_not_import_is_named():
 def test_the_help_groups_come_from_the_registry():
     text = build_parser().format_help()
     assert [t for t in TASKS if f"{t} keys (task: {t}):" in text] == list(TASKS)
+
+
+def test_a_bare_train_config_is_checked_as_its_tasks_config():
+    from inceptionnext.train import Trainer
+    from inceptionnext.train.distributed import DistEnv
+
+    with pytest.raises(
+        ConfigError, match=r"'dataset' in the config: 'folder' is not allowed; it must be one of ade20k"
+    ):
+        Trainer(TrainConfig(task="segmentation", iters=4, eval_interval=2), DistEnv())

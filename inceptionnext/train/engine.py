@@ -42,8 +42,9 @@ from . import distributed as dist_lib
 from .config import TrainConfig, config_to_dict
 from .config_files import save_config
 from .logs import plot_curves, write_csv
+from .overrides import apply_overrides, config_class
 from .sampler import RoundSampler
-from .task import get_task, run_kind_problem
+from .task import TASKS, get_task, run_kind_problem
 
 
 class TrainError(RuntimeError):
@@ -271,6 +272,8 @@ class Trainer:
     """Holds the pieces of one run; ``fit()`` runs it from start or from its resume point to the end."""
 
     def __init__(self, cfg: TrainConfig, env: dist_lib.DistEnv):
+        if cfg.task in TASKS and type(cfg) is not config_class(cfg.task):  # e.g. a bare TrainConfig
+            cfg = apply_overrides(config_class(cfg.task)(), config_to_dict(cfg), "the config")
         grad_accum, self.lr, self.batch_plan = plan_batch(cfg, env.world_size)
         workers, workers_note = loader_workers(cfg.workers)  # the machine's cores, at most (torch warns past them)
         if workers_note and env.is_main:
