@@ -31,8 +31,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from inceptionnext.train import Task, TaskSettings, TrainConfig, key, register_task
-from inceptionnext.train.config import dataset_key, task_key
+from inceptionnext.train import Task, TaskSettings, TrainConfig, dataset_key, key, register_task, task_key
 
 
 @dataclass

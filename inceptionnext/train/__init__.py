@@ -5,7 +5,7 @@ from ..data.digits import DigitsDataset
 from ..data.folders import DataError
 from .checkpoint import CheckpointError
 from .command_line import parse_config
-from .config import ConfigError, TrainConfig, key
+from .config import ConfigError, TrainConfig, dataset_key, key, task_key
 from .config_files import load_yaml, save_config
 from .engine import NonFiniteLossError, RunResult, Trainer, TrainError, create_training_model, fit, plan_batch
 from .overrides import apply_overrides, config_class, make_config
@@ -28,6 +28,7 @@ __all__ = [
     "apply_overrides",
     "config_class",
     "create_training_model",
+    "dataset_key",
     "fit",
     "key",
     "load_yaml",
@@ -36,4 +37,5 @@ __all__ = [
     "plan_batch",
     "register_task",
     "save_config",
+    "task_key",
 ]
