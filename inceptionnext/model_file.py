@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from . import checksum
-from .models.dense import create_model, get_dense_model, is_dense_model, is_model, list_dense_models
+from .models.dense import create_any_model, get_dense_model, is_dense_model, is_model, list_dense_models
 from .models.fold import is_folded, is_metanext_block, reparameterize_model
 from .models.zoo import ZOO, get_entry
 from .utils.files import write_atomically
@@ -347,7 +347,7 @@ def load_model(
     size = overlay.get("input_size") or cfg.get("input_size")
     if size and size[0] != in_chans:
         overlay["input_size"] = (in_chans, *size[1:])
-    model = create_model(
+    model = create_any_model(
         name, num_classes=classes, in_chans=in_chans, pretrained_cfg_overlay=overlay or None, **kwargs
     ).eval()
     if deploy is None:

@@ -2,7 +2,7 @@
 timm's Hugging Face hub copies, local files (raw state dicts, training checkpoints, safetensors).
 
 Everything is read weights-only (no arbitrary unpickling) and every failure names the file or model and what
-did not match. Models plug this into timm's `pretrained=True` path through `zoo.build`, which hands the state
+did not match. Models plug this into timm's `pretrained=True` path through `zoo.create_zoo_model`, which hands the state
 dict to timm's `build_model_with_cfg` so that timm still adapts the classifier, the stem and features_only.
 """
 

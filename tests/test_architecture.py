@@ -187,3 +187,93 @@ def test_dense_models_have_their_own_registry():
     assert model.num_classes == 3 and model.pretrained_cfg["architecture"] == "fpn_inceptionnext_a"
     with pytest.raises(KeyError, match="did you mean upernet_inceptionnext_t"):
         get_dense_model("upernet_inceptionnext_tt")
+
+
+# ------------------------------------------------------------------------------------------- the public face
+def public_modules():
+    """{name: module} of every module an ``__all__`` reaches from the package, the package included."""
+    import types
+
+    found, todo = {}, ["inceptionnext"]
+    while todo:
+        name = todo.pop()
+        module = importlib.import_module(name)
+        found[name] = module
+        for attr in getattr(module, "__all__", ()):
+            value = getattr(module, attr, None)
+            if (
+                isinstance(value, types.ModuleType)
+                and value.__name__.startswith("inceptionnext")
+                and value.__name__ not in found
+            ):
+                todo.append(value.__name__)
+    return found
+
+
+def public_names(module) -> set:
+    """A module's public names: its ``__all__``, or (a module without one) every name without an underscore."""
+    names = getattr(module, "__all__", None)
+    return set(names) if names is not None else {n for n in vars(module) if not n.startswith("_")}
+
+
+def test_every_package_says_what_is_public_and_every_public_name_resolves():
+    packages = sorted(module_name(p.parent) for p in PACKAGE.rglob("__init__.py"))
+    assert [p for p in packages if not hasattr(importlib.import_module(p), "__all__")] == []
+    unresolved = [
+        f"{name}.{attr}"
+        for name, module in public_modules().items()
+        for attr in getattr(module, "__all__", ())
+        if not hasattr(module, attr)
+    ]
+    assert unresolved == []
+
+
+def documented_references():
+    """Every `inceptionnext.x.y` path the README and the docs pages tell a user to import, call or run."""
+    import re
+
+    pages = [PACKAGE.parent / "README.md", *sorted((PACKAGE.parent / "docs").rglob("*.md"))]
+    found = set()
+    for page in pages:
+        if page.parent.name == "_incoming" or not page.is_file():
+            continue
+        text = page.read_text()
+        for module, names in re.findall(r"from (inceptionnext[\w.]*) import ([\w, ()]+)", text):
+            found |= {f"{module}.{n.strip()}" for n in names.replace("(", "").replace(")", "").split(",") if n.strip()}
+        found |= set(re.findall(r"^\s*import (inceptionnext[\w.]*)", text, re.M))
+        found |= set(re.findall(r"\b(inceptionnext(?:\.\w+)+)\(", text))  # a call
+        found |= set(re.findall(r"python -m (inceptionnext[\w.]+)", text))  # a module run as a command
+    return found
+
+
+def resolves(path: str) -> bool:
+    """Whether `path` names something that exists (a module, or a name in one); a page naming what does not
+    exist is a stale page, which the docs' own checks answer."""
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for part in parts[i:]:
+                obj = getattr(obj, part)
+        except AttributeError:
+            return False
+        return True
+    return False
+
+
+def test_nothing_the_docs_import_is_internal():
+    public = public_modules()
+    internal = []
+    for path in sorted(p for p in documented_references() if resolves(p)):
+        parts = path.split(".")
+        module = importlib.import_module(parts[0])
+        for i, part in enumerate(parts[1:], 1):
+            holder = ".".join(parts[:i])
+            if holder not in public or part not in public_names(module):
+                internal.append(path)
+                break
+            module = getattr(module, part)
+    assert documented_references() and internal == []

@@ -7,6 +7,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -135,11 +136,32 @@ def test_variants(bench, monkeypatch):
     assert bench.timm_counterpart("resnet50") == ""
 
 
-def test_fast_path_env_is_restored(bench, monkeypatch):
-    monkeypatch.delenv(bench.FAST_ENV, raising=False)
-    with bench.fast_path_env(False):
-        assert os.environ[bench.FAST_ENV] == "0"
-    assert bench.FAST_ENV not in os.environ
+def test_the_kernel_choice_is_a_block_not_the_environment(bench, monkeypatch):
+    from inceptionnext.ops import dispatch
+
+    monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
+    before = dict(os.environ)
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            seen.append(dispatch.default_choice())
+            return x
+
+    monkeypatch.setattr(bench, "build_model", lambda *a: seen.append(dispatch.default_choice()) or Spy())
+    args = SimpleNamespace(batch_size=1, img_size=8, channels_last=False, amp_dtype="float32")
+    step = bench.make_step(
+        "inceptionnext_a", bench.Variant("ours ref", fast=False), "inference", args, torch.device("cpu")
+    )
+    assert dispatch.default_choice() is None
+    step()
+    assert seen == [False, False] and dict(os.environ) == before
+    with dispatch.fast_path(True):
+        assert dispatch.default_choice() is True
+        with dispatch.fast_path(False):
+            assert dispatch.default_choice() is False
+        assert dispatch.default_choice() is True
+    assert dispatch.default_choice() is None
 
 
 @pytest.mark.parametrize(

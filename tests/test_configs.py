@@ -10,17 +10,16 @@ from timm.data import resolve_data_config
 from timm.layers import DropPath
 
 import inceptionnext  # noqa: F401  (registers the models the configs name)
-from inceptionnext.train.config import (
+from inceptionnext.train import (
     ConfigError,
     TrainConfig,
     apply_overrides,
-    effective_lr,
     load_yaml,
     parse_config,
     plan_batch,
     save_config,
 )
-from inceptionnext.train.engine import create_model
+from inceptionnext.train.engine import create_training_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(
@@ -53,7 +52,7 @@ def test_every_config_parses_and_builds_its_model(path):
         assert cfg.iters % cfg.eval_interval == 0
         return
     with torch.device("meta"):
-        model = create_model(cfg.model, 7, drop_path_rate=cfg.drop_path, drop_rate=cfg.drop)
+        model = create_training_model(cfg.model, 7, drop_path_rate=cfg.drop_path, drop_rate=cfg.drop)
         assert model(torch.empty(2, 3, 64, 64)).shape == (2, 7)
     drop_paths = [m.drop_prob for m in model.modules() if isinstance(m, DropPath)]
     assert max(drop_paths, default=0.0) == pytest.approx(cfg.drop_path)
@@ -96,7 +95,7 @@ def test_atto_recipe():
         0.0,
     )
     assert c.warmup_lr == c.min_lr == 5e-7
-    assert effective_lr(c, 8) == pytest.approx(1e-3)  # 160 x 8 GPUs = 1280
+    assert plan_batch(c, 8)[1] == pytest.approx(1e-3)  # 160 x 8 GPUs = 1280
 
 
 @pytest.mark.parametrize("variant", ["k5", "k3", "k3_par1_2", "k3_par1_4", "k3_par1_8", "k3_par1_16", "k3_par3_8"])
@@ -123,10 +122,10 @@ def test_finetune_384_recipe():
 
 def test_lr_scales_linearly_with_global_batch():
     c = cfg_of("imagenet/inceptionnext_t.yaml")
-    assert effective_lr(c, 4) == pytest.approx(4e-3)  # half the GPUs: twice the accumulation, the recipe's lr
+    assert plan_batch(c, 4)[1] == pytest.approx(4e-3)  # half the GPUs: twice the accumulation, the recipe's lr
     c2 = apply_overrides(c, {"grad_accum": 4}, "test")  # accumulation fixed: half the global batch, half the lr
-    assert effective_lr(c2, 4) == pytest.approx(2e-3)
-    assert effective_lr(apply_overrides(c, {"lr_batch": None}, "test"), 4) == 4e-3  # absolute lr
+    assert plan_batch(c2, 4)[1] == pytest.approx(2e-3)
+    assert plan_batch(apply_overrides(c, {"lr_batch": None}, "test"), 4)[1] == 4e-3  # absolute lr
 
 
 def test_precedence_defaults_yaml_cli_set(tmp_path):
@@ -208,10 +207,15 @@ def test_out_of_range_values_are_one_line_naming_key_value_and_range(key, value)
 
 
 def test_every_train_key_has_a_description_and_numeric_keys_a_range(capsys):
-    from inceptionnext.train.config import FIELDS, build_parser
+    from inceptionnext.train.command_line import build_parser
+    from inceptionnext.train.config import config_fields
+    from inceptionnext.train.task import TASKS
 
     help_text = " ".join(build_parser().format_help().split())
-    for name, f in FIELDS.items():
+    fields = {}
+    for task in TASKS.values():
+        fields.update(config_fields(task.settings.config))
+    for name, f in fields.items():
         assert f.metadata.get("help"), name
         assert f.metadata["help"].split(";")[0][:30] in help_text, name
         if name == "img_size":  # checked against the model's own minimum (check_img_size), one rule everywhere
@@ -290,10 +294,11 @@ def test_train_help_groups_the_keys_by_task(capsys):
         for h in (
             "keys for every task:",
             "classification keys (task: classification):",
-            "segmentation keys (task: segmentation):",
             "detection keys (task: detection):",
+            "segmentation keys (task: segmentation):",
         )
     ]
     assert order == sorted(order)
-    seg = out[order[2] : order[3]]
-    assert "--crop-size" in seg and "--mixup" not in seg and "--fpn-channels" in out[order[3] :]
+    det, seg = out[order[2] : order[3]], out[order[3] :]
+    assert "--crop-size" in seg and "--mixup" not in seg and "--fpn-channels" in det
+    assert "--dataset, the first by default: ade20k:" in " ".join(seg.split())

@@ -17,7 +17,7 @@ from PIL import Image
 from inceptionnext.cli import main
 from inceptionnext.deploy.runtimes import openvino_core
 from inceptionnext.model_file import load_model, save_model
-from inceptionnext.models.dense import create_model
+from inceptionnext.models.dense import create_any_model
 from inceptionnext.weights import CheckpointError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -125,7 +125,7 @@ def files(tmp_path_factory):
     export_model(model, root / "cls.onnx", "onnx", input_size=(3, 32, 32))
     out["onnx"] = str(root / "cls.onnx")
     torch.manual_seed(0)
-    seg = create_model("fpn_inceptionnext_a", num_classes=3, pretrained_cfg_overlay=dict(TINY_CFG))
+    seg = create_any_model("fpn_inceptionnext_a", num_classes=3, pretrained_cfg_overlay=dict(TINY_CFG))
     out["seg"] = str(save_model(seg.eval(), root / "seg.pth"))
     plain = root / "plain.pth"  # a state dict from another tool: no checksum
     torch.save(model.state_dict(), plain)
@@ -337,8 +337,7 @@ def test_a_coco_file_written_by_globox_trains(tmp_path):
 
 
 def test_a_bad_mask_in_the_validation_split_is_found_before_training(tmp_path):
-    from inceptionnext.train import DataError, fit
-    from inceptionnext.train.config import TrainConfig, apply_overrides
+    from inceptionnext.train import DataError, fit, make_config
 
     rng = np.random.RandomState(0)
     for split in ("train", "val"):
@@ -349,9 +348,8 @@ def test_a_bad_mask_in_the_validation_split_is_found_before_training(tmp_path):
                 tmp_path / "d" / "masks" / split / f"{i}.png"
             )
     Image.fromarray(np.full((32, 32), 9, np.uint8)).save(tmp_path / "d" / "masks" / "val" / "1.png")
-    cfg = apply_overrides(
-        TrainConfig(),
-        dict(
+    cfg = make_config(
+        **dict(
             task="segmentation",
             model="fpn_inceptionnext_a",
             head_channels=16,
@@ -376,7 +374,6 @@ def test_a_bad_mask_in_the_validation_split_is_found_before_training(tmp_path):
             plot=False,
             overlays=0,
         ),
-        "test",
     )
     from inceptionnext.train import Trainer
     from inceptionnext.train.distributed import DistEnv
@@ -407,7 +404,7 @@ def test_names_from_files_are_escaped_in_detect_segment_and_segmentation_validat
     assert_escaped(out + err)
     assert "\\x1b[2J\\x1b[31mfake" in out.split("\n", 1)[1]  # a class name, not only the file name
     torch.manual_seed(0)
-    seg = create_model(
+    seg = create_any_model(
         "fpn_inceptionnext_a", num_classes=3, pretrained_cfg_overlay=dict(TINY_CFG, label_names=[HOSTILE, "b\rc", "d"])
     )
     weights = str(save_model(seg.eval(), tmp_path / "seg.pth"))

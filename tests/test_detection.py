@@ -23,8 +23,8 @@ from inceptionnext.tasks.detection.data import (
 )
 from inceptionnext.tasks.detection.evaluate import DetectionMAP
 from inceptionnext.tasks.detection.scenes import DemoSpec, ensure_demo_data, split_paths
+from inceptionnext.train import make_config, parse_config
 from inceptionnext.train.checkpoint import load_checkpoint_file
-from inceptionnext.train.config import TrainConfig, parse_config
 from inceptionnext.train.engine import fit
 from inceptionnext.train.logs import read_csv
 
@@ -386,7 +386,7 @@ def _cfg(tmp_path, demo, **kw):
         score_thresh=0.0,
     )  # keep weak boxes
     base.update(kw)
-    return TrainConfig(**base)
+    return make_config(**base)
 
 
 @pytest.fixture(scope="module")

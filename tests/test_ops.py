@@ -224,18 +224,30 @@ def test_auto_on_cpu_picks_reference(monkeypatch):
 
 
 @pytest.mark.skipif(dispatch._TRITON_INTERPRETED, reason="the interpreter makes the fast path run on CPU")
-@pytest.mark.parametrize("how", ["arg", "env"])
-def test_forcing_fast_on_cpu_raises(monkeypatch, how):
-    monkeypatch.setenv(ops.ENV_VAR, "1" if how == "env" else "0")
+@pytest.mark.parametrize("how", ["arg", "block"])
+def test_forcing_fast_on_cpu_raises(how):
     x = torch.randn(1, 8, 4, 4)
-    with pytest.raises(RuntimeError, match="fast path forced.*(CUDA|Triton)"):
-        inception_dwconv(x, _W, [None], fast=True if how == "arg" else None)
+    with ops.fast_path(True if how == "block" else False):
+        with pytest.raises(RuntimeError, match="fast path forced.*(CUDA|Triton)"):
+            inception_dwconv(x, _W, [None], fast=True if how == "arg" else None)
 
 
 def test_bad_env_value_raises(monkeypatch):
     monkeypatch.setenv(ops.ENV_VAR, "maybe")
+    monkeypatch.setattr(dispatch, "_env_default", dispatch._UNREAD)
     with pytest.raises(ValueError, match=ops.ENV_VAR):
         uses_fast_path(torch.randn(1, 8, 4, 4), _W)
+
+
+def test_the_environment_is_the_default_read_once(monkeypatch):
+    monkeypatch.setattr(dispatch, "_env_default", dispatch._UNREAD)
+    monkeypatch.setenv(ops.ENV_VAR, "0")
+    assert dispatch.default_choice() is False
+    monkeypatch.setenv(ops.ENV_VAR, "1")  # later changes to the environment are not read
+    assert dispatch.default_choice() is False
+    with ops.fast_path(None):  # a block wins over the environment
+        assert dispatch.default_choice() is None
+    assert dispatch.default_choice() is False
 
 
 class _FusedSpy:
@@ -250,27 +262,24 @@ class _FusedSpy:
 
 
 @pytest.mark.parametrize(
-    "env,arg,expect_fast",
+    "block,arg,expect_fast",
     [
         (None, None, True),  # auto: fast where available and the tensor is on CUDA (faked below)
-        ("0", None, False),  # env var forces off
-        ("1", None, True),  # env var forces on
-        ("1", False, False),  # the argument wins over the env var
-        ("0", True, True),
+        (False, None, False),  # a fast_path(False) block forces off
+        (True, None, True),  # a fast_path(True) block forces on
+        (True, False, False),  # the argument wins over the block
+        (False, True, True),
         (None, False, False),
     ],
 )
-def test_dispatch_rules(monkeypatch, env, arg, expect_fast):
+def test_dispatch_rules(monkeypatch, block, arg, expect_fast):
     spy = _FusedSpy()
     monkeypatch.setattr(dispatch, "_fused", spy)
     monkeypatch.setattr(dispatch, "fast_path_available", lambda x: True)
     monkeypatch.setattr(dispatch, "_on_cuda", lambda x: True)
-    if env is None:
-        monkeypatch.delenv(ops.ENV_VAR, raising=False)
-    else:
-        monkeypatch.setenv(ops.ENV_VAR, env)
     x = torch.randn(1, 8, 4, 4)
-    out = inception_dwconv(x, _W, [None], fast=arg)
+    with ops.fast_path(block):
+        out = inception_dwconv(x, _W, [None], fast=arg)
     assert spy.calls == int(expect_fast)
     torch.testing.assert_close(out, inception_dwconv_reference(x, _W, [None]))
 
@@ -284,8 +293,8 @@ def test_forced_fast_rejects_unsupported_dtype_and_branch_count(monkeypatch):
         uses_fast_path(torch.randn(1, 8, 4, 4), many, fast=True)
     # auto mode falls back to the reference instead of raising
     monkeypatch.setattr(dispatch, "_on_cuda", lambda x: True)
-    monkeypatch.delenv(ops.ENV_VAR, raising=False)
-    assert not uses_fast_path(torch.randn(1, 8, 4, 4), many)
+    with ops.fast_path(None):
+        assert not uses_fast_path(torch.randn(1, 8, 4, 4), many)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -11,8 +11,7 @@ from timm.data.transforms import RandomResizedCropAndInterpolation
 from timm.scheduler import create_scheduler_v2
 
 from inceptionnext.tasks.classification.data import build_datasets, build_train_loader
-from inceptionnext.train import Trainer, fit, parse_config
-from inceptionnext.train.config import apply_overrides, plan_batch
+from inceptionnext.train import Trainer, apply_overrides, fit, parse_config, plan_batch
 from inceptionnext.train.distributed import DistEnv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

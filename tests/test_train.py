@@ -29,11 +29,11 @@ from inceptionnext.train import (
     apply_overrides,
     fit,
     parse_config,
+    save_config,
 )
 from inceptionnext.train.checkpoint import load_checkpoint_file
-from inceptionnext.train.config import save_config
 from inceptionnext.train.distributed import DistEnv
-from inceptionnext.train.engine import create_model
+from inceptionnext.train.engine import create_training_model
 from inceptionnext.train.logs import read_csv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -489,7 +489,7 @@ def test_finetune_from_weight_file_reinitializes_head(tmp_path):
     src = timm.create_model("inceptionnext_a", num_classes=1000)
     path = tmp_path / "atto.pth"
     torch.save(src.state_dict(), path)
-    model = create_model("inceptionnext_a", 5, weights=str(path))
+    model = create_training_model("inceptionnext_a", 5, weights=str(path))
     assert model.head.fc2.weight.shape[0] == 5
     sd, own = src.state_dict(), model.state_dict()
     body = [k for k in own if not k.startswith("head.fc2")]

@@ -17,8 +17,9 @@ from test_train import make_folder, toy_cfg
 
 from inceptionnext.data.shapes import CLASSES, draw_shape, make_shapes_folder
 from inceptionnext.train import ConfigError, fit, parse_config
-from inceptionnext.train.config import ALIASES, FIELDS, suggest_keys
-from inceptionnext.train.engine import create_model
+from inceptionnext.train.aliases import ALIASES, suggest_keys
+from inceptionnext.train.engine import create_training_model
+from inceptionnext.train.overrides import known_keys
 from inceptionnext.utils import workers as cpu_workers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,7 +47,7 @@ def test_weights_line_keeps_a_head_that_fits(tmp_path):
     src = timm.create_model("inceptionnext_a", num_classes=3)
     path = tmp_path / "three.pth"
     torch.save(src.state_dict(), path)
-    model = create_model("inceptionnext_a", 3, weights=str(path))
+    model = create_training_model("inceptionnext_a", 3, weights=str(path))
     assert torch.equal(model.head.fc2.weight, src.head.fc2.weight)  # the head was loaded, not re-initialised
     assert "the 3-class head too" in model.start_note
 
@@ -163,7 +164,7 @@ def test_train_help_names_every_task(capsys):
     ],
 )
 def test_unknown_keys_suggest_the_key_their_alias_means(tmp_path, typed, meant):
-    assert suggest_keys(typed)[0] == meant
+    assert suggest_keys(typed, known_keys())[0] == meant
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text(f"{typed}: 1\n")
     with pytest.raises(ConfigError, match=rf"unknown config key '{typed}' in .*did you mean {meant}\b"):
@@ -171,9 +172,10 @@ def test_unknown_keys_suggest_the_key_their_alias_means(tmp_path, typed, meant):
 
 
 def test_aliases_name_real_keys_and_never_shadow_one():
-    assert set(ALIASES) <= set(FIELDS)
-    assert not {a for aliases in ALIASES.values() for a in aliases} & set(FIELDS)
-    assert suggest_keys("drop_pth")[0] == "drop_path"  # spelling matches still come through
+    keys = set(known_keys())
+    assert set(ALIASES) <= keys
+    assert not {a for aliases in ALIASES.values() for a in aliases} & keys
+    assert suggest_keys("drop_pth", keys)[0] == "drop_path"  # spelling matches still come through
 
 
 # ------------------------------------------------------------------------------------------- smaller slips
@@ -320,12 +322,12 @@ class _PredictsOne(torch.nn.Module):
 
 
 def test_segmentation_overlays_have_column_titles_a_legend_and_an_untinted_background():
+    from inceptionnext.tasks.segmentation.config import SegmentationConfig
     from inceptionnext.tasks.segmentation.draw import overlay, untinted_classes
     from inceptionnext.tasks.segmentation.task import SegmentationTask
-    from inceptionnext.train.config import TrainConfig
 
     task = SegmentationTask.__new__(SegmentationTask)
-    task.cfg, task.device = TrainConfig(overlays=2, iters=400, eval_interval=200), torch.device("cpu")
+    task.cfg, task.device = SegmentationConfig(overlays=2, iters=400, eval_interval=200), torch.device("cpu")
     task.val_set, task.class_names, task.num_classes = _SegVal(), ["background", "road", "car"], 3
     fig = task.overlay_figure(_PredictsOne(), epoch=2)
     try:

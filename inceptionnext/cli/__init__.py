@@ -9,6 +9,8 @@ from typing import Optional, Sequence
 from ..utils.threads import command_threads
 from ..version import __version__
 
+__all__ = ["main"]
+
 # subcommand -> (module, one-line summary); modules are imported only when their command runs
 COMMANDS = {
     "list": ("inceptionnext.cli.list_models", "model names, params, MACs, pretrained tags, paper top-1"),

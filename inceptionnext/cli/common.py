@@ -13,7 +13,7 @@ from ..data.images import ImageError
 from ..deploy.levers import LEVERS
 from ..deploy.runtimes import PRECISIONS, RUNTIMES, is_runtime_file, load_runtime, wrap_torch
 from ..model_file import EMA_CHOICE_HELP, check_model_name, load_model
-from ..models.dense import create_model, is_model
+from ..models.dense import create_any_model, is_model
 from ..utils.text import error_message, escape_control
 from ..weights import CheckpointError
 
@@ -134,7 +134,7 @@ def model_from_args(args: argparse.Namespace, **kwargs) -> nn.Module:
         if args.use_ema is not None:
             raise ValueError(f"{'--use-ema' if args.use_ema else '--no-ema'} needs --weights (a training checkpoint)")
         check_model_name(args.model)
-        model = create_model(args.model, pretrained=True, **kwargs).eval()
+        model = create_any_model(args.model, pretrained=True, **kwargs).eval()
         model.weights_note = f"the pretrained weights of {args.model}"
     say_weights(model)
     return model

@@ -2,11 +2,12 @@
 and detection models with the dense-model registry (`models.dense`)."""
 
 from . import detection, segmentation  # registers the dense models
+from .backbone import create_backbone
 from .convnext import ConvNeXt, ConvNeXtBlock
-from .dense import create_dense_model, list_dense_models
+from .dense import create_any_model, create_dense_model, list_dense_models
 from .layers import ConvMlp, DWConv2d, InceptionDWConv2d, MlpClassifierHead, PartialDWConv2d
 from .metanext import MetaNeXt, MetaNeXtBlock, MetaNeXtStage
-from .zoo import PAPER_REFERENCE, ZOO, ZooEntry, build, get_entry
+from .zoo import PAPER_REFERENCE, ZOO, ZooEntry, create_zoo_model, get_entry
 
 __all__ = [
     "detection",
@@ -18,6 +19,8 @@ __all__ = [
     "InceptionDWConv2d",
     "MlpClassifierHead",
     "PartialDWConv2d",
+    "create_any_model",
+    "create_backbone",
     "create_dense_model",
     "list_dense_models",
     "MetaNeXt",
@@ -26,6 +29,6 @@ __all__ = [
     "PAPER_REFERENCE",
     "ZOO",
     "ZooEntry",
-    "build",
+    "create_zoo_model",
     "get_entry",
 ]

@@ -5,13 +5,13 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .dense import create_model
+from .dense import create_any_model
 
 
 def count_params_and_macs(name: str, input_size: Optional[Sequence[int]] = None, **kwargs) -> Tuple[int, int]:
     """(parameters, MACs for one image) of model `name` (timm or dense) at its pretrained input size or `input_size` (C, H, W)."""
     with torch.device("meta"):
-        model = create_model(name, **kwargs).eval()
+        model = create_any_model(name, **kwargs).eval()
         size = tuple(input_size or model.pretrained_cfg.get("input_size") or (3, 224, 224))
         counter = FlopCounterMode(display=False)
         with counter, torch.no_grad():

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional
 import timm
 import torch.nn as nn
 
-TASKS = ("segmentation", "detection")
+DENSE_TASKS = ("segmentation", "detection")
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,8 @@ DENSE_MODELS: Dict[str, DenseModel] = {}
 
 
 def register_dense_model(entry: DenseModel) -> DenseModel:
-    if entry.task not in TASKS:
-        raise ValueError(f"{entry.name}: task {entry.task!r} is not one of {', '.join(TASKS)}")
+    if entry.task not in DENSE_TASKS:
+        raise ValueError(f"{entry.name}: task {entry.task!r} is not one of {', '.join(DENSE_TASKS)}")
     DENSE_MODELS[entry.name] = entry
     return entry
 
@@ -77,7 +77,7 @@ def create_dense_model(name: str, **kwargs: Any) -> nn.Module:
     return get_dense_model(name).builder(**kwargs)
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
+def create_any_model(name: str, **kwargs: Any) -> nn.Module:
     """Any model this library names: a dense model from this registry, anything else from timm's."""
     return create_dense_model(name, **kwargs) if is_dense_model(name) else timm.create_model(name, **kwargs)
 

@@ -230,7 +230,7 @@ def _stage_norm(family: str, channels: int) -> nn.Module:
     return nn.BatchNorm2d(channels) if family == "inceptionnext" else LayerNorm2d(channels, eps=1e-6)
 
 
-def build_segmenter(
+def create_segmenter_from_parts(
     head: str,
     backbone: str,
     num_classes: int = ADE20K_NUM_CLASSES,
@@ -288,16 +288,6 @@ PAPER = {
     ("fpn", "inceptionnext_b"): dict(params=85, macs=100, miou=46.4),
 }
 PAPER_SIZE = {"upernet": (512, 2048), "fpn": (512, 512)}
-# drop path per size in the paper's recipes (UperNet as Swin's, FPN as PoolFormer's)
-DROP_PATH = {
-    ("upernet", "inceptionnext_t"): 0.2,
-    ("upernet", "inceptionnext_s"): 0.3,
-    ("upernet", "inceptionnext_b"): 0.4,
-    ("fpn", "inceptionnext_t"): 0.1,
-    ("fpn", "inceptionnext_s"): 0.2,
-    ("fpn", "inceptionnext_b"): 0.2,
-}
-
 SEG_ZOO: Tuple[SegSpec, ...] = tuple(
     SegSpec(f"{head}_{entry.name}", head, entry.name, PAPER.get((head, entry.name), {}))
     for head in HEADS
@@ -347,14 +337,14 @@ def create_segmenter(
     dtype=None,
     **kwargs,
 ) -> EncoderDecoder:
-    """Build the registered segmentation model `name` (kwargs as `build_segmenter`; num_classes defaults to
+    """Build the registered segmentation model `name` (kwargs as `create_segmenter_from_parts`; num_classes defaults to
     ADE20K's 150); `pretrained` loads the backbone's ImageNet weights. Its `pretrained_cfg` carries the
     preprocessing, updated by `pretrained_cfg_overlay` (a saved model's own record)."""
     spec = get_seg_spec(name)
     cfg = dict(get_dense_model(spec.name).default_cfg, **(pretrained_cfg_overlay or {}))  # registered below
     kwargs.setdefault("num_classes", cfg["num_classes"])
     with torch.device(device) if device is not None else contextlib.nullcontext():
-        model = build_segmenter(spec.head, spec.backbone, pretrained=pretrained, **kwargs)
+        model = create_segmenter_from_parts(spec.head, spec.backbone, pretrained=pretrained, **kwargs)
     if dtype is not None:
         model = model.to(dtype=dtype)
     model.pretrained_cfg = model.default_cfg = dict(cfg, num_classes=model.num_classes)
@@ -389,7 +379,7 @@ __all__ = [
     "SegSpec",
     "SemanticFPNHead",
     "UPerHead",
-    "build_segmenter",
+    "create_segmenter_from_parts",
     "create_segmenter",
     "get_seg_spec",
     "is_segmentation_model",

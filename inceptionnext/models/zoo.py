@@ -192,7 +192,7 @@ def _model_kwargs(entry: ZooEntry) -> Dict[str, Any]:
     return arch
 
 
-def build(variant: str, pretrained: bool = False, **kwargs):
+def create_zoo_model(variant: str, pretrained: bool = False, **kwargs):
     """Build `variant` through timm's builder; pretrained weights are fetched by `inceptionnext.weights`."""
     entry = get_entry(variant)
     cfg = resolve_pretrained_cfg(
@@ -250,4 +250,6 @@ def register_entrypoint(name: str, builder, module_globals: Dict[str, Any], doc:
 
 for _entry in ZOO:
     for _name in _entry.names:
-        register_entrypoint(_name, build, globals(), f"{_name} ({_entry.family}); see inceptionnext.models.zoo.ZOO")
+        register_entrypoint(
+            _name, create_zoo_model, globals(), f"{_name} ({_entry.family}); see inceptionnext.models.zoo.ZOO"
+        )

@@ -1,15 +1,16 @@
 """Which path the Inception depthwise conv takes: the fused Triton kernel or the plain PyTorch reference.
 
-Which path runs: `fast=True/False` forces it; with `fast=None` the environment variable
-INCEPTIONNEXT_FAST_PATH=1/0 forces it; otherwise the fused Triton kernel runs on CUDA tensors when
-Triton imports, and the reference everywhere else. TorchScript compiles the reference only (the fused op is a
+Which path runs: `fast=True/False` on the call (or ``fast_path=`` on the model) forces it; with `fast=None` a
+``with fast_path(True/False):`` block forces it; outside one, the environment variable INCEPTIONNEXT_FAST_PATH=1/0
+(read once, at the first call) does; otherwise the fused Triton kernel runs on CUDA tensors when Triton imports,
+and the reference everywhere else. TorchScript compiles the reference only (the fused op is a
 Python-side custom op). FX keeps `inception_dwconv` as one leaf call (see `inceptionnext.models.layers`), so a
 traced model still dispatches at run time and reaches the fused kernel on CUDA.
 """
 
 import contextlib
 import os
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import torch
 
@@ -31,7 +32,14 @@ ENV_VAR = "INCEPTIONNEXT_FAST_PATH"
 _FAST_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _env_choice() -> Optional[bool]:
+_UNREAD = object()
+_env_default: object = _UNREAD  # INCEPTIONNEXT_FAST_PATH as read at the first call
+_UNSET = object()
+_block_choice: object = _UNSET  # the innermost fast_path() block's choice
+
+
+def read_env_choice() -> Optional[bool]:
+    """INCEPTIONNEXT_FAST_PATH as a choice: True, False, or None (unset or auto); a ValueError for anything else."""
     value = os.environ.get(ENV_VAR, "").strip().lower()
     if value in ("", "auto"):
         return None
@@ -42,11 +50,35 @@ def _env_choice() -> Optional[bool]:
     raise ValueError(f"{ENV_VAR} must be 1 or 0 (or unset), got {value!r}")
 
 
-def fast_path_available(x: torch.Tensor) -> bool:
-    """Whether the fused kernel can run on tensors like `x` (CUDA with Triton, or Triton's interpreter on CPU)."""
+def default_choice() -> Optional[bool]:
+    """The path a call with fast=None takes: the enclosing fast_path() block's, else the environment's (read once)."""
+    global _env_default
+    if _block_choice is not _UNSET:
+        return _block_choice  # type: ignore[return-value]
+    if _env_default is _UNREAD:
+        _env_default = read_env_choice()
+    return _env_default  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def fast_path(choice: Optional[bool]):
+    """Within the block, calls that leave `fast` unset take this path: True the fused kernel, False the reference,
+    None the pick by device (the environment variable ignored). The previous choice is back when the block ends."""
+    global _block_choice
+    previous, _block_choice = _block_choice, choice
+    try:
+        yield
+    finally:
+        _block_choice = previous
+
+
+def fast_path_available(x: Union[torch.Tensor, torch.device]) -> bool:
+    """Whether the fused kernel can run on tensors like `x`, or on device `x` (CUDA with Triton, or Triton's
+    interpreter on CPU)."""
     if _fused is None:
         return False
-    return x.is_cuda or (_TRITON_INTERPRETED and x.device.type == "cpu")
+    device = x if isinstance(x, torch.device) else x.device
+    return device.type == "cuda" or (_TRITON_INTERPRETED and device.type == "cpu")
 
 
 def _on_cuda(x: torch.Tensor) -> bool:
@@ -67,14 +99,14 @@ def _fast_unsupported(x: torch.Tensor, weights: Sequence[torch.Tensor]) -> Optio
 
 def uses_fast_path(x: torch.Tensor, weights: Sequence[torch.Tensor] = (), fast: Optional[bool] = None) -> bool:
     """Which path `inception_dwconv(x, weights, ..., fast=fast)` will take; raises if a forced fast path cannot run."""
-    choice = fast if fast is not None else _env_choice()
+    choice = fast if fast is not None else default_choice()
     if choice is False:
         return False
     reason = _fast_unsupported(x, weights)
     if choice is None:
         return _on_cuda(x) and reason is None
     if reason is not None:
-        raise RuntimeError(f"fast path forced (fast=True or {ENV_VAR}=1) but {reason}")
+        raise RuntimeError(f"fast path forced (fast=True, fast_path(True) or {ENV_VAR}=1) but {reason}")
     return True
 
 
@@ -160,6 +192,7 @@ __all__ = [
     "inception_dwconv",
     "inception_dwconv_reference",
     "branch_split_sizes",
+    "fast_path",
     "fast_path_available",
     "uses_fast_path",
     "ENV_VAR",

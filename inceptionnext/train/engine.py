@@ -2,8 +2,9 @@
 
 The engine never knows which model it trains: it asks timm for one by name. Each epoch ends with a checkpoint
 (written by rank 0 only) that is also the resume point, so a killed run loses at most the epoch in progress.
-What differs between tasks (data, model builder, loss, metrics) comes from the task the config names
-(``train/tasks``); an iteration-based run (``iters``) counts a round of ``eval_interval`` updates as its epoch.
+What differs between tasks (data, model builder, loss, metrics) comes from the task the config names (its
+`Task`, registered in ``train.task``); an iteration-based run (``iters``) counts a round of ``eval_interval`` updates
+as its epoch and draws its batches from the engine's `RoundSampler`, for any task that declares iteration runs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import random
 import shutil
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -40,9 +41,12 @@ from ..utils.workers import loader_workers
 from ..weights import load_state_dict_file
 from . import checkpoint as ckpt_lib
 from . import distributed as dist_lib
-from .config import TrainConfig, config_to_dict, plan_batch, save_config
+from .config import TrainConfig, config_to_dict
+from .config_files import save_config
 from .logs import plot_curves, write_csv
-from .task import get_task
+from .overrides import apply_overrides, config_class
+from .sampler import RoundSampler
+from .task import TASKS, get_task, run_kind_problem
 from .tracking import Trackers, TrackingError, check_trackers
 
 
@@ -60,7 +64,46 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def create_model(
+def plan_batch(cfg: TrainConfig, world_size: int) -> Tuple[int, float, str]:
+    """(grad_accum, lr, what was done) for this many processes.
+
+    The recipes hold lr at global batch lr_batch, as the official runs do (fewer GPUs: more accumulation). With
+    grad_accum auto (None), accumulation is chosen to reach lr_batch when batch_size x processes divides it;
+    otherwise, or with grad_accum set, the lr scales linearly to the global batch that results.
+    """
+    per_step = cfg.batch_size * world_size
+    accum = cfg.grad_accum
+    if cfg.lr_batch is None:
+        accum = accum or 1
+        return accum, cfg.lr, f"global batch {per_step * accum}; lr {cfg.lr:.6g} as given (lr_batch: none)"
+    if accum is None and cfg.lr_batch % per_step == 0:
+        accum = cfg.lr_batch // per_step
+        return (
+            accum,
+            cfg.lr,
+            (
+                f"global batch {cfg.lr_batch} held as the recipe's: {cfg.batch_size} x {world_size} "
+                f"processes x {accum} accumulation; lr {cfg.lr:.6g} as the recipe"
+            ),
+        )
+    why = (
+        "grad_accum set"
+        if accum is not None
+        else f"{cfg.lr_batch} is not a multiple of batch_size x processes = {per_step}"
+    )
+    accum = accum or 1
+    lr = cfg.lr * per_step * accum / cfg.lr_batch
+    return (
+        accum,
+        lr,
+        (
+            f"global batch {per_step * accum} ({why}): lr scaled linearly from {cfg.lr:.6g} at "
+            f"{cfg.lr_batch} to {lr:.6g}"
+        ),
+    )
+
+
+def create_training_model(
     name: str,
     num_classes: int,
     pretrained: bool = False,
@@ -145,6 +188,36 @@ def unknown_optimizer_message(opt: str) -> Optional[str]:
         + (f"; did you mean {', '.join(close)}?" if close else "")
         + " (timm.optim.list_optimizers() has them all)"
     )
+
+
+@contextlib.contextmanager
+def torch_settings_restored():
+    """The process-wide torch settings a run may change (TF32 and float32 matmul precision, the current CUDA
+    device), back as they were when the block ends, by return or by error: a run leaves its caller's process as
+    it found it."""
+    flags = precision_flags()
+    saved = [getattr(holder, name) for holder, name in flags]
+    matmul = torch.get_float32_matmul_precision() if not hasattr(torch.backends, "fp32_precision") else None
+    device = torch.cuda.current_device() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        for (holder, name), value in zip(flags, saved):
+            setattr(holder, name, value)
+        if matmul is not None:
+            torch.set_float32_matmul_precision(matmul)
+        if device is not None:
+            torch.cuda.set_device(device)
+
+
+def precision_flags() -> List[Tuple[Any, str]]:
+    """(holder, attribute) of every float32 precision flag of this torch: its fp32_precision settings (PyTorch
+    2.9 and later, each readable whatever mix of old and new calls set them), else the allow_tf32 pair."""
+    b = torch.backends
+    if hasattr(b, "fp32_precision"):
+        holders = [b, b.cuda.matmul, b.cudnn, b.cudnn.conv, b.cudnn.rnn, b.mkldnn, b.mkldnn.matmul, b.mkldnn.conv]
+        return [(h, "fp32_precision") for h in holders + [b.mkldnn.rnn] if hasattr(h, "fp32_precision")]
+    return [(b.cudnn, "allow_tf32"), (b.cuda.matmul, "allow_tf32")]
 
 
 def use_official_fp32(device: torch.device) -> None:
@@ -232,6 +305,8 @@ class Trainer:
     """Holds the pieces of one run; ``fit()`` runs it from start or from its resume point to the end."""
 
     def __init__(self, cfg: TrainConfig, env: dist_lib.DistEnv):
+        if cfg.task in TASKS and type(cfg) is not config_class(cfg.task):  # e.g. a bare TrainConfig
+            cfg = apply_overrides(config_class(cfg.task)(), config_to_dict(cfg), "the config")
         grad_accum, self.lr, self.batch_plan = plan_batch(cfg, env.world_size)
         workers, workers_note = loader_workers(cfg.workers)  # the machine's cores, at most (torch warns past them)
         if workers_note and env.is_main:
@@ -271,9 +346,13 @@ class Trainer:
         cfg = self.cfg
         env = self.env
         try:
-            self.task = get_task(cfg.task)(cfg, env)
+            task_cls = get_task(cfg.task)
         except ValueError as e:
             raise TrainError(str(e)) from None
+        problem = run_kind_problem(cfg.task, task_cls.settings, cfg.iters)
+        if problem:
+            raise TrainError(problem)
+        self.task = task_cls(cfg, env)
         # identical model init on every rank; per-rank streams for augmentation come after
         seed_everything(cfg.seed)
         self.train_set, self.val_set, data_classes = self.task.build_datasets()
@@ -328,12 +407,12 @@ class Trainer:
         cfg = self.cfg
         if cfg.iters is not None and (cfg.iters < 1 or cfg.eval_interval < 1 or cfg.iters % cfg.eval_interval):
             raise TrainError(f"iters ({cfg.iters}) must be a positive multiple of eval_interval ({cfg.eval_interval})")
+        round_sampler = None
+        if cfg.iters is not None:  # one round: eval_interval updates of grad_accum batches on each rank
+            samples = cfg.eval_interval * cfg.grad_accum * cfg.batch_size
+            round_sampler = RoundSampler(len(self.train_set), samples, cfg.seed, self.env.rank, self.env.world_size)
         self.train_loader, self.val_loader = self.task.build_loaders(
-            self.train_set,
-            self.val_set,
-            self.data_cfg,
-            self.num_classes,
-            cfg.eval_interval * cfg.grad_accum if cfg.iters is not None else None,
+            self.train_set, self.val_set, self.data_cfg, self.num_classes, round_sampler
         )
         if len(self.train_loader) == 0:
             raise TrainError(
@@ -891,7 +970,13 @@ class RunInterrupted(Exception):
 
 def fit(cfg: TrainConfig) -> RunResult:
     """Train per cfg (under torchrun: one process per device); returns where the outputs went. Ctrl-C is a
-    RunInterrupted naming the checkpoint to resume from (checkpoints are written atomically: the last whole one)."""
+    RunInterrupted naming the checkpoint to resume from (checkpoints are written atomically: the last whole one).
+    The torch settings a run changes (precision flags, the CUDA device) are restored when it returns or raises."""
+    with torch_settings_restored():
+        return _fit(cfg)
+
+
+def _fit(cfg: TrainConfig) -> RunResult:
     env = dist_lib.setup(cfg.device, cfg.dist_timeout)
     trainer = None
     try:

@@ -3,29 +3,78 @@
 The engine owns everything tasks share: config, run folder, checkpoints and resume, torchrun/DDP, AMP, EMA,
 the lr schedule, the optimizer, progress bars, the CSV log and the curves plot. A task owns its data, its model
 builder, the loss of one batch, its evaluation (a metrics dict with one main metric, higher is better, which picks
-``model_best.pth``) and the task-specific fields its checkpoints record (preprocessing, class names, ...).
+``model_best.pth``) and the task-specific fields its checkpoints record (preprocessing, class names, ...). Its
+settings (`TaskSettings`, in ``tasks/<task>/config.py``) declare its own config keys, its datasets and what it
+supports.
 
-Tasks register here (`register_task`), so the engine finds the one a config names without importing any task:
-`inceptionnext.tasks` registers the library's three when the package is imported.
+Tasks register here (`register_task`), so the engine and the command line find the one a config names, and every
+task's keys, without importing any task: `inceptionnext.tasks` registers the library's three when the package is
+imported; a task of your own registers when its module is imported (the ``task_module`` key).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
+from .config import TrainConfig, config_fields
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """What a task declares about its settings: its config class (TrainConfig plus the task's own keys and its
+    `dataset` choices), the metrics it reports, the one that picks ``model_best.pth``, and the kinds of run it
+    supports (an epoch run counts epochs; an iteration run, ``iters``, counts optimizer updates)."""
+
+    config: type
+    metrics: Tuple[str, ...]  # keys of evaluate()'s dict (the log's val_* columns)
+    best_metric: str  # the one of them that picks model_best.pth (higher is better)
+    best_label: str  # how the log names it, e.g. "top-1", "mIoU"
+    epoch_runs: bool = True
+    iteration_runs: bool = False
+
+    @property
+    def datasets(self) -> Tuple[str, ...]:
+        """The task's datasets, its default first."""
+        return tuple(config_fields(self.config)["dataset"].metadata["allowed"].choices)
+
+    @property
+    def own_keys(self) -> Tuple[str, ...]:
+        """The keys this task adds to the shared ones."""
+        shared = config_fields(TrainConfig)
+        return tuple(k for k in config_fields(self.config) if k not in shared)
+
+
+def run_kind_problem(name: str, settings: TaskSettings, iters: Optional[int]) -> Optional[str]:
+    """Why a run of task `name` cannot count what it asks to (epochs, or updates when iters is set), else None;
+    the one message every task's refusal uses."""
+    if iters is not None and not settings.iteration_runs:
+        return f"task {name} trains by epochs, not by iterations: unset iters"
+    if iters is None and not settings.epoch_runs:
+        return f"task {name} trains by iterations, not by epochs: set iters and eval_interval"
+    return None
+
 
 class Task:
     name: str = ""
-    main_metric: str = ""  # a key of evaluate()'s dict; the best checkpoint maximises val_<main_metric>
-    metric_label: str = ""  # how the log names the main metric, e.g. "top-1", "mIoU"
+    settings: TaskSettings  # declared in the task's config module
     log_columns: Sequence[str] = ()  # the CSV log's columns, in order (history rows may hold more)
     plot_metrics: Sequence[Tuple[str, str]] = ()  # (history key, legend label) for the metric panel of the plot
 
     def __init__(self, cfg, env):
         self.cfg, self.env, self.device = cfg, env, env.device
+
+    @property
+    def main_metric(self) -> str:
+        """The key of evaluate()'s dict that picks the best checkpoint (it maximises val_<main_metric>)."""
+        return self.settings.best_metric
+
+    @property
+    def metric_label(self) -> str:
+        return self.settings.best_label
 
     def build_datasets(self) -> Tuple[torch.utils.data.Dataset, torch.utils.data.Dataset, int]:
         """Train and validation datasets, and the number of classes they hold."""
@@ -53,11 +102,16 @@ class Task:
         raise NotImplementedError
 
     def build_loaders(
-        self, train_set, val_set, data_cfg: Dict[str, Any], num_classes: int, batches_per_epoch: Optional[int]
+        self,
+        train_set,
+        val_set,
+        data_cfg: Dict[str, Any],
+        num_classes: int,
+        round_sampler: Optional[torch.utils.data.Sampler],
     ):
-        """(train loader, val loader). batches_per_epoch is set for iteration-based runs (cfg.iters): the train
-        loader then yields exactly that many batches per round, continuing through the data across rounds and
-        reproducible from ``sampler.set_epoch(round)``; None means one pass over the training set."""
+        """(train loader, val loader). round_sampler is the engine's `RoundSampler` in an iteration run (cfg.iters):
+        the train loader draws from it (batch_size per batch, drop_last), which gives exactly one round of batches,
+        continuing through the data across rounds; None in an epoch run (one pass over the training set)."""
         raise NotImplementedError
 
     def train_loss(self, model: nn.Module, batch) -> Tuple[torch.Tensor, int]:
@@ -99,9 +153,16 @@ TASKS: Dict[str, type] = {}
 
 
 def register_task(cls: type) -> type:
-    """Class decorator: make a Task subclass available to the engine under its `name`."""
+    """Class decorator: make a Task subclass available to the engine under its `name`, with its settings."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no task name")
+    settings = getattr(cls, "settings", None)
+    if not isinstance(settings, TaskSettings) or not issubclass(settings.config, TrainConfig):
+        raise ValueError(f"{cls.__name__} declares no TaskSettings whose config is a TrainConfig subclass")
+    if config_fields(settings.config)["task"].default != cls.name:
+        raise ValueError(f"{settings.config.__name__}'s task key must default to {cls.name!r}")
+    if settings.best_metric not in settings.metrics:
+        raise ValueError(f"{cls.__name__}: best_metric {settings.best_metric!r} is not one of its metrics")
     TASKS[cls.name] = cls
     return cls
 

@@ -30,13 +30,6 @@ def save_figure(fig, path: Union[str, Path], dpi: int = 100) -> Path:
         pyplot().close(fig)
 
 
-def save_png(image: np.ndarray, path: Union[str, Path]) -> Path:
-    """Write an HxWx3 (or HxW) uint8 array as a PNG, atomically."""
-    from PIL import Image
-
-    return write_atomically(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
-
-
 PANEL_PX = 192  # the largest panel's longer side on the page, in pixels (small images are enlarged to it)
 MAX_PANEL_PX = 384  # larger images are shrunk to this
 

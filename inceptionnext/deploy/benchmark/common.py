@@ -64,8 +64,3 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "CPU"
-
-
-def fmt_or_blank(v, spec):
-    """A table cell: the value in `spec`, or blank when there is none."""
-    return "" if v is None else format(v, spec)

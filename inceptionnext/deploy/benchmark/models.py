@@ -1,7 +1,7 @@
 """Throughput and peak memory of our InceptionNeXt beside timm's models, measured in one run.
 
 Our models (registered by ``import inceptionnext``) run in several variants: fused token-mixer kernel
-on/off (``INCEPTIONNEXT_FAST_PATH=1/0``; on CPU only the reference exists, so only "ref" runs and the
+on/off (``inceptionnext.ops.fast_path(True/False)``; on CPU only the reference exists, so only "ref" runs and the
 table says so) and, for inference, folded on/off (``inceptionnext.deploy.reparameterize_model``).
 timm's models run as timm builds them. Flags follow timm's benchmark.py where they overlap.
 
@@ -22,12 +22,10 @@ import torch
 import torch.nn as nn
 
 from ...models.fold import reparameterize_model
-from ...ops import fast_path_available as ops_fast_path_available
+from ...ops import fast_path, fast_path_available
 from ...utils.plots import pyplot, save_figure
 from ...utils.tables import cell, markdown_table
 from .common import BASELINE, is_ours, paper_top1, timm_counterpart
-
-FAST_ENV = "INCEPTIONNEXT_FAST_PATH"
 
 # ImageNet-1k top-1 (%) from the InceptionNeXt paper (Table 1/2; ConvNeXt rows as reported there), keyed by
 # every name the model goes by here. The one place these figures live; the plot reads them.
@@ -69,10 +67,6 @@ class Result:
     error: str = ""
 
 
-def fast_path_available(device: torch.device) -> bool:
-    return bool(ops_fast_path_available(torch.empty(1, device=device)))
-
-
 def variants_for(name: str, bench: str, device: torch.device, wanted: set) -> List[Variant]:
     """Ours: fast/ref x folded/unfolded (folding is inference-only); timm's: one plain variant.
 
@@ -99,21 +93,6 @@ def variants_for(name: str, bench: str, device: torch.device, wanted: set) -> Li
         for fast, k, note in kernels
         for f in folds
     ]
-
-
-@contextlib.contextmanager
-def fast_path_env(fast: Optional[bool]):
-    """Force our token mixer's path for the duration (timm's models ignore it)."""
-    old = os.environ.get(FAST_ENV)
-    if fast is not None:
-        os.environ[FAST_ENV] = "1" if fast else "0"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(FAST_ENV, None)
-        else:
-            os.environ[FAST_ENV] = old
 
 
 def setting_label(args) -> str:
@@ -232,7 +211,7 @@ def new_row(name: str, variant: Variant, bench: str, args, error: str = "") -> R
 
 def make_step(name: str, variant: Variant, bench: str, args, device):
     """One inference or training step of a freshly built model, run with the variant's kernel choice."""
-    with fast_path_env(variant.fast):
+    with fast_path(variant.fast):
         train = bench == "train"
         model = build_model(name, variant, args, device, train)
     x = make_input(args, device)
@@ -254,7 +233,7 @@ def make_step(name: str, variant: Variant, bench: str, args, device):
                 model(x)
 
     def step():
-        with fast_path_env(variant.fast):  # the ops read the switch at call time
+        with fast_path(variant.fast):  # the ops read the switch at call time
             run()
 
     return step
@@ -264,7 +243,7 @@ def bench_model(name: str, variant: Variant, bench: str, args, device) -> Result
     """Time one (model, variant, bench) on its own and return its row."""
     row = new_row(name, variant, bench, args)
     if bench == "mixer":
-        with fast_path_env(variant.fast):
+        with fast_path(variant.fast):
             return bench_mixer(name, variant, args, device, row)
     times, peak = time_steps(make_step(name, variant, bench, args, device), args, device)
     return _fill(row, times, peak)

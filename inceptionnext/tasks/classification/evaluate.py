@@ -17,7 +17,7 @@ from ...deploy.runtimes import is_runtime_file, load_runtime, wrap_torch
 from ...model_file import load_model
 from ...models.model_api import check_img_size
 from ...train import distributed as dist_lib
-from ...train.engine import TrainError, autocast_for, create_model
+from ...train.engine import TrainError, autocast_for, create_training_model
 from ...utils.device import resolve_device
 from .data import build_eval_loader
 from .per_class import (
@@ -57,7 +57,7 @@ def load_for_eval(
     elif checkpoint is None:
         if use_ema is not None:
             raise TrainError("use_ema needs a checkpoint that holds EMA weights")
-        model = create_model(model_name, num_classes or 1000, pretrained=True)
+        model = create_training_model(model_name, num_classes or 1000, pretrained=True)
         model.weights_note = f"the pretrained weights of {model_name}"
         return wrap_torch(model, runtime or "torch", precision or "fp32"), {}
     else:

@@ -14,10 +14,11 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
 from ...data.folders import class_to_idx
 from ...models.model_api import check_img_size
-from ...train.engine import TrainError, create_model
+from ...train.engine import TrainError, create_training_model
 from ...train.logs import CLASSIFICATION_METRICS, COLUMNS
 from ...train.task import Task, register_task
 from ...utils.files import write_atomically
+from .config import SETTINGS
 from .data import balanced_loss_weights, build_datasets, build_eval_loader, build_mixup, build_train_loader
 from .draw import prediction_grid, to_display
 from .evaluate import evaluate_with_report
@@ -28,8 +29,7 @@ from .per_class_plots import draw_mistakes, plot_per_class
 @register_task
 class ClassificationTask(Task):
     name = "classification"
-    main_metric = "top1"
-    metric_label = "top-1"
+    settings = SETTINGS
     log_columns = COLUMNS
     plot_metrics = CLASSIFICATION_METRICS
 
@@ -38,7 +38,7 @@ class ClassificationTask(Task):
 
     def build_model(self, num_classes: int) -> nn.Module:
         cfg = self.cfg
-        model = create_model(
+        model = create_training_model(
             cfg.model,
             num_classes,
             pretrained=cfg.pretrained,
@@ -66,12 +66,8 @@ class ClassificationTask(Task):
             model=model,
         )
 
-    def build_loaders(self, train_set, val_set, data_cfg, num_classes, batches_per_epoch):
+    def build_loaders(self, train_set, val_set, data_cfg, num_classes, round_sampler):
         cfg, env = self.cfg, self.env
-        if batches_per_epoch is not None:
-            raise TrainError(
-                "classification trains by epochs; unset iters (iteration-based runs are for the dense tasks)"
-            )
         prefetch = self.device.type == "cuda"
         self.mixup_fn = build_mixup(cfg, num_classes, collate=False) if not prefetch else None
         collate = build_mixup(cfg, num_classes, collate=True) if prefetch else None

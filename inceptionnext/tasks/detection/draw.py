@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks, make_grid
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from ...models.detection import MASK_THRESHOLD
 from ...utils.plots import enlargement, font, grid_figure, with_legend
@@ -143,31 +143,6 @@ def detection_picture(
 
 def to_uint8(image: torch.Tensor) -> torch.Tensor:
     return (image.clamp(0, 1) * 255).round().to(torch.uint8) if image.is_floating_point() else image
-
-
-def detection_grid(
-    images: List[torch.Tensor],
-    detections: List[Dict[str, torch.Tensor]],
-    class_names: Optional[Sequence[str]] = None,
-    score_thresh: float = 0.5,
-    upscale: Optional[int] = None,
-    nrow: int = 4,
-) -> torch.Tensor:
-    """Several images with their detections, side by side (all images padded to the largest)."""
-    drawn = [
-        draw_detections(
-            to_uint8(image.cpu()),
-            {k: v.detach().cpu() for k, v in det.items()},
-            class_names,
-            score_thresh,
-            upscale=upscale,
-        )
-        for image, det in zip(images, detections)
-    ]
-    h = max(d.shape[1] for d in drawn)
-    w = max(d.shape[2] for d in drawn)
-    padded = [torch.nn.functional.pad(d, (0, w - d.shape[2], 0, h - d.shape[1])) for d in drawn]
-    return make_grid(padded, nrow=min(nrow, len(padded)), padding=2, pad_value=255)
 
 
 def truth_and_detections_figure(

@@ -22,13 +22,12 @@ from ...utils.plots import save_figure
 from ...utils.workers import capped_workers
 from ...weights import CheckpointError, load_state_dict_file
 from . import data as coco_lib
+from .config import METRICS, SETTINGS
 from .data import Augment, GroupedBatchSampler, aspect_ratio_groups, eval_transforms, train_transforms
 from .draw import truth_and_detections_figure
 from .evaluate import DetectionMAP
 from .scenes import DemoSpec, ensure_demo_data, split_paths
 
-# mAP figures are logged in percent, like top-1 and mIoU
-METRICS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_100")
 COLUMNS = (
     ["epoch", "iter", "lr", "train_loss"]
     + [f"val_{k}" for k in METRICS]
@@ -71,8 +70,7 @@ class EpochLoader:
 @register_task
 class DetectionTask(Task):
     name = "detection"
-    main_metric = "map"
-    metric_label = "mAP"
+    settings = SETTINGS
     log_columns = COLUMNS
     plot_metrics = (
         ("val_map", "mAP"),
@@ -115,10 +113,8 @@ class DetectionTask(Task):
         self.vis_set = val
         return train, val, train.num_classes
 
-    def build_loaders(self, train_set, val_set, data_cfg, num_classes, batches_per_epoch):
+    def build_loaders(self, train_set, val_set, data_cfg, num_classes, round_sampler):
         cfg, env = self.cfg, self.env
-        if batches_per_epoch is not None:
-            raise TrainError("detection trains by epochs; unset iters")
         base = torch.utils.data.DistributedSampler(
             train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=cfg.seed, drop_last=True
         )

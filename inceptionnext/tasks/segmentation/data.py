@@ -7,7 +7,6 @@ mask whose size differs from its image, a label outside the class range.
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -437,33 +436,6 @@ def collate_pairs(batch):
     if len({tuple(i.shape) for i in imgs}) == 1 and len({tuple(m.shape) for m in masks}) == 1:
         return torch.stack(imgs), torch.stack(masks)
     return list(imgs), list(masks)
-
-
-class RoundSampler(torch.utils.data.Sampler):
-    """Iteration-based training: `samples` indices per round (per rank) from one endless stream of seeded
-    permutations of the dataset, shared by all ranks (rank r takes every world-th index). set_epoch(round)
-    positions the stream, so a resumed run draws exactly what an uninterrupted one would."""
-
-    def __init__(self, dataset_len: int, samples: int, seed: int, rank: int = 0, world_size: int = 1):
-        self.n, self.samples, self.seed, self.rank, self.world = dataset_len, samples, seed, rank, world_size
-        self.round = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.round = epoch
-
-    def __len__(self) -> int:
-        return self.samples
-
-    def __iter__(self):
-        start = self.round * self.samples * self.world
-        stop = start + self.samples * self.world
-        out: List[int] = []
-        for k in range(start // self.n, math.ceil(stop / self.n)):
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
-            perm = torch.randperm(self.n, generator=g).tolist()
-            lo, hi = max(start - k * self.n, 0), min(stop - k * self.n, self.n)
-            out.extend(perm[lo:hi])
-        return iter(out[self.rank :: self.world])
 
 
 def read_class_names(data_dir: str, num_classes) -> List[str]:

@@ -17,10 +17,11 @@ from ...model_file import load_model
 from ...models.segmentation import IGNORE_INDEX
 from ...train import distributed as dist_lib
 from ...train.checkpoint import training_config
-from ...train.config import TrainConfig, apply_overrides
 from ...train.engine import TrainError, autocast_for
+from ...train.overrides import apply_overrides
 from ...utils.device import resolve_device
 from ...utils.workers import capped_workers
+from .config import SegmentationConfig
 from .data import EvalTransform, build_seg_datasets, collate_pairs
 
 
@@ -221,9 +222,11 @@ def run_seg_validation(
     if checkpoint is None:
         raise TrainError("segmentation validation needs --checkpoint (a trained segmentation model)")
     saved = training_config(checkpoint)  # empty for a converted file or a plain state dict
+    if saved.get("dataset") is None and dataset is None:
+        raise TrainError("name the segmentation dataset: --dataset ade20k|masks|digit_scenes (and --data-dir)")
     cfg = apply_overrides(
-        TrainConfig(),
-        {k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__},
+        SegmentationConfig(),
+        {k: v for k, v in saved.items() if k in SegmentationConfig.__dataclass_fields__ and k != "task"},
         f"the config in {checkpoint}",
     )
     given = {
@@ -237,8 +240,6 @@ def run_seg_validation(
         "img_size": img_size,
     }
     cfg = apply_overrides(cfg, {k: v for k, v in given.items() if v is not None}, "the validate options")
-    if cfg.dataset not in ("ade20k", "masks", "digit_scenes"):
-        raise TrainError("name the segmentation dataset: --dataset ade20k|masks|digit_scenes (and --data-dir)")
     model = load_model(checkpoint, model_name, use_ema=use_ema, **seg_architecture(saved, model_name))
     _, val_set, names = build_seg_datasets(cfg)
     if model.num_classes != len(names):

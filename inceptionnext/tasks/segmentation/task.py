@@ -18,7 +18,8 @@ from ...train.engine import TrainError
 from ...train.task import Task, register_task
 from ...utils.plots import grid_figure, save_figure
 from ...utils.workers import capped_workers
-from .data import EvalTransform, RoundSampler, build_seg_datasets, collate_pairs, palette, train_transform
+from .config import SETTINGS
+from .data import EvalTransform, build_seg_datasets, collate_pairs, palette, train_transform
 from .draw import overlay, untinted_classes
 from .evaluate import evaluate_segmentation
 
@@ -26,8 +27,7 @@ from .evaluate import evaluate_segmentation
 @register_task
 class SegmentationTask(Task):
     name = "segmentation"
-    main_metric = "miou"
-    metric_label = "mIoU"
+    settings = SETTINGS
     log_columns = (
         "epoch",
         "iter",
@@ -92,21 +92,18 @@ class SegmentationTask(Task):
             "std": tuple(cfg.std or IMAGENET_DEFAULT_STD),
         }
 
-    def build_loaders(self, train_set, val_set, data_cfg, num_classes, batches_per_epoch):
+    def build_loaders(self, train_set, val_set, data_cfg, num_classes, round_sampler):
         cfg, env = self.cfg, self.env
-        if batches_per_epoch is None:
-            raise TrainError("segmentation trains by iterations: set iters and eval_interval")
         self.num_classes = num_classes
         train_set.transform = train_transform(cfg, data_cfg["mean"], data_cfg["std"])
         val_set.transform = EvalTransform(cfg.base_size, data_cfg["mean"], data_cfg["std"])
         self.val_set = val_set
         workers = capped_workers(cfg.workers)
         pin = cfg.pin_memory and self.device.type == "cuda"
-        sampler = RoundSampler(len(train_set), batches_per_epoch * cfg.batch_size, cfg.seed, env.rank, env.world_size)
         train_loader = torch.utils.data.DataLoader(
             train_set,
             batch_size=cfg.batch_size,
-            sampler=sampler,
+            sampler=round_sampler,
             num_workers=workers,
             pin_memory=pin,
             drop_last=True,
