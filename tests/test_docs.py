@@ -17,7 +17,7 @@ def test_ci_runs_the_test_command_the_readme_gives():
     readme_commands = _two_commands()
     assert "python -m pytest -q" in readme_commands
     ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.strip()]
-    assert ci[-1] == "python -m pytest -q"
+    assert "python -m pytest -q" in ci  # the whole suite, as the README gives it (the floor step follows it)
     assert any(line.startswith("mkdocs build --strict") or " mkdocs build --strict" in line for line in ci)
 
 

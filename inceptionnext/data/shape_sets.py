@@ -5,8 +5,8 @@ Each image has one object of its class on a random background (a flat colour, a 
 random colour (shape alone tells the class), size, rotation and position, including near the image's edges.
 Images have mixed sizes and aspect ratios (up to ``max_aspect``:1, wide and tall) and are written as JPEG or PNG.
 
-    python -m inceptionnext.data.shape_sets /tmp/set_b --preset b
-    python -m inceptionnext.data.shape_sets /tmp/mine --classes 5 --train 40 --val 15 --max-aspect 2.5
+    python -m inceptionnext.data.shape_sets set_b --preset b
+    python -m inceptionnext.data.shape_sets mine --classes 5 --train 40 --val 15 --max-aspect 2.5
 """
 
 from __future__ import annotations
