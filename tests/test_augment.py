@@ -50,7 +50,7 @@ def _distinct_augmentations():
     seen = {}
     for p in CONFIGS:
         c = parse_config(["--config", p])
-        if c.aa:
+        if getattr(c, "aa", None):  # a classification key: the dense tasks' configs have none
             seen.setdefault((c.aa, c.img_size, c.mean), p)
     return list(seen.values())
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from inceptionnext.data.shape_sets import PRESETS, SHAPES, draw_object, make_shape_set
 from inceptionnext.tasks.classification.data import build_datasets
-from inceptionnext.train import TrainConfig
+from inceptionnext.train import make_config
 
 
 def _digest(root: Path) -> str:
@@ -30,7 +30,7 @@ def test_a_set_has_its_classes_mixed_sizes_and_both_formats_and_reads_as_an_imag
     ratios = [max(w, h) / min(w, h) for w, h in sizes]
     assert len(set(sizes)) > 30 and max(ratios) > 2.0 and min(ratios) < 1.3
     assert any(w > h for w, h in sizes) and any(h > w for w, h in sizes)  # wide and tall
-    train, val, classes = build_datasets(TrainConfig(data_dir=str(tmp_path / "s")))
+    train, val, classes = build_datasets(make_config(data_dir=str(tmp_path / "s")))
     assert (len(train), len(val), classes) == (60, 15, 5)
 
 

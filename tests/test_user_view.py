@@ -57,7 +57,7 @@ def test_weights_line_from_scratch_and_the_summary_lists_every_file(tmp_path, da
     out = capsys.readouterr().out
     assert "  weights: random initialisation" in out
     summary = out[out.index("done:") :]
-    written = sorted(os.listdir(res.out_dir))
+    written = sorted(n for n in os.listdir(res.out_dir) if n != ".lock")  # the lock is the folder's, not an output
     assert {"config.yaml", "curves.png", "last.pth", "log.csv", "model_best.pth"} <= set(written)
     for name in written:
         assert os.path.join(res.out_dir, name) in summary, name
