@@ -6,7 +6,7 @@ What is public is what an ``__all__`` lists: this package's (the names below and
 public subpackage's. Every other module is internal and may change without notice.
 """
 
-from . import checksum, data, deploy, model_file, models, ops, quantize, runtimes, tasks, train, utils, weights
+from . import checksum, cli, data, deploy, model_file, models, ops, quantize, runtimes, tasks, train, utils, weights
 from .deploy import verify_file
 from .models import ZOO, ConvNeXt, InceptionDWConv2d, MetaNeXt
 from .version import __version__
@@ -15,6 +15,7 @@ from .weights import CheckpointError, load_state_dict_file, save_state_dict
 __all__ = [
     "__version__",
     "checksum",
+    "cli",
     "data",
     "deploy",
     "model_file",

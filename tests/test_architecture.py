@@ -277,3 +277,16 @@ def test_nothing_the_docs_import_is_internal():
                 break
             module = getattr(module, part)
     assert documented_references() and internal == []
+
+
+@pytest.mark.parametrize("module", ["inceptionnext.data.shapes", "inceptionnext.data.shape_sets"])
+def test_public_command_modules_run_with_python_m_without_a_warning(module):
+    # a package that imports its own command module makes `python -m` warn that it was imported before it ran
+    out = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", module, "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "usage:" in out.stdout and "RuntimeWarning" not in out.stderr
