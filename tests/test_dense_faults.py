@@ -689,5 +689,5 @@ def test_a_huge_image_is_refused_from_its_header_with_memory_bounded(files, tmp_
         )
         assert p.returncode == 1 and "big.png: 10000x10000 is 100000000 pixels, over the limit of 16777216" in p.stderr
         rss_mb = int(p.stdout.split("RSS")[-1]) / 1024
-        print(argv[0], "peak RSS MB", rss_mb)
-        assert rss_mb < 2000, rss_mb  # the libraries alone (about 1.4 GB); decoded, it took 4.6 to 6 GB
+        # the libraries alone take 1.4-2.0 GB (more after other tests in the same worker); decoded, it took 4.6-6 GB
+        assert rss_mb < 2500, rss_mb

@@ -226,31 +226,6 @@ class TrainConfig:
     progress: bool = key(True, "progress bars on a terminal")
     plot: bool = key(True, "draw curves.png when the run ends")
 
-    # --- fine-tuning on one's own images: early stopping, enough updates, experiment tracking
-    patience: Optional[int] = key(
-        None,
-        "early stopping: end the run after this many validations without a new best of the metric that picks "
-        "model_best.pth; null: run the whole schedule",
-        "[1, 100000000]",
-    )
-    min_updates: Optional[int] = key(
-        None,
-        "epoch runs: at least this many optimizer updates; epochs is raised to reach them (a small set gets "
-        "enough updates whatever its size); null: epochs as given",
-        "[1, 100000000]",
-    )
-    track: Optional[Tuple[str, ...]] = key(
-        None,
-        "experiment tracking: any of tensorboard (<run>/tensorboard), mlflow (mlflow_uri), wandb (offline, "
-        "<run>/wandb); null: none. Only the main process logs; a resumed run continues its tracked run",
-        ("tensorboard", "mlflow", "wandb"),
-    )
-    mlflow_uri: Optional[str] = key(
-        None,
-        "MLflow tracking URI: a sqlite:///path.db or file: store, or a tracking server's http(s) URL; "
-        "null: sqlite:///<output>/mlflow.db",
-    )
-
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
