@@ -864,7 +864,6 @@ class Trainer:
                 if is_best:  # the task's pictures and per-class files show the weights model_best.pth holds
                     scored = self.ema.module if best_key.startswith("ema_") else self.eval_model
                     self.task.after_validation(scored, self.out_dir, epoch + 1)
-                    self.task.after_best(scored, self.out_dir, epoch + 1)
                 self.trackers.log_epoch(row, epoch + 1, self.task.extra_outputs(self.out_dir))
             ema_txt = f" | EMA {self.task.metric_label} {row[f'ema_val_{main}']:.2f}" if self.ema is not None else ""
             skip_txt = f" | skipped {row['skipped_images']} unreadable images" if row["skipped_images"] else ""

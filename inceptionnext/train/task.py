@@ -134,11 +134,8 @@ class Task:
 
     def after_validation(self, model: nn.Module, out_dir: str, epoch: int) -> None:
         """Hook on rank 0 after a round whose validation made it the best so far, with the weights model_best.pth
-        now holds (e.g. saving example predictions); default: nothing."""
-
-    def after_best(self, model: nn.Module, out_dir: str, epoch: int) -> None:
-        """Hook on rank 0 when a round's validation is the best so far (`model`: the weights that scored it, as
-        passed to `evaluate`), e.g. writing per-class results of the best weights; default: nothing."""
+        now holds, the ones that scored it as passed to `evaluate` (e.g. example predictions, per-class results);
+        default: nothing."""
 
     def run_summary(self, out_dir: str, best_checkpoint: str) -> List[str]:
         """Lines the end of a run adds to its summary (the worst class, the next commands ...); default: none."""

@@ -109,7 +109,7 @@ class ClassificationTask(Task):
         )
         if not hasattr(self, "reports"):
             self.reports = {}
-        self.reports[id(model)] = report  # for after_best: the per-class results of the weights that scored best
+        self.reports[id(model)] = report  # for after_validation: the per-class results of the weights that scored best
         return metrics
 
     def describe(self, row):
@@ -123,10 +123,14 @@ class ClassificationTask(Task):
     SHOWN = 16  # images in the picture
     POOL = 48  # val images it chooses them from, across the classes
 
-    @torch.no_grad()
     def after_validation(self, model, out_dir, epoch):
-        """val_predictions.png: 16 val images across the classes, mistakes first, with the predictions of the
-        weights model_best.pth holds (the engine calls this on a best epoch, with those weights)."""
+        """On a best epoch, with the weights model_best.pth holds: val_predictions.png and the per-class files."""
+        self._draw_predictions(model, out_dir, epoch)
+        self._write_per_class(model, out_dir, epoch)
+
+    @torch.no_grad()
+    def _draw_predictions(self, model, out_dir, epoch):
+        """val_predictions.png: 16 val images across the classes, mistakes first, with the predictions of `model`."""
         targets = dataset_targets(self.val_set)
         pool = candidate_pool(targets, len(self.val_set), self.POOL)
         if not pool:
@@ -166,8 +170,7 @@ class ClassificationTask(Task):
     # per-class results of the best weights, rewritten whenever an epoch scores best
     PER_CLASS_FILES = {"per-class": "per_class.json", "confusion": "confusion_matrix.png", "mistakes": "mistakes.png"}
 
-    @torch.no_grad()
-    def after_best(self, model, out_dir, epoch):
+    def _write_per_class(self, model, out_dir, epoch):
         """per_class.json, confusion_matrix.png and mistakes.png of the weights that scored this best epoch."""
         report = getattr(self, "reports", {}).get(id(model))
         if not report:
