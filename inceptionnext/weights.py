@@ -13,6 +13,7 @@ import os
 import re
 import urllib.parse
 import urllib.request
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
@@ -41,6 +42,13 @@ KNOWN_SHA256: Dict[str, str] = {
         "71cf5594935bd9513e1350e3450c88332194fdaa7de96f3e69468e2f4f1da14e"
     ),
 }
+
+
+class UnpinnedWeightsWarning(UserWarning):
+    """A release file was loaded with no published sha256 to check it against: a damaged or substituted file of
+    the right shapes would load unnoticed, so the warning gives its sha256 to compare with the publisher's."""
+
+
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.(pth|pt|bin|safetensors)$")
 
 
@@ -324,6 +332,8 @@ def download_cached(url: str, cache_dir: Optional[PathLike] = None, progress: bo
     if dst.is_file():
         if expected:
             _check_sha256(dst, expected, url, fresh=False)
+        else:
+            _warn_unpinned(dst, url)
         return dst
     try:  # torch.hub downloads to a temp file and moves it into the cache only once its sha256 (prefix) matches
         cache.mkdir(parents=True, exist_ok=True)
@@ -337,7 +347,19 @@ def download_cached(url: str, cache_dir: Optional[PathLike] = None, progress: bo
         raise _download_error(url, cache, e) from e
     except Exception as e:
         raise _download_error(url, cache, e) from e
+    if expected is None:
+        _warn_unpinned(dst, url)
     return dst
+
+
+def _warn_unpinned(path: Path, url: str) -> None:
+    warnings.warn(
+        f"{path}: no published sha256 to check it against ({url} has none pinned), so it is loaded unchecked; its "
+        f"sha256 is {sha256_file(path)}. Compare it with the publisher's, or load timm's hub copy, which is "
+        "checked against the sha256 the hub names it by",
+        UnpinnedWeightsWarning,
+        stacklevel=3,
+    )
 
 
 def _download_error(url: str, cache: Path, e: BaseException) -> CheckpointError:

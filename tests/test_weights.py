@@ -9,6 +9,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import warnings
 
 import pytest
 import timm
@@ -16,6 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from inceptionnext import weights
+from inceptionnext.models.zoo import RELEASE_URL
 from inceptionnext.weights import CheckpointError
 
 NAME = "inceptionnext_a"
@@ -162,6 +164,32 @@ def test_http_download_hash_and_cache(source, official_file, http_server, tmp_pa
             weights.download_cached(f"{base}/pinned.pth", cache, progress=False)
     finally:
         weights.KNOWN_SHA256.clear()
+
+
+def test_a_release_file_with_no_published_sha256_loads_with_a_warning_naming_its_sha256(source, tmp_path):
+    """A file dropped into the torch hub cache under a release name has nothing to be checked against: it loads, but
+    not without a word; a pinned one that matches loads silently, and one that does not is refused."""
+    cache = tmp_path / "checkpoints"
+    cache.mkdir()
+    other = timm.create_model("inception_next_atto")  # random weights of the right shapes
+    torch.save(other.state_dict(), cache / "inceptionnext_atto.pth")
+    digest = hashlib.sha256((cache / "inceptionnext_atto.pth").read_bytes()).hexdigest()
+    url = RELEASE_URL + "inceptionnext_atto.pth"
+    overlay = dict(url=url, hf_hub_id=None)
+    with pytest.warns(weights.UnpinnedWeightsWarning, match=f"inceptionnext_atto.pth: no published sha256.*{digest}"):
+        model = timm.create_model(NAME, pretrained=True, pretrained_cfg_overlay=overlay, cache_dir=str(cache))
+    assert_same_weights(model, other)
+
+    weights.KNOWN_SHA256[url] = digest
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", weights.UnpinnedWeightsWarning)
+            timm.create_model(NAME, pretrained=True, pretrained_cfg_overlay=overlay, cache_dir=str(cache))
+        weights.KNOWN_SHA256[url] = "0" * 64
+        with pytest.raises(CheckpointError, match="inceptionnext_atto.pth: sha256 .* is not the 0000"):
+            timm.create_model(NAME, pretrained=True, pretrained_cfg_overlay=overlay, cache_dir=str(cache))
+    finally:
+        del weights.KNOWN_SHA256[url]
 
 
 HUB_SCRIPT = r"""
