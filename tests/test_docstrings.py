@@ -73,11 +73,12 @@ def _sections(doc: str):
 
 
 def _parameters(obj):
-    """The parameter names a caller passes (self and a class's inherited constructor excepted)."""
+    """The parameter names a caller passes (self, private `_name` parameters and a class's inherited constructor
+    excepted)."""
     if inspect.isclass(obj) and not (_own(obj.__init__) or dataclasses.is_dataclass(obj)):
         return []  # an exception or module whose constructor is its base class's
     signature = inspect.signature(obj)
-    return [p.name for p in signature.parameters.values() if p.name not in ("self", "cls")]
+    return [p.name for p in signature.parameters.values() if p.name not in ("self", "cls") and not p.name.startswith("_")]
 
 
 def _dataclass_documented(cls) -> set:
@@ -108,10 +109,13 @@ def _own_nodes(node):
 
 
 def _gives(function):
-    """'yields', 'returns' or None: what a caller gets back, from the annotation or else the code."""
+    """'yields', 'returns' or None: what a caller gets back, from the code (a generator) or else the annotation
+    (or, without one, a `return` with a value)."""
     node = _function_node(function)
     if node is not None and any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in _own_nodes(node)):
-        return "yields"
+        # a context manager that yields nothing gives the caller nothing to document
+        return "yields" if any(isinstance(n, ast.YieldFrom) or n.value is not None for n in _own_nodes(node)
+                               if isinstance(n, (ast.Yield, ast.YieldFrom))) else None
     annotation = inspect.signature(function).return_annotation
     if annotation is not inspect.Signature.empty:
         return None if annotation in (None, "None", type(None)) or _is_noreturn(annotation) else "returns"
