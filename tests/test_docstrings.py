@@ -73,12 +73,23 @@ def _sections(doc: str):
 
 
 def _parameters(obj):
-    """The parameter names a caller passes (self, private `_name` parameters and a class's inherited constructor
-    excepted)."""
+    """The parameter names a caller passes: a method's self or cls, private `_name` parameters and a class's
+    inherited constructor excepted."""
     if inspect.isclass(obj) and not (_own(obj.__init__) or dataclasses.is_dataclass(obj)):
         return []  # an exception or module whose constructor is its base class's
-    signature = inspect.signature(obj)
-    return [p.name for p in signature.parameters.values() if p.name not in ("self", "cls") and not p.name.startswith("_")]
+    params = list(inspect.signature(obj).parameters.values())
+    if inspect.isfunction(obj) and _is_method(obj):
+        params = params[1:]
+    return [p.name for p in params if not p.name.startswith("_")]
+
+
+def _is_method(function) -> bool:
+    """Whether `function` is defined in a class and takes the instance or class first (not a staticmethod)."""
+    owner = importlib.import_module(function.__module__)
+    *path, name = function.__qualname__.split(".")
+    for part in path:
+        owner = getattr(owner, part, None)
+    return inspect.isclass(owner) and not isinstance(inspect.getattr_static(owner, name, None), staticmethod)
 
 
 def _dataclass_documented(cls) -> set:
@@ -133,6 +144,8 @@ def problems(name, obj) -> list:
     """What the docstring of `obj` lacks: undocumented parameters, names under Args that are no parameter, and a
     missing Returns/Yields section."""
     doc = obj.__doc__
+    if inspect.isclass(obj) and dataclasses.is_dataclass(obj) and (doc or "").startswith(f"{obj.__name__}("):
+        doc = None  # the signature dataclasses put where a docstring is missing
     if not doc:
         return [f"{name}: no docstring"]
     sections = _sections(inspect.cleandoc(doc))
