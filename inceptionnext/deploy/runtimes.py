@@ -268,7 +268,7 @@ def read_file_metadata(path) -> Dict[str, Any]:
         FileNotFoundError: an .xml that does not exist.
         RuntimeFileError: an .xml that cannot be read, or whose .bin is missing.
         ChecksumError: an .xml whose content does not match its checksum.
-        RuntimeUnavailable: the runtime that reads it is not installed.
+        RuntimeUnavailable: OpenVINO is not installed (an .xml).
     """
     path = str(path)
     if path.endswith(".xml"):

@@ -123,7 +123,7 @@ def uses_fast_path(x: torch.Tensor, weights: Sequence[torch.Tensor] = (), fast: 
     Raises:
         RuntimeError: the fast path is forced but cannot take this call (no Triton, a CPU tensor, a dtype or
             branch count it does not take); the message says which.
-        ValueError: `INCEPTIONNEXT_FAST_PATH` is set to something other than 1 or 0.
+        ValueError: `INCEPTIONNEXT_FAST_PATH` is set but is not 1/true/on/yes, 0/false/off/no or auto.
     """
     choice = fast if fast is not None else default_choice()
     if choice is False:
@@ -197,8 +197,8 @@ def inception_dwconv(
 
     Raises:
         ValueError: `x` is not 4-D, weights and biases differ in number, a weight is not depthwise or has an
-            even kernel size, a bias has the wrong shape, `dilation` is not a positive int, or the branches
-            need more channels than `x` has.
+            even kernel size, a bias has the wrong shape or `dilation` is not a positive int; on the reference
+            path also when the branches need more channels than `x` has.
         RuntimeError: the fast path is forced but cannot run this call.
     """
     if torch.jit.is_scripting():

@@ -355,6 +355,7 @@ class Trainer:
     Raises:
         TrainError: a setting cannot run here, the task or model is unknown, the classes do not match the data,
             the optimizer cannot be built, or the run folder is held by another run.
+        DataError: the task's data cannot be used (a missing or empty folder, an unreadable image).
         CheckpointError: the checkpoint to resume from cannot be read or does not fit the run.
     """
 
@@ -1044,6 +1045,7 @@ def fit(cfg: TrainConfig) -> RunResult:
     Raises:
         TrainError: the run cannot start or go on (a bad setting, model, data or a distributed timeout); the
             message says why.
+        DataError: the task's data cannot be used (a missing or empty folder, an unreadable image).
         CheckpointError: the checkpoint to resume from cannot be read or does not fit.
         RunInterrupted: Ctrl-C; the message names the checkpoint to resume from.
     """
