@@ -58,21 +58,46 @@ def _feed(h, obj: Any) -> None:
 
 
 def content_digest(obj: Mapping[str, Any]) -> str:
-    """SHA-256 over everything in `obj` except its own checksum entry."""
+    """SHA-256 over everything in `obj` except its own checksum entry.
+
+    Args:
+        obj: a checkpoint dict.
+
+    Returns:
+        The hex digest.
+    """
     h = hashlib.sha256()
     _feed(h, {k: v for k, v in obj.items() if k != KEY})
     return h.hexdigest()
 
 
 def seal(obj: dict) -> dict:
-    """Store the checksum of `obj`'s content in `obj` (in place) and return it."""
+    """Store the checksum of `obj`'s content in `obj` (in place) and return it.
+
+    Args:
+        obj: the checkpoint dict to be saved.
+
+    Returns:
+        `obj`, with its `checksum` entry.
+    """
     obj[KEY] = {"algorithm": ALGORITHM, "sha256": content_digest(obj)}
     return obj
 
 
 def verify(obj: Mapping[str, Any], source: str) -> bool:
     """True when `obj` carries a checksum and its content matches it; False when it carries none (written
-    before checksums, or by another tool); a ChecksumError when it does not match."""
+    before checksums, or by another tool); a ChecksumError when it does not match.
+
+    Args:
+        obj: a loaded checkpoint dict.
+        source: where it came from, for the message.
+
+    Returns:
+        Whether a checksum was checked.
+
+    Raises:
+        ChecksumError: the checksum entry is damaged, or the content does not match it.
+    """
     stored = obj.get(KEY) if isinstance(obj, Mapping) else None
     if stored is None:
         return False
@@ -99,7 +124,15 @@ METADATA_KEY = "inceptionnext.checksum"
 
 
 def safetensors_digest(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str:
-    """SHA-256 over a safetensors file's tensors (by name) and its metadata, the checksum entry left out."""
+    """SHA-256 over a safetensors file's tensors (by name) and its metadata, the checksum entry left out.
+
+    Args:
+        tensors: the file's tensors by name.
+        metadata: the file's metadata.
+
+    Returns:
+        The hex digest.
+    """
     h = hashlib.sha256()
     _feed(
         h,
@@ -112,7 +145,15 @@ def safetensors_digest(tensors: Mapping[str, torch.Tensor], metadata: Mapping[st
 
 
 def seal_metadata(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> dict:
-    """`metadata` with the checksum of the file it will be written into."""
+    """`metadata` with the checksum of the file it will be written into.
+
+    Args:
+        tensors: the tensors to be written.
+        metadata: the metadata to be written with them.
+
+    Returns:
+        A copy of `metadata` with the checksum entry added.
+    """
     digest = safetensors_digest(tensors, metadata)
     return dict(metadata, **{METADATA_KEY: json.dumps({"algorithm": ALGORITHM, "sha256": digest})})
 
@@ -140,7 +181,19 @@ def _mismatch(source: str) -> ChecksumError:
 
 def verify_loaded(obj: Any, metadata: Mapping[str, str], source: str) -> bool:
     """The one rule every loader applies to what a weight file held: True when it carries a checksum that
-    matches, False when it carries none, a ChecksumError when it does not match."""
+    matches, False when it carries none, a ChecksumError when it does not match.
+
+    Args:
+        obj: what the file held.
+        metadata: the safetensors metadata (empty for torch files).
+        source: where it came from, for the message.
+
+    Returns:
+        Whether a checksum was checked.
+
+    Raises:
+        ChecksumError: the checksum entry is damaged, or the content does not match it.
+    """
     if metadata and METADATA_KEY in metadata:
         if not isinstance(obj, Mapping) or safetensors_digest(obj, metadata) != _stored_digest(
             metadata[METADATA_KEY], source
@@ -151,7 +204,14 @@ def verify_loaded(obj: Any, metadata: Mapping[str, str], source: str) -> bool:
 
 
 def onnx_digest(model: Any) -> str:
-    """SHA-256 over an ONNX ModelProto as serialized, its checksum property left out."""
+    """SHA-256 over an ONNX ModelProto as serialized, its checksum property left out.
+
+    Args:
+        model: an `onnx.ModelProto`.
+
+    Returns:
+        The hex digest.
+    """
     copy = type(model)()
     copy.CopyFrom(model)
     keep = [p for p in copy.metadata_props if p.key != METADATA_KEY]
@@ -161,7 +221,11 @@ def onnx_digest(model: Any) -> str:
 
 
 def seal_onnx(path: str) -> None:
-    """Add the checksum property to the ONNX file at `path` (rewritten in place: callers write a temp file)."""
+    """Add the checksum property to the ONNX file at `path` (rewritten in place: callers write a temp file).
+
+    Args:
+        path: the ONNX file.
+    """
     import onnx
 
     model = onnx.load(path)
@@ -174,7 +238,14 @@ def seal_onnx(path: str) -> None:
 
 def openvino_digest(model: Any) -> str:
     """SHA-256 over an OpenVINO model's ops in order: their type, output types and shapes, and every
-    constant's bytes (the record of files written before the whole-file checksum; see `verify_openvino_files`)."""
+    constant's bytes (the record of files written before the whole-file checksum; see `verify_openvino_files`).
+
+    Args:
+        model: an `openvino.Model`.
+
+    Returns:
+        The hex digest.
+    """
     import numpy as np
 
     h = hashlib.sha256()
@@ -196,7 +267,15 @@ _IR_RECORD = re.compile(re.escape(IR_PREFIX.encode()) + rb"([0-9a-f]{64})")
 
 
 def openvino_file_digest(xml: bytes, weights: bytes) -> str:
-    """SHA-256 over an IR's .xml bytes (its record zeroed) and its .bin bytes."""
+    """SHA-256 over an IR's .xml bytes (its record zeroed) and its .bin bytes.
+
+    Args:
+        xml: the .xml file's bytes.
+        weights: the .bin file's bytes.
+
+    Returns:
+        The hex digest.
+    """
     h = hashlib.sha256()
     h.update(b"%d:" % len(xml))
     h.update(_IR_RECORD.sub(IR_PLACEHOLDER.encode(), xml))
@@ -205,13 +284,24 @@ def openvino_file_digest(xml: bytes, weights: bytes) -> str:
 
 
 def seal_openvino(model: Any) -> None:
-    """Give `model` the empty checksum record (before ov.save_model); `seal_openvino_files` fills it in."""
+    """Give `model` the empty checksum record (before ov.save_model); `seal_openvino_files` fills it in.
+
+    Args:
+        model: the `openvino.Model` about to be saved.
+    """
     model.set_rt_info(IR_PLACEHOLDER, METADATA_KEY.split("."))
 
 
 def seal_openvino_files(xml_path: str) -> None:
     """Fill in the checksum record of the IR written at `xml_path` (and the .bin beside it) over both files as
-    written (the .xml is rewritten in place: callers write temp files)."""
+    written (the .xml is rewritten in place: callers write temp files).
+
+    Args:
+        xml_path: the .xml file; its .bin is the file of the same name beside it.
+
+    Raises:
+        ValueError: the .xml has no empty record (the model was not given one with `seal_openvino`).
+    """
     xml = open(xml_path, "rb").read()
     with open(os.path.splitext(xml_path)[0] + ".bin", "rb") as f:
         weights = f.read()
@@ -227,7 +317,19 @@ def seal_openvino_files(xml_path: str) -> None:
 def verify_openvino_files(xml: bytes, weights: bytes, source: str) -> Optional[bool]:
     """The whole-file check of an IR from the bytes that will be read: True when its record matches, None when
     the .xml carries no whole-file record (an earlier file: its op record, if any, is `verify_runtime_model`'s),
-    a ChecksumError when it does not match."""
+    a ChecksumError when it does not match.
+
+    Args:
+        xml: the .xml file's bytes.
+        weights: the .bin file's bytes.
+        source: where they came from, for the message.
+
+    Returns:
+        True, or None when there is no whole-file record.
+
+    Raises:
+        ChecksumError: the record is damaged (more than one) or does not match.
+    """
     found = _IR_RECORD.findall(xml)
     if not found:
         return None
@@ -239,7 +341,18 @@ def verify_openvino_files(xml: bytes, weights: bytes, source: str) -> Optional[b
 
 
 def verify_runtime_model(model: Any, source: str) -> bool:
-    """The rule of `verify_loaded` for a loaded ONNX ModelProto or OpenVINO model."""
+    """The rule of `verify_loaded` for a loaded ONNX ModelProto or OpenVINO model.
+
+    Args:
+        model: an `onnx.ModelProto` or an `openvino.Model`.
+        source: where it came from, for the message.
+
+    Returns:
+        Whether a checksum was checked.
+
+    Raises:
+        ChecksumError: the record is damaged or does not match.
+    """
     if hasattr(model, "metadata_props"):
         stored = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
         digest = lambda: onnx_digest(model)
@@ -277,7 +390,11 @@ def _archive_entry(zf: zipfile.ZipFile) -> str:
 
 def seal_archive(path: str) -> None:
     """Add the checksum entry to the TorchScript or torch.export archive at `path` (appended in place: callers
-    write temp files)."""
+    write temp files).
+
+    Args:
+        path: the archive.
+    """
     with zipfile.ZipFile(path) as zf:
         entry = _archive_entry(zf)
         digest = _archive_digest(zf, entry)
@@ -287,7 +404,18 @@ def seal_archive(path: str) -> None:
 
 def verify_archive(path: str, source: str) -> bool:
     """The rule of `verify_loaded` for a TorchScript or torch.export archive: True when its checksum entry
-    matches, False when it has none, a ChecksumError when it does not match (or an entry is damaged)."""
+    matches, False when it has none, a ChecksumError when it does not match (or an entry is damaged).
+
+    Args:
+        path: the archive.
+        source: what to call it in the message.
+
+    Returns:
+        Whether a checksum was checked.
+
+    Raises:
+        ChecksumError: the entry is damaged or does not match, or the file is not a whole zip archive.
+    """
     try:
         with zipfile.ZipFile(path) as zf:
             entry = _archive_entry(zf)

@@ -44,7 +44,21 @@ _SOURCE_KEYS = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "so
 
 @dataclass
 class ModelFile:
-    """A weight file as read: the state dict and whatever record of the model it carries (None: not recorded)."""
+    """A weight file as read: the state dict and whatever record of the model it carries (None: not recorded).
+
+    Args:
+        path: the file.
+        kind: 'model file' (written by `save_model`), 'training checkpoint' (`inceptionnext.train`) or
+            'state dict' (anything else).
+        state_dict: the weights.
+        model_name: the registered model name.
+        num_classes: the classifier's outputs.
+        in_chans: the input channels.
+        deploy: whether the weights are folded for inference.
+        pretrained_cfg: the pretrained config the weights expect (preprocessing, `label_names`).
+        weights_key: the checkpoint entry the weights came from (None: the file is the weights).
+        scored_key: the entry that was scored best in training, where the file has several.
+    """
 
     path: str
     kind: str  # 'model file' (written here), 'training checkpoint' (inceptionnext.train), 'state dict' (other)
@@ -64,7 +78,14 @@ EMA_CHOICE_HELP = (
 
 
 def describe_weights(mf: ModelFile) -> str:
-    """Which weights of the file were loaded, in words, for the tools to print."""
+    """Which weights of the file were loaded, in words, for the tools to print.
+
+    Args:
+        mf: the file as read.
+
+    Returns:
+        One line, e.g. "EMA weights (state_dict_ema) of run/model_best.pth, the ones scored best in training".
+    """
     if mf.weights_key is None:
         return f"{mf.path} ({mf.kind})"
     ema = mf.weights_key in EMA_KEYS
@@ -130,7 +151,17 @@ def default_cfg(name: str) -> Dict[str, Any]:
 
 
 def check_model_name(name: str) -> str:
-    """`name` if timm can build it, else a ValueError listing close names."""
+    """`name` if timm can build it, else a ValueError listing close names.
+
+    Args:
+        name: a timm or dense model name.
+
+    Returns:
+        `name`.
+
+    Raises:
+        ValueError: no such model; the message suggests close names.
+    """
     if not is_model(name):
         close = difflib.get_close_matches(name, timm.list_models() + list_dense_models(), n=5, cutoff=0.6)
         raise ValueError(
@@ -156,7 +187,16 @@ def _same_model(a: str, b: str) -> bool:
 
 def portable_cfg(cfg: Optional[Mapping[str, Any]], num_classes: int, in_chans: int = 3) -> Dict[str, Any]:
     """A model's pretrained config as JSON-safe values, minus where its original weights came from, with the
-    model's own class count and input channels."""
+    model's own class count and input channels.
+
+    Args:
+        cfg: the pretrained config; None for none.
+        num_classes: the model's classes.
+        in_chans: the model's input channels (set in `input_size`).
+
+    Returns:
+        The config, without None values, values JSON cannot hold and the weights' sources (url, file, hub id).
+    """
     out = {}
     for key, value in (cfg or {}).items():
         if key in _SOURCE_KEYS or value is None:
@@ -430,6 +470,14 @@ def save_model(
 
 @dataclass
 class ConvertResult:
+    """What `convert` wrote.
+
+    Args:
+        model: the model as written.
+        path: the file written.
+        max_abs_diff: read-back outputs vs the source model (None: not verified).
+    """
+
     model: nn.Module  # the model as written
     path: Path
     max_abs_diff: Optional[float] = None  # read-back outputs vs the source model (None: not verified)

@@ -62,6 +62,12 @@ def scored_weights_key(obj: Mapping[str, Any]) -> Optional[str]:
     This engine's checkpoints record it (``scored_weights``); older ones say it through their config (EMA on
     and best_on not "model"). Any other checkpoint: its EMA weights when it has them (timm's train.py scores
     the EMA copy when there is one, and timm's loaders take it), else its model weights.
+
+    Args:
+        obj: a loaded checkpoint dict.
+
+    Returns:
+        The key of the weights to load (one of `CHECKPOINT_KEYS`), or None for a plain state dict.
     """
     key = obj.get("scored_weights")
     if isinstance(key, str) and isinstance(obj.get(key), Mapping):
@@ -77,7 +83,18 @@ def scored_weights_key(obj: Mapping[str, Any]) -> Optional[str]:
 
 def unwrap_state_dict(obj: Any, source: str) -> Dict[str, torch.Tensor]:
     """The state dict inside a training checkpoint (the weights scored best: `scored_weights_key`) or a plain
-    one, wrapper prefixes removed."""
+    one, wrapper prefixes removed.
+
+    Args:
+        obj: what a weight file holds (`read_weight_file`).
+        source: where it came from, for the error messages.
+
+    Returns:
+        The tensors by parameter name, without `module.` / `_orig_mod.` prefixes.
+
+    Raises:
+        CheckpointError: `obj` is not a mapping, holds an entry that is not a tensor, or holds no tensors.
+    """
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{source}: holds a {type(obj).__name__}, not a state dict or training checkpoint")
     key = scored_weights_key(obj)
@@ -110,7 +127,14 @@ def _looks_like_safetensors(path: Path) -> bool:
 def load_error_reason(e: BaseException) -> str:
     """Why torch.load (or safetensors) could not read a file, in one escaped line: for a weights-only refusal
     the refused object only, never torch's advice to load with weights_only=False (which would run whatever
-    code the file holds)."""
+    code the file holds).
+
+    Args:
+        e: the error the reader raised.
+
+    Returns:
+        One line of at most 300 characters.
+    """
     text = str(e)
     if "Weights only load failed" in text:  # keep the refused object; drop every line of advice
         lines = [
@@ -140,7 +164,14 @@ MAX_EXPANSION = 8
 
 def check_zip_sizes(path: PathLike) -> None:
     """Refuse a torch zip file whose records declare more bytes than `MAX_EXPANSION` times the file's size
-    (read from the zip directory, before anything is decompressed)."""
+    (read from the zip directory, before anything is decompressed).
+
+    Args:
+        path: the file; one that is not a zip passes (torch.load reports it).
+
+    Raises:
+        CheckpointError: the records declare too much data.
+    """
     size = os.path.getsize(path)
     try:
         with zipfile.ZipFile(path) as zf:
@@ -166,8 +197,9 @@ def read_weight_file(path: PathLike) -> Tuple[Any, Dict[str, str]]:
         files).
 
     Raises:
-        CheckpointError: the file is missing or cannot be read (the message says why); `ChecksumError`, a
-            subclass, when its content does not match the checksum it carries.
+        FileNotFoundError: nothing is at `path`.
+        CheckpointError: the file is not a file, is empty or cannot be read (the message says why);
+            `ChecksumError`, a subclass, when its content does not match the checksum it carries.
     """
     path = Path(path)
     if not path.exists():
@@ -205,7 +237,17 @@ HUB_FOLDER_FILES = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth
 
 
 def hub_folder_weights(folder: PathLike) -> Path:
-    """The weight file in a timm hub-format folder (config.json + model.safetensors, as save_for_hf writes)."""
+    """The weight file in a timm hub-format folder (config.json + model.safetensors, as save_for_hf writes).
+
+    Args:
+        folder: the folder.
+
+    Returns:
+        The first of `HUB_FOLDER_FILES` the folder holds.
+
+    Raises:
+        FileNotFoundError: the folder holds none of them.
+    """
     folder = Path(folder)
     for name in HUB_FOLDER_FILES:
         if (folder / name).is_file():
@@ -224,8 +266,9 @@ def load_state_dict_file(path: PathLike) -> Dict[str, torch.Tensor]:
         The tensors by parameter name, with `module.` prefixes stripped.
 
     Raises:
-        CheckpointError: the file is missing, unreadable, damaged (its checksum does not match) or holds no
-            state dict; the message names the file.
+        FileNotFoundError: nothing is at `path`.
+        CheckpointError: the file is unreadable, damaged (its checksum does not match) or holds no state
+            dict; the message names the file.
     """
     return unwrap_state_dict(read_weight_file(path)[0], str(path))
 
@@ -250,7 +293,19 @@ def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: PathLike) -> P
 
 
 def convert_checkpoint(src: PathLike, dst: PathLike) -> Path:
-    """Any readable checkpoint (official .pth, training checkpoint, safetensors) to a plain weights file."""
+    """Any readable checkpoint (official .pth, training checkpoint, safetensors) to a plain weights file.
+
+    Args:
+        src: the checkpoint to read (as `load_state_dict_file` reads it).
+        dst: the file to write; its suffix picks the format (as `save_state_dict`).
+
+    Returns:
+        The path written.
+
+    Raises:
+        FileNotFoundError: `src` does not exist.
+        CheckpointError: `src` cannot be read as a state dict.
+    """
     return save_state_dict(load_state_dict_file(src), dst)
 
 
@@ -261,7 +316,14 @@ def convert_checkpoint(src: PathLike, dst: PathLike) -> Path:
 
 
 def sha256_file(path: PathLike) -> str:
-    """The sha256 of a file's bytes, read in 1 MiB chunks."""
+    """The sha256 of a file's bytes, read in 1 MiB chunks.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The hex digest.
+    """
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(2**20), b""):
@@ -270,7 +332,14 @@ def sha256_file(path: PathLike) -> str:
 
 
 def expected_sha256(url: str) -> Optional[str]:
-    """The full sha256 pinned for `url`, else the hex prefix its file name carries (timm/torch.hub convention)."""
+    """The full sha256 pinned for `url`, else the hex prefix its file name carries (timm/torch.hub convention).
+
+    Args:
+        url: a release URL or a `hub_key`.
+
+    Returns:
+        The hex digest or prefix, or None when nothing is known for it.
+    """
     if url in KNOWN_SHA256:
         return KNOWN_SHA256[url]
     m = _HASH_IN_NAME.search(url.split("?")[0])
@@ -278,7 +347,15 @@ def expected_sha256(url: str) -> Optional[str]:
 
 
 def hub_key(repo_id: str, filename: str) -> str:
-    """The `KNOWN_SHA256` key of a file in a Hugging Face repository."""
+    """The `KNOWN_SHA256` key of a file in a Hugging Face repository.
+
+    Args:
+        repo_id: the repository, `owner/name`.
+        filename: the file in it.
+
+    Returns:
+        `hf-hub:<repo_id>/<filename>`.
+    """
     return f"hf-hub:{repo_id}/{filename}"
 
 
@@ -325,7 +402,20 @@ def _check_sha256(path: Path, expected: str, what: str, fresh: bool, removable: 
 def download_cached(url: str, cache_dir: Optional[PathLike] = None, progress: bool = True) -> Path:
     """`url` (http, https or file) through torch.hub's downloader (which honours HTTP(S)_PROXY and NO_PROXY) into
     the torch hub cache (`$TORCH_HOME/hub/checkpoints`, or `cache_dir`), once; checked against its pinned sha256
-    (or the hash prefix in its name), a cached copy included."""
+    (or the hash prefix in its name), a cached copy included.
+
+    Args:
+        url: the file's address.
+        cache_dir: the folder to cache it in instead of torch hub's.
+        progress: show a progress bar while downloading.
+
+    Returns:
+        The cached file.
+
+    Raises:
+        CheckpointError: the download failed (the message names the cause and the proxy taken) or the file's
+            sha256 does not match the published one.
+    """
     cache = Path(cache_dir) if cache_dir else Path(torch.hub.get_dir()) / "checkpoints"
     dst = cache / os.path.basename(url.split("?")[0])
     expected = expected_sha256(url)
@@ -374,7 +464,14 @@ HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def hub_cache(cache_dir: Optional[PathLike] = None) -> Path:
-    """The Hugging Face cache huggingface_hub uses: `cache_dir`, else its own (HF_HUB_CACHE, HF_HOME)."""
+    """The Hugging Face cache huggingface_hub uses: `cache_dir`, else its own (HF_HUB_CACHE, HF_HOME).
+
+    Args:
+        cache_dir: a cache folder given by the caller.
+
+    Returns:
+        The cache folder.
+    """
     import huggingface_hub.constants
 
     return Path(cache_dir) if cache_dir else Path(huggingface_hub.constants.HF_HUB_CACHE)
@@ -383,7 +480,18 @@ def hub_cache(cache_dir: Optional[PathLike] = None) -> Path:
 def download_hub_file(hf_hub_id: str, cache_dir: Optional[PathLike] = None) -> Path:
     """The weight file of a hub repository (`repo` or `repo@revision`), through huggingface_hub's own download
     and cache, checked against its sha256: the pinned one (`KNOWN_SHA256`) and the one the hub names it by; a
-    fresh download that fails the check is removed from the cache."""
+    fresh download that fails the check is removed from the cache.
+
+    Args:
+        hf_hub_id: `owner/name`, or `owner/name@revision`.
+        cache_dir: the Hugging Face cache to use instead of huggingface_hub's own.
+
+    Returns:
+        The file in the cache: `model.safetensors`, else `pytorch_model.bin`.
+
+    Raises:
+        CheckpointError: the file's sha256 does not match.
+    """
     import huggingface_hub.constants
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
@@ -412,7 +520,19 @@ def download_hub_file(hf_hub_id: str, cache_dir: Optional[PathLike] = None) -> P
 
 def load_state_dict_from_hub(hf_hub_id: str, cache_dir: Optional[PathLike] = None) -> Dict[str, torch.Tensor]:
     """A hub copy's state dict (safetensors preferred, then pytorch_model.bin, as timm), from the hub (or the
-    mirror HF_ENDPOINT names) or, offline, the local Hugging Face cache; errors say what was tried."""
+    mirror HF_ENDPOINT names) or, offline, the local Hugging Face cache; errors say what was tried.
+
+    Args:
+        hf_hub_id: `owner/name`, or `owner/name@revision`.
+        cache_dir: the Hugging Face cache to use instead of huggingface_hub's own.
+
+    Returns:
+        The tensors by parameter name.
+
+    Raises:
+        CheckpointError: the file could not be fetched (the message names the endpoint, the proxy and the
+            cache looked in), does not match its sha256 or cannot be read.
+    """
     import huggingface_hub.constants
 
     try:
@@ -436,7 +556,16 @@ def load_state_dict_from_hub(hf_hub_id: str, cache_dir: Optional[PathLike] = Non
 
 
 def ways_out(name: str, cfg: Mapping[str, Any], cache_dir: Optional[PathLike] = None) -> List[str]:
-    """What a user without access to the weights' hosts can do, for the error that says none could be read."""
+    """What a user without access to the weights' hosts can do, for the error that says none could be read.
+
+    Args:
+        name: the model's name.
+        cfg: its pretrained config (`hf_hub_id`, `url`).
+        cache_dir: the cache the loader looked in.
+
+    Returns:
+        One line per way out.
+    """
     ways = [
         f"a weight file you have: timm.create_model({name!r}, pretrained=True, pretrained_cfg_overlay=dict("
         "file=PATH)) (CLI: --weights PATH)",
@@ -463,6 +592,17 @@ def load_pretrained_state_dict(
 
     Order: a local `file`, then the hub copy (`hf_hub_id`), then the release `url`; a failing hub falls back to
     the url, and an error lists every source tried, the caches looked in and the ways out.
+
+    Args:
+        cfg: a timm pretrained config (`state_dict`, `file`, `hf_hub_id`, `url`, `architecture`).
+        cache_dir: the cache for downloads instead of the libraries' own.
+
+    Returns:
+        The state dict and where it came from (`state_dict`, the file, `hf-hub:<id>` or the URL).
+
+    Raises:
+        FileNotFoundError: `file` does not exist, or is a folder without weights.
+        CheckpointError: the file cannot be read, or no source could be loaded (or none is known).
     """
     name = cfg.get("architecture") or "model"
     if cfg.get("state_dict") is not None:
@@ -504,7 +644,14 @@ def _first(keys: Iterable[str], n: int = 5) -> str:
 
 
 def model_name(model: torch.nn.Module) -> str:
-    """The registered name a model was built under (its pretrained config's architecture), else its class."""
+    """The registered name a model was built under (its pretrained config's architecture), else its class.
+
+    Args:
+        model: the model.
+
+    Returns:
+        The name.
+    """
     cfg = getattr(model, "pretrained_cfg", None) or {}
     return cfg.get("architecture") or type(model).__name__
 
@@ -513,7 +660,16 @@ def describe_mismatch(
     state_dict: Mapping[str, torch.Tensor], model: torch.nn.Module, adaptable: Iterable[str] = ()
 ) -> List[str]:
     """How `state_dict` differs from `model`'s own (missing, unexpected keys, shape mismatches), ignoring
-    `adaptable` keys; empty when it fits."""
+    `adaptable` keys; empty when it fits.
+
+    Args:
+        state_dict: the weights to check.
+        model: the model they are meant for.
+        adaptable: keys that may be missing, extra or reshaped.
+
+    Returns:
+        One line per kind of difference, the first keys of each named.
+    """
     adaptable = set(adaptable)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict and k not in adaptable]
@@ -540,14 +696,32 @@ def check_state_dict(
     adaptable: Iterable[str] = (),
 ) -> None:
     """Raise CheckpointError unless `state_dict` fits `model` exactly, except for `adaptable` keys
-    (classifier and stem, which timm re-initializes or adapts), which may be missing, extra or reshaped."""
+    (classifier and stem, which timm re-initializes or adapts), which may be missing, extra or reshaped.
+
+    Args:
+        state_dict: the weights to check.
+        model: the model they are meant for.
+        source: where they came from, for the message.
+        adaptable: keys that may differ.
+
+    Raises:
+        CheckpointError: they do not fit; the message says how (`describe_mismatch`).
+    """
     parts = describe_mismatch(state_dict, model, adaptable)
     if parts:
         raise CheckpointError("; ".join([f"{source}: does not fit {model_name(model)}"] + parts))
 
 
 def adaptable_keys(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any]) -> set:
-    """State-dict keys timm adapts after our filter: the classifier (new class count) and the first conv (in_chans)."""
+    """State-dict keys timm adapts after our filter: the classifier (new class count) and the first conv (in_chans).
+
+    Args:
+        model: the model being loaded.
+        pretrained_cfg: its pretrained config (`classifier`, `first_conv`).
+
+    Returns:
+        The `.weight` and `.bias` keys of those modules.
+    """
     keys = set()
     for field in ("classifier", "first_conv"):
         names = pretrained_cfg.get(field) or ()
@@ -557,7 +731,19 @@ def adaptable_keys(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any]) ->
 
 
 def checkpoint_filter_fn(state_dict, model, source: str = "checkpoint"):
-    """timm `pretrained_filter_fn`: unwrap training checkpoints and refuse any state dict that does not fit."""
+    """timm `pretrained_filter_fn`: unwrap training checkpoints and refuse any state dict that does not fit.
+
+    Args:
+        state_dict: what the weight file holds.
+        model: the model timm builds.
+        source: where the weights came from, for the messages.
+
+    Returns:
+        The unwrapped state dict.
+
+    Raises:
+        CheckpointError: it is no state dict or does not fit the model (classifier and stem excepted).
+    """
     state_dict = unwrap_state_dict(state_dict, source)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     check_state_dict(state_dict, model, source, adaptable=adaptable_keys(model, cfg))

@@ -53,6 +53,16 @@ def usage() -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The `inceptionnext` command: run one subcommand (`inceptionnext --help` lists them).
+
+    The commands that run models do so with the thread count `inceptionnext.utils.threads` picks, restored after.
+
+    Args:
+        argv: the arguments after `inceptionnext`, e.g. `["predict", "cat.jpg"]`; None reads `sys.argv`.
+
+    Returns:
+        The exit status: 0 on success, 2 for no or an unknown command, else the command's own.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(), file=sys.stdout if argv else sys.stderr)

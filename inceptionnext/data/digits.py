@@ -37,6 +37,14 @@ class DigitsDataset(torch.utils.data.Dataset):
 
     A fixed split (seeded, stratified, 20% validation) so every run and every machine sees the same
     validation set; images are upsampled once to ``img_size`` and given 3 channels so timm's transforms apply.
+
+    Args:
+        split: 'train' or 'val'.
+        img_size: the side the 8x8 images are upsampled to.
+        transform: applied to each PIL image; None gives the images as they are.
+
+    Raises:
+        DataError: `split` is neither 'train' nor 'val'.
     """
 
     SPLIT_SEED = 0

@@ -152,7 +152,23 @@ def image_folder(
     path: str, on_error: str = "fail", class_map: Optional[Dict[str, int]] = None, known_as: str = "the model"
 ) -> CheckedImageFolder:
     """An ImageFolder (path/<class>/<image>), checked for existence, content, a dataset root passed by mistake,
-    and (with class_map) class folders that the map, known as `known_as`, does not hold."""
+    and (with class_map) class folders that the map, known as `known_as`, does not hold.
+
+    Args:
+        path: the folder of class folders.
+        on_error: an image that cannot be decoded: 'fail' raises a DataError naming it, 'skip' serves the next
+            readable one and counts it.
+        class_map: class name to index (a model's classes); None takes the folder names, sorted.
+        known_as: what to call the map's owner in the message.
+
+    Returns:
+        timm's ImageFolder dataset with that policy.
+
+    Raises:
+        DataError: the folder is missing or holds no images, holds split folders (train/, val/) instead of
+            class folders, or has class folders `class_map` lacks.
+        ValueError: `on_error` is neither 'fail' nor 'skip'.
+    """
     check_image_dir(path)
     refuse_dataset_root(path)
     if class_map:

@@ -55,7 +55,19 @@ def check_image(path, max_pixels: Optional[int] = None) -> None:
 def load_image(path, channels: int = 3, upright: bool = True) -> Image.Image:
     """The image fully decoded (so a truncated file fails here, naming it), turned upright by its EXIF
     orientation (unless not `upright`: COCO boxes are in the stored pixels' frame), as RGB (3 channels) or
-    grayscale (1); 16-bit integer images are scaled to 8 bits."""
+    grayscale (1); 16-bit integer images are scaled to 8 bits.
+
+    Args:
+        path: the image file.
+        channels: 3 for RGB, 1 for grayscale.
+        upright: apply the EXIF orientation.
+
+    Returns:
+        The decoded image.
+
+    Raises:
+        ImageError: `channels` is not 1 or 3, or the file is missing, not a file or cannot be decoded.
+    """
     path = Path(path)
     if channels not in (1, 3):
         raise ImageError(f"images can feed models with 1 or 3 input channels, not {channels}")
@@ -130,7 +142,20 @@ def expand_image_paths(paths: Sequence) -> List[Path]:
 
 def data_config_for(model: nn.Module, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The model's preprocessing (pretrained config, then `overrides`), with one normalization value per
-    input channel (a 1-channel model gets the mean of RGB statistics)."""
+    input channel (a 1-channel model gets the mean of RGB statistics).
+
+    Args:
+        model: the model (its `pretrained_cfg` and `in_chans`).
+        overrides: timm data-config keys (`img_size`, `crop_pct`, `mean`, `std`, `interpolation`, ...).
+
+    Returns:
+        timm's data config: `input_size`, `interpolation`, `mean`, `std`, `crop_pct`, `crop_mode`.
+
+    Raises:
+        ValueError: `mean` or `std` has a wrong number of values, `img_size` is too small for the model or too
+            large, or
+            `crop_pct` is outside (0, 1].
+    """
     for key in ("mean", "std"):  # timm asserts on a wrong count; say what is wrong instead
         given = (overrides or {}).get(key)
         if given is not None and len(given) not in (1, model.in_chans):

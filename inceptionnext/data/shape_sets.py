@@ -94,7 +94,20 @@ def _background(rng: np.random.RandomState, w: int, h: int) -> np.ndarray:
 
 
 def draw_object(cls: str, width: int, height: int, rng: Optional[np.random.RandomState] = None) -> Image.Image:
-    """One RGB image, width x height, of a `cls` shape (one of SHAPES) on a random background."""
+    """One RGB image, width x height, of a `cls` shape (one of SHAPES) on a random background.
+
+    Args:
+        cls: one of SHAPES.
+        width: the image width in pixels.
+        height: the image height in pixels.
+        rng: the random state to draw from; None for a fresh one.
+
+    Returns:
+        The image.
+
+    Raises:
+        ValueError: `cls` is not one of SHAPES.
+    """
     rng = rng or np.random.RandomState()
     bg = _background(rng, width, height)
     s = 4  # drawn at 4x and shrunk: smooth edges
@@ -126,7 +139,26 @@ def make_shape_set(
     shapes: Sequence[str] = SHAPES,
 ) -> Dict[str, int]:
     """Write root/{train,val}/<shape>/NNNN.{png,jpg} for the first `classes` shapes; returns images per split.
-    Each image's shorter side is drawn in [min_side, max_side], its aspect in [1, max_aspect] (wide or tall)."""
+    Each image's shorter side is drawn in [min_side, max_side], its aspect in [1, max_aspect] (wide or tall).
+
+    Args:
+        root: the folder to write into.
+        classes: how many of `shapes` to use, from the first.
+        train: training images per class.
+        val: validation images per class.
+        min_side: the smallest shorter side in pixels.
+        max_side: the largest shorter side in pixels.
+        max_aspect: the largest ratio of the longer side to the shorter.
+        jpeg: the share of images written as JPEG (the rest PNG).
+        seed: the random seed; the same seed writes the same images.
+        shapes: the shapes to draw from.
+
+    Returns:
+        {'train': count, 'val': count}.
+
+    Raises:
+        ValueError: `classes` is outside [2, len(shapes)], or a shape is not one of SHAPES.
+    """
     if not 2 <= classes <= len(shapes):
         raise ValueError(f"classes must be in [2, {len(shapes)}], got {classes}")
     rng = np.random.RandomState(seed)
@@ -149,6 +181,14 @@ def make_shape_set(
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """`python -m inceptionnext.data.shape_sets`: write a set (a preset or one's own) and say what was written.
+
+    Args:
+        argv: the command line; None reads `sys.argv`.
+
+    Returns:
+        The exit status, 0.
+    """
     p = argparse.ArgumentParser(
         prog="python -m inceptionnext.data.shape_sets",
         allow_abbrev=False,

@@ -39,7 +39,20 @@ def _background(rng: np.random.RandomState, size: int) -> Tuple[np.ndarray, int]
 
 
 def draw_shape(cls: str, size: int = 64, rng: Optional[np.random.RandomState] = None, grey: float = 0.0) -> Image.Image:
-    """One RGB image of class `cls` (one of CLASSES), size x size pixels; `grey`: the chance it is drawn in grey."""
+    """One RGB image of class `cls` (one of CLASSES), size x size pixels; `grey`: the chance it is drawn in grey.
+
+    Args:
+        cls: 'circle', 'cross' or 'stripes'.
+        size: the image side in pixels.
+        rng: the random state to draw from; None for a fresh one.
+        grey: the chance the object is drawn in grey.
+
+    Returns:
+        The image.
+
+    Raises:
+        ValueError: `cls` is not one of CLASSES.
+    """
     if cls not in CLASSES:
         raise ValueError(f"unknown class {cls!r}; the classes are {', '.join(CLASSES)}")
     rng = rng or np.random.RandomState()
@@ -81,7 +94,23 @@ def make_shapes_folder(
 ) -> Dict[str, int]:
     """Write root/train/<class>/NNNN.png (`train` per class) and root/val/<class>/NNNN.png (`val` per class);
     returns the image count per split. The same seed writes the same images. `grey` > 0 draws that share of
-    the objects in grey: a harder set, where shape alone must tell those apart."""
+    the objects in grey: a harder set, where shape alone must tell those apart.
+
+    Args:
+        root: the folder to write into.
+        train: training images per class.
+        val: validation images per class.
+        size: image side in pixels.
+        seed: the random seed.
+        classes: the classes to draw.
+        grey: the share of objects drawn in grey.
+
+    Returns:
+        {'train': count, 'val': count}.
+
+    Raises:
+        ValueError: a class is not one of CLASSES.
+    """
     rng = np.random.RandomState(seed)
     counts = {}
     for split, n in (("train", train), ("val", val)):
@@ -95,6 +124,14 @@ def make_shapes_folder(
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """`python -m inceptionnext.data.shapes`: write the folder and say what was written.
+
+    Args:
+        argv: the command line; None reads `sys.argv`.
+
+    Returns:
+        The exit status, 0.
+    """
     p = argparse.ArgumentParser(
         prog="python -m inceptionnext.data.shapes",
         allow_abbrev=False,

@@ -77,7 +77,14 @@ class AccuracyFloorError(QuantizeError):
 
 @dataclass
 class QualityFloor:
-    """What an int8 file must keep of the float model on held-out images."""
+    """What an int8 file must keep of the float model on held-out images.
+
+    Args:
+        min_agreement: fraction of images whose top-1 class is unchanged.
+        min_sqnr_db: logit signal-to-quantization-noise ratio, in dB.
+        min_check_images: the floor is never judged on fewer held-out images than this.
+        max_top1_change: labelled images: int8 top-1 within this many points of fp32, either way.
+    """
 
     min_agreement: float = 0.99  # fraction of images whose top-1 class is unchanged
     min_sqnr_db: float = 25.0  # logit signal-to-quantization-noise ratio
@@ -89,7 +96,17 @@ class QualityFloor:
     ) -> bool:
         """Whether an int8 file's figures reach this floor (each bound inclusive). Top-1 may move neither down
         nor up by more than `max_top1_change` points: a large rise on held-out images means they no longer
-        measure the model, not that int8 improved it."""
+        measure the model, not that int8 improved it.
+
+        Args:
+            agreement: fraction of images whose top-1 class is unchanged.
+            sqnr_db: the logits' SQNR in dB.
+            float_top1: fp32 top-1 in percent (labelled images); None when unknown.
+            int8_top1: int8 top-1 in percent; None when unknown.
+
+        Returns:
+            True when every bound is met (the top-1 bound only when both top-1s are known).
+        """
         top1_change = None if int8_top1 is None or float_top1 is None else abs(int8_top1 - float_top1)
         return (
             agreement >= self.min_agreement
@@ -100,7 +117,13 @@ class QualityFloor:
 
 @dataclass
 class ImageSet:
-    """Preprocessed images (N, C, H, W) and their labels in the model's class indices (None: unlabelled)."""
+    """Preprocessed images (N, C, H, W) and their labels in the model's class indices (None: unlabelled).
+
+    Args:
+        images: the images, (N, C, H, W).
+        labels: their class indices, (N,); None when unlabelled.
+        source: where they came from, for the report.
+    """
 
     images: torch.Tensor
     labels: Optional[torch.Tensor] = None
@@ -109,6 +132,26 @@ class ImageSet:
 
 @dataclass
 class QuantizeReport:
+    """What `quantize_model` measured and wrote.
+
+    Args:
+        path: the int8 file.
+        backend: 'openvino' or 'onnxruntime'.
+        model: the model's name.
+        calibration_images: images the quantizer calibrated on.
+        check_images: held-out images the file was checked on.
+        agreement: fraction of check images whose top-1 class is unchanged.
+        sqnr_db: the logits' SQNR against the exact fp32 model, in dB.
+        float_top1: fp32 top-1 in percent on labelled check images; None when unlabelled.
+        int8_top1: int8 top-1 in percent; None when unlabelled.
+        floor: the `QualityFloor` it was judged by, as a dict.
+        passed: whether it reached the floor.
+        written: whether the file was written.
+        file_bytes: the file's size.
+        levers: the levers applied before quantizing ([] = the exact model).
+        lever_sqnr_db: the fp32 model with the levers vs the exact one (None: no levers).
+    """
+
     path: str
     backend: str
     model: str
@@ -126,6 +169,11 @@ class QuantizeReport:
     lever_sqnr_db: Optional[float] = None  # the fp32 model with the levers vs the exact one (None: no levers)
 
     def summary(self) -> str:
+        """The report in one line, for the tools to print.
+
+        Returns:
+            Backend, levers, agreement, SQNR, image counts and (labelled images) both top-1s.
+        """
         acc = (
             f"; top-1 fp32 {self.float_top1:.2f}% -> int8 {self.int8_top1:.2f}%" if self.float_top1 is not None else ""
         )
@@ -142,7 +190,15 @@ class QuantizeReport:
 
 
 def compare_logits(reference: torch.Tensor, quantized: torch.Tensor) -> Tuple[float, float]:
-    """(top-1 agreement, SQNR in dB) of `quantized` logits against `reference` ones."""
+    """(top-1 agreement, SQNR in dB) of `quantized` logits against `reference` ones.
+
+    Args:
+        reference: the float model's logits, (N, classes).
+        quantized: the int8 model's logits, the same shape.
+
+    Returns:
+        The fraction of rows whose argmax agrees, and the SQNR in dB (inf when they are equal).
+    """
     reference, quantized = reference.double(), quantized.double()
     agreement = reference.argmax(-1).eq(quantized.argmax(-1)).double().mean().item()
     noise = (reference - quantized).pow(2).sum().item()
@@ -171,6 +227,22 @@ def load_images(
     * a folder of images (or one image file): unlabelled.
 
     `skip` leaves out the first images of the seeded order (calibration and check sets stay disjoint).
+
+    Args:
+        source: 'digits', an image folder or an image file.
+        model: the model the images are preprocessed for (its data config and class names).
+        limit: the most images to take.
+        split: the digits split, 'train' or 'val'.
+        seed: the seed of the order images are drawn in.
+        skip: images of that order to leave out first.
+        overrides: data-config overrides (as `data_config_for`).
+
+    Returns:
+        The images, with labels where the source has them for every image taken.
+
+    Raises:
+        QuantizeError: `source` does not exist, or no image is left after `skip`.
+        ImageError: an image cannot be read.
     """
     transform, cfg = _transform(model, overrides)
     channels = cfg["input_size"][0]
@@ -306,7 +378,22 @@ def quantize_onnx(
     backend: str = "openvino",
     metadata: Optional[Dict[str, str]] = None,
 ) -> str:
-    """Quantize an fp32 .onnx file with `calibration` images (no check, no atomic write: the building block)."""
+    """Quantize an fp32 .onnx file with `calibration` images (no check, no atomic write: the building block).
+
+    Args:
+        onnx_path: the fp32 ONNX file.
+        output: the file to write: an OpenVINO .xml (openvino) or an .onnx (onnxruntime).
+        calibration: preprocessed images, (N, C, H, W).
+        backend: 'openvino' (NNCF) or 'onnxruntime'.
+        metadata: properties to carry into the int8 file (its quantization record is added).
+
+    Returns:
+        `output`.
+
+    Raises:
+        QuantizeError: `backend` is unknown.
+        RuntimeUnavailable: the backend's packages are not installed (the message gives the extra to install).
+    """
     if backend not in BACKENDS:
         raise QuantizeError(f"unknown quantization backend {backend!r}; backends: {', '.join(BACKENDS)}")
     meta = dict(metadata or {})

@@ -113,13 +113,28 @@ def _core_of(openvino):
 
 def compile_openvino(model, config: Dict[str, Any]):
     """`model` (an ov.Model or a file path) compiled for the CPU on the process's Core, with the thread's signal
-    stack kept as it was."""
+    stack kept as it was.
+
+    Args:
+        model: an `openvino.Model` or a file path.
+        config: OpenVINO CPU properties (`INFERENCE_PRECISION_HINT`, `INFERENCE_NUM_THREADS`, ...).
+
+    Returns:
+        The `openvino.CompiledModel`.
+
+    Raises:
+        RuntimeUnavailable: OpenVINO is not installed.
+    """
     with kept_signal_stack():
         return openvino_core().compile_model(model, "CPU", config)
 
 
 def available_runtimes():
-    """The runtimes that can run here (the PyTorch ones always)."""
+    """The runtimes that can run here (the PyTorch ones always).
+
+    Returns:
+        'torch', 'torch.compile', then 'onnxruntime' and 'openvino' where installed.
+    """
     out = ["torch", "torch.compile"]
     for name in ("onnxruntime", "openvino"):
         try:
@@ -147,7 +162,13 @@ def _check_precision(runtime: str, precision: str) -> None:
 
 class FileModel(nn.Module):
     """A classifier in a file run by an external runtime, shaped like a timm model for preprocessing and
-    class names. Its forward takes a float NCHW batch (any device) and returns float32 CPU logits."""
+    class names. Its forward takes a float NCHW batch (any device) and returns float32 CPU logits.
+
+    Args:
+        path: the file.
+        metadata: the record it carries (`read_file_metadata`).
+        precision: the precision it runs at: 'fp32', 'bf16' or 'int8'.
+    """
 
     runtime = ""
 
@@ -170,7 +191,14 @@ class FileModel(nn.Module):
     input_shape: tuple = ()  # (C, H, W) the file takes, None where symbolic
 
     def check_input(self, shape) -> None:
-        """A RuntimeFileError saying which input size the file takes when `shape` (N, C, H, W) is not it."""
+        """A RuntimeFileError saying which input size the file takes when `shape` (N, C, H, W) is not it.
+
+        Args:
+            shape: the batch's shape.
+
+        Raises:
+            RuntimeFileError: the file takes another (C, H, W).
+        """
         want = self.input_shape
         if want and (len(shape) != 4 or any(w is not None and w != g for w, g in zip(want, shape[1:]))):
             size = "x".join("?" if v is None else str(v) for v in want)
@@ -189,11 +217,17 @@ class FileModel(nn.Module):
         return out
 
     def describe(self) -> str:
+        """What runs, for the tools to print.
+
+        Returns:
+            Runtime, precision, levers and the file.
+        """
         levers = f" +{'+'.join(self.deploy_levers)}" if self.deploy_levers else ""
         return f"{self.runtime} {self.precision}{levers} ({self.path})"
 
     @property
     def weights_note(self) -> str:
+        """Which file runs where, as `load_model`'s note says which weights were loaded."""
         levers = f" +{'+'.join(self.deploy_levers)}" if self.deploy_levers else ""
         return f"{self.path} on {self.runtime} ({self.precision}{levers})"
 
@@ -222,7 +256,20 @@ def _openvino_metadata(model) -> Dict[str, Any]:
 
 
 def read_file_metadata(path) -> Dict[str, Any]:
-    """The record an .onnx or OpenVINO .xml file carries (model name, pretrained config, quantization report)."""
+    """The record an .onnx or OpenVINO .xml file carries (model name, pretrained config, quantization report).
+
+    Args:
+        path: an .onnx file or an OpenVINO .xml.
+
+    Returns:
+        {'model', 'pretrained_cfg', 'quantization', ...}: the entries the file has.
+
+    Raises:
+        FileNotFoundError: an .xml that does not exist.
+        RuntimeFileError: an .xml that cannot be read, or whose .bin is missing.
+        ChecksumError: an .xml whose content does not match its checksum.
+        RuntimeUnavailable: OpenVINO is not installed (an .xml).
+    """
     path = str(path)
     if path.endswith(".xml"):
         return _openvino_metadata(read_runtime_model(path))
@@ -244,7 +291,20 @@ def read_checked_runtime_model(path) -> Tuple[Any, bool]:
     """An .onnx file as an ONNX ModelProto, an .xml as an OpenVINO model (its .bin beside it), and whether a
     checksum was verified (False: the file carries none). Each file is read once, into memory, and the model is
     built from the very bytes that were checked: a file replaced meanwhile is never used. One-line
-    RuntimeFileErrors name the file and what is wrong; a ChecksumError says it does not match."""
+    RuntimeFileErrors name the file and what is wrong; a ChecksumError says it does not match.
+
+    Args:
+        path: an .onnx file or an OpenVINO .xml.
+
+    Returns:
+        The model (`onnx.ModelProto` or `openvino.Model`) and whether a checksum was verified.
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        RuntimeFileError: the .bin is missing, or the file cannot be read as an IR or an ONNX model.
+        ChecksumError: the content does not match its checksum.
+        RuntimeUnavailable: the runtime that reads it is not installed.
+    """
     path = os.fspath(path)
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such file")
@@ -284,12 +344,30 @@ def read_checked_runtime_model(path) -> Tuple[Any, bool]:
 
 
 def read_runtime_model(path):
-    """`read_checked_runtime_model`'s model alone."""
+    """`read_checked_runtime_model`'s model alone.
+
+    Args:
+        path: an .onnx file or an OpenVINO .xml.
+
+    Returns:
+        The `onnx.ModelProto` or `openvino.Model`.
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        RuntimeFileError: the file cannot be read.
+        ChecksumError: the content does not match its checksum.
+        RuntimeUnavailable: the runtime that reads it is not installed.
+    """
     return read_checked_runtime_model(path)[0]
 
 
 def save_openvino_model(model, xml_path: str) -> None:
-    """`ov.save_model` (fp32 weights kept) with the IR's checksum over the .xml and .bin as written."""
+    """`ov.save_model` (fp32 weights kept) with the IR's checksum over the .xml and .bin as written.
+
+    Args:
+        model: the `openvino.Model`.
+        xml_path: the .xml to write; the .bin goes beside it.
+    """
     import openvino as ov
 
     seal_openvino(model)
@@ -307,7 +385,18 @@ def _threads(threads: Optional[int]) -> int:
 
 
 class OnnxRuntimeModel(FileModel):
-    """An .onnx file (fp32 export, or int8 QDQ from `inceptionnext quantize`) on ONNX Runtime's CPU provider."""
+    """An .onnx file (fp32 export, or int8 QDQ from `inceptionnext quantize`) on ONNX Runtime's CPU provider.
+
+    Args:
+        path: the .onnx file.
+        threads: intra-op threads; None takes torch's thread count.
+
+    Raises:
+        RuntimeUnavailable: onnxruntime or onnx is not installed.
+        FileNotFoundError: no file at `path`.
+        RuntimeFileError: the file cannot be read or ONNX Runtime cannot load it.
+        ChecksumError: the content does not match its checksum.
+    """
 
     runtime = "onnxruntime"
 
@@ -337,7 +426,20 @@ class OnnxRuntimeModel(FileModel):
 class OpenVINOModel(FileModel):
     """An OpenVINO IR (.xml + .bin) or an .onnx file compiled by OpenVINO's CPU plugin. `precision` 'fp32' sets
     the f32 inference hint (the plugin otherwise uses bf16 where the CPU has it), 'bf16' asks for bf16; an int8
-    IR runs int8 whatever the hint."""
+    IR runs int8 whatever the hint.
+
+    Args:
+        path: an OpenVINO .xml (its .bin beside it) or an .onnx file.
+        precision: 'fp32', 'bf16' or 'int8'; None takes the file's ('int8' for a quantized file, else 'fp32').
+        threads: inference threads; None takes torch's thread count.
+
+    Raises:
+        RuntimeUnavailable: OpenVINO is not installed.
+        FileNotFoundError: no file at `path`.
+        RuntimeFileError: the file cannot be read.
+        ChecksumError: the content does not match its checksum.
+        ValueError: 'int8' is asked of a file that is not quantized.
+    """
 
     runtime = "openvino"
 
@@ -379,7 +481,17 @@ class OpenVINOModel(FileModel):
 
 class TorchRuntime(nn.Module):
     """A PyTorch model run the deployment way: eval, folded where it can be, channels_last, bf16 autocast and/or
-    torch.compile with Inductor freezing (weights become constants, so conv+BN/bias chains are folded in)."""
+    torch.compile with Inductor freezing (weights become constants, so conv+BN/bias chains are folded in).
+
+    Args:
+        model: the PyTorch model.
+        precision: 'fp32' or 'bf16' (autocast).
+        compiled: run it through torch.compile.
+        fold: fold its BatchNorms and layer scales first (a copy); False only puts it in eval mode.
+
+    Raises:
+        ValueError: the runtime does not run `precision`.
+    """
 
     def __init__(self, model: nn.Module, precision: str = "fp32", compiled: bool = False, fold: bool = True):
         super().__init__()
@@ -408,6 +520,11 @@ class TorchRuntime(nn.Module):
             return self._forward(x).float()
 
     def describe(self) -> str:
+        """What runs, for the tools to print.
+
+        Returns:
+            Runtime and precision.
+        """
         return f"{self.runtime} {self.precision}"
 
 

@@ -37,6 +37,19 @@ def create_backbone(name: str, pretrained: bool = False, weights: Optional[str] 
     """The zoo classifier `name` without its head (final norm and classifier pruned), for a dense model.
 
     Built with no classes, so a classifier's head of any class count in the weights is left out on loading.
+
+    Args:
+        name: a zoo classifier, e.g. `inceptionnext_t`.
+        pretrained: load its ImageNet weights.
+        weights: a local weight file instead (any format the library reads); implies loading.
+        **kwargs: `timm.create_model` options (`drop_path_rate`, `output_stride`, ...).
+
+    Returns:
+        The backbone: stem and stages, no final norm, no head.
+
+    Raises:
+        FileNotFoundError: `weights` names no file.
+        CheckpointError: the weights cannot be read or do not fit.
     """
     model = create_timm_model(name, 0, pretrained=pretrained, weights=weights, **kwargs)
     model.prune_intermediate_layers(len(model.feature_info), prune_norm=True, prune_head=True)

@@ -17,7 +17,14 @@ from .model_api import TimmModelMixin, check_input_channels, drop_path_schedule
 
 
 class ConvNeXtBlock(nn.Module):
-    """dwconv -> (to NHWC) LayerNorm -> Linear 4x -> GELU -> Linear -> layer scale -> (to NCHW) -> residual."""
+    """dwconv -> (to NHWC) LayerNorm -> Linear 4x -> GELU -> Linear -> layer scale -> (to NCHW) -> residual.
+
+    Args:
+        dim: channels.
+        dwconv: the depthwise conv (a `DWConv2d` or `PartialDWConv2d`).
+        drop_path: stochastic depth rate of the residual branch.
+        ls_init_value: initial layer scale; 0 for none.
+    """
 
     def __init__(self, dim: int, dwconv: nn.Module, drop_path: float = 0.0, ls_init_value: float = 1e-6):
         super().__init__()
@@ -61,7 +68,29 @@ def make_pool(global_pool: str) -> SelectAdaptivePool2d:
 
 class ConvNeXt(TimmModelMixin, nn.Module):
     """The paper's ConvNeXt variants. `output_stride` 8 or 16 keeps the later stages at that resolution (stride-1
-    downsample convs, dilated depthwise convs), as timm's ConvNeXt does; the weights are the same."""
+    downsample convs, dilated depthwise convs), as timm's ConvNeXt does; the weights are the same.
+
+    Args:
+        in_chans: input channels.
+        num_classes: classes of the head; 0 gives a model without a classifier.
+        global_pool: timm's pool type that keeps the width ('avg', 'max', ...), or '' to classify every
+            position.
+        depths: blocks per stage.
+        dims: channels per stage.
+        kernel_size: the depthwise kernel size (odd).
+        conv_ratio: the share of channels the depthwise conv sees; below 1 the rest pass through
+            (`PartialDWConv2d`).
+        drop_rate: dropout before the classifier.
+        drop_path_rate: stochastic depth, rising linearly to this rate over the blocks.
+        ls_init_value: initial layer scale; 0 for none.
+        head_init_scale: factor on the classifier's initial weights and bias.
+        fast_path: the fused mixer kernel: True or False forces it on or off, None decides by device.
+        output_stride: 32, 16 or 8.
+
+    Raises:
+        ValueError: `depths` and `dims` differ in length, `output_stride` is not 8, 16 or 32, `global_pool`
+            changes the width, or the kernel size is even.
+    """
 
     def __init__(
         self,
@@ -139,6 +168,14 @@ class ConvNeXt(TimmModelMixin, nn.Module):
     # --- timm model API ---
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False):
+        """Parameter groups by name, for timm's layer-wise lr decay.
+
+        Args:
+            coarse: one group per stage instead of one per block.
+
+        Returns:
+            timm's group matcher: `stem` and `blocks` regular expressions.
+        """
         return dict(
             stem=r"^downsample_layers\.0\.",
             blocks=[(r"^downsample_layers\.([1-9]\d*)", None), (r"^stages\.(\d+)", None)]
@@ -152,13 +189,32 @@ class ConvNeXt(TimmModelMixin, nn.Module):
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True):
+        """Recompute the stages' activations in the backward pass instead of keeping them (less memory).
+
+        Args:
+            enable: on or off.
+        """
         self.grad_checkpointing = enable
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
+        """The classifier layer.
+
+        Returns:
+            The final Linear (an Identity without classes).
+        """
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
+        """A new classifier, on the model's device and dtype (fine-tuning).
+
+        Args:
+            num_classes: its outputs; 0 leaves it out.
+            global_pool: a new pool type; None keeps the current one.
+
+        Raises:
+            ValueError: `global_pool` changes the pooled width.
+        """
         if global_pool is not None:
             self.pool = make_pool(global_pool)
             self.global_pool = global_pool
@@ -178,6 +234,16 @@ class ConvNeXt(TimmModelMixin, nn.Module):
     def prune_intermediate_layers(
         self, indices: Union[int, List[int]] = 1, prune_norm: bool = False, prune_head: bool = True
     ):
+        """Drop the stages after the last requested feature (timm's `forward_intermediates` API).
+
+        Args:
+            indices: the last n stages (an int) or the stage indices to keep.
+            prune_norm: also drop the final norm.
+            prune_head: also drop the classifier.
+
+        Returns:
+            The stage indices kept.
+        """
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         self.stages = self.stages[: max_index + 1]
         self.downsample_layers = self.downsample_layers[: max_index + 1]
@@ -189,6 +255,17 @@ class ConvNeXt(TimmModelMixin, nn.Module):
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's feature map.
+
+        Args:
+            x: images, (B, in_chans, H, W).
+
+        Returns:
+            Features, (B, C, H / output_stride, W / output_stride).
+
+        Raises:
+            ValueError: `x` is not a (B, in_chans, H, W) tensor.
+        """
         if not torch.jit.is_scripting():
             check_input_channels(self, x)
         for ds, stage in zip(self.downsample_layers, self.stages):
@@ -198,7 +275,15 @@ class ConvNeXt(TimmModelMixin, nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool -> LayerNorm -> dropout -> classifier; with global_pool='' each position gets the norm and the
-        classifier (NCHW in and out: (B, num_classes or C, H, W))."""
+        classifier (NCHW in and out: (B, num_classes or C, H, W)).
+
+        Args:
+            x: the last stage's feature map.
+            pre_logits: stop before the classifier.
+
+        Returns:
+            Logits (or pre-logits features).
+        """
         if self.per_position:
             x = self.head_drop(self.norm(x.permute(0, 2, 3, 1)))
             return (x if pre_logits else self.head(x)).permute(0, 3, 1, 2)

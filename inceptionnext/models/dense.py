@@ -41,7 +41,18 @@ def register_dense_model(entry: DenseModel) -> DenseModel:
 
 
 def get_dense_model(name: str, task: Optional[str] = None) -> DenseModel:
-    """The registered dense model `name` (of `task`, when given); a KeyError with close names otherwise."""
+    """The registered dense model `name` (of `task`, when given); a KeyError with close names otherwise.
+
+    Args:
+        name: the model's name (a tag after '.' is ignored).
+        task: 'segmentation' or 'detection'; None for either.
+
+    Returns:
+        The registry entry (name, task, backbone, builder).
+
+    Raises:
+        KeyError: no such model of that task; the message suggests close names.
+    """
     entry = DENSE_MODELS.get(name.split(".")[0])
     if entry is None or (task is not None and entry.task != task):
         names = list_dense_models(task)
@@ -64,7 +75,15 @@ def is_dense_model(name: Optional[str], task: Optional[str] = None) -> bool:
 
 
 def list_dense_models(task: Optional[str] = None, pattern: str = "*") -> List[str]:
-    """Registered dense model names of `task` (all tasks when None) matching the shell-style `pattern`."""
+    """Registered dense model names of `task` (all tasks when None) matching the shell-style `pattern`.
+
+    Args:
+        task: 'segmentation' or 'detection'; None for both.
+        pattern: a shell-style pattern, e.g. `"upernet_*"`.
+
+    Returns:
+        The names, sorted.
+    """
     return sorted(
         n for n, e in DENSE_MODELS.items() if (task is None or e.task == task) and fnmatch.fnmatch(n, pattern)
     )
@@ -73,12 +92,34 @@ def list_dense_models(task: Optional[str] = None, pattern: str = "*") -> List[st
 def create_dense_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the dense model `name`, e.g. ``create_dense_model("upernet_inceptionnext_t", num_classes=150,
     pretrained=True)`` (segmentation: `pretrained` loads the backbone's ImageNet weights) or
-    ``create_dense_model("maskrcnn_inceptionnext_t_fpn", num_classes=80)``; the options are the builder's."""
+    ``create_dense_model("maskrcnn_inceptionnext_t_fpn", num_classes=80)``; the options are the builder's.
+
+    Args:
+        name: a registered dense model (`list_dense_models`).
+        **kwargs: the builder's options (`create_segmenter`, `create_detector`).
+
+    Returns:
+        The model.
+
+    Raises:
+        KeyError: `name` is not a registered dense model.
+    """
     return get_dense_model(name).builder(**kwargs)
 
 
 def create_any_model(name: str, **kwargs: Any) -> nn.Module:
-    """Any model this library names: a dense model from this registry, anything else from timm's."""
+    """Any model this library names: a dense model from this registry, anything else from timm's.
+
+    Args:
+        name: a dense model or a timm model name.
+        **kwargs: the builder's or `timm.create_model`'s options.
+
+    Returns:
+        The model.
+
+    Raises:
+        RuntimeError: timm knows no model of that name (timm's own error).
+    """
     return create_dense_model(name, **kwargs) if is_dense_model(name) else timm.create_model(name, **kwargs)
 
 

@@ -39,6 +39,15 @@ class DetectionBackbone(nn.Module):
     `frozen_stages` follows mmdetection: -1 trains everything, 0 freezes the stem, k also the first k stages.
     Frozen parts get no gradient and stay in eval mode (their BatchNorm statistics do not move); `frozen_bn`
     turns every BatchNorm into a FrozenBatchNorm2d (the usual choice at small detection batches).
+
+    Args:
+        model: a zoo classifier without its head (`create_backbone`).
+        return_stages: the indices (0-3) of the stages whose outputs `forward` returns.
+        frozen_stages: -1 trains everything, 0 freezes the stem, k also the first k stages.
+        frozen_bn: turn every BatchNorm into a FrozenBatchNorm2d.
+
+    Raises:
+        ValueError: `frozen_stages` is outside -1..4.
     """
 
     def __init__(
@@ -57,10 +66,23 @@ class DetectionBackbone(nn.Module):
             module.eval()
 
     def frozen_modules(self) -> List[nn.Module]:
+        """The parts `frozen_stages` freezes.
+
+        Returns:
+            The stem (when frozen_stages >= 0) and the first `frozen_stages` stages.
+        """
         stem, stages = self.model._stem_and_stages()
         return ([stem] if self.frozen_stages >= 0 else []) + list(stages[: max(self.frozen_stages, 0)])
 
     def train(self, mode: bool = True):
+        """`nn.Module.train`, the frozen parts kept in eval mode.
+
+        Args:
+            mode: train (True) or eval (False).
+
+        Returns:
+            The module itself.
+        """
         super().train(mode)
         for module in self.frozen_modules():
             module.eval()
@@ -72,7 +94,14 @@ class DetectionBackbone(nn.Module):
 
 
 class BackboneWithFPN(nn.Module):
-    """Stage outputs -> torchvision's FeaturePyramidNetwork; `out_channels` is what torchvision's heads read."""
+    """Stage outputs -> torchvision's FeaturePyramidNetwork; `out_channels` is what torchvision's heads read.
+
+    Args:
+        body: the backbone.
+        out_channels: channels of every pyramid level.
+        extra_blocks: torchvision's extra levels (a max-pooled level, or P6/P7); None for none.
+        norm_layer: the FPN's norm; None for none.
+    """
 
     def __init__(
         self,
@@ -92,7 +121,17 @@ class BackboneWithFPN(nn.Module):
 
 @dataclass(frozen=True)
 class DetectorSpec:
-    """How one torchvision detector family is fed: which stages, which extra pyramid levels, which anchors."""
+    """How one torchvision detector family is fed: which stages, which extra pyramid levels, which anchors.
+
+    Args:
+        kind: the name's prefix, e.g. `retinanet`.
+        model_cls: the torchvision detector class.
+        return_stages: the backbone stages fed to the FPN.
+        extra_blocks: builds the extra pyramid levels from the FPN's channel count.
+        anchors: builds the anchor generator from one base anchor size per pyramid level.
+        default_anchor_sizes: those sizes, as torchvision's own models use them.
+        masks: the detector predicts instance masks (Mask R-CNN).
+    """
 
     kind: str
     model_cls: type
@@ -158,7 +197,17 @@ DETECTION_MODELS: Dict[str, Tuple[str, str]] = {
 
 
 def parse_name(name: str) -> Tuple[DetectorSpec, str]:
-    """(detector spec, zoo backbone name) for a detector name such as `maskrcnn_inceptionnext_t_fpn`."""
+    """(detector spec, zoo backbone name) for a detector name such as `maskrcnn_inceptionnext_t_fpn`.
+
+    Args:
+        name: `<kind>_<backbone>_fpn`; the backbone may be a short or an official name.
+
+    Returns:
+        The kind's `DetectorSpec` and the backbone's short name.
+
+    Raises:
+        KeyError: the name does not have that form, or names an unknown kind or backbone.
+    """
     kind, _, rest = name.partition("_")
     if kind in DETECTORS and rest.endswith("_fpn"):
         backbone = rest[: -len("_fpn")]
@@ -173,6 +222,14 @@ def parse_name(name: str) -> Tuple[DetectorSpec, str]:
 
 
 def list_detectors(pattern: str = "*") -> List[str]:
+    """The detection models' names.
+
+    Args:
+        pattern: a shell-style pattern, e.g. `"retinanet_*"`.
+
+    Returns:
+        The matching names, sorted.
+    """
     return list_dense_models("detection", pattern)
 
 
@@ -185,7 +242,25 @@ def detection_backbone(
     frozen_bn: bool = False,
     drop_path_rate: float = 0.0,
 ) -> DetectionBackbone:
-    """A zoo backbone with its weights from `weights` (any file the library reads) or its pretrained source."""
+    """A zoo backbone with its weights from `weights` (any file the library reads) or its pretrained source.
+
+    Args:
+        backbone: a zoo name.
+        return_stages: the stages whose outputs it returns.
+        weights: a local weight file; implies loading.
+        pretrained: load the ImageNet weights from the pretrained source.
+        frozen_stages: -1 trains everything, 0 freezes the stem, k also the first k stages.
+        frozen_bn: turn every BatchNorm into a FrozenBatchNorm2d.
+        drop_path_rate: the backbone's stochastic depth.
+
+    Returns:
+        The backbone.
+
+    Raises:
+        FileNotFoundError: `weights` names no file.
+        CheckpointError: the weights cannot be read or do not fit.
+        ValueError: `frozen_stages` is outside -1..4.
+    """
     model = create_backbone(backbone, pretrained=pretrained, weights=weights, drop_path_rate=drop_path_rate)
     return DetectionBackbone(model, return_stages, frozen_stages=frozen_stages, frozen_bn=frozen_bn)
 
@@ -212,6 +287,29 @@ def create_detector(
     (min_size, max_size, score_thresh, box_batch_size_per_image, ...) goes to the torchvision class unchanged.
     `box_head_dim` narrows an R-CNN's two-layer box head (torchvision's is 1024 wide, which on small images costs
     many times the backbone).
+
+    Args:
+        name: `<kind>_<backbone>_fpn`, e.g. `retinanet_inceptionnext_a_fpn` (`list_detectors`).
+        num_classes: object classes, background not counted.
+        backbone_weights: a local weight file for the backbone.
+        pretrained_backbone: load the backbone's ImageNet weights.
+        frozen_stages: -1 trains the whole backbone, 0 freezes its stem, k also its first k stages.
+        frozen_bn: turn every BatchNorm of the backbone into a FrozenBatchNorm2d.
+        fpn_channels: channels of every pyramid level.
+        anchor_sizes: one base anchor size per pyramid level (5); None for torchvision's defaults.
+        drop_path_rate: the backbone's stochastic depth.
+        box_head_dim: width of an R-CNN's box head; None for torchvision's 1024.
+        **detector_kwargs: passed to the torchvision class unchanged.
+
+    Returns:
+        The detector, with `detector_name` and `num_object_classes` set.
+
+    Raises:
+        KeyError: `name` is not a detection model.
+        ValueError: `num_classes` is below 1, `anchor_sizes` does not have 5 sizes, `box_head_dim` is given for
+            a one-stage detector, or `frozen_stages` is outside -1..4.
+        FileNotFoundError: `backbone_weights` names no file.
+        CheckpointError: the backbone's weights cannot be read or do not fit.
     """
     spec, backbone = parse_name(name)
     if num_classes < 1:
@@ -255,7 +353,12 @@ def _register(name: str) -> None:
     kind, backbone = DETECTION_MODELS[name]
     builder.__doc__ = (
         f"torchvision {DETECTORS[kind].model_cls.__name__} on {backbone} with an FPN; "
-        "see create_detector for the options"
+        "see create_detector for the options.\n\n"
+        "Args:\n"
+        "    num_classes: object classes, background not counted.\n"
+        "    **kwargs: create_detector's options.\n\n"
+        "Returns:\n"
+        "    The detector."
     )
     globals()[name] = builder
 

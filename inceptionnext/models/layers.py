@@ -49,6 +49,18 @@ class InceptionDWConv2d(nn.Module):
     which is where InceptionNeXt's speed comes from. `fast_path` forces the fused kernel (True) or the
     plain PyTorch path (False); None lets `inceptionnext.ops` pick by device. `dilation` > 1 spaces the taps
     (dilated stages of output_stride 8/16); the weights are the same.
+
+    Args:
+        in_chs: input (and output) channels.
+        square_kernel_size: the k of the k x k branch (odd).
+        band_kernel_size: the K of the 1 x K and K x 1 branches (odd).
+        branch_ratio: the share of channels each convolved branch gets.
+        fast_path: True forces the fused kernel, False the PyTorch path, None picks by device.
+        dilation: spacing of the taps (positive).
+
+    Raises:
+        ValueError: a kernel size is even, `dilation` is not a positive int, or `branch_ratio` gives less than
+            one channel per branch or more than C / 3.
     """
 
     def __init__(
@@ -85,6 +97,17 @@ class PartialDWConv2d(nn.Module):
     """Depthwise conv on the last `int(C * conv_ratio)` channels, identity on the rest (the paper's ablation).
 
     The weights sit under `conv`, as in the released ConvNeXt-variant checkpoints (`dwconv.conv.weight`).
+
+    Args:
+        in_chs: input (and output) channels.
+        kernel_size: the conv's kernel size (odd).
+        conv_ratio: the share of channels convolved.
+        fast_path: True forces the fused kernel, False the PyTorch path, None picks by device.
+        dilation: spacing of the taps (positive).
+
+    Raises:
+        ValueError: `conv_ratio` gives no channel or more than `in_chs`, the kernel size is even, or
+            `dilation` is not a positive int.
     """
 
     def __init__(
@@ -110,7 +133,17 @@ class PartialDWConv2d(nn.Module):
 
 @register_notrace_module
 class DWConv2d(nn.Conv2d):
-    """Full depthwise conv ('same' padding) routed through the same fused op; keys stay `weight`/`bias`."""
+    """Full depthwise conv ('same' padding) routed through the same fused op; keys stay `weight`/`bias`.
+
+    Args:
+        in_chs: input (and output) channels.
+        kernel_size: the kernel size (odd).
+        fast_path: True forces the fused kernel, False the PyTorch path, None picks by device.
+        dilation: spacing of the taps (positive).
+
+    Raises:
+        ValueError: the kernel size is even or `dilation` is not a positive int.
+    """
 
     def __init__(self, in_chs: int, kernel_size: int = 7, fast_path: Optional[bool] = None, dilation: int = 1):
         if kernel_size % 2 == 0:
@@ -170,7 +203,14 @@ def stage_strides_and_dilations(num_stages: int, output_stride: int, stem_stride
 
 
 class ConvMlp(nn.Module):
-    """Pointwise MLP as 1x1 convs, so the block stays in NCHW (or channels_last) without permutes."""
+    """Pointwise MLP as 1x1 convs, so the block stays in NCHW (or channels_last) without permutes.
+
+    Args:
+        in_features: input and output channels.
+        hidden_features: channels between the two convs.
+        act_layer: the activation's class.
+        drop: dropout after the activation.
+    """
 
     def __init__(self, in_features: int, hidden_features: int, act_layer: Type[nn.Module] = nn.GELU, drop: float = 0.0):
         super().__init__()
@@ -185,7 +225,20 @@ class ConvMlp(nn.Module):
 
 
 class MlpClassifierHead(nn.Module):
-    """Global pool -> Linear(C, rC) -> GELU -> LayerNorm -> dropout -> Linear(rC, classes)."""
+    """Global pool -> Linear(C, rC) -> GELU -> LayerNorm -> dropout -> Linear(rC, classes).
+
+    Args:
+        in_features: channels of the feature map.
+        num_classes: classifier outputs; 0 leaves the classifier out (pre-logits features).
+        pool_type: timm's global pool type ('avg', 'max', 'avgmax', 'catavgmax').
+        mlp_ratio: r, the hidden width over `in_features`.
+        act_layer: the activation's class.
+        norm_layer: the norm's constructor, called with the hidden width.
+        drop: dropout before the classifier.
+
+    Raises:
+        ValueError: `pool_type` is empty (the head needs a global pool).
+    """
 
     def __init__(
         self,
@@ -210,7 +263,16 @@ class MlpClassifierHead(nn.Module):
         self.fc2 = nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
 
     def reset(self, num_classes: int, pool_type: Optional[str] = None, reset_other: bool = False):
-        """New classifier (fine-tuning); `reset_other` also drops the pre-logits MLP (pool -> classifier only)."""
+        """New classifier (fine-tuning); `reset_other` also drops the pre-logits MLP (pool -> classifier only).
+
+        Args:
+            num_classes: the new classifier's outputs; 0 leaves it out.
+            pool_type: a new global pool type; None keeps the current one.
+            reset_other: also replace the pre-logits MLP by identities.
+
+        Raises:
+            ValueError: `pool_type` is empty, or changes the pooled width without `reset_other`.
+        """
         ref = next(self.parameters(), None)  # the new classifier's device and dtype, read before fc1 can go
         if pool_type is not None:
             if not pool_type:

@@ -27,6 +27,19 @@ class FoldableSequential(nn.Sequential):
 
 
 class MetaNeXtBlock(nn.Module):
+    """token mixer -> norm -> MLP -> layer scale -> residual: one block of a MetaNeXt stage.
+
+    Args:
+        dim: channels.
+        token_mixer: builds the spatial mixer from the channel count (and `dilation=` when above 1).
+        norm_layer: the norm after the mixer (BatchNorm: foldable for inference).
+        mlp_ratio: MLP expansion.
+        act_layer: the MLP activation.
+        ls_init_value: initial layer scale; None or 0 for none.
+        drop_path: stochastic depth rate of the residual branch.
+        dilation: dilation of the mixer (dilated stages).
+    """
+
     def __init__(
         self,
         dim: int,
@@ -62,6 +75,20 @@ class MetaNeXtStage(nn.Module):
 
     In a dilated stage (output_stride 8/16) the downsample conv keeps the resolution (stride 1, 'same' padding,
     taps `dilation[0]` apart) and the blocks' mixers are dilated by `dilation[1]`; the weights are unchanged.
+
+    Args:
+        in_chs: input channels.
+        out_chs: output channels.
+        depth: number of blocks.
+        downsample: start with the downsample; without it `in_chs` must equal `out_chs`.
+        drop_path_rates: stochastic depth per block; None for none.
+        norm_layer: the norm of the downsample and the blocks.
+        stride: the downsample conv's stride (1 in a dilated stage).
+        dilation: (downsample dilation, block dilation).
+        **block_kwargs: passed to each `MetaNeXtBlock`.
+
+    Raises:
+        ValueError: a stage without downsample would change the width.
     """
 
     def __init__(
@@ -125,6 +152,10 @@ class MetaNeXt(TimmModelMixin, nn.Module):
             (also `INCEPTIONNEXT_FAST_PATH`).
         output_stride: 32, 16 or 8; below 32 the later stages keep their resolution and dilate their depthwise
             kernels (same weights).
+
+    Raises:
+        ValueError: `depths` and `dims` differ in length, `output_stride` is not 8, 16 or 32, `global_pool` is
+            empty, or a mixer's settings do not fit its stage's width.
     """
 
     def __init__(
@@ -199,6 +230,14 @@ class MetaNeXt(TimmModelMixin, nn.Module):
     # --- timm model API ---
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False):
+        """Parameter groups by name, for timm's layer-wise lr decay.
+
+        Args:
+            coarse: one group per stage instead of one per block.
+
+        Returns:
+            timm's group matcher: `stem` and `blocks` regular expressions.
+        """
         return dict(
             stem=r"^stem",
             blocks=r"^stages\.(\d+)"
@@ -211,14 +250,34 @@ class MetaNeXt(TimmModelMixin, nn.Module):
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True):
+        """Recompute the blocks' activations in the backward pass instead of keeping them (less memory).
+
+        Args:
+            enable: on or off.
+        """
         for stage in self.stages:
             stage.grad_checkpointing = enable
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
+        """The classifier layer.
+
+        Returns:
+            The head's final Linear (an Identity without classes).
+        """
         return self.head.fc2
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None, reset_other: bool = False):
+        """A new classifier, on the model's device and dtype (fine-tuning).
+
+        Args:
+            num_classes: its outputs; 0 leaves it out.
+            global_pool: a new pool type; None keeps the current one.
+            reset_other: also drop the head's pre-logits MLP (pool -> classifier only).
+
+        Raises:
+            ValueError: `global_pool` is empty, or changes the pooled width without `reset_other`.
+        """
         self.head.reset(num_classes, global_pool, reset_other=reset_other)
         self.num_classes = num_classes
         ref = next(self.parameters())
@@ -233,7 +292,16 @@ class MetaNeXt(TimmModelMixin, nn.Module):
     def prune_intermediate_layers(
         self, indices: Union[int, List[int]] = 1, prune_norm: bool = False, prune_head: bool = True
     ):
-        """Drop the stages after the last requested feature; the head goes too (it is sized for the last stage)."""
+        """Drop the stages after the last requested feature; the head goes too (it is sized for the last stage).
+
+        Args:
+            indices: the last n stages (an int) or the stage indices to keep.
+            prune_norm: kept for timm's API (the MLP head has no separate final norm).
+            prune_head: also drop the classifier when every stage is kept.
+
+        Returns:
+            The stage indices kept.
+        """
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         if max_index < len(self.stages) - 1:
             self.stages = self.stages[: max_index + 1]
@@ -245,9 +313,29 @@ class MetaNeXt(TimmModelMixin, nn.Module):
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's feature map.
+
+        Args:
+            x: images, (B, in_chans, H, W).
+
+        Returns:
+            Features, (B, C, H / output_stride, W / output_stride).
+
+        Raises:
+            ValueError: `x` is not a (B, in_chans, H, W) tensor.
+        """
         if not torch.jit.is_scripting():
             check_input_channels(self, x)
         return self.stages(self.stem(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool -> MLP -> classifier.
+
+        Args:
+            x: the last stage's feature map.
+            pre_logits: stop before the classifier.
+
+        Returns:
+            Logits (B, num_classes), or the pre-logits features.
+        """
         return self.head(x, pre_logits=pre_logits)

@@ -42,7 +42,14 @@ IGNORE_INDEX = 255
 
 @dataclass(frozen=True)
 class SegSpec:
-    """One segmentation architecture: a head on a zoo backbone, and what the paper reports for it."""
+    """One segmentation architecture: a head on a zoo backbone, and what the paper reports for it.
+
+    Args:
+        name: the model's name, `<head>_<backbone>`.
+        head: 'upernet' or 'fpn'.
+        backbone: a zoo name.
+        paper: params (M), MACs (G) at the paper's input size, ADE20K mIoU; empty where the paper has none.
+    """
 
     name: str
     head: str  # 'upernet' or 'fpn'
@@ -70,7 +77,17 @@ class ClassifierConv(nn.Module):
 
 
 class UPerHead(nn.Module):
-    """UPerHead from smp's UPerNetDecoder (PPM 1,2,3,6 + FPN fusion), then the classifier conv."""
+    """UPerHead from smp's UPerNetDecoder (PPM 1,2,3,6 + FPN fusion), then the classifier conv.
+
+    Args:
+        in_channels: channels of each stage output, stride 4 first.
+        num_classes: classes of the logits.
+        channels: the decoder's width.
+        dropout: dropout before the classifier conv.
+
+    Raises:
+        ImportError: segmentation_models_pytorch is not installed (the `segmentation` extra).
+    """
 
     def __init__(self, in_channels: Sequence[int], num_classes: int, channels: int = 512, dropout: float = 0.1):
         super().__init__()
@@ -92,7 +109,14 @@ class UPerHead(nn.Module):
 
 
 class FCNHead(nn.Module):
-    """The auxiliary head: one 3x3 conv-BN-ReLU on stage 3, then the classifier conv (loss weight 0.4)."""
+    """The auxiliary head: one 3x3 conv-BN-ReLU on stage 3, then the classifier conv (loss weight 0.4).
+
+    Args:
+        in_channels: channels of the stage output it reads.
+        num_classes: classes of the logits.
+        channels: the conv's width.
+        dropout: dropout before the classifier conv.
+    """
 
     def __init__(self, in_channels: int, num_classes: int, channels: int = 256, dropout: float = 0.1):
         super().__init__()
@@ -104,7 +128,12 @@ class FCNHead(nn.Module):
 
 
 class FPNNeck(nn.Module):
-    """mmsegmentation's FPN neck: 1x1 laterals, nearest top-down sum, 3x3 output convs (all with bias)."""
+    """mmsegmentation's FPN neck: 1x1 laterals, nearest top-down sum, 3x3 output convs (all with bias).
+
+    Args:
+        in_channels: channels of each stage output, stride 4 first.
+        channels: channels of every pyramid level.
+    """
 
     def __init__(self, in_channels: Sequence[int], channels: int = 256):
         super().__init__()
@@ -122,7 +151,15 @@ class FPNNeck(nn.Module):
 
 class FPNHead(nn.Module):
     """mmsegmentation's FPNHead: per level, max(1, log2(stride / 4)) conv-BN-ReLU steps, each but the stride-4
-    level's followed by a 2x bilinear upsampling; the levels are summed at stride 4."""
+    level's followed by a 2x bilinear upsampling; the levels are summed at stride 4.
+
+    Args:
+        num_levels: pyramid levels, stride 4 first.
+        num_classes: classes of the logits.
+        in_channels: channels of every level.
+        channels: the head's width.
+        dropout: dropout before the classifier conv.
+    """
 
     def __init__(
         self, num_levels: int, num_classes: int, in_channels: int = 256, channels: int = 128, dropout: float = 0.1
@@ -146,7 +183,15 @@ class FPNHead(nn.Module):
 
 
 class SemanticFPNHead(nn.Module):
-    """The FPN neck and FPNHead as one decode head."""
+    """The FPN neck and FPNHead as one decode head.
+
+    Args:
+        in_channels: channels of each stage output, stride 4 first.
+        num_classes: classes of the logits.
+        channels: the neck's width.
+        head_channels: the head's width.
+        dropout: dropout before the classifier conv.
+    """
 
     def __init__(
         self,
@@ -169,6 +214,14 @@ class EncoderDecoder(nn.Module):
 
     Returns class logits at the input's resolution (bilinear); in training mode with an auxiliary head, the
     pair (decode logits, auxiliary logits), both at the input's resolution.
+
+    Args:
+        backbone: a zoo classifier without its head (`create_backbone`).
+        stage_norms: one norm per stage output.
+        decode_head: takes the normed stage outputs, gives logits at stride 4.
+        aux_head: takes stage `aux_index`'s output in training; None for none.
+        num_classes: classes of the logits.
+        aux_index: the stage the auxiliary head reads.
     """
 
     def __init__(
@@ -190,6 +243,14 @@ class EncoderDecoder(nn.Module):
         self.in_chans = backbone.in_chans
 
     def extract_features(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """The normed stage outputs the heads read.
+
+        Args:
+            x: images, (B, C, H, W).
+
+        Returns:
+            One feature map per stage, stride 4 first.
+        """
         feats = self.backbone.forward_intermediates(x, indices=len(self.stage_norms), intermediates_only=True)
         return [norm(f) for norm, f in zip(self.stage_norms, feats)]
 
@@ -204,7 +265,14 @@ class EncoderDecoder(nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        """The backbone's layer groups (for layer-wise lr decay); norms and heads fall in the top group."""
+        """The backbone's layer groups (for layer-wise lr decay); norms and heads fall in the top group.
+
+        Args:
+            coarse: one group per stage instead of one per block.
+
+        Returns:
+            timm's group matcher, its patterns under `backbone.`.
+        """
 
         def prefix(pattern):
             return pattern.replace("^", r"^backbone\.", 1)
@@ -219,10 +287,20 @@ class EncoderDecoder(nn.Module):
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True):
+        """Recompute the backbone's activations in the backward pass instead of keeping them (less memory).
+
+        Args:
+            enable: on or off.
+        """
         self.backbone.set_grad_checkpointing(enable)
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
+        """The decode head's classifier conv.
+
+        Returns:
+            The 1x1 conv to class logits.
+        """
         return self.decode_head.cls.conv_seg
 
 
@@ -245,9 +323,30 @@ def create_segmenter_from_parts(
 ) -> EncoderDecoder:
     """A segmentation model by parts: head 'upernet' or 'fpn' on zoo backbone `backbone`.
 
-    aux_head: the auxiliary FCN head on stage 3 (None: on for UperNet, as mmsegmentation's configs have it).
-    head_channels: the decode head's width (UperNet 512, FPN neck 256; the FPN head and the auxiliary head take
-    half of it); None keeps the paper's. Narrower heads suit small inputs and CPU demos.
+    Narrower heads (`head_channels`) suit small inputs and CPU demos.
+
+    Args:
+        head: 'upernet' or 'fpn'.
+        backbone: a zoo name.
+        num_classes: classes of the logits (ADE20K's 150 by default).
+        pretrained: load the backbone's ImageNet weights.
+        backbone_weights: a local weight file for the backbone instead.
+        aux_head: the auxiliary FCN head on stage 3 (None: on for UperNet, as mmsegmentation's configs have it).
+        drop_path_rate: the backbone's stochastic depth.
+        in_chans: input channels.
+        cache_dir: the cache for the backbone's downloads.
+        head_channels: the decode head's width (UperNet 512, FPN neck 256; the FPN head and the auxiliary head
+            take half of it); None keeps the paper's.
+        **backbone_kwargs: more `timm.create_model` options for the backbone.
+
+    Returns:
+        The model.
+
+    Raises:
+        KeyError: `backbone` is not a zoo name.
+        ValueError: `head` is neither 'upernet' nor 'fpn'.
+        FileNotFoundError: `backbone_weights` names no file.
+        CheckpointError: the backbone's weights cannot be read or do not fit.
     """
     entry = get_entry(backbone)
     body = create_backbone(
@@ -297,6 +396,17 @@ SEG_ZOO: Tuple[SegSpec, ...] = tuple(
 
 
 def get_seg_spec(name: str) -> SegSpec:
+    """The architecture a segmentation model's name stands for.
+
+    Args:
+        name: e.g. `upernet_inceptionnext_t` (a tag after '.' is ignored).
+
+    Returns:
+        Its `SegSpec`.
+
+    Raises:
+        KeyError: no segmentation model has that name; the message lists them.
+    """
     base = name.split(".")[0]
     for spec in SEG_ZOO:
         if spec.name == base:
@@ -305,6 +415,14 @@ def get_seg_spec(name: str) -> SegSpec:
 
 
 def is_segmentation_model(name: Optional[str]) -> bool:
+    """Whether `name` is a registered segmentation model.
+
+    Args:
+        name: a model name, or None.
+
+    Returns:
+        True for a segmentation model's name.
+    """
     return is_dense_model(name, "segmentation")
 
 
@@ -339,7 +457,22 @@ def create_segmenter(
 ) -> EncoderDecoder:
     """Build the registered segmentation model `name` (kwargs as `create_segmenter_from_parts`; num_classes defaults to
     ADE20K's 150); `pretrained` loads the backbone's ImageNet weights. Its `pretrained_cfg` carries the
-    preprocessing, updated by `pretrained_cfg_overlay` (a saved model's own record)."""
+    preprocessing, updated by `pretrained_cfg_overlay` (a saved model's own record).
+
+    Args:
+        name: a registered segmentation model, e.g. `upernet_inceptionnext_t`.
+        pretrained: load the backbone's ImageNet weights.
+        pretrained_cfg_overlay: entries that replace those of the model's pretrained config.
+        device: build the model on this device.
+        dtype: cast the model to this dtype.
+        **kwargs: `create_segmenter_from_parts`'s options.
+
+    Returns:
+        The model, its `pretrained_cfg` set.
+
+    Raises:
+        KeyError: `name` is not a segmentation model.
+    """
     spec = get_seg_spec(name)
     cfg = dict(get_dense_model(spec.name).default_cfg, **(pretrained_cfg_overlay or {}))  # registered below
     kwargs.setdefault("num_classes", cfg["num_classes"])

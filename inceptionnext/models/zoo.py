@@ -26,7 +26,19 @@ PRETRAINED_TAG = "sail_in1k"
 
 @dataclass(frozen=True)
 class ZooEntry:
-    """One architecture: its names, how to build it, where its weights live and what the paper reports."""
+    """One architecture: its names, how to build it, where its weights live and what the paper reports.
+
+    Args:
+        name: the short name users type.
+        alias: the official long name (kept so the official scripts keep working).
+        family: 'inceptionnext' or 'convnext'.
+        arch: builder arguments.
+        release_file: file name in the official release.
+        hf_hub_id: timm's copy on the Hugging Face hub.
+        timm_name: timm's own implementation of the same architecture (for benchmarks).
+        cfg: preprocessing overrides (input size, crop_pct, ...).
+        paper: params (M), MACs (G), top-1, throughputs (A100).
+    """
 
     name: str  # the short name users type
     alias: Optional[str]  # the official long name (kept so the official scripts keep working)
@@ -40,6 +52,7 @@ class ZooEntry:
 
     @property
     def names(self) -> Tuple[str, ...]:
+        """The short name and, when there is one, the official alias."""
         return (self.name, self.alias) if self.alias else (self.name,)
 
 
@@ -137,7 +150,17 @@ PAPER_REFERENCE = {
 
 
 def get_entry(name: str) -> ZooEntry:
-    """The zoo entry for a short or official name (a pretrained tag after '.' is ignored)."""
+    """The zoo entry for a short or official name (a pretrained tag after '.' is ignored).
+
+    Args:
+        name: e.g. `inceptionnext_t`, `inception_next_tiny` or `inceptionnext_t.sail_in1k`.
+
+    Returns:
+        The entry.
+
+    Raises:
+        KeyError: no entry has that name; the message lists the known names.
+    """
     base = name.split(".")[0]
     for entry in ZOO:
         if base in entry.names:
@@ -146,7 +169,15 @@ def get_entry(name: str) -> ZooEntry:
 
 
 def paper_figures(name: str) -> Optional[Dict[str, float]]:
-    """The paper's figures for a zoo name, its official alias, timm's implementation of it, or a reference model."""
+    """The paper's figures for a zoo name, its official alias, timm's implementation of it, or a reference model.
+
+    Args:
+        name: the model's name (a pretrained tag after '.' is ignored).
+
+    Returns:
+        Params (M), MACs (G), top-1 and throughputs as the paper reports them, or None for a name it does not
+        report.
+    """
     base = name.split(".")[0]
     if base in PAPER_REFERENCE:
         return PAPER_REFERENCE[base]
@@ -193,7 +224,23 @@ def _model_kwargs(entry: ZooEntry) -> Dict[str, Any]:
 
 
 def create_zoo_model(variant: str, pretrained: bool = False, **kwargs):
-    """Build `variant` through timm's builder; pretrained weights are fetched by `inceptionnext.weights`."""
+    """Build `variant` through timm's builder; pretrained weights are fetched by `inceptionnext.weights`.
+
+    Args:
+        variant: a zoo name (short or official).
+        pretrained: load the ImageNet weights (a local `file`, the hub copy, then the release URL).
+        **kwargs: timm's `create_model` options (`num_classes`, `features_only`, `pretrained_cfg_overlay`,
+            `device`, `dtype`, ...), `cache_dir` for downloads, and the model's own arguments.
+
+    Returns:
+        The model.
+
+    Raises:
+        KeyError: `variant` is not a zoo name.
+        ValueError: a ConvNeXt variant is asked for `features_only` with `feature_cls` 'list' or 'dict'.
+        FileNotFoundError: a local weight file named in the pretrained config does not exist.
+        CheckpointError: the pretrained weights cannot be loaded or do not fit the model.
+    """
     entry = get_entry(variant)
     cfg = resolve_pretrained_cfg(
         variant, kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None)

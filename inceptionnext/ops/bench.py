@@ -31,6 +31,23 @@ def benchmark_token_mixer(
     """Rows {'name', 'fwd_ms', 'fwd_bwd_ms', 'fwd_vs_copy', 'fwd_bwd_vs_copy'} for copy, timm and ours.
 
     Ours is `inception_dwconv(..., fast=True)` on the very parameters of timm's module.
+
+    Args:
+        batch: batch size.
+        channels: channels of the input.
+        size: height and width of the input.
+        dtype: the input's and parameters' dtype.
+        channels_last: NHWC memory layout (else NCHW).
+        square_kernel: the k x k branch's kernel size.
+        band_kernel: the band branches' kernel size.
+        branch_ratio: the share of channels each branch convolves.
+        device: the CUDA device.
+
+    Returns:
+        One row per path, times in milliseconds (median of triton.testing.do_bench).
+
+    Raises:
+        RuntimeError: no CUDA device is available.
     """
     from timm.models.inception_next import InceptionDWConv2d
     from triton.testing import do_bench
@@ -78,7 +95,15 @@ def benchmark_token_mixer(
 
 
 def format_rows(rows: List[Dict[str, object]], title: str = "") -> str:
-    """A markdown table of benchmark_token_mixer's rows."""
+    """A markdown table of benchmark_token_mixer's rows.
+
+    Args:
+        rows: `benchmark_token_mixer`'s rows.
+        title: a line above the table; empty for none.
+
+    Returns:
+        The table as text.
+    """
     return markdown_table(
         ["op", "fwd ms", "fwd+bwd ms", "fwd / copy", "fwd+bwd / copy"],
         [
@@ -96,6 +121,11 @@ def format_rows(rows: List[Dict[str, object]], title: str = "") -> str:
 
 
 def main(argv=None):
+    """`python -m inceptionnext.ops.bench`: time the three paths and print the table.
+
+    Args:
+        argv: the command line; None reads `sys.argv`.
+    """
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--channels", type=int, default=96)

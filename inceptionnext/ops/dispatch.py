@@ -63,7 +63,11 @@ def default_choice() -> Optional[bool]:
 @contextlib.contextmanager
 def fast_path(choice: Optional[bool]):
     """Within the block, calls that leave `fast` unset take this path: True the fused kernel, False the reference,
-    None the pick by device (the environment variable ignored). The previous choice is back when the block ends."""
+    None the pick by device (the environment variable ignored). The previous choice is back when the block ends.
+
+    Args:
+        choice: True, False or None, as above.
+    """
     global _block_choice
     previous, _block_choice = _block_choice, choice
     try:
@@ -74,7 +78,14 @@ def fast_path(choice: Optional[bool]):
 
 def fast_path_available(x: Union[torch.Tensor, torch.device]) -> bool:
     """Whether the fused kernel can run on tensors like `x`, or on device `x` (CUDA with Triton, or Triton's
-    interpreter on CPU)."""
+    interpreter on CPU).
+
+    Args:
+        x: a tensor or a device.
+
+    Returns:
+        True where Triton is importable and the device can run it.
+    """
     if _fused is None:
         return False
     device = x if isinstance(x, torch.device) else x.device
@@ -98,7 +109,22 @@ def _fast_unsupported(x: torch.Tensor, weights: Sequence[torch.Tensor]) -> Optio
 
 
 def uses_fast_path(x: torch.Tensor, weights: Sequence[torch.Tensor] = (), fast: Optional[bool] = None) -> bool:
-    """Which path `inception_dwconv(x, weights, ..., fast=fast)` will take; raises if a forced fast path cannot run."""
+    """Which path `inception_dwconv(x, weights, ..., fast=fast)` will take; raises if a forced fast path cannot run.
+
+    Args:
+        x: the input the op would get.
+        weights: the branch weights it would get.
+        fast: the op's `fast` argument; None takes the enclosing `fast_path` block's choice, else the
+            environment's.
+
+    Returns:
+        True for the fused kernel, False for the reference.
+
+    Raises:
+        RuntimeError: the fast path is forced but cannot take this call (no Triton, a CPU tensor, a dtype or
+            branch count it does not take); the message says which.
+        ValueError: `INCEPTIONNEXT_FAST_PATH` is set but is not 1/true/on/yes, 0/false/off/no or auto.
+    """
     choice = fast if fast is not None else default_choice()
     if choice is False:
         return False
@@ -157,6 +183,23 @@ def inception_dwconv(
     `fast` forces the fused kernel (True) or the reference (False); None picks by device (see module doc).
     `dilation` spaces every branch's taps apart ('same' padding kept), as in a dilated (output_stride) stage.
     Under autocast, inputs are cast to the autocast dtype (as for nn.Conv2d) and so is the output.
+
+    Args:
+        x: input, (B, C, H, W).
+        weights: one depthwise weight (c, 1, kh, kw) per branch, odd kernel sizes; the branches take the last
+            channels, in order, and the first C - sum(c) channels pass through.
+        biases: one bias (c,) or None per branch.
+        fast: True forces the fused kernel, False the reference, None picks (see `fast_path`).
+        dilation: spacing of the taps (positive).
+
+    Returns:
+        The output, the same shape as `x`.
+
+    Raises:
+        ValueError: `x` is not 4-D, weights and biases differ in number, a weight is not depthwise or has an
+            even kernel size, a bias has the wrong shape or `dilation` is not a positive int; on the reference
+            path also when the branches need more channels than `x` has.
+        RuntimeError: the fast path is forced but cannot run this call.
     """
     if torch.jit.is_scripting():
         return inception_dwconv_reference(x, weights, biases, dilation)

@@ -107,7 +107,21 @@ def parse_config(argv: Optional[Sequence[str]] = None, prog: Optional[str] = Non
     """Defaults < checkpoint's config (when resuming without --config) < YAML file < --key value < --set.
 
     The module that task_module names is imported first (a task of your own registers there), so its keys are
-    known to the command line."""
+    known to the command line.
+
+    Args:
+        argv: the arguments of `inceptionnext train`; None reads `sys.argv`.
+        prog: the program name for the usage line.
+
+    Returns:
+        The run's config.
+
+    Raises:
+        ConfigError: an unknown key or argument, a bad value, a `--set` that is not KEY=VALUE, a config file
+            that cannot be read, or a task_module that cannot be imported.
+        CheckpointError: the checkpoint named by --resume cannot be read.
+        SystemExit: argparse's own exit for --help or a malformed option.
+    """
     first, sets = _first_pass(argv)
     layers: List[Tuple[Dict[str, Any], str]] = []
     resume = sets.get("resume", getattr(first, "resume", None))

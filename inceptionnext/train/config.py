@@ -59,7 +59,19 @@ class Allowed:
 def key(default: Any, help: str, allowed: Any = None) -> Any:
     """One config key: its default, what it does, and what it accepts (an interval "[lo, hi]" with ( ) for open
     ends, or a tuple of choices). Adding a key is one line of this: in TrainConfig when every task reads it, in
-    the task's config class (``tasks/<task>/config.py``) when only that task does."""
+    the task's config class (``tasks/<task>/config.py``) when only that task does.
+
+    Args:
+        default: the key's default value.
+        help: what it does, for `train --help` and the config dumps.
+        allowed: an interval such as "[0, 1)", a tuple or list of choices, or None for any value of its type.
+
+    Returns:
+        The dataclass field.
+
+    Raises:
+        ValueError: `allowed` is an interval that cannot be read.
+    """
     allowed = (
         Allowed(choices=tuple(allowed))
         if isinstance(allowed, (tuple, list))
@@ -289,12 +301,26 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
 
 
 def task_key(name: str) -> Any:
-    """A task config's `task` key: the shared key, defaulting to the task's own name."""
+    """A task config's `task` key: the shared key, defaulting to the task's own name.
+
+    Args:
+        name: the task's name.
+
+    Returns:
+        The dataclass field.
+    """
     return key(name, TrainConfig.__dataclass_fields__["task"].metadata["help"])
 
 
 def dataset_key(datasets: Dict[str, str]) -> Any:
-    """A task's `dataset` key: its datasets {name: what it is}, the first one the default."""
+    """A task's `dataset` key: its datasets {name: what it is}, the first one the default.
+
+    Args:
+        datasets: {name: what it is}, in the order `--help` lists them.
+
+    Returns:
+        The dataclass field, its choices the names.
+    """
     return key(next(iter(datasets)), "; ".join(f"{k}: {v}" for k, v in datasets.items()), tuple(datasets))
 
 

@@ -48,7 +48,18 @@ def _yaml_error(path: str, e: Exception) -> ConfigError:
 
 def load_yaml(path: str, _seen: Tuple[str, ...] = ()) -> Dict[str, Any]:
     """A YAML config as a dict; ``_base_: other.yaml`` (relative to the file, or a list of such) is read first
-    and overridden. Only YAML files are read, and errors never echo a file's lines."""
+    and overridden. Only YAML files are read, and errors never echo a file's lines.
+
+    Args:
+        path: the YAML file; a relative `configs/...` path not found here is looked up in the source checkout.
+
+    Returns:
+        {key: value}, the bases merged under the file's own values.
+
+    Raises:
+        ConfigError: the file is not found, too large, not UTF-8, not valid YAML, not a mapping, includes itself,
+            or names a `_base_` that is not a YAML file.
+    """
     if not os.path.isfile(path):
         path = _in_checkout(path)
     if os.path.abspath(path) in _seen:
@@ -89,6 +100,13 @@ def load_yaml(path: str, _seen: Tuple[str, ...] = ()) -> Dict[str, Any]:
 
 
 def save_config(cfg: TrainConfig, path: str, extra_comment: str = "") -> None:
+    """Write `cfg` as YAML that `load_yaml` reads back, atomically.
+
+    Args:
+        cfg: the config.
+        path: the file to write.
+        extra_comment: lines written first, each as a `#` comment.
+    """
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
     if extra_comment:
         text = "".join(f"# {line}\n" for line in extra_comment.splitlines()) + text

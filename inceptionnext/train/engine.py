@@ -55,7 +55,7 @@ class TrainError(RuntimeError):
 
 
 class NonFiniteLossError(TrainError):
-    pass
+    """The loss became NaN or infinite; the message names the round and step."""
 
 
 def seed_everything(seed: int) -> None:
@@ -70,6 +70,13 @@ def plan_batch(cfg: TrainConfig, world_size: int) -> Tuple[int, float, str]:
     The recipes hold lr at global batch lr_batch, as the official runs do (fewer GPUs: more accumulation). With
     grad_accum auto (None), accumulation is chosen to reach lr_batch when batch_size x processes divides it;
     otherwise, or with grad_accum set, the lr scales linearly to the global batch that results.
+
+    Args:
+        cfg: the run's config (`batch_size`, `grad_accum`, `lr`, `lr_batch`).
+        world_size: the number of processes.
+
+    Returns:
+        (gradient accumulation steps, the effective lr, one line saying how they were chosen).
     """
     per_step = cfg.batch_size * world_size
     accum = cfg.grad_accum
@@ -112,7 +119,23 @@ def create_training_model(
     **kwargs,
 ) -> nn.Module:
     """`models.backbone.create_timm_model` for a training run: a bad name or file is a TrainError, a file whose
-    head already has `num_classes` outputs keeps it, and `model.start_note` says where the weights came from."""
+    head already has `num_classes` outputs keeps it, and `model.start_note` says where the weights came from.
+
+    Args:
+        name: a timm or zoo model name.
+        num_classes: classes of the new head.
+        pretrained: start from the model's pretrained weights.
+        weights: a local weight file to start from instead.
+        keep_classifier: load the file's classifier too (its head has `num_classes` outputs).
+        **kwargs: more `timm.create_model` options (`drop_path_rate`, ...).
+
+    Returns:
+        The model, with `start_note` set.
+
+    Raises:
+        TrainError: the name is unknown, `weights` names no file, or the model cannot be built from the weights
+            (the message carries the cause).
+    """
     try:
         check_model_name(name)  # the close-match helper predict and info use
     except ValueError as e:
@@ -285,6 +308,25 @@ def state_digest(model: nn.Module) -> str:
 
 @dataclass
 class RunResult:
+    """Where a run's outputs went and how it ended.
+
+    Args:
+        out_dir: the run folder.
+        last_checkpoint: last.pth, the resume point.
+        best_checkpoint: model_best.pth.
+        log_path: the CSV log.
+        plot_path: the curves plot; None when none was drawn.
+        config_path: the config.yaml the run wrote.
+        best_top1: the best main metric when it is top-1 (classification), else None.
+        best_epoch: the round that scored it.
+        epochs_done: rounds completed.
+        history: one row of metrics per round.
+        model: the trained model (on the main process).
+        replicas_in_sync: whether every process ended with bit-identical weights (None: one process).
+        best_metric: the task's main metric, which picked best_checkpoint.
+        best_value: its best value.
+    """
+
     out_dir: str
     last_checkpoint: str
     best_checkpoint: str
@@ -302,7 +344,20 @@ class RunResult:
 
 
 class Trainer:
-    """Holds the pieces of one run; ``fit()`` runs it from start or from its resume point to the end."""
+    """Holds the pieces of one run; ``fit()`` runs it from start or from its resume point to the end.
+
+    Building it builds everything (task, data, model, optimizer, loaders, schedule) and locks the run folder.
+
+    Args:
+        cfg: the run's config.
+        env: the process's distributed environment.
+
+    Raises:
+        TrainError: a setting cannot run here, the task or model is unknown, the classes do not match the data,
+            the optimizer cannot be built, or the run folder is held by another run.
+        DataError: the task's data cannot be used (a missing or empty folder, an unreadable image).
+        CheckpointError: the checkpoint to resume from cannot be read or does not fit the run.
+    """
 
     def __init__(self, cfg: TrainConfig, env: dist_lib.DistEnv):
         if cfg.task in TASKS and type(cfg) is not config_class(cfg.task):  # e.g. a bare TrainConfig
@@ -774,6 +829,7 @@ class Trainer:
 
     @property
     def start_epoch_done(self) -> int:
+        """The rounds already done when the run started (a resumed run's history)."""
         return len(self.history)
 
     def _skipped(self) -> int:
@@ -810,7 +866,15 @@ class Trainer:
         write_csv(self.history, self.paths["log"], self.task.log_columns)
 
     def fit(self) -> RunResult:
-        """Run from the start or the resume point to the end; the run folder is let go however it ends."""
+        """Run from the start or the resume point to the end; the run folder is let go however it ends.
+
+        Returns:
+            Where the outputs went.
+
+        Raises:
+            NonFiniteLossError: the loss became NaN or infinite.
+            TrainError: the run cannot go on; the message says why.
+        """
         try:
             return self._fit()
         finally:
@@ -970,7 +1034,21 @@ class RunInterrupted(Exception):
 def fit(cfg: TrainConfig) -> RunResult:
     """Train per cfg (under torchrun: one process per device); returns where the outputs went. Ctrl-C is a
     RunInterrupted naming the checkpoint to resume from (checkpoints are written atomically: the last whole one).
-    The torch settings a run changes (precision flags, the CUDA device) are restored when it returns or raises."""
+    The torch settings a run changes (precision flags, the CUDA device) are restored when it returns or raises.
+
+    Args:
+        cfg: the run's config (`make_config`, `parse_config` or `load_yaml` + `apply_overrides`).
+
+    Returns:
+        Where the outputs went, the best metric and the history.
+
+    Raises:
+        TrainError: the run cannot start or go on (a bad setting, model, data or a distributed timeout); the
+            message says why.
+        DataError: the task's data cannot be used (a missing or empty folder, an unreadable image).
+        CheckpointError: the checkpoint to resume from cannot be read or does not fit.
+        RunInterrupted: Ctrl-C; the message names the checkpoint to resume from.
+    """
     with torch_settings_restored():
         return _fit(cfg)
 

@@ -13,7 +13,17 @@ from .task import TASKS
 
 def config_class(task: str) -> type:
     """The config class of a registered task (TrainConfig plus the task's keys); a ConfigError naming the known
-    tasks otherwise."""
+    tasks otherwise.
+
+    Args:
+        task: a registered task's name.
+
+    Returns:
+        Its config class.
+
+    Raises:
+        ConfigError: no task of that name is registered.
+    """
     if task not in TASKS:
         raise ConfigError(
             f"config key 'task': {describe_value(task)} is not a task; known: {', '.join(TASKS) or 'none registered'}"
@@ -58,7 +68,20 @@ def _at_its_default(key: str, value: Any, owners: Sequence[str]) -> bool:
 def apply_overrides(cfg: TrainConfig, values: Dict[str, Any], where: str) -> TrainConfig:
     """Return a copy of cfg with values set, each checked against the keys of the run's task and coerced to its
     type. Setting ``task`` makes the copy that task's config (the shared keys carried over). Another task's key
-    is refused, naming its task, unless it holds that task's default."""
+    is refused, naming its task, unless it holds that task's default.
+
+    Args:
+        cfg: the config to start from (left unchanged).
+        values: {key: value}; `-` in a key reads as `_`, values are coerced as from YAML or the command line.
+        where: where the values came from, for the messages (e.g. "the command line").
+
+    Returns:
+        The new config, of the run's task's config class.
+
+    Raises:
+        ConfigError: a key is not a name, unknown, or another task's; a value does not convert to its key's
+            type or is outside what the key accepts; the task is not registered.
+    """
     values = {_key_name(k, where): v for k, v in values.items()}
     task = coerce_value(TrainConfig, "task", values.pop("task", cfg.task))
     cls = config_class(task)
@@ -91,7 +114,17 @@ def _key_name(key: Any, where: str) -> str:
 
 
 def make_config(**values: Any) -> TrainConfig:
-    """A run's config from keyword values (``task`` picks the config class; classification by default)."""
+    """A run's config from keyword values (``task`` picks the config class; classification by default).
+
+    Args:
+        **values: config keys and their values.
+
+    Returns:
+        The config.
+
+    Raises:
+        ConfigError: as `apply_overrides`.
+    """
     return apply_overrides(TrainConfig(), values, "make_config")
 
 

@@ -11,13 +11,26 @@ import torch
 class RoundSampler(torch.utils.data.Sampler):
     """Iteration-based training: `samples` indices per round (per rank) from one endless stream of seeded
     permutations of the dataset, shared by all ranks (rank r takes every world-th index). set_epoch(round)
-    positions the stream, so a resumed run draws exactly what an uninterrupted one would."""
+    positions the stream, so a resumed run draws exactly what an uninterrupted one would.
+
+    Args:
+        dataset_len: the dataset's size.
+        samples: indices per round, per rank.
+        seed: the seed of the permutations.
+        rank: this process's rank.
+        world_size: the number of processes.
+    """
 
     def __init__(self, dataset_len: int, samples: int, seed: int, rank: int = 0, world_size: int = 1):
         self.n, self.samples, self.seed, self.rank, self.world = dataset_len, samples, seed, rank, world_size
         self.round = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Position the stream at the start of a round.
+
+        Args:
+            epoch: the round, from 0.
+        """
         self.round = epoch
 
     def __len__(self) -> int:

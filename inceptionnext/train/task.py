@@ -27,7 +27,16 @@ from .config import TrainConfig, config_fields
 class TaskSettings:
     """What a task declares about its settings: its config class (TrainConfig plus the task's own keys and its
     `dataset` choices), the metrics it reports, the one that picks ``model_best.pth``, and the kinds of run it
-    supports (an epoch run counts epochs; an iteration run, ``iters``, counts optimizer updates)."""
+    supports (an epoch run counts epochs; an iteration run, ``iters``, counts optimizer updates).
+
+    Args:
+        config: the task's config class, a `TrainConfig` subclass.
+        metrics: keys of evaluate()'s dict (the log's val_* columns).
+        best_metric: the one of them that picks model_best.pth (higher is better).
+        best_label: how the log names it, e.g. "top-1", "mIoU".
+        epoch_runs: the task trains by epochs.
+        iteration_runs: the task trains by iterations (`iters`).
+    """
 
     config: type
     metrics: Tuple[str, ...]  # keys of evaluate()'s dict (the log's val_* columns)
@@ -59,6 +68,16 @@ def run_kind_problem(name: str, settings: TaskSettings, iters: Optional[int]) ->
 
 
 class Task:
+    """One task's part of a run: its data, model, loss of a batch, evaluation and checkpoint fields.
+
+    Subclass it, set `name` and `settings`, implement the methods that raise NotImplementedError and register the
+    class with `register_task`; the engine builds one per run.
+
+    Args:
+        cfg: the run's config (an instance of the task's config class).
+        env: the process's distributed environment (rank, world size, device).
+    """
+
     name: str = ""
     settings: TaskSettings  # declared in the task's config module
     log_columns: Sequence[str] = ()  # the CSV log's columns, in order (history rows may hold more)
@@ -74,19 +93,38 @@ class Task:
 
     @property
     def metric_label(self) -> str:
+        """How the log names the main metric, e.g. "top-1"."""
         return self.settings.best_label
 
     def build_datasets(self) -> Tuple[torch.utils.data.Dataset, torch.utils.data.Dataset, int]:
-        """Train and validation datasets, and the number of classes they hold."""
+        """Train and validation datasets, and the number of classes they hold.
+
+        Returns:
+            (train set, validation set, number of classes).
+        """
         raise NotImplementedError
 
     def build_model(self, num_classes: int) -> nn.Module:
-        """The model, with the weights the config names (cfg.pretrained / cfg.weights)."""
+        """The model, with the weights the config names (cfg.pretrained / cfg.weights).
+
+        Args:
+            num_classes: the classes `build_datasets` found.
+
+        Returns:
+            The model, on the CPU.
+        """
         raise NotImplementedError
 
     def describe_start(self, model: nn.Module) -> str:
         """What the built model started from, in words (the run's `weights:` line): the builder's own note
-        (``model.start_note``) when it left one, else what the config names."""
+        (``model.start_note``) when it left one, else what the config names.
+
+        Args:
+            model: the model `build_model` built.
+
+        Returns:
+            One phrase, e.g. "the pretrained weights of inceptionnext_t".
+        """
         note = getattr(model, "start_note", None)
         if note:
             return note
@@ -98,7 +136,14 @@ class Task:
         return "random initialisation (no pretrained weights, no weight file)"
 
     def data_config(self, model: nn.Module) -> Dict[str, Any]:
-        """The evaluation preprocessing (input_size, mean, std, ...); recorded in every checkpoint."""
+        """The evaluation preprocessing (input_size, mean, std, ...); recorded in every checkpoint.
+
+        Args:
+            model: the model being trained.
+
+        Returns:
+            timm's data config.
+        """
         raise NotImplementedError
 
     def build_loaders(
@@ -111,38 +156,102 @@ class Task:
     ):
         """(train loader, val loader). round_sampler is the engine's `RoundSampler` in an iteration run (cfg.iters):
         the train loader draws from it (batch_size per batch, drop_last), which gives exactly one round of batches,
-        continuing through the data across rounds; None in an epoch run (one pass over the training set)."""
+        continuing through the data across rounds; None in an epoch run (one pass over the training set).
+
+        Args:
+            train_set: the training set.
+            val_set: the validation set.
+            data_cfg: the evaluation preprocessing (`data_config`).
+            num_classes: the classes of the sets.
+            round_sampler: the engine's sampler in an iteration run, else None.
+
+        Returns:
+            (train loader, val loader).
+        """
         raise NotImplementedError
 
     def train_loss(self, model: nn.Module, batch) -> Tuple[torch.Tensor, int]:
         """The loss of one loader batch (moved to the device here) and the number of samples it averages over.
-        The engine runs this under autocast and does the backward pass, accumulation and update."""
+        The engine runs this under autocast and does the backward pass, accumulation and update.
+
+        Args:
+            model: the model in train mode (DDP-wrapped in a distributed run).
+            batch: one batch of the train loader.
+
+        Returns:
+            (the loss, a scalar tensor; the number of samples it averages over).
+        """
         raise NotImplementedError
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader, desc: str = "val") -> Dict[str, float]:
-        """Metrics over the whole validation set, summed over all ranks; holds self.main_metric."""
+        """Metrics over the whole validation set, summed over all ranks; holds self.main_metric.
+
+        Args:
+            model: the model (or its EMA copy) in eval mode.
+            loader: the validation loader.
+            desc: the progress bar's label.
+
+        Returns:
+            {metric: value}, the keys of `settings.metrics` among them.
+        """
         raise NotImplementedError
 
     def describe(self, row: Dict[str, Any]) -> str:
-        """The validation part of one log line, from a history row (keys val_*)."""
+        """The validation part of one log line, from a history row (keys val_*).
+
+        Args:
+            row: one round's history row.
+
+        Returns:
+            The text, e.g. "val top-1 91.2%".
+        """
         raise NotImplementedError
 
     def checkpoint_record(self, data_cfg: Dict[str, Any], train_set) -> Dict[str, Any]:
-        """Task fields stored in each checkpoint beside the engine's (data_config, class names, ...)."""
+        """Task fields stored in each checkpoint beside the engine's (data_config, class names, ...).
+
+        Args:
+            data_cfg: the evaluation preprocessing.
+            train_set: the training set (its class names).
+
+        Returns:
+            {field: value}; by default the data config alone.
+        """
         return {"data_config": dict(data_cfg)}
 
     def after_validation(self, model: nn.Module, out_dir: str, epoch: int) -> None:
         """Hook on rank 0 after a round whose validation made it the best so far, with the weights model_best.pth
         now holds, the ones that scored it as passed to `evaluate` (e.g. example predictions, per-class results);
-        default: nothing."""
+        default: nothing.
+
+        Args:
+            model: the weights that scored best (the EMA module when the EMA scored best).
+            out_dir: the run folder.
+            epoch: the round just validated.
+        """
 
     def run_summary(self, out_dir: str, best_checkpoint: str) -> List[str]:
-        """Lines the end of a run adds to its summary (the worst class, the next commands ...); default: none."""
+        """Lines the end of a run adds to its summary (the worst class, the next commands ...); default: none.
+
+        Args:
+            out_dir: the run folder.
+            best_checkpoint: the path of model_best.pth.
+
+        Returns:
+            The lines.
+        """
         return []
 
     def extra_outputs(self, out_dir: str) -> Dict[str, str]:
-        """Further files the run wrote, {label: path}, listed with the checkpoint and log when it ends."""
+        """Further files the run wrote, {label: path}, listed with the checkpoint and log when it ends.
+
+        Args:
+            out_dir: the run folder.
+
+        Returns:
+            {label: path}; by default none.
+        """
         return {}
 
 
@@ -150,7 +259,18 @@ TASKS: Dict[str, type] = {}
 
 
 def register_task(cls: type) -> type:
-    """Class decorator: make a Task subclass available to the engine under its `name`, with its settings."""
+    """Class decorator: make a Task subclass available to the engine under its `name`, with its settings.
+
+    Args:
+        cls: the Task subclass.
+
+    Returns:
+        `cls`, registered.
+
+    Raises:
+        ValueError: it has no name, no `TaskSettings` whose config is a TrainConfig subclass, a config whose
+            task key does not default to its name, or a best_metric that is not one of its metrics.
+    """
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no task name")
     settings = getattr(cls, "settings", None)

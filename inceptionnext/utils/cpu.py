@@ -14,7 +14,14 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 
 
 def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> Optional[FrozenSet[str]]:
-    """The first CPU's flags (x86 'flags', Arm 'Features'), or None where the system does not list them."""
+    """The first CPU's flags (x86 'flags', Arm 'Features'), or None where the system does not list them.
+
+    Args:
+        cpuinfo: the file to read them from.
+
+    Returns:
+        The flags, or None when the file is missing or lists none.
+    """
     try:
         with open(cpuinfo) as f:
             for line in f:
@@ -27,11 +34,25 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> Optional[FrozenSet[str]]:
 
 
 def bf16_flags_found(cpuinfo: str = "/proc/cpuinfo") -> tuple:
-    """The native-bf16 flags this CPU lists (empty: none, or the flags are unknown)."""
+    """The native-bf16 flags this CPU lists (empty: none, or the flags are unknown).
+
+    Args:
+        cpuinfo: the file to read the flags from.
+
+    Returns:
+        Those of `BF16_FLAGS` the CPU lists.
+    """
     flags = cpu_flags(cpuinfo) or frozenset()
     return tuple(f for f in BF16_FLAGS if f in flags)
 
 
 def native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether the CPU has bf16 dot-product instructions, so bf16 inference runs faster than fp32."""
+    """Whether the CPU has bf16 dot-product instructions, so bf16 inference runs faster than fp32.
+
+    Args:
+        cpuinfo: the file to read the flags from.
+
+    Returns:
+        True when it lists one of `BF16_FLAGS`.
+    """
     return bool(bf16_flags_found(cpuinfo))

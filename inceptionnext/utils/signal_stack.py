@@ -36,7 +36,11 @@ _LIBC = _libc()
 
 
 def current_signal_stack() -> Optional[Tuple[int, int, int]]:
-    """This thread's alternate signal stack as (address, flags, size); None where it cannot be read."""
+    """This thread's alternate signal stack as (address, flags, size); None where it cannot be read.
+
+    Returns:
+        (address, flags, size), or None off Linux or where sigaltstack fails.
+    """
     if _LIBC is None:
         return None
     stack = _StackT()

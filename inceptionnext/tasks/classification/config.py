@@ -17,6 +17,9 @@ DATASETS = {
 
 @dataclass
 class ClassificationConfig(TrainConfig):
+    """A classification run's keys: `TrainConfig`'s and the ones below, each with its help text
+    (`inceptionnext train --task classification --help` lists them)."""
+
     task: str = task_key("classification")
     dataset: str = dataset_key(DATASETS)
     drop: float = key(0.0, "dropout before the classifier", "[0, 1)")

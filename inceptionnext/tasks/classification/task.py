@@ -28,6 +28,13 @@ from .per_class_plots import draw_mistakes, plot_per_class
 
 @register_task
 class ClassificationTask(Task):
+    """Image classification with timm's data pipeline, losses and metrics (top-1 picks the best checkpoint).
+
+    Args:
+        cfg: the run's `ClassificationConfig`.
+        env: the process's distributed environment.
+    """
+
     name = "classification"
     settings = SETTINGS
     log_columns = COLUMNS

@@ -20,6 +20,9 @@ DATASETS = {
 
 @dataclass
 class DetectionConfig(TrainConfig):
+    """A detection run's keys: `TrainConfig`'s and the ones below, each with its help text
+    (`inceptionnext train --task detection --help` lists them)."""
+
     task: str = task_key("detection")
     dataset: str = dataset_key(DATASETS)
     backbone_weights: Optional[str] = key(None, "classification weights for the backbone, any format the loader reads")

@@ -69,6 +69,17 @@ class EpochLoader:
 
 @register_task
 class DetectionTask(Task):
+    """Object detection (and instance segmentation) with torchvision's detectors on a zoo backbone (COCO mAP
+    picks the best checkpoint).
+
+    Args:
+        cfg: the run's `DetectionConfig`.
+        env: the process's distributed environment.
+
+    Raises:
+        TrainError: `cfg.model` is not a detection model.
+    """
+
     name = "detection"
     settings = SETTINGS
     log_columns = COLUMNS
@@ -133,7 +144,14 @@ class DetectionTask(Task):
 
     # ------------------------------------------------------------------------------------------- model
     def detector_args(self, num_classes: int) -> Dict[str, Any]:
-        """What rebuilds this detector (also stored in every checkpoint, for `inceptionnext detect`)."""
+        """What rebuilds this detector (also stored in every checkpoint, for `inceptionnext detect`).
+
+        Args:
+            num_classes: the object classes.
+
+        Returns:
+            `create_detector`'s arguments: name, num_classes, fpn_channels, anchor_sizes and the detector's kwargs.
+        """
         cfg = self.cfg
         score_key = "box_score_thresh" if self.spec.two_stage else "score_thresh"
         return dict(
@@ -259,7 +277,15 @@ class DetectionTask(Task):
         save_figure(self.detections_figure(model, epoch), os.path.join(out_dir, "detections.png"))
 
     def detections_figure(self, model, epoch: int):
-        """The figure of detections.png: the first `vis_images` val images, ground truth beside detections."""
+        """The figure of detections.png: the first `vis_images` val images, ground truth beside detections.
+
+        Args:
+            model: the detector.
+            epoch: the round, for the title.
+
+        Returns:
+            The matplotlib figure.
+        """
         samples = [self.vis_set[i] for i in range(min(self.cfg.vis_images, len(self.vis_set)))]
         images = [s[0] for s in samples]
         was_training = model.training

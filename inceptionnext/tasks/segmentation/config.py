@@ -19,6 +19,9 @@ DATASETS = {
 
 @dataclass
 class SegmentationConfig(TrainConfig):
+    """A segmentation run's keys: `TrainConfig`'s and the ones below, each with its help text
+    (`inceptionnext train --task segmentation --help` lists them)."""
+
     task: str = task_key("segmentation")
     dataset: str = dataset_key(DATASETS)
     crop_size: int = key(512, "training crop (padded with label 255 where the image is smaller)", "[8, 8192]")

@@ -26,6 +26,13 @@ from .evaluate import evaluate_segmentation
 
 @register_task
 class SegmentationTask(Task):
+    """Semantic segmentation with an UperNet or FPN head on a zoo backbone (mIoU picks the best checkpoint).
+
+    Args:
+        cfg: the run's `SegmentationConfig`.
+        env: the process's distributed environment.
+    """
+
     name = "segmentation"
     settings = SETTINGS
     log_columns = (
@@ -176,7 +183,15 @@ class SegmentationTask(Task):
     @torch.no_grad()
     def overlay_figure(self, model, epoch: int):
         """The figure of val_overlays.png: the first `overlays` val images as image | ground truth | prediction,
-        one scale for all, the classes shown in a legend (background untinted); None when there is none to draw."""
+        one scale for all, the classes shown in a legend (background untinted); None when there is none to draw.
+
+        Args:
+            model: the segmentation model.
+            epoch: the round, for the title.
+
+        Returns:
+            The matplotlib figure, or None.
+        """
         n = min(self.cfg.overlays, len(self.val_set))
         if n <= 0:
             return None
