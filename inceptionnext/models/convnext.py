@@ -255,13 +255,13 @@ class ConvNeXt(TimmModelMixin, nn.Module):
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last stage's feature map.
+        """The last stage's feature map, (B, C, H / output_stride, W / output_stride).
 
         Args:
             x: images, (B, in_chans, H, W).
 
         Returns:
-            Features, (B, C, H / output_stride, W / output_stride).
+            The feature map of the last stage.
 
         Raises:
             ValueError: `x` is not a (B, in_chans, H, W) tensor.
