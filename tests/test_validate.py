@@ -62,38 +62,14 @@ def test_formats_agree_and_pretrained_preprocessing_is_used(weights, tmp_path):
 def test_cli_prints_top1_top5_and_reports_bad_input(weights, tmp_path, monkeypatch, capsys):
     d, _ = weights
     data = make_folder(tmp_path / "data", train=1, val=2)
+    model = ["--model", "inceptionnext_a", "--checkpoint", d / "plain.pth"]
+    options = ["--img-size", "32", "--workers", "0", "--no-progress", "--channels-last", "--amp", "bf16"]
     code, out, err = run_checkout_script(
-        monkeypatch,
-        capsys,
-        "validate.py",
-        "--model",
-        "inceptionnext_a",
-        "--checkpoint",
-        d / "plain.pth",
-        "--data-dir",
-        data / "val",
-        "--img-size",
-        "32",
-        "--workers",
-        "0",
-        "--no-progress",
-        "--channels-last",
-        "--amp",
-        "bf16",
+        monkeypatch, capsys, "validate.py", *model, "--data-dir", data / "val", *options
     )
     assert code == 0, err[-2000:]
     assert "top-1" in out and "top-5" in out and "on 6 images" in out
-    code, _, err = run_checkout_script(
-        monkeypatch,
-        capsys,
-        "validate.py",
-        "--model",
-        "inceptionnext_a",
-        "--checkpoint",
-        d / "plain.pth",
-        "--data-dir",
-        tmp_path / "nope",
-    )
+    code, _, err = run_checkout_script(monkeypatch, capsys, "validate.py", *model, "--data-dir", tmp_path / "nope")
     assert code == 1 and "image folder not found" in err
     with pytest.raises(DataError, match="no images found"):
         (tmp_path / "empty" / "a").mkdir(parents=True)
