@@ -647,6 +647,9 @@ def test_ctrl_c_exits_130_with_one_line_saying_how_to_resume(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ, OMP_NUM_THREADS="1"),
+        # Ctrl-C as a terminal delivers it, even where pytest itself was started in the background by a shell
+        # (which ignores SIGINT there, and a process inherits an ignored signal)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     last = tmp_path / "out" / "run" / "last.pth"
     deadline = time.time() + 180
