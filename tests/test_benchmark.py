@@ -4,18 +4,14 @@ JSON, plot, argument errors."""
 import json
 import os
 import statistics
-import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from test_train import run_checkout_script
 
 from inceptionnext.cli import benchmark as cli_bench
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "benchmark.py"
 TINY = [
     "--batch-size",
     "2",
@@ -38,11 +34,9 @@ def bench():
     return models
 
 
-def test_cli_end_to_end_writes_json_table_and_plot(tmp_path):
+def test_cli_end_to_end_writes_json_table_and_plot(tmp_path, monkeypatch, capsys):
     results, png = tmp_path / "bench.json", tmp_path / "fig1.png"
-    cmd = [
-        sys.executable,
-        str(SCRIPT),
+    argv = [
         "--model",
         "inceptionnext_a,inception_next_atto",
         "--bench",
@@ -56,11 +50,12 @@ def test_cli_end_to_end_writes_json_table_and_plot(tmp_path):
         str(png),
         *TINY,
     ]
-    proc = subprocess.run(
-        cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)}
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = proc.stdout
+    threads = torch.get_num_threads()  # --threads sets them for the process: this one's are given back
+    try:
+        code, out, err = run_checkout_script(monkeypatch, capsys, "benchmark.py", *argv)
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0, err[-2000:]
     assert "| model | variant | bench |" in out and "torch " + torch.__version__ in out
     assert "Command: `python scripts/benchmark.py --model inceptionnext_a" in out
 

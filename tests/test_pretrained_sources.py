@@ -247,6 +247,12 @@ import inceptionnext
 from inceptionnext import weights
 
 spec = json.loads(sys.argv[1])
+if spec.get("no_retries"):  # a refused connection fails at once, not after huggingface_hub's 23 s of backoff
+    from huggingface_hub.utils import _http
+
+    for backoff in (getattr(_http, "http_backoff", None), getattr(_http, "http_stream_backoff", None)):
+        if "max_retries" in (getattr(backoff, "__kwdefaults__", None) or {}):
+            backoff.__kwdefaults__["max_retries"] = 0
 weights.KNOWN_SHA256.update(spec.get("pins", {}))
 reference = torch.load(spec["reference"], weights_only=True)
 for name, kwargs in spec["models"]:
@@ -260,14 +266,15 @@ for name, kwargs in spec["models"]:
 """
 
 
-def run_case(tmp_path, models, env=None, pins=None, reference=None, home="home"):
+def run_case(tmp_path, models, env=None, pins=None, reference=None, home="home", no_retries=False):
     """Create each (name, kwargs) in a fresh interpreter whose Hugging Face and torch hub caches are under
-    tmp_path/home, with no proxy or hub setting from this machine; what each load gave, by model name."""
+    tmp_path/home, with no proxy or hub setting from this machine; what each load gave, by model name.
+    `no_retries`: huggingface_hub tries a host that refuses connections once instead of backing off 5 times."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("HF_") and "proxy" not in k.lower()}
     base.update(HF_HOME=str(tmp_path / home / "hf"), TORCH_HOME=str(tmp_path / home / "torch"))
     base.update(HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_ETAG_TIMEOUT="5", HF_HUB_DOWNLOAD_TIMEOUT="5")
     base.update(env or {})
-    spec = dict(models=models, reference=str(reference), pins=pins or {})
+    spec = dict(models=models, reference=str(reference), pins=pins or {}, no_retries=no_retries)
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT, json.dumps(spec)],
         env=base,
@@ -406,7 +413,7 @@ def test_unreachable_sources_name_the_endpoint_proxy_caches_and_ways_out(tmp_pat
     dead = f"http://127.0.0.1:{closed_port()}"
     env = {"HF_ENDPOINT": dead, "HTTP_PROXY": f"http://127.0.0.1:{closed_port()}", "NO_PROXY": "127.0.0.1"}
     overlay = dict(pretrained_cfg_overlay=dict(url=f"http://releases.invalid{RELEASE}"))
-    both = run_case(tmp_path, [(TIMM, overlay), (OURS, overlay)], env, reference=files["reference"])
+    both = run_case(tmp_path, [(TIMM, overlay), (OURS, overlay)], env, reference=files["reference"], no_retries=True)
     assert "error" in both[TIMM]
     message = both[OURS]["error"]
     home = tmp_path / "home"

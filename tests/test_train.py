@@ -4,6 +4,7 @@ config, and every bad input the issue lists. Tiny images (32 px) and tiny datase
 import json
 import os
 import re
+import runpy
 import subprocess
 import sys
 import textwrap
@@ -38,6 +39,20 @@ from inceptionnext.train.logs import read_csv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLORS = [(220, 40, 40), (40, 200, 60), (50, 60, 230), (230, 220, 40)]
+
+
+def run_checkout_script(monkeypatch, capsys, script, *argv):
+    """(exit code, stdout, stderr) of `python scripts/<script> argv...`, run as __main__ in this process (the
+    import of torch a new interpreter would spend is the most of such a run); sys.path and sys.argv restored.
+    The tests that a checkout's scripts start as their own processes are in test_cli."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(sys, "argv", [os.path.join(REPO, "scripts", script), *map(str, argv)])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    out, err = capsys.readouterr()
+    code = exit.value.code
+    return (0 if code is None else code), out, err
 
 
 def make_folder(root, classes=3, train=8, val=4, size=16, seed=0):
@@ -552,7 +567,7 @@ def test_resume_with_other_class_count_or_model(tmp_path, data):
         fit(toy_cfg(tmp_path, data, resume=str(tmp_path / "nope.pth"), experiment="z"))
 
 
-def test_unknown_config_key(tmp_path):
+def test_unknown_config_key(tmp_path, monkeypatch, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: inceptionnext_a\nlearning_rate: 0.1\n")
     with pytest.raises(ConfigError, match="unknown config key 'learning_rate' in .*bad.yaml"):
@@ -561,13 +576,8 @@ def test_unknown_config_key(tmp_path):
         parse_config(["--drop-pth", "0.1"])
     with pytest.raises(ConfigError, match="config key 'epochs': cannot use 'many'"):
         parse_config(["--epochs", "many"])
-    p = subprocess.run(
-        [sys.executable, os.path.join(REPO, "scripts", "train.py"), "--config", str(bad)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert p.returncode == 1 and "error: unknown config key 'learning_rate'" in p.stderr
+    code, _, err = run_checkout_script(monkeypatch, capsys, "train.py", "--config", bad)
+    assert code == 1 and "error: unknown config key 'learning_rate'" in err
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data):

@@ -1,14 +1,12 @@
 """validate.py: any weight format the library loads, the weights' own preprocessing, and clear errors."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 import timm
 import torch
 from safetensors.torch import save_file
-from test_train import make_folder
+from test_train import make_folder, run_checkout_script
 
 import inceptionnext  # noqa: F401
 from inceptionnext.tasks.classification.evaluate import load_for_eval, run_validation
@@ -61,51 +59,18 @@ def test_formats_agree_and_pretrained_preprocessing_is_used(weights, tmp_path):
     assert small["data_config"]["input_size"] == (3, 32, 32) and small["count"] == 9
 
 
-def test_cli_prints_top1_top5_and_reports_bad_input(weights, tmp_path):
+def test_cli_prints_top1_top5_and_reports_bad_input(weights, tmp_path, monkeypatch, capsys):
     d, _ = weights
     data = make_folder(tmp_path / "data", train=1, val=2)
-    script = os.path.join(REPO, "scripts", "validate.py")
-    ok = subprocess.run(
-        [
-            sys.executable,
-            script,
-            "--model",
-            "inceptionnext_a",
-            "--checkpoint",
-            str(d / "plain.pth"),
-            "--data-dir",
-            str(data / "val"),
-            "--img-size",
-            "32",
-            "--workers",
-            "0",
-            "--no-progress",
-            "--channels-last",
-            "--amp",
-            "bf16",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    model = ["--model", "inceptionnext_a", "--checkpoint", d / "plain.pth"]
+    options = ["--img-size", "32", "--workers", "0", "--no-progress", "--channels-last", "--amp", "bf16"]
+    code, out, err = run_checkout_script(
+        monkeypatch, capsys, "validate.py", *model, "--data-dir", data / "val", *options
     )
-    assert ok.returncode == 0, ok.stderr[-2000:]
-    assert "top-1" in ok.stdout and "top-5" in ok.stdout and "on 6 images" in ok.stdout
-    missing = subprocess.run(
-        [
-            sys.executable,
-            script,
-            "--model",
-            "inceptionnext_a",
-            "--checkpoint",
-            str(d / "plain.pth"),
-            "--data-dir",
-            str(tmp_path / "nope"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert missing.returncode == 1 and "image folder not found" in missing.stderr
+    assert code == 0, err[-2000:]
+    assert "top-1" in out and "top-5" in out and "on 6 images" in out
+    code, _, err = run_checkout_script(monkeypatch, capsys, "validate.py", *model, "--data-dir", tmp_path / "nope")
+    assert code == 1 and "image folder not found" in err
     with pytest.raises(DataError, match="no images found"):
         (tmp_path / "empty" / "a").mkdir(parents=True)
         run_validation("inceptionnext_a", str(d / "plain.pth"), data_dir=str(tmp_path / "empty"), workers=0)

@@ -12,7 +12,6 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from sklearn.utils.class_weight import compute_class_weight
 from timm.data import FastCollateMixup, Mixup, create_loader, create_transform
 from timm.data.transforms import CenterCropOrPad, ResizeKeepRatio
 from torchvision import transforms
@@ -134,6 +133,8 @@ def class_counts(dataset, num_classes: int) -> np.ndarray:
 
 def balanced_loss_weights(dataset, num_classes: int) -> torch.Tensor:
     """scikit-learn's "balanced" class weights, n_samples / (n_classes x count), for the classes present."""
+    from sklearn.utils.class_weight import compute_class_weight  # here: importing scikit-learn takes a second
+
     targets = np.asarray(dataset_targets(dataset))
     present = np.unique(targets)
     weights = np.ones(num_classes)
