@@ -1,7 +1,8 @@
 """Behaviour a user relies on that the rest of the suite did not pin down (each found by a mutant that survived it):
 training with drop path as timm trains, the layer-scale start value, damage to a checkpoint's tensor shapes and
 types, which weights of another tool's training checkpoint are loaded, the quantization floor at its bounds,
-empty boxes in a COCO file and state dicts wrapped more than once."""
+empty boxes in a COCO file, state dicts wrapped more than once, the token mixers and dilated stages against
+plain convolutions and timm, and the MLP head's reset."""
 
 import argparse
 import json
@@ -14,9 +15,11 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+import inceptionnext.ops as ops
+import inceptionnext.ops.dispatch as dispatch
 from inceptionnext import checksum
 from inceptionnext.deploy.quantize import QualityFloor, compare_logits
-from inceptionnext.models import ConvNeXt
+from inceptionnext.models import ConvNeXt, InceptionDWConv2d
 from inceptionnext.train.checkpoint import load_checkpoint_file
 from inceptionnext.weights import CheckpointError, load_state_dict_file
 
@@ -363,3 +366,176 @@ def test_an_empty_box_is_refused_up_front_with_a_named_error(tmp_path, box):
     doc["annotations"][1]["bbox"] = [39, 29, 1, 1]
     (tmp_path / "ann.json").write_text(json.dumps(doc))
     assert len(CocoDetectionSet(str(tmp_path / "img"), str(tmp_path / "ann.json"), masks=False)) == 1
+
+
+# --- the token mixers, the dilated stages and the MLP head (models/layers.py) ---------------------------------------
+
+
+def _depthwise_reference(x, conv, dilation):
+    """What a depthwise 'same' conv with `conv`'s weights computes, taps `dilation` apart."""
+    kh, kw = conv.weight.shape[2:]
+    pad = (dilation * (kh // 2), dilation * (kw // 2))
+    return torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=pad, dilation=dilation, groups=x.shape[1])
+
+
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_each_mixer_is_its_conv_children_applied_at_their_dilation(dilation):
+    """A dilated mixer spaces its taps `dilation` apart, and the conv modules it holds (the ones a state dict
+    fills, which a user or a tool may apply by themselves) compute what the mixer applies to their channels."""
+    from inceptionnext.models import DWConv2d, PartialDWConv2d
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 9, 11)
+    inception = InceptionDWConv2d(16, square_kernel_size=3, band_kernel_size=5, branch_ratio=0.25, dilation=dilation)
+    y = inception(x)
+    torch.testing.assert_close(y[:, :4], x[:, :4])
+    for i, conv in enumerate((inception.dwconv_hw, inception.dwconv_w, inception.dwconv_h)):
+        part = x[:, 4 + 4 * i : 8 + 4 * i]
+        torch.testing.assert_close(y[:, 4 + 4 * i : 8 + 4 * i], _depthwise_reference(part, conv, dilation))
+        torch.testing.assert_close(conv(part), _depthwise_reference(part, conv, dilation))
+    partial = PartialDWConv2d(16, kernel_size=3, conv_ratio=0.5, dilation=dilation)
+    y = partial(x)
+    torch.testing.assert_close(y[:, :8], x[:, :8])
+    torch.testing.assert_close(y[:, 8:], _depthwise_reference(x[:, 8:], partial.conv, dilation))
+    torch.testing.assert_close(partial.conv(x[:, 8:]), y[:, 8:])
+    full = DWConv2d(16, kernel_size=5, dilation=dilation)
+    torch.testing.assert_close(full(x), _depthwise_reference(x, full, dilation))
+    # DWConv2d is an nn.Conv2d (what fold and FLOP counters see): its own geometry computes the same
+    torch.testing.assert_close(nn.Conv2d.forward(full, x), full(x))
+
+
+def test_mixer_and_head_defaults_are_the_papers():
+    """Built with defaults: the paper's Inception mixer (3x3 square, 11-wide bands, 1/8 of the channels per
+    branch), a full 3x3 partial conv, ConvNeXt's 7x7 depthwise conv, all undilated, and MetaNeXt's MLP head
+    (average pool, 3x hidden width, 1000 classes, no dropout)."""
+    from inceptionnext.models import DWConv2d, MlpClassifierHead, PartialDWConv2d
+
+    x = torch.randn(2, 64, 13, 13)
+    inception = InceptionDWConv2d(64)
+    assert inception.split_indexes == (40, 8, 8, 8)
+    assert [tuple(c.weight.shape[2:]) for c in (inception.dwconv_hw, inception.dwconv_w, inception.dwconv_h)] == [
+        (3, 3),
+        (1, 11),
+        (11, 1),
+    ]
+    torch.testing.assert_close(inception(x)[:, 40:48], _depthwise_reference(x[:, 40:48], inception.dwconv_hw, 1))
+    partial = PartialDWConv2d(64)
+    assert partial.conv.weight.shape == (64, 1, 3, 3)
+    torch.testing.assert_close(partial(x), _depthwise_reference(x, partial.conv, 1))
+    full = DWConv2d(64)
+    assert full.weight.shape == (64, 1, 7, 7)
+    torch.testing.assert_close(full(x), _depthwise_reference(x, full, 1))
+    head = MlpClassifierHead(64).train()
+    assert head.fc1.out_features == 192 and head.fc2.out_features == 1000
+    torch.manual_seed(0)
+    out = head(x)
+    assert out.shape == (2, 1000)
+    torch.testing.assert_close(out, head.fc2(head.norm(head.act(head.fc1(x.mean((2, 3)))))))
+
+
+def test_mixer_arguments_out_of_range_are_refused_with_what_was_given():
+    from inceptionnext.models import DWConv2d, PartialDWConv2d
+
+    for build in (InceptionDWConv2d, PartialDWConv2d, DWConv2d):
+        for bad in (0, -1, 1.5, "2"):
+            with pytest.raises(ValueError, match=f"dilation must be a positive int, got {bad!r}"):
+                build(64, dilation=bad)
+    assert InceptionDWConv2d(8).split_indexes == (5, 1, 1, 1)  # one channel per branch is enough
+    assert InceptionDWConv2d(24, branch_ratio=1 / 3).split_indexes == (0, 8, 8, 8)  # and no identity channel
+    for chs, ratio in ((8, 0.1), (8, 0.5), (24, 0.375)):  # no channel per branch, or more than all of them
+        with pytest.raises(ValueError, match=f"branch_ratio {ratio} gives {int(chs * ratio)} channels per branch"):
+            InceptionDWConv2d(chs, branch_ratio=ratio)
+    with pytest.raises(ValueError, match="PartialDWConv2d: conv_ratio 0.1 gives 0 of 8 channels"):
+        PartialDWConv2d(8, conv_ratio=0.1)
+    with pytest.raises(ValueError, match="conv_ratio 1.5 gives 12 of 8 channels"):
+        PartialDWConv2d(8, conv_ratio=1.5)
+    assert PartialDWConv2d(8, conv_ratio=0.125).conv.out_channels == 1  # one channel is enough
+    for kernel in ((4, 3), (3, 4)):  # either side even: no 'same' padding
+        with pytest.raises(ValueError, match=r"kernel sizes must be odd.*got \d+x\d+"):
+            PartialDWConv2d(8, kernel_size=kernel)
+    with pytest.raises(ValueError, match="depthwise kernel size must be odd, got 4"):
+        DWConv2d(8, kernel_size=4)
+    assert DWConv2d(8, kernel_size=3).weight.shape == (8, 1, 3, 3)
+
+
+@pytest.mark.skipif(dispatch._TRITON_INTERPRETED, reason="the interpreter makes the fast path run on CPU")
+def test_each_mixer_keeps_the_fast_path_choice_it_was_built_with():
+    """fast_path=True on a CPU tensor is a clear refusal, not a silent fallback; fast_path=False runs the plain
+    path even inside a block that forces the fast one (the argument wins)."""
+    from inceptionnext.models import DWConv2d, PartialDWConv2d
+
+    x = torch.randn(1, 16, 6, 6)
+    for build in (InceptionDWConv2d, lambda c, **kw: PartialDWConv2d(c, conv_ratio=0.5, **kw), DWConv2d):
+        with pytest.raises(RuntimeError, match="fast path forced"):
+            build(16, fast_path=True)(x)
+        with ops.fast_path(True):
+            assert build(16, fast_path=False)(x).shape == x.shape
+
+
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_dilated_models_compute_what_timms_compute_with_the_same_weights(output_stride):
+    """output_stride 16 or 8 (the dense tasks' backbones): later stages keep their resolution with stride-1
+    'same' downsample convs and dilated mixers, exactly as timm's MetaNeXt and ConvNeXt do with the same weights."""
+    from timm.models.convnext import ConvNeXt as TimmConvNeXt
+    from timm.models.convnext import checkpoint_filter_fn
+
+    ref = perturbed_timm_atto().eval()
+    ref_os = timm.create_model("inception_next_atto", output_stride=output_stride).eval()
+    ref_os.load_state_dict(ref.state_dict())
+    ours = timm.create_model(NAME, output_stride=output_stride).eval()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        out = ours.forward_features(x)
+        assert out.shape[-1] == 64 // output_stride
+        torch.testing.assert_close(out, ref_os.forward_features(x), rtol=1e-4, atol=1e-4)
+    arch = dict(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), kernel_size=3, output_stride=output_stride)
+    torch.manual_seed(0)
+    conv = ConvNeXt(**arch).eval()
+    with torch.no_grad():
+        for m in conv.modules():  # biases away from zero: a dropped bias shows
+            if isinstance(m, nn.Conv2d):
+                m.bias.normal_(0, 0.5)
+    theirs = TimmConvNeXt(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), kernel_sizes=3, output_stride=output_stride)
+    theirs.load_state_dict(checkpoint_filter_fn(dict(conv.state_dict()), theirs.eval()))
+    with torch.no_grad():
+        torch.testing.assert_close(conv.forward_features(x), theirs.forward_features(x), rtol=1e-4, atol=1e-4)
+
+
+def test_mlp_head_reset_keeps_or_drops_the_hidden_layer_and_follows_the_head():
+    """Fine-tuning resets the classifier: the pre-logits MLP stays unless reset_other, a new pool is used, a
+    width-changing pool needs reset_other, 0 classes leave pre-logits features, and the new classifier takes the
+    head's device, dtype and mode."""
+    from inceptionnext.models import MlpClassifierHead
+
+    x = torch.randn(2, 8, 5, 5)
+    head = MlpClassifierHead(8, num_classes=3).eval()
+    fc1 = head.fc1
+    head.reset(1)
+    assert head.fc1 is fc1 and head(x).shape == (2, 1)
+    assert head(x, pre_logits=True).shape == (2, 24)
+    head.reset(0)
+    torch.testing.assert_close(head(x), head(x, pre_logits=True))
+    assert head(x).shape == (2, 24) and MlpClassifierHead(8, num_classes=0)(x).shape == (2, 24)
+    assert MlpClassifierHead(8, num_classes=1)(x).shape == (2, 1)
+    head.reset(4, pool_type="max")
+    with torch.no_grad():
+        torch.testing.assert_close(head(x), head.fc2(head.norm(head.act(head.fc1(x.amax((2, 3)))))))
+    with pytest.raises(ValueError, match="^MlpClassifierHead needs a global pool type; it cannot be disabled$"):
+        head.reset(4, pool_type="")
+    with pytest.raises(ValueError, match=r"^MlpClassifierHead needs a global pool type \(e.g. 'avg'\); it cannot be"):
+        MlpClassifierHead(8, pool_type="")
+    max_head = MlpClassifierHead(8, num_classes=3, pool_type="max").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(max_head(x), max_head.fc2(max_head.norm(max_head.act(max_head.fc1(x.amax((2, 3)))))))
+    with pytest.raises(ValueError, match="pool 'catavgmax' changes the pooled width; pass reset_other=True"):
+        head.reset(4, pool_type="catavgmax")
+    assert head(x).shape == (2, 4)  # the refused reset changed nothing
+    head.reset(5, pool_type="catavgmax", reset_other=True)
+    pooled = torch.cat([x.mean((2, 3)), x.amax((2, 3))], 1)
+    with torch.no_grad():
+        torch.testing.assert_close(head(x, pre_logits=True), pooled)
+        torch.testing.assert_close(head(x), head.fc2(pooled))
+    meta = MlpClassifierHead(8, num_classes=3).to(device="meta", dtype=torch.float64).train()
+    meta.reset(6)
+    assert meta.fc2.weight.device.type == "meta" and meta.fc2.weight.dtype == torch.float64 and meta.fc2.training
