@@ -35,6 +35,7 @@ WORK = ROOT / ".mutation"
 # what the tests read besides the package and themselves
 COPY = ("inceptionnext", "tests", "configs", "scripts", "docs", "README.md", "pyproject.toml")
 KILLED, SURVIVED = {1, 3}, {0}
+NO_TESTS = {33}
 TIMEOUT = {36, 24, -24, 152, 255}
 
 
@@ -112,14 +113,14 @@ def score(module: str, patterns=()):
 
 
 def forget_survivors(module: str) -> int:
-    """Mark the survivors of the last run as not yet judged, so the next run tests them again: mutmut re-runs
-    only mutants whose code changed, not those a new test may now kill. Returns how many."""
+    """Mark the survivors of the last run (and the mutants no test reached) as not yet judged, so the next run tests
+    them again: mutmut re-runs only mutants whose code changed, not those a new test may now kill. Returns how many."""
     meta = workdir(module) / "mutants" / (module + ".meta")
     if not meta.is_file():
         return 0
     data = json.loads(meta.read_text("utf-8"))
     codes = data["exit_code_by_key"]
-    survivors = [k for k, c in codes.items() if c in SURVIVED]
+    survivors = [k for k, c in codes.items() if c in SURVIVED or c in NO_TESTS]
     codes.update(dict.fromkeys(survivors))
     meta.write_text(json.dumps(data, indent=4), "utf-8")
     return len(survivors)

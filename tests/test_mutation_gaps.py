@@ -5,9 +5,12 @@ empty boxes in a COCO file, state dicts wrapped more than once, the token mixers
 plain convolutions and timm, and the MLP head's reset."""
 
 import argparse
+import copy
 import json
 import math
+import os
 import re
+import warnings
 
 import pytest
 import timm
@@ -20,10 +23,24 @@ import inceptionnext.ops.dispatch as dispatch
 from inceptionnext import checksum
 from inceptionnext.deploy.quantize import QualityFloor, compare_logits
 from inceptionnext.models import ConvNeXt, InceptionDWConv2d
+from inceptionnext.models.fold import (
+    FusedMetaNeXtBlock,
+    create_deploy_model,
+    fold_bn_after_conv,
+    fold_bn_before_conv,
+    fold_metanext_block,
+    fold_scale_into_conv,
+    fold_sequential,
+    is_folded,
+    is_metanext_block,
+    reparameterize_model,
+)
 from inceptionnext.train.checkpoint import load_checkpoint_file
 from inceptionnext.weights import CheckpointError, load_state_dict_file
 
 NAME = "inceptionnext_a"
+# mutmut calls every function of a mutated module through a wrapper: one more frame between a warning and its caller
+UNDER_MUTMUT = "MUTANT_UNDER_TEST" in os.environ
 
 
 def perturbed_timm_atto(drop_path_rate=0.0):
@@ -496,6 +513,9 @@ def test_dilated_models_compute_what_timms_compute_with_the_same_weights(output_
         for m in conv.modules():  # biases away from zero: a dropped bias shows
             if isinstance(m, nn.Conv2d):
                 m.bias.normal_(0, 0.5)
+        for name, p in conv.named_parameters():  # layer scales far from 1e-6: every block weighs on the output
+            if name.endswith("gamma"):
+                p.normal_(0, 0.5)
     theirs = TimmConvNeXt(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), kernel_sizes=3, output_stride=output_stride)
     theirs.load_state_dict(checkpoint_filter_fn(dict(conv.state_dict()), theirs.eval()))
     with torch.no_grad():
@@ -539,3 +559,554 @@ def test_mlp_head_reset_keeps_or_drops_the_hidden_layer_and_follows_the_head():
     meta = MlpClassifierHead(8, num_classes=3).to(device="meta", dtype=torch.float64).train()
     meta.reset(6)
     assert meta.fc2.weight.device.type == "meta" and meta.fc2.weight.dtype == torch.float64 and meta.fc2.training
+
+
+# --- folding for inference (models/fold.py) ------------------------------------------------------------------------
+
+
+_BLOCKS = {}
+
+
+def _folded_block(drop_path_rate=0.0):
+    """A folded block of atto's third stage (plain modules, not yet fused), its weights and layer scale away from
+    their init; a fresh copy each call."""
+    if drop_path_rate not in _BLOCKS:
+        model = timm.create_model(NAME, drop_path_rate=drop_path_rate)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+        block = model.eval().stages[2].blocks[1]
+        fold_metanext_block(block)
+        _BLOCKS[drop_path_rate] = block
+    return copy.deepcopy(_BLOCKS[drop_path_rate])
+
+
+def test_create_deploy_model_builds_what_it_is_asked_and_folds_it():
+    """The timm arguments reach the model, the blocks are fused unless fuse=False, and nothing is left to fold."""
+    fused = create_deploy_model(NAME, num_classes=7)
+    assert not fused.training and is_folded(fused) and fused.head.fc2.out_features == 7
+    assert any(isinstance(m, FusedMetaNeXtBlock) for m in fused.modules())
+    plain = create_deploy_model(NAME, num_classes=7, fuse=False)
+    assert is_folded(plain) and not any(isinstance(m, FusedMetaNeXtBlock) for m in plain.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+
+
+def test_a_fused_block_refuses_what_it_cannot_stand_for():
+    with pytest.raises(TypeError, match="^Linear is not a MetaNeXt block$"):
+        FusedMetaNeXtBlock(nn.Linear(2, 2))
+    unfolded = timm.create_model(NAME).eval().stages[0].blocks[0]
+    half = copy.deepcopy(unfolded)
+    half.norm = nn.Identity()  # BatchNorm folded, layer scale still there
+    for block in (unfolded, half):
+        with pytest.raises(ValueError, match=r"^FusedMetaNeXtBlock needs a folded block \(norm Identity, gamma None\)"):
+            FusedMetaNeXtBlock(block)
+
+
+def test_a_fused_block_keeps_drop_path_in_train_mode():
+    """Fine-tuning a fused model trains its blocks as the unfused ones: the same per-sample drops under a seed."""
+    block = _folded_block(drop_path_rate=0.5).train()
+    fused = FusedMetaNeXtBlock(copy.deepcopy(block))
+    assert fused.training
+    x = torch.randn(8, block.mlp.fc1.in_channels, 4, 4)
+    with torch.no_grad():
+        assert not fused._use_fused(x, x)  # the fused kernels cannot drop a branch
+        torch.testing.assert_close(seeded(fused, x, 1), seeded(block, x, 1))
+        assert not torch.allclose(seeded(fused, x, 2), seeded(fused, x, 1))
+        fused.eval()
+        assert fused._use_fused(x, x) == FusedMetaNeXtBlock.can_fuse(fused.mlp)
+
+
+def test_only_what_onednn_computes_exactly_is_fused():
+    """Exact GELU and Hardswish fuse; tanh-approximated GELU, a live dropout or another activation take the plain
+    modules, and every choice computes what the plain block computes."""
+    x = torch.randn(2, 160, 4, 4)
+    cases = [
+        (nn.GELU(), None, True),
+        (nn.Hardswish(), None, True),
+        (nn.GELU(approximate="tanh"), None, False),
+        (nn.ReLU(), None, False),
+        (nn.GELU(), nn.Dropout(0.1), False),
+        (nn.GELU(), nn.Dropout(0.0), True),
+        (nn.GELU(), "no attribute", True),
+    ]
+    for act, drop, fusable in cases:
+        block = _folded_block()
+        block.mlp.act = act
+        if drop == "no attribute":
+            del block.mlp.drop
+        elif drop is not None:
+            block.mlp.drop = drop
+        plain = copy.deepcopy(block)
+        fused = FusedMetaNeXtBlock(block).eval()
+        assert fused._fusable == fusable and FusedMetaNeXtBlock.can_fuse(fused.mlp) == fusable, (act, drop)
+        if fusable and drop != "no attribute":  # (an MLP without dropout of another library)
+            with torch.no_grad():
+                assert fused._use_fused(x, x)
+                torch.testing.assert_close(fused(x), plain.eval()(x), rtol=1e-4, atol=1e-5)
+
+
+def test_the_fused_bfloat16_path_follows_what_onednn_reports():
+    """bf16 takes the fused kernels exactly where oneDNN can run them (the plain path elsewhere), with the same
+    result as the plain modules in bf16."""
+    block = _folded_block()
+    fused = FusedMetaNeXtBlock(copy.deepcopy(block)).to(torch.bfloat16).eval()
+    x = torch.randn(2, 160, 4, 4, dtype=torch.bfloat16)
+    with torch.no_grad():
+        assert fused._use_fused(x, x) == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        torch.testing.assert_close(fused(x).float(), block.to(torch.bfloat16)(x).float(), rtol=0.05, atol=0.05)
+
+
+def test_folding_functions_report_what_they_folded_and_refuse_what_they_cannot():
+    """fold_sequential and fold_metanext_block say whether they changed anything (reparameterize_model warns when
+    nothing was), leave alone what is not theirs, and name what they refuse."""
+    conv, bn = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4).eval()
+    assert fold_sequential(nn.Sequential(conv, bn)) and fold_sequential(nn.Sequential(bn, nn.Conv2d(4, 4, 2)))
+    assert not fold_sequential(nn.ModuleList([conv, bn]))  # not a Sequential: its forward is not conv -> BN
+    assert not fold_sequential(nn.Sequential(conv, bn, nn.ReLU()))
+    block = _folded_block()
+    assert not fold_metanext_block(block)  # already folded
+    unfolded = timm.create_model(NAME).eval().stages[0].blocks[0]
+    only_scale = copy.deepcopy(unfolded)
+    only_scale.norm = nn.Identity()
+    assert fold_metanext_block(only_scale) and only_scale.gamma is None
+    only_norm = copy.deepcopy(unfolded)
+    only_norm.gamma = None
+    assert fold_metanext_block(only_norm) and isinstance(only_norm.norm, nn.Identity)
+    other_norm = copy.deepcopy(unfolded)
+    other_norm.norm = nn.GroupNorm(1, 40)
+    with pytest.raises(TypeError, match="^cannot fold a block norm of type GroupNorm$"):
+        fold_metanext_block(other_norm)
+    with pytest.raises(TypeError, match=r"^Linear is not a MetaNeXt block \(token_mixer, norm, mlp.fc1/fc2, gamma\)"):
+        fold_metanext_block(nn.Linear(2, 2))
+    for missing in ("token_mixer", "norm", "gamma"):
+        partial = copy.deepcopy(unfolded)
+        delattr(partial, missing)
+        assert not is_metanext_block(partial), missing
+    for fc in ("fc1", "fc2"):
+        linear = copy.deepcopy(unfolded)
+        setattr(linear.mlp, fc, nn.Linear(40, 40))
+        assert not is_metanext_block(linear), fc
+    with pytest.raises(ValueError, match="^scale has 3 entries but the conv outputs 4$"):
+        fold_scale_into_conv(nn.Conv2d(4, 4, 1), torch.ones(3))
+    no_bias = nn.Conv2d(4, 4, 1, bias=False)
+    folded = fold_scale_into_conv(no_bias, torch.full((4,), 2.0))
+    x = torch.randn(1, 4, 3, 3)
+    assert folded.bias is None
+    torch.testing.assert_close(folded(x), 2 * no_bias(x))
+
+
+def test_a_fused_block_runs_the_fused_kernels_only_where_they_apply(monkeypatch):
+    """Inference without autograd takes the fused oneDNN path; a torch.fx trace records the plain modules (a graph
+    that still runs anywhere)."""
+    fused = FusedMetaNeXtBlock(_folded_block()).eval()
+    calls = []
+    real = fused._forward_fused
+    monkeypatch.setattr(fused, "_forward_fused", lambda x, s: calls.append(1) or real(x, s))
+    x = torch.randn(1, 160, 4, 4)
+    with torch.no_grad():
+        fused(x)
+    assert calls == [1]
+    traced = torch.fx.symbolic_trace(fused)
+    assert calls == [1] and any("fc1" in str(n.target) for n in traced.graph.nodes)
+
+
+def test_batchnorm_folds_into_convs_without_a_bias_and_with_string_padding():
+    """Convs built with bias=False or padding='valid'/'same' (as other libraries build them) fold exactly; 'same'
+    padding with a kernel wider than 1 is refused, and the folded conv stays on the model's device."""
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(4)
+    with torch.no_grad():
+        bn.running_mean.normal_(0, 0.5), bn.running_var.uniform_(0.5, 2.0), bn.bias.normal_(0, 0.5)
+    bn.eval()
+    x = torch.randn(2, 4, 6, 6)
+    after = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+    torch.testing.assert_close(fold_bn_after_conv(after, bn)(x), bn(after(x)))
+    for conv in (
+        nn.Conv2d(4, 3, 2, bias=False),
+        nn.Conv2d(4, 3, 2, padding="valid"),
+        nn.Conv2d(4, 3, 1, padding="same"),
+    ):
+        torch.testing.assert_close(fold_bn_before_conv(bn, conv)(x), conv(bn(x)))
+    with pytest.raises(ValueError, match="cannot fold a BatchNorm into a conv with padding same"):
+        fold_bn_before_conv(bn, nn.Conv2d(4, 3, 3, padding="same"))
+    with pytest.raises(ValueError, match="^BatchNorm has 4 channels but the conv takes 5$"):
+        fold_bn_before_conv(bn, nn.Conv2d(5, 3, 1))
+    meta = fold_bn_before_conv(copy.deepcopy(bn).to("meta"), nn.Conv2d(4, 3, 1, bias=False, device="meta"))
+    assert meta.weight.device.type == meta.bias.device.type == "meta"
+
+
+def test_reparameterize_model_warns_only_when_nothing_was_folded_and_names_the_caller():
+    block = timm.create_model(NAME).eval().stages[0].blocks[0]
+    stem = nn.Sequential(nn.Conv2d(3, 40, 4, stride=4), nn.BatchNorm2d(40)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # something was folded: no warning, however the folds add up
+        assert isinstance(reparameterize_model(nn.Sequential(copy.deepcopy(block)).eval())[0], FusedMetaNeXtBlock)
+        reparameterize_model(nn.Sequential(copy.deepcopy(stem), copy.deepcopy(block)).eval(), fuse=False)
+    with pytest.warns(UserWarning, match="^reparameterize_model found nothing to fold in Sequential$") as record:
+        reparameterize_model(nn.Sequential(nn.ReLU()).eval())
+    assert record[0].filename == __file__ or UNDER_MUTMUT  # the warning points at the caller's line
+    with pytest.raises(TypeError, match="^expected an nn.Module, got str$"):
+        reparameterize_model("inceptionnext_a")
+    message = (
+        r"^reparameterize_model needs a model in eval mode \(call model.eval\(\) first\): folding uses BatchNorm "
+        "running statistics, which train mode ignores$"
+    )
+    with pytest.raises(RuntimeError, match=message):
+        reparameterize_model(nn.Sequential(stem).train())
+
+
+def test_a_folded_conv_keeps_the_geometry_dtype_and_padding_mode_of_the_original():
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(4)
+    with torch.no_grad():
+        bn.running_mean.normal_(0, 0.5), bn.running_var.uniform_(0.5, 2.0), bn.bias.normal_(0, 0.5)
+    bn.eval()
+    x = torch.randn(2, 3, 9, 9)
+    for conv in (
+        nn.Conv2d(3, 4, 3, padding=2, dilation=2),
+        nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"),
+        nn.Conv2d(3, 4, 3, stride=2, bias=False),
+    ):
+        folded = fold_bn_after_conv(conv, bn)
+        torch.testing.assert_close(folded(x), bn(conv(x)))
+    double = fold_bn_after_conv(nn.Conv2d(3, 4, 1).double(), copy.deepcopy(bn).double())
+    assert double.weight.dtype == double.bias.dtype == torch.float64
+    assert not is_folded(timm.create_model(NAME).eval()) and is_folded(
+        reparameterize_model(
+            nn.Sequential(copy.deepcopy(timm.create_model(NAME).stages[0].blocks[0])).eval(), fuse=False
+        )
+    )
+
+
+def test_what_cannot_be_folded_is_named_and_a_train_mode_fold_warns_the_caller():
+    conv = nn.Conv2d(4, 4, 1)
+    with pytest.raises(TypeError, match="^expected a BatchNorm module, got LayerNorm$"):
+        fold_bn_after_conv(conv, nn.LayerNorm(4))
+    with pytest.raises(TypeError, match="^expected an nn.Conv2d, got Linear$"):
+        fold_bn_after_conv(nn.Linear(4, 4), nn.BatchNorm2d(4).eval())
+    without_stats = "^cannot fold a BatchNorm without running statistics \\(track_running_stats=False\\)$"
+    with pytest.raises(ValueError, match=without_stats):
+        fold_bn_after_conv(conv, nn.BatchNorm2d(4, track_running_stats=False).eval())
+    half = nn.BatchNorm2d(4).eval()
+    half.running_var = None  # one statistic missing is as unusable as both
+    with pytest.raises(ValueError, match=without_stats):
+        fold_bn_after_conv(conv, half)
+    message = (
+        "^folding a BatchNorm that is in train mode: the fold uses its running statistics, so the folded model "
+        "matches the eval-mode model, not train mode$"
+    )
+    with pytest.warns(UserWarning, match=message) as record:
+        fold_bn_after_conv(conv, nn.BatchNorm2d(4))
+    assert record[0].filename == __file__ or UNDER_MUTMUT  # the caller's line
+
+
+def test_partly_folded_models_fold_the_rest_and_refolding_is_a_no_op():
+    """Blocks folded by hand, a fused block next to an unfolded one, a model folded before: reparameterize_model
+    folds what is left, warns only when nothing was, and the outputs stay the model's."""
+    model = timm.create_model(NAME).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    by_hand = copy.deepcopy(model)
+    for block in by_hand.stages[-1].blocks:  # the last ones reparameterize_model reaches
+        assert fold_metanext_block(block) is True and fold_metanext_block(block) is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the stem and the other stages were still to fold
+        folded = reparameterize_model(by_hand, fuse=False)
+        mixed = nn.Sequential(FusedMetaNeXtBlock(_folded_block()), copy.deepcopy(model.stages[2].blocks[1])).eval()
+        reparameterize_model(mixed, inplace=True)
+    assert all(isinstance(b, FusedMetaNeXtBlock) for b in mixed)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), expected, rtol=1e-4, atol=1e-5)
+    with pytest.warns(UserWarning, match="nothing to fold"):
+        again = reparameterize_model(folded, fuse=False)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_blocks_and_mlps_of_other_shapes_take_the_plain_path():
+    """An MLP whose fc1 is not a plain 1x1 conv (wider kernel, groups), or that has no activation, is not fused and
+    computes what its modules compute; a block without drop path (another library's) gets none."""
+    x = torch.randn(2, 160, 4, 4)
+    for fc1 in (nn.Conv2d(160, 480, 3, padding=1), nn.Conv2d(160, 480, 1, groups=2)):
+        block = _folded_block()
+        block.mlp.fc1, block.mlp.fc2 = fc1, nn.Conv2d(480, 160, 1)
+        plain = copy.deepcopy(block)
+        fused = FusedMetaNeXtBlock(block).eval()
+        assert not fused._fusable
+        with torch.no_grad():
+            torch.testing.assert_close(fused(x), plain(x))
+    no_act = nn.Module()
+    no_act.fc1, no_act.fc2 = nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1)
+    assert not FusedMetaNeXtBlock.can_fuse(no_act)
+    block = _folded_block()
+    plain = copy.deepcopy(block)
+    del block.drop_path
+    with torch.no_grad():
+        torch.testing.assert_close(FusedMetaNeXtBlock(block).train()(x), plain.eval()(x))
+
+
+# --- the paper's ConvNeXt variants (models/convnext.py) ------------------------------------------------------------
+
+CONVNEXT_ARCH = dict(depths=(1, 2, 1, 1), dims=(8, 16, 24, 32))
+
+
+def _convnext_and_timms(**kwargs):
+    """A small ConvNeXt variant and timm's ConvNeXt holding the same weights, and our name -> timm's name."""
+    from timm.models.convnext import ConvNeXt as TimmConvNeXt
+    from timm.models.convnext import checkpoint_filter_fn
+
+    torch.manual_seed(0)
+    ours = ConvNeXt(kernel_size=3, **CONVNEXT_ARCH, **kwargs)
+    theirs = TimmConvNeXt(kernel_sizes=3, **CONVNEXT_ARCH, **kwargs)
+    ptr = {p.data_ptr(): n for n, p in ours.named_parameters()}
+    sd = checkpoint_filter_fn(dict(ours.state_dict()), theirs)
+    theirs.load_state_dict(sd)
+    return ours, theirs, {ptr[v.data_ptr()]: k for k, v in sd.items() if v.data_ptr() in ptr}
+
+
+def test_convnext_layer_decay_gives_every_weight_timms_scale():
+    """Fine-tuning with layer decay (timm's optimizer factory reads group_matcher): every parameter gets the
+    learning-rate scale timm's ConvNeXt gives the same weight (the final norm sits with the head, at full rate),
+    and the coarse grouping puts the same weights together."""
+    from timm.models import group_parameters
+    from timm.optim import param_groups_layer_decay
+
+    ours, theirs, names = _convnext_and_timms()
+    assert len(names) == len(list(ours.parameters()))
+
+    def scales(model):
+        by_id = {id(p): g["lr_scale"] for g in param_groups_layer_decay(model, layer_decay=0.5) for p in g["params"]}
+        return {n: by_id[id(p)] for n, p in model.named_parameters()}
+
+    mine, timms = scales(ours), scales(theirs)
+    assert {n: mine[n] for n in names} == {n: timms[names[n]] for n in names}
+    assert len(set(mine.values())) == 7  # stem, 5 blocks, head
+    for coarse in (True, False):
+        groups = lambda m: sorted(sorted(g) for g in group_parameters(m, m.group_matcher(coarse)).values())  # noqa: E731
+        assert sorted(sorted(names[n] for n in g) for g in groups(ours)) == groups(theirs)
+
+
+def test_convnext_intermediates_and_pruning_follow_timms_convnext():
+    ours, theirs, _ = _convnext_and_timms(num_classes=5)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for indices in (None, 2, (0, 3)):
+            mine = ours.eval().forward_intermediates(x, indices=indices, intermediates_only=True)
+            timms = theirs.eval().forward_intermediates(x, indices=indices, intermediates_only=True)
+            assert len(mine) == len(timms)
+            for a, b in zip(mine, timms):
+                torch.testing.assert_close(a, b)
+        assert ours.prune_intermediate_layers(indices=(0, 1)) == theirs.prune_intermediate_layers(indices=(0, 1))
+        assert len(ours.stages) == len(ours.downsample_layers) == 2 and ours.num_features == 16
+        assert ours.head_hidden_size == 16 and ours(x).shape == (1, 16)  # features, not logits: norm and head gone
+        torch.testing.assert_close(ours.forward_features(x), theirs.forward_features(x))
+    full, _, _ = _convnext_and_timms(num_classes=5)
+    assert full.prune_intermediate_layers(indices=(3,), prune_norm=False, prune_head=False) == [3]
+    assert isinstance(full.norm, nn.LayerNorm) and full(x).shape == (1, 5)  # pruning nothing keeps norm and head
+    assert full.get_classifier() is full.head
+    full.prune_intermediate_layers(indices=(3,), prune_norm=True)
+    assert isinstance(full.norm, nn.Identity) and full(x).shape == (1, 32)
+
+
+def test_convnext_checkpointing_recomputes_blocks_in_backward_with_the_same_gradients():
+    """set_grad_checkpointing trades compute for memory: each block runs again in backward, gradients unchanged."""
+    x = torch.randn(2, 3, 32, 32)
+    grads, calls = [], []
+    for enable in (False, True):
+        torch.manual_seed(0)
+        model = ConvNeXt(kernel_size=3, **CONVNEXT_ARCH, num_classes=3)
+        if enable:  # off unless asked for
+            model.set_grad_checkpointing()
+        count = []
+        model.stages[1][0].register_forward_pre_hook(lambda *a: count.append(1))
+        model(x).square().sum().backward()
+        grads.append([p.grad for p in model.parameters()])
+        calls.append(len(count))
+    assert calls == [1, 2]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    model.set_grad_checkpointing(False)
+    assert model.grad_checkpointing is False
+
+
+def test_convnext_starts_from_timms_initialisation_and_checks_its_layout():
+    """Training from scratch: weights drawn as timm draws them (truncated normal, std 0.02; zero biases), the
+    classifier scaled by head_init_scale, and depths and dims of different lengths refused."""
+    from timm.models.convnext import ConvNeXt as TimmConvNeXt
+
+    torch.manual_seed(0)
+    wide = ConvNeXt(kernel_size=3, depths=(1, 1), dims=(64, 256), num_classes=200)
+    for m in wide.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            assert torch.equal(m.bias, torch.zeros_like(m.bias))
+            assert m.weight.abs().max() <= 2.0
+    stds = [m.weight.std().item() for m in wide.modules() if isinstance(m, nn.Linear)]
+    assert all(0.017 < s < 0.023 for s in stds), stds
+    torch.manual_seed(1)
+    ref = TimmConvNeXt(**CONVNEXT_ARCH, num_classes=4, head_init_scale=0.5)
+    torch.manual_seed(1)
+    scaled = ConvNeXt(**CONVNEXT_ARCH, num_classes=4, head_init_scale=0.5)
+    torch.testing.assert_close(scaled.head.weight, ref.head.fc.weight)
+    torch.manual_seed(1)
+    plain = ConvNeXt(**CONVNEXT_ARCH, num_classes=4)
+    torch.testing.assert_close(scaled.head.weight, 0.5 * plain.head.weight)
+    model = ConvNeXt(**CONVNEXT_ARCH, num_classes=3, drop_rate=0.2, global_pool="max")
+    assert (model.num_classes, model.global_pool, model.drop_rate) == (3, "max", 0.2)  # what timm's API reads
+    assert model.feature_info[2] == dict(num_chs=24, reduction=16, module="stages.2")
+    assert ConvNeXt(**CONVNEXT_ARCH, num_classes=1).head.out_features == 1
+    with torch.no_grad():
+        for name, p in plain.named_parameters():
+            if name.endswith("gamma"):
+                p.normal_(0, 0.5)
+        x = torch.randn(2, 3, 32, 32)
+        assert torch.equal(seeded(plain.train(), x, 1), seeded(plain, x, 2))  # no drop path unless asked for
+    with pytest.raises(ValueError, match=r"^depths \(1, 1\) and dims \(8, 16, 32\) must have the same length$"):
+        ConvNeXt(depths=(1, 1), dims=(8, 16, 32))
+
+
+def test_convnext_head_reset_and_input_check():
+    """reset_classifier records the new pool (timm's feature wrappers read it), follows the model's dtype, keeps
+    one class as one class; global_pool='' gives per-position pre-logits; a wrong input is named."""
+    model = ConvNeXt(kernel_size=3, **CONVNEXT_ARCH, num_classes=3).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        model.reset_classifier(1, "max")
+        assert model.global_pool == "max" and model(x).shape == (1, 1)
+        torch.testing.assert_close(model.forward_head(feats, pre_logits=True), model.norm(feats.amax((2, 3))))
+        model.reset_classifier(4, "")
+        assert model.global_pool == "" and model(x).shape == (1, 4, 2, 2)
+        per_position = model.norm(feats.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        torch.testing.assert_close(model.forward_head(feats, pre_logits=True), per_position)
+    half = ConvNeXt(kernel_size=3, **CONVNEXT_ARCH).to(torch.bfloat16)
+    half.reset_classifier(6)
+    assert half.head.weight.dtype == torch.bfloat16
+    with pytest.raises(
+        ValueError, match=r"expects a \(batch, 3, height, width\) image tensor, got shape \(1, 1, 64, 64\)"
+    ):
+        model(torch.randn(1, 1, 64, 64))
+
+
+# --- training checkpoints (train/checkpoint.py) --------------------------------------------------------------------
+
+
+def _training_record(ema=None, **extra):
+    from inceptionnext.train.checkpoint import capture_rng, make_checkpoint
+
+    model = nn.Linear(3, 2)
+    return make_checkpoint(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        scheduler=None,
+        ema=ema,
+        scaler=None,
+        epoch=4,
+        model_name="tiny",
+        num_classes=2,
+        config={"lr": 0.1, "sizes": [1, 2], "resume": "old.pth", "stop_after_epoch": 2, "epochs": 10},
+        history=[],
+        best={},
+        rng=[capture_rng()],
+        data_config={},
+        **extra,
+    )
+
+
+def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
+    """A resumed run draws the same random numbers (python, numpy, torch) as the stopped one would have."""
+    import random
+
+    import numpy as np
+
+    from inceptionnext.train.checkpoint import capture_rng, restore_rng, save_atomic
+
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    random.gauss(0, 1)  # numpy and python both keep a cached gaussian: it must come back too
+    np.random.standard_normal()
+    save_atomic({"rng": capture_rng()}, str(tmp_path / "rng.pth"))
+    expected = (random.random(), random.gauss(0, 1), np.random.standard_normal(), torch.rand(3))
+    state = torch.load(tmp_path / "rng.pth", weights_only=True)["rng"]
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    restore_rng(state)
+    got = (random.random(), random.gauss(0, 1), np.random.standard_normal(), torch.rand(3))
+    assert got[:3] == expected[:3] and torch.equal(got[3], expected[3])
+
+
+def test_a_training_checkpoint_records_what_resuming_needs_and_reads_back(tmp_path):
+    from inceptionnext.train.checkpoint import (
+        FORMAT_VERSION,
+        load_checkpoint_file,
+        read_checkpoint_config,
+        save_atomic,
+        training_config,
+    )
+
+    class Ema:
+        module = nn.Linear(3, 2)
+
+    plain, with_ema = _training_record(), _training_record(ema=Ema(), task="segmentation")
+    assert plain["scored_weights"] == "state_dict" and plain["state_dict_ema"] is None
+    assert with_ema["scored_weights"] == "state_dict_ema" and with_ema["task"] == "segmentation"
+    assert _training_record(scored_weights="state_dict")["scored_weights"] == "state_dict"
+    assert plain["version"] == FORMAT_VERSION and plain["epoch"] == 4 and plain["num_classes"] == 2
+    path = str(tmp_path / "last.pth")
+    save_atomic(with_ema, path)
+    loaded = load_checkpoint_file(path)
+    torch.testing.assert_close(loaded["state_dict_ema"]["weight"], Ema.module.weight)
+    assert read_checkpoint_config(path) == {"lr": 0.1, "sizes": [1, 2], "epochs": 10}  # not this process's keys
+    assert training_config(path)["resume"] == "old.pth"
+    torch.save({"weight": torch.zeros(1)}, tmp_path / "weights.pth")
+    assert training_config(str(tmp_path / "weights.pth")) == {}  # another weight file: no training config
+    no_config = dict(plain, config=None)
+    no_config.pop(checksum.KEY)
+    save_atomic(no_config, str(tmp_path / "old.pth"))
+    assert read_checkpoint_config(str(tmp_path / "old.pth")) == {}
+
+
+def test_a_checkpoint_that_cannot_be_resumed_says_why(tmp_path):
+    from inceptionnext.train.checkpoint import load_checkpoint_file
+
+    missing = str(tmp_path / "none.pth")
+    with pytest.raises(CheckpointError, match=f"^checkpoint not found: {re.escape(missing)}$"):
+        load_checkpoint_file(missing)
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty.pth: it is empty \(0 bytes\)"):
+        load_checkpoint_file(str(tmp_path / "empty.pth"))
+    (tmp_path / "text.pth").write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="^cannot read checkpoint .*text.pth: "):
+        load_checkpoint_file(str(tmp_path / "text.pth"))
+    for content in ({"state_dict": {}}, {"epoch": 1}, [1, 2]):
+        torch.save(content, tmp_path / "other.pth")
+        with pytest.raises(CheckpointError, match=r"other.pth is not a training checkpoint of this engine \(no sta"):
+            load_checkpoint_file(str(tmp_path / "other.pth"))
+    record = _training_record()
+    record["epoch"] = 5  # altered after sealing
+    torch.save(record, tmp_path / "altered.pth")
+    with pytest.raises(CheckpointError, match="altered.pth"):
+        load_checkpoint_file(str(tmp_path / "altered.pth"))
+
+
+def test_resuming_into_another_model_or_schedule_names_each_difference():
+    from inceptionnext.train.checkpoint import check_fits, check_same_schedule
+
+    ckpt = {"arch": "tiny", "num_classes": 2, "state_dict": nn.Linear(3, 2).state_dict()}
+    check_fits(ckpt, "last.pth", nn.Linear(3, 2), "tiny", 2)
+    with pytest.raises(CheckpointError) as e:
+        check_fits(ckpt, "last.pth", nn.Linear(4, 5), "wide", 5)
+    assert str(e.value).startswith("cannot resume from last.pth (written for tiny with 2 classes): it has 2 classes, ")
+    assert "this run has 5; its weights do not fit wide: " in str(e.value) and "weight: checkpoint (2, 3)" in str(
+        e.value
+    )
+    with pytest.raises(CheckpointError, match=r"\(written for an unknown model with None classes\): its weights do"):
+        check_fits({"state_dict": {}}, "x.pth", nn.Linear(3, 2), "tiny", 2)
+    saved = {"config": {"lr": 0.1, "epochs": 10, "layer_decay": None, "seed": 1, "lr_batch": [256, 512]}}
+    check_same_schedule(saved, "x.pth", {"lr": 0.1, "epochs": 10, "seed": 2, "opt": "sgd", "lr_batch": (256, 512)})
+    check_same_schedule({"config": None}, "x.pth", {"lr": 0.3})
+    with pytest.raises(CheckpointError) as e:
+        check_same_schedule(saved, "x.pth", {"lr": 0.2, "epochs": 10, "layer_decay": 0.8})
+    assert str(e.value) == (
+        "cannot resume x.pth with a changed schedule: lr 0.2 (the run has 0.1), layer_decay 0.8 (the run has None); "
+        "resume with --resume alone (the checkpoint supplies its values), or start a new run from its weights "
+        "(weights: x.pth)"
+    )
