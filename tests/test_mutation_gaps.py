@@ -710,14 +710,19 @@ def test_a_fused_block_runs_the_fused_kernels_only_where_they_apply(monkeypatch)
     assert calls == [1] and any("fc1" in str(n.target) for n in traced.graph.nodes)
 
 
+def _eval_batchnorm(channels):
+    """An eval-mode BatchNorm whose statistics and shift are far from the identity's, so a wrong fold shows."""
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(channels)
+    with torch.no_grad():
+        bn.running_mean.normal_(0, 0.5), bn.running_var.uniform_(0.5, 2.0), bn.bias.normal_(0, 0.5)
+    return bn.eval()
+
+
 def test_batchnorm_folds_into_convs_without_a_bias_and_with_string_padding():
     """Convs built with bias=False or padding='valid'/'same' (as other libraries build them) fold exactly; 'same'
     padding with a kernel wider than 1 is refused, and the folded conv stays on the model's device."""
-    torch.manual_seed(0)
-    bn = nn.BatchNorm2d(4)
-    with torch.no_grad():
-        bn.running_mean.normal_(0, 0.5), bn.running_var.uniform_(0.5, 2.0), bn.bias.normal_(0, 0.5)
-    bn.eval()
+    bn = _eval_batchnorm(4)
     x = torch.randn(2, 4, 6, 6)
     after = nn.Conv2d(4, 4, 3, padding=1, bias=False)
     torch.testing.assert_close(fold_bn_after_conv(after, bn)(x), bn(after(x)))
@@ -756,11 +761,7 @@ def test_reparameterize_model_warns_only_when_nothing_was_folded_and_names_the_c
 
 
 def test_a_folded_conv_keeps_the_geometry_dtype_and_padding_mode_of_the_original():
-    torch.manual_seed(0)
-    bn = nn.BatchNorm2d(4)
-    with torch.no_grad():
-        bn.running_mean.normal_(0, 0.5), bn.running_var.uniform_(0.5, 2.0), bn.bias.normal_(0, 0.5)
-    bn.eval()
+    bn = _eval_batchnorm(4)
     x = torch.randn(2, 3, 9, 9)
     for conv in (
         nn.Conv2d(3, 4, 3, padding=2, dilation=2),
@@ -858,6 +859,10 @@ def _convnext_and_timms(**kwargs):
 
     torch.manual_seed(0)
     ours = ConvNeXt(kernel_size=3, **CONVNEXT_ARCH, **kwargs)
+    with torch.no_grad():
+        for name, p in ours.named_parameters():  # layer scales far from 1e-6: every block weighs on the output
+            if name.endswith("gamma"):
+                p.normal_(0, 0.5)
     theirs = TimmConvNeXt(kernel_sizes=3, **CONVNEXT_ARCH, **kwargs)
     ptr = {p.data_ptr(): n for n, p in ours.named_parameters()}
     sd = checkpoint_filter_fn(dict(ours.state_dict()), theirs)
@@ -901,6 +906,12 @@ def test_convnext_intermediates_and_pruning_follow_timms_convnext():
         assert len(ours.stages) == len(ours.downsample_layers) == 2 and ours.num_features == 16
         assert ours.head_hidden_size == 16 and ours(x).shape == (1, 16)  # features, not logits: norm and head gone
         torch.testing.assert_close(ours.forward_features(x), theirs.forward_features(x))
+    full, _, _ = _convnext_and_timms(num_classes=5)
+    assert full.prune_intermediate_layers() == [3]  # by default the last stage, which keeps the norm
+    assert isinstance(full.norm, nn.LayerNorm) and full(x).shape == (1, 32)  # and drops the head
+    three, _, _ = _convnext_and_timms(num_classes=5)
+    assert three.prune_intermediate_layers(indices=(2,), prune_norm=False, prune_head=False) == [2]
+    assert isinstance(three.norm, nn.Identity) and three(x).shape == (1, 24)  # a pruned stage takes both along
     full, _, _ = _convnext_and_timms(num_classes=5)
     assert full.prune_intermediate_layers(indices=(3,), prune_norm=False, prune_head=False) == [3]
     assert isinstance(full.norm, nn.LayerNorm) and full(x).shape == (1, 5)  # pruning nothing keeps norm and head
@@ -979,6 +990,11 @@ def test_convnext_head_reset_and_input_check():
         assert model.global_pool == "" and model(x).shape == (1, 4, 2, 2)
         per_position = model.norm(feats.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         torch.testing.assert_close(model.forward_head(feats, pre_logits=True), per_position)
+    partial = ConvNeXt(kernel_size=5, conv_ratio=0.5, **CONVNEXT_ARCH, output_stride=16)
+    mixer = partial.stages[3][0].dwconv  # a dilated stage of a partial-conv variant, at the asked kernel size
+    assert mixer.conv.weight.shape == (16, 1, 5, 5)
+    y = torch.randn(1, 32, 6, 6)
+    torch.testing.assert_close(mixer(y)[:, 16:], _depthwise_reference(y[:, 16:], mixer.conv, 2))
     half = ConvNeXt(kernel_size=3, **CONVNEXT_ARCH).to(torch.bfloat16)
     half.reset_classifier(6)
     assert half.head.weight.dtype == torch.bfloat16
@@ -998,9 +1014,7 @@ def _training_record(ema=None, **extra):
     return make_checkpoint(
         model=model,
         optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        scheduler=None,
         ema=ema,
-        scaler=None,
         epoch=4,
         model_name="tiny",
         num_classes=2,
@@ -1009,7 +1023,7 @@ def _training_record(ema=None, **extra):
         best={},
         rng=[capture_rng()],
         data_config={},
-        **extra,
+        **{"scheduler": None, "scaler": None, **extra},
     )
 
 
@@ -1025,15 +1039,23 @@ def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
     random.gauss(0, 1)  # numpy and python both keep a cached gaussian: it must come back too
     np.random.standard_normal()
     save_atomic({"rng": capture_rng()}, str(tmp_path / "rng.pth"))
-    expected = (random.random(), random.gauss(0, 1), np.random.standard_normal(), torch.rand(3))
+
+    def draws():
+        return random.random(), random.gauss(0, 1), np.random.standard_normal(), np.random.random(), torch.rand(3)
+
+    expected = draws()
     state = torch.load(tmp_path / "rng.pth", weights_only=True)["rng"]
-    random.seed(9), np.random.seed(9), torch.manual_seed(9)
-    restore_rng(state)
-    got = (random.random(), random.gauss(0, 1), np.random.standard_normal(), torch.rand(3))
-    assert got[:3] == expected[:3] and torch.equal(got[3], expected[3])
+    # as a state passed through lists (JSON, a gathered object) arrives: the same draws
+    as_lists = dict(state, python=[state["python"][0], list(state["python"][1]), state["python"][2]])
+    for restored in (state, as_lists):
+        random.seed(9), np.random.seed(9), torch.manual_seed(9)
+        restore_rng(restored)
+        got = draws()
+        assert got[:4] == expected[:4] and torch.equal(got[4], expected[4])
 
 
 def test_a_training_checkpoint_records_what_resuming_needs_and_reads_back(tmp_path):
+    from inceptionnext.model_file import TRAINING_FORMAT
     from inceptionnext.train.checkpoint import (
         FORMAT_VERSION,
         load_checkpoint_file,
@@ -1046,6 +1068,18 @@ def test_a_training_checkpoint_records_what_resuming_needs_and_reads_back(tmp_pa
         module = nn.Linear(3, 2)
 
     plain, with_ema = _training_record(), _training_record(ema=Ema(), task="segmentation")
+    # the layout resume, timm's load_checkpoint and the tools read (a renamed entry strands every file written)
+    assert set(plain) == {
+        "format", "version", "arch", "num_classes", "epoch", "state_dict", "state_dict_ema", "optimizer", "scheduler",
+        "scaler", "rng", "config", "history", "best", "data_config", "class_to_idx", "scored_weights", checksum.KEY,
+    }  # fmt: skip
+    assert plain["arch"] == "tiny" and plain["format"] == TRAINING_FORMAT and len(plain["rng"]) == 1
+    assert plain["optimizer"]["param_groups"][0]["lr"] == 0.1 and plain["scheduler"] is plain["scaler"] is None
+    opt = torch.optim.SGD(nn.Linear(3, 2).parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 2)
+    scaler = torch.amp.GradScaler("cpu", init_scale=8.0)
+    kept = _training_record(scheduler=sched, scaler=scaler)
+    assert kept["scheduler"]["step_size"] == 2 and kept["scaler"]["scale"] == 8.0
     assert plain["scored_weights"] == "state_dict" and plain["state_dict_ema"] is None
     assert with_ema["scored_weights"] == "state_dict_ema" and with_ema["task"] == "segmentation"
     assert _training_record(scored_weights="state_dict")["scored_weights"] == "state_dict"
@@ -1071,14 +1105,19 @@ def test_a_checkpoint_that_cannot_be_resumed_says_why(tmp_path):
     with pytest.raises(CheckpointError, match=f"^checkpoint not found: {re.escape(missing)}$"):
         load_checkpoint_file(missing)
     (tmp_path / "empty.pth").write_bytes(b"")
-    with pytest.raises(CheckpointError, match=r"empty.pth: it is empty \(0 bytes\)"):
+    empty = (
+        r"empty.pth: it is empty \(0 bytes\), not written by this engine \(its writes are atomic\) or cut short by a "
+        r"full disk or copy; resume from another checkpoint of the run \(model_best.pth\) or start again$"
+    )
+    with pytest.raises(CheckpointError, match=empty):
         load_checkpoint_file(str(tmp_path / "empty.pth"))
     (tmp_path / "text.pth").write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match="^cannot read checkpoint .*text.pth: "):
         load_checkpoint_file(str(tmp_path / "text.pth"))
     for content in ({"state_dict": {}}, {"epoch": 1}, [1, 2]):
         torch.save(content, tmp_path / "other.pth")
-        with pytest.raises(CheckpointError, match=r"other.pth is not a training checkpoint of this engine \(no sta"):
+        not_ours = r"other.pth is not a training checkpoint of this engine \(no state_dict/epoch\); to start from its "
+        with pytest.raises(CheckpointError, match=not_ours + "weights use weights: <file> instead of resume$"):
             load_checkpoint_file(str(tmp_path / "other.pth"))
     record = _training_record()
     record["epoch"] = 5  # altered after sealing
@@ -1095,14 +1134,18 @@ def test_resuming_into_another_model_or_schedule_names_each_difference():
     with pytest.raises(CheckpointError) as e:
         check_fits(ckpt, "last.pth", nn.Linear(4, 5), "wide", 5)
     assert str(e.value).startswith("cannot resume from last.pth (written for tiny with 2 classes): it has 2 classes, ")
-    assert "this run has 5; its weights do not fit wide: " in str(e.value) and "weight: checkpoint (2, 3)" in str(
-        e.value
-    )
+    assert "it has 2 classes, this run has 5; its weights do not fit wide: 2 shape mismatches: " in str(e.value)
+    other = dict(ckpt, state_dict={"weight": torch.zeros(2, 3), "extra": torch.zeros(2)})
+    with pytest.raises(CheckpointError) as e:
+        check_fits(other, "last.pth", nn.Linear(3, 2), "tiny", 2)
+    assert str(e.value).endswith("fit tiny: 1 missing keys: bias, 1 unexpected keys: extra")
     with pytest.raises(CheckpointError, match=r"\(written for an unknown model with None classes\): its weights do"):
         check_fits({"state_dict": {}}, "x.pth", nn.Linear(3, 2), "tiny", 2)
     saved = {"config": {"lr": 0.1, "epochs": 10, "layer_decay": None, "seed": 1, "lr_batch": [256, 512]}}
     check_same_schedule(saved, "x.pth", {"lr": 0.1, "epochs": 10, "seed": 2, "opt": "sgd", "lr_batch": (256, 512)})
     check_same_schedule({"config": None}, "x.pth", {"lr": 0.3})
+    with pytest.raises(CheckpointError, match=r"lr_batch \(256, 1024\) \(the run has \[256, 512\]\)"):
+        check_same_schedule(saved, "x.pth", {"lr_batch": (256, 1024)})
     with pytest.raises(CheckpointError) as e:
         check_same_schedule(saved, "x.pth", {"lr": 0.2, "epochs": 10, "layer_decay": 0.8})
     assert str(e.value) == (
