@@ -1153,3 +1153,51 @@ def test_resuming_into_another_model_or_schedule_names_each_difference():
         "resume with --resume alone (the checkpoint supplies its values), or start a new run from its weights "
         "(weights: x.pth)"
     )
+
+
+# --- COCO mask mAP (tasks/detection/evaluate.py) -------------------------------------------------------------------
+
+
+def test_mask_map_scores_mask_rcnn_soft_masks_apart_from_the_boxes():
+    """Mask R-CNN gives (N, 1, H, W) probabilities: a pixel counts when above 0.5 (torchvision's threshold), the
+    masks are scored apart from the boxes (segm_ keys), and the box keys keep their plain names."""
+    from inceptionnext.tasks.detection.evaluate import DetectionMAP
+
+    truth = torch.zeros(1, 32, 32, dtype=torch.bool)
+    truth[0, 8:24, 8:24] = True
+    target = dict(boxes=torch.tensor([[8.0, 8.0, 24.0, 24.0]]), labels=torch.tensor([1]), masks=truth)
+
+    def scores(soft):
+        metric = DetectionMAP(masks=True, sync=False)
+        pred = dict(boxes=target["boxes"].clone(), scores=torch.tensor([0.9]), labels=torch.tensor([1]), masks=soft)
+        metric.update([pred], [target])
+        return metric.compute()
+
+    exact = truth.float()[:, None] * 0.9 + 0.05  # inside 0.95, outside 0.05: the instance mask is the truth
+    result = scores(exact)
+    assert result["map"] == 1.0 and result["segm_map"] == 1.0 and "bbox_map" not in result
+    assert scores(exact[:, 0])["segm_map"] == 1.0  # (N, H, W) masks are taken as they are
+    at_threshold = exact.clone()
+    at_threshold[0, 0, 8:24, 8:16] = 0.5  # half the object exactly at the threshold: not part of the mask
+    half = scores(at_threshold)
+    assert half["map"] == 1.0 and half["segm_map"] < 0.5
+
+
+def test_coco_map_uses_faster_coco_eval_when_installed_and_reports_single_figures(monkeypatch):
+    import inceptionnext.tasks.detection.evaluate as evaluate
+
+    monkeypatch.setattr(
+        evaluate.importlib.util, "find_spec", lambda name: object() if name == "faster_coco_eval" else None
+    )
+    assert evaluate.coco_backend() == "faster_coco_eval"
+    monkeypatch.setattr(evaluate.importlib.util, "find_spec", lambda name: None)
+    assert evaluate.coco_backend() == "pycocotools"
+    monkeypatch.undo()
+    metric = evaluate.DetectionMAP(sync=False)
+    box = torch.tensor([[2.0, 2.0, 12.0, 12.0]])
+    metric.update(
+        [dict(boxes=box, scores=torch.tensor([0.8]), labels=torch.tensor([3]))], [dict(boxes=box, labels=[3])]
+    )
+    result = metric.compute()
+    assert result["map"] == 1.0 and "classes" not in result and not any("per_class" in k for k in result)
+    assert all(isinstance(v, float) for v in result.values())
