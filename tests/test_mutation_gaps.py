@@ -12,6 +12,7 @@ import os
 import re
 import warnings
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -1201,3 +1202,41 @@ def test_coco_map_uses_faster_coco_eval_when_installed_and_reports_single_figure
     result = metric.compute()
     assert result["map"] == 1.0 and "classes" not in result and not any("per_class" in k for k in result)
     assert all(isinstance(v, float) for v in result.values())
+
+
+# --- segmentation metrics and test-time modes (tasks/segmentation/evaluate.py) ------------------------------------
+
+
+def test_segmentation_metrics_of_no_labelled_pixel_are_zero_not_nan():
+    """A validation set with no labelled pixel (all ignore_index) reports 0, not NaN nor a perfect score."""
+    from inceptionnext.tasks.segmentation.evaluate import iou_metrics
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and without numpy's mean-of-empty warning
+        metrics, per_class = iou_metrics(torch.zeros(3, 3, dtype=torch.long))
+    assert metrics == {"miou": 0.0, "macc": 0.0, "acc": 0.0} and np.isnan(per_class).all()
+
+
+def test_sliding_window_defaults_to_two_thirds_overlap_and_names_a_wrong_mode():
+    from inceptionnext.tasks.segmentation.evaluate import predict_logits, predict_probs, slide_logits
+
+    seen = []
+
+    def model(x):
+        seen.append(tuple(x.shape[2:]))
+        return x * 2.0
+
+    x = torch.randn(1, 3, 20, 30)
+    out = predict_logits(model, x, 3, mode="slide", crop=9)
+    assert torch.allclose(out, x * 2.0)  # overlapping windows averaged back to the model's own logits
+    starts = len(seen)
+    slide_logits(model, x, 9, (2 * 9 + 2) // 3, 3)
+    assert len(seen) - starts == starts  # the default stride: (2 * crop + 2) // 3, as mmsegmentation's
+    seen.clear()
+    predict_probs(model, x, 3, mode="slide", crop=9, stride=4)
+    assert len(seen) == (-(-(20 - 9) // 4) + 1) * (-(-(30 - 9) // 4) + 1)  # the stride asked for
+    seen.clear()
+    assert predict_probs(model, x, 3, scales=(2.0, 1.0)).shape == (1, 3, 20, 30)
+    assert seen == [(40, 60), (20, 30)]  # multi-scale testing runs the model at each scale
+    with pytest.raises(ValueError, match="^test mode must be 'whole' or 'slide', not 'tiles'$"):
+        predict_logits(model, x, 3, mode="tiles")
