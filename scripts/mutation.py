@@ -5,6 +5,7 @@
     python scripts/mutation.py --list               # the modules and their tests
     python scripts/mutation.py --survivors MODULE   # the surviving mutants of a finished run, with their diffs
     python scripts/mutation.py MODULE --tests "tests/test_x.py -k fast" --label quick   # another selection, kept apart
+    python scripts/mutation.py MODULE --recheck     # judge the last run's survivors again (after adding tests)
 
 Each module runs in its own copy of the project under .mutation/<module>/ (mutmut reads its settings from the
 working folder's pyproject.toml): the copy's [tool.mutmut] is the project's, with `only_mutate` set to the module
@@ -34,6 +35,7 @@ WORK = ROOT / ".mutation"
 # what the tests read besides the package and themselves
 COPY = ("inceptionnext", "tests", "configs", "scripts", "docs", "README.md", "pyproject.toml")
 KILLED, SURVIVED = {1, 3}, {0}
+NO_TESTS = {33}
 TIMEOUT = {36, 24, -24, 152, 255}
 
 
@@ -110,8 +112,24 @@ def score(module: str, patterns=()):
     return killed, len(survivors), timeout, other, survivors
 
 
-def run(module: str, tests, shared, children: int, patterns=()) -> int:
+def forget_survivors(module: str) -> int:
+    """Mark the survivors of the last run (and the mutants no test reached) as not yet judged, so the next run tests
+    them again: mutmut re-runs only mutants whose code changed, not those a new test may now kill. Returns how many."""
+    meta = workdir(module) / "mutants" / (module + ".meta")
+    if not meta.is_file():
+        return 0
+    data = json.loads(meta.read_text("utf-8"))
+    codes = data["exit_code_by_key"]
+    survivors = [k for k, c in codes.items() if c in SURVIVED or c in NO_TESTS]
+    codes.update(dict.fromkeys(survivors))
+    meta.write_text(json.dumps(data, indent=4), "utf-8")
+    return len(survivors)
+
+
+def run(module: str, tests, shared, children: int, patterns=(), recheck: bool = False) -> int:
     where = prepare(module, tests, shared)
+    if recheck:
+        print(f"== {module}: {forget_survivors(module)} survivors to judge again", flush=True)
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     mutmut = Path(sys.executable).with_name("mutmut")
     cmd = [str(mutmut) if mutmut.exists() else "mutmut", "run", "--max-children", str(children), *patterns]
@@ -146,6 +164,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--tests", help="test selection instead of the configured one, as pytest arguments in one string"
     )
+    parser.add_argument("--recheck", action="store_true", help="judge the last run's survivors again")
     parser.add_argument("--label", default="", help="keep this run's results apart under .mutation/<module>-LABEL")
     args = parser.parse_args(argv)
     global LABEL
@@ -167,7 +186,12 @@ def main(argv=None) -> int:
     if not args.report:
         for m in chosen:
             status |= run(
-                m, shlex.split(args.tests) if args.tests else modules[m], shared, args.children, parts.get(m, ())
+                m,
+                shlex.split(args.tests) if args.tests else modules[m],
+                shared,
+                args.children,
+                parts.get(m, ()),
+                args.recheck,
             )
     for m in chosen:
         report(m, parts.get(m, ()))

@@ -1,26 +1,47 @@
 """Behaviour a user relies on that the rest of the suite did not pin down (each found by a mutant that survived it):
 training with drop path as timm trains, the layer-scale start value, damage to a checkpoint's tensor shapes and
 types, which weights of another tool's training checkpoint are loaded, the quantization floor at its bounds,
-empty boxes in a COCO file and state dicts wrapped more than once."""
+empty boxes in a COCO file, state dicts wrapped more than once, the token mixers and dilated stages against
+plain convolutions and timm, and the MLP head's reset."""
 
 import argparse
+import copy
 import json
 import math
+import os
 import re
+import warnings
 
+import numpy as np
 import pytest
 import timm
 import torch
 import torch.nn as nn
 from PIL import Image
 
+import inceptionnext.ops as ops
+import inceptionnext.ops.dispatch as dispatch
 from inceptionnext import checksum
 from inceptionnext.deploy.quantize import QualityFloor, compare_logits
-from inceptionnext.models import ConvNeXt
+from inceptionnext.models import ConvNeXt, InceptionDWConv2d
+from inceptionnext.models.fold import (
+    FusedMetaNeXtBlock,
+    create_deploy_model,
+    fold_bn_after_conv,
+    fold_bn_before_conv,
+    fold_metanext_block,
+    fold_scale_into_conv,
+    fold_sequential,
+    is_folded,
+    is_metanext_block,
+    reparameterize_model,
+)
 from inceptionnext.train.checkpoint import load_checkpoint_file
 from inceptionnext.weights import CheckpointError, load_state_dict_file
 
 NAME = "inceptionnext_a"
+# mutmut calls every function of a mutated module through a wrapper: one more frame between a warning and its caller
+UNDER_MUTMUT = "MUTANT_UNDER_TEST" in os.environ
 
 
 def perturbed_timm_atto(drop_path_rate=0.0):
@@ -363,3 +384,859 @@ def test_an_empty_box_is_refused_up_front_with_a_named_error(tmp_path, box):
     doc["annotations"][1]["bbox"] = [39, 29, 1, 1]
     (tmp_path / "ann.json").write_text(json.dumps(doc))
     assert len(CocoDetectionSet(str(tmp_path / "img"), str(tmp_path / "ann.json"), masks=False)) == 1
+
+
+# --- the token mixers, the dilated stages and the MLP head (models/layers.py) ---------------------------------------
+
+
+def _depthwise_reference(x, conv, dilation):
+    """What a depthwise 'same' conv with `conv`'s weights computes, taps `dilation` apart."""
+    kh, kw = conv.weight.shape[2:]
+    pad = (dilation * (kh // 2), dilation * (kw // 2))
+    return torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=pad, dilation=dilation, groups=x.shape[1])
+
+
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_each_mixer_is_its_conv_children_applied_at_their_dilation(dilation):
+    """A dilated mixer spaces its taps `dilation` apart, and the conv modules it holds (the ones a state dict
+    fills, which a user or a tool may apply by themselves) compute what the mixer applies to their channels."""
+    from inceptionnext.models import DWConv2d, PartialDWConv2d
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 9, 11)
+    inception = InceptionDWConv2d(16, square_kernel_size=3, band_kernel_size=5, branch_ratio=0.25, dilation=dilation)
+    y = inception(x)
+    torch.testing.assert_close(y[:, :4], x[:, :4])
+    for i, conv in enumerate((inception.dwconv_hw, inception.dwconv_w, inception.dwconv_h)):
+        part = x[:, 4 + 4 * i : 8 + 4 * i]
+        torch.testing.assert_close(y[:, 4 + 4 * i : 8 + 4 * i], _depthwise_reference(part, conv, dilation))
+        torch.testing.assert_close(conv(part), _depthwise_reference(part, conv, dilation))
+    partial = PartialDWConv2d(16, kernel_size=3, conv_ratio=0.5, dilation=dilation)
+    y = partial(x)
+    torch.testing.assert_close(y[:, :8], x[:, :8])
+    torch.testing.assert_close(y[:, 8:], _depthwise_reference(x[:, 8:], partial.conv, dilation))
+    torch.testing.assert_close(partial.conv(x[:, 8:]), y[:, 8:])
+    full = DWConv2d(16, kernel_size=5, dilation=dilation)
+    torch.testing.assert_close(full(x), _depthwise_reference(x, full, dilation))
+    # DWConv2d is an nn.Conv2d (what fold and FLOP counters see): its own geometry computes the same
+    torch.testing.assert_close(nn.Conv2d.forward(full, x), full(x))
+
+
+def test_mixer_and_head_defaults_are_the_papers():
+    """Built with defaults: the paper's Inception mixer (3x3 square, 11-wide bands, 1/8 of the channels per
+    branch), a full 3x3 partial conv, ConvNeXt's 7x7 depthwise conv, all undilated, and MetaNeXt's MLP head
+    (average pool, 3x hidden width, 1000 classes, no dropout)."""
+    from inceptionnext.models import DWConv2d, MlpClassifierHead, PartialDWConv2d
+
+    x = torch.randn(2, 64, 13, 13)
+    inception = InceptionDWConv2d(64)
+    assert inception.split_indexes == (40, 8, 8, 8)
+    assert [tuple(c.weight.shape[2:]) for c in (inception.dwconv_hw, inception.dwconv_w, inception.dwconv_h)] == [
+        (3, 3),
+        (1, 11),
+        (11, 1),
+    ]
+    torch.testing.assert_close(inception(x)[:, 40:48], _depthwise_reference(x[:, 40:48], inception.dwconv_hw, 1))
+    partial = PartialDWConv2d(64)
+    assert partial.conv.weight.shape == (64, 1, 3, 3)
+    torch.testing.assert_close(partial(x), _depthwise_reference(x, partial.conv, 1))
+    full = DWConv2d(64)
+    assert full.weight.shape == (64, 1, 7, 7)
+    torch.testing.assert_close(full(x), _depthwise_reference(x, full, 1))
+    head = MlpClassifierHead(64).train()
+    assert head.fc1.out_features == 192 and head.fc2.out_features == 1000
+    torch.manual_seed(0)
+    out = head(x)
+    assert out.shape == (2, 1000)
+    torch.testing.assert_close(out, head.fc2(head.norm(head.act(head.fc1(x.mean((2, 3)))))))
+
+
+def test_mixer_arguments_out_of_range_are_refused_with_what_was_given():
+    from inceptionnext.models import DWConv2d, PartialDWConv2d
+
+    for build in (InceptionDWConv2d, PartialDWConv2d, DWConv2d):
+        for bad in (0, -1, 1.5, "2"):
+            with pytest.raises(ValueError, match=f"dilation must be a positive int, got {bad!r}"):
+                build(64, dilation=bad)
+    assert InceptionDWConv2d(8).split_indexes == (5, 1, 1, 1)  # one channel per branch is enough
+    assert InceptionDWConv2d(24, branch_ratio=1 / 3).split_indexes == (0, 8, 8, 8)  # and no identity channel
+    for chs, ratio in ((8, 0.1), (8, 0.5), (24, 0.375)):  # no channel per branch, or more than all of them
+        with pytest.raises(ValueError, match=f"branch_ratio {ratio} gives {int(chs * ratio)} channels per branch"):
+            InceptionDWConv2d(chs, branch_ratio=ratio)
+    with pytest.raises(ValueError, match="PartialDWConv2d: conv_ratio 0.1 gives 0 of 8 channels"):
+        PartialDWConv2d(8, conv_ratio=0.1)
+    with pytest.raises(ValueError, match="conv_ratio 1.5 gives 12 of 8 channels"):
+        PartialDWConv2d(8, conv_ratio=1.5)
+    assert PartialDWConv2d(8, conv_ratio=0.125).conv.out_channels == 1  # one channel is enough
+    for kernel in ((4, 3), (3, 4)):  # either side even: no 'same' padding
+        with pytest.raises(ValueError, match=r"kernel sizes must be odd.*got \d+x\d+"):
+            PartialDWConv2d(8, kernel_size=kernel)
+    with pytest.raises(ValueError, match="depthwise kernel size must be odd, got 4"):
+        DWConv2d(8, kernel_size=4)
+    assert DWConv2d(8, kernel_size=3).weight.shape == (8, 1, 3, 3)
+
+
+@pytest.mark.skipif(dispatch._TRITON_INTERPRETED, reason="the interpreter makes the fast path run on CPU")
+def test_each_mixer_keeps_the_fast_path_choice_it_was_built_with():
+    """fast_path=True on a CPU tensor is a clear refusal, not a silent fallback; fast_path=False runs the plain
+    path even inside a block that forces the fast one (the argument wins)."""
+    from inceptionnext.models import DWConv2d, PartialDWConv2d
+
+    x = torch.randn(1, 16, 6, 6)
+    for build in (InceptionDWConv2d, lambda c, **kw: PartialDWConv2d(c, conv_ratio=0.5, **kw), DWConv2d):
+        with pytest.raises(RuntimeError, match="fast path forced"):
+            build(16, fast_path=True)(x)
+        with ops.fast_path(True):
+            assert build(16, fast_path=False)(x).shape == x.shape
+
+
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_dilated_models_compute_what_timms_compute_with_the_same_weights(output_stride):
+    """output_stride 16 or 8 (the dense tasks' backbones): later stages keep their resolution with stride-1
+    'same' downsample convs and dilated mixers, exactly as timm's MetaNeXt and ConvNeXt do with the same weights."""
+    from timm.models.convnext import ConvNeXt as TimmConvNeXt
+    from timm.models.convnext import checkpoint_filter_fn
+
+    ref = perturbed_timm_atto().eval()
+    ref_os = timm.create_model("inception_next_atto", output_stride=output_stride).eval()
+    ref_os.load_state_dict(ref.state_dict())
+    ours = timm.create_model(NAME, output_stride=output_stride).eval()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        out = ours.forward_features(x)
+        assert out.shape[-1] == 64 // output_stride
+        torch.testing.assert_close(out, ref_os.forward_features(x), rtol=1e-4, atol=1e-4)
+    arch = dict(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), kernel_size=3, output_stride=output_stride)
+    torch.manual_seed(0)
+    conv = ConvNeXt(**arch).eval()
+    with torch.no_grad():
+        for m in conv.modules():  # biases away from zero: a dropped bias shows
+            if isinstance(m, nn.Conv2d):
+                m.bias.normal_(0, 0.5)
+        for name, p in conv.named_parameters():  # layer scales far from 1e-6: every block weighs on the output
+            if name.endswith("gamma"):
+                p.normal_(0, 0.5)
+    theirs = TimmConvNeXt(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), kernel_sizes=3, output_stride=output_stride)
+    theirs.load_state_dict(checkpoint_filter_fn(dict(conv.state_dict()), theirs.eval()))
+    with torch.no_grad():
+        torch.testing.assert_close(conv.forward_features(x), theirs.forward_features(x), rtol=1e-4, atol=1e-4)
+
+
+def test_mlp_head_reset_keeps_or_drops_the_hidden_layer_and_follows_the_head():
+    """Fine-tuning resets the classifier: the pre-logits MLP stays unless reset_other, a new pool is used, a
+    width-changing pool needs reset_other, 0 classes leave pre-logits features, and the new classifier takes the
+    head's device, dtype and mode."""
+    from inceptionnext.models import MlpClassifierHead
+
+    x = torch.randn(2, 8, 5, 5)
+    head = MlpClassifierHead(8, num_classes=3).eval()
+    fc1 = head.fc1
+    head.reset(1)
+    assert head.fc1 is fc1 and head(x).shape == (2, 1)
+    assert head(x, pre_logits=True).shape == (2, 24)
+    head.reset(0)
+    torch.testing.assert_close(head(x), head(x, pre_logits=True))
+    assert head(x).shape == (2, 24) and MlpClassifierHead(8, num_classes=0)(x).shape == (2, 24)
+    assert MlpClassifierHead(8, num_classes=1)(x).shape == (2, 1)
+    head.reset(4, pool_type="max")
+    with torch.no_grad():
+        torch.testing.assert_close(head(x), head.fc2(head.norm(head.act(head.fc1(x.amax((2, 3)))))))
+    with pytest.raises(ValueError, match="^MlpClassifierHead needs a global pool type; it cannot be disabled$"):
+        head.reset(4, pool_type="")
+    with pytest.raises(ValueError, match=r"^MlpClassifierHead needs a global pool type \(e.g. 'avg'\); it cannot be"):
+        MlpClassifierHead(8, pool_type="")
+    max_head = MlpClassifierHead(8, num_classes=3, pool_type="max").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(max_head(x), max_head.fc2(max_head.norm(max_head.act(max_head.fc1(x.amax((2, 3)))))))
+    with pytest.raises(ValueError, match="pool 'catavgmax' changes the pooled width; pass reset_other=True"):
+        head.reset(4, pool_type="catavgmax")
+    assert head(x).shape == (2, 4)  # the refused reset changed nothing
+    head.reset(5, pool_type="catavgmax", reset_other=True)
+    pooled = torch.cat([x.mean((2, 3)), x.amax((2, 3))], 1)
+    with torch.no_grad():
+        torch.testing.assert_close(head(x, pre_logits=True), pooled)
+        torch.testing.assert_close(head(x), head.fc2(pooled))
+    meta = MlpClassifierHead(8, num_classes=3).to(device="meta", dtype=torch.float64).train()
+    meta.reset(6)
+    assert meta.fc2.weight.device.type == "meta" and meta.fc2.weight.dtype == torch.float64 and meta.fc2.training
+
+
+# --- folding for inference (models/fold.py) ------------------------------------------------------------------------
+
+
+_BLOCKS = {}
+
+
+def _folded_block(drop_path_rate=0.0):
+    """A folded block of atto's third stage (plain modules, not yet fused), its weights and layer scale away from
+    their init; a fresh copy each call."""
+    if drop_path_rate not in _BLOCKS:
+        model = timm.create_model(NAME, drop_path_rate=drop_path_rate)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+        block = model.eval().stages[2].blocks[1]
+        fold_metanext_block(block)
+        _BLOCKS[drop_path_rate] = block
+    return copy.deepcopy(_BLOCKS[drop_path_rate])
+
+
+def test_create_deploy_model_builds_what_it_is_asked_and_folds_it():
+    """The timm arguments reach the model, the blocks are fused unless fuse=False, and nothing is left to fold."""
+    fused = create_deploy_model(NAME, num_classes=7)
+    assert not fused.training and is_folded(fused) and fused.head.fc2.out_features == 7
+    assert any(isinstance(m, FusedMetaNeXtBlock) for m in fused.modules())
+    plain = create_deploy_model(NAME, num_classes=7, fuse=False)
+    assert is_folded(plain) and not any(isinstance(m, FusedMetaNeXtBlock) for m in plain.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+
+
+def test_a_fused_block_refuses_what_it_cannot_stand_for():
+    with pytest.raises(TypeError, match="^Linear is not a MetaNeXt block$"):
+        FusedMetaNeXtBlock(nn.Linear(2, 2))
+    unfolded = timm.create_model(NAME).eval().stages[0].blocks[0]
+    half = copy.deepcopy(unfolded)
+    half.norm = nn.Identity()  # BatchNorm folded, layer scale still there
+    for block in (unfolded, half):
+        with pytest.raises(ValueError, match=r"^FusedMetaNeXtBlock needs a folded block \(norm Identity, gamma None\)"):
+            FusedMetaNeXtBlock(block)
+
+
+def test_a_fused_block_keeps_drop_path_in_train_mode():
+    """Fine-tuning a fused model trains its blocks as the unfused ones: the same per-sample drops under a seed."""
+    block = _folded_block(drop_path_rate=0.5).train()
+    fused = FusedMetaNeXtBlock(copy.deepcopy(block))
+    assert fused.training
+    x = torch.randn(8, block.mlp.fc1.in_channels, 4, 4)
+    with torch.no_grad():
+        assert not fused._use_fused(x, x)  # the fused kernels cannot drop a branch
+        torch.testing.assert_close(seeded(fused, x, 1), seeded(block, x, 1))
+        assert not torch.allclose(seeded(fused, x, 2), seeded(fused, x, 1))
+        fused.eval()
+        assert fused._use_fused(x, x) == FusedMetaNeXtBlock.can_fuse(fused.mlp)
+
+
+def test_only_what_onednn_computes_exactly_is_fused():
+    """Exact GELU and Hardswish fuse; tanh-approximated GELU, a live dropout or another activation take the plain
+    modules, and every choice computes what the plain block computes."""
+    x = torch.randn(2, 160, 4, 4)
+    cases = [
+        (nn.GELU(), None, True),
+        (nn.Hardswish(), None, True),
+        (nn.GELU(approximate="tanh"), None, False),
+        (nn.ReLU(), None, False),
+        (nn.GELU(), nn.Dropout(0.1), False),
+        (nn.GELU(), nn.Dropout(0.0), True),
+        (nn.GELU(), "no attribute", True),
+    ]
+    for act, drop, fusable in cases:
+        block = _folded_block()
+        block.mlp.act = act
+        if drop == "no attribute":
+            del block.mlp.drop
+        elif drop is not None:
+            block.mlp.drop = drop
+        plain = copy.deepcopy(block)
+        fused = FusedMetaNeXtBlock(block).eval()
+        assert fused._fusable == fusable and FusedMetaNeXtBlock.can_fuse(fused.mlp) == fusable, (act, drop)
+        if fusable and drop != "no attribute":  # (an MLP without dropout of another library)
+            with torch.no_grad():
+                assert fused._use_fused(x, x)
+                torch.testing.assert_close(fused(x), plain.eval()(x), rtol=1e-4, atol=1e-5)
+
+
+def test_the_fused_bfloat16_path_follows_what_onednn_reports():
+    """bf16 takes the fused kernels exactly where oneDNN can run them (the plain path elsewhere), with the same
+    result as the plain modules in bf16."""
+    block = _folded_block()
+    fused = FusedMetaNeXtBlock(copy.deepcopy(block)).to(torch.bfloat16).eval()
+    x = torch.randn(2, 160, 4, 4, dtype=torch.bfloat16)
+    with torch.no_grad():
+        assert fused._use_fused(x, x) == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        torch.testing.assert_close(fused(x).float(), block.to(torch.bfloat16)(x).float(), rtol=0.05, atol=0.05)
+
+
+def test_folding_functions_report_what_they_folded_and_refuse_what_they_cannot():
+    """fold_sequential and fold_metanext_block say whether they changed anything (reparameterize_model warns when
+    nothing was), leave alone what is not theirs, and name what they refuse."""
+    conv, bn = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4).eval()
+    assert fold_sequential(nn.Sequential(conv, bn)) and fold_sequential(nn.Sequential(bn, nn.Conv2d(4, 4, 2)))
+    assert not fold_sequential(nn.ModuleList([conv, bn]))  # not a Sequential: its forward is not conv -> BN
+    assert not fold_sequential(nn.Sequential(conv, bn, nn.ReLU()))
+    block = _folded_block()
+    assert not fold_metanext_block(block)  # already folded
+    unfolded = timm.create_model(NAME).eval().stages[0].blocks[0]
+    only_scale = copy.deepcopy(unfolded)
+    only_scale.norm = nn.Identity()
+    assert fold_metanext_block(only_scale) and only_scale.gamma is None
+    only_norm = copy.deepcopy(unfolded)
+    only_norm.gamma = None
+    assert fold_metanext_block(only_norm) and isinstance(only_norm.norm, nn.Identity)
+    other_norm = copy.deepcopy(unfolded)
+    other_norm.norm = nn.GroupNorm(1, 40)
+    with pytest.raises(TypeError, match="^cannot fold a block norm of type GroupNorm$"):
+        fold_metanext_block(other_norm)
+    with pytest.raises(TypeError, match=r"^Linear is not a MetaNeXt block \(token_mixer, norm, mlp.fc1/fc2, gamma\)"):
+        fold_metanext_block(nn.Linear(2, 2))
+    for missing in ("token_mixer", "norm", "gamma"):
+        partial = copy.deepcopy(unfolded)
+        delattr(partial, missing)
+        assert not is_metanext_block(partial), missing
+    for fc in ("fc1", "fc2"):
+        linear = copy.deepcopy(unfolded)
+        setattr(linear.mlp, fc, nn.Linear(40, 40))
+        assert not is_metanext_block(linear), fc
+    with pytest.raises(ValueError, match="^scale has 3 entries but the conv outputs 4$"):
+        fold_scale_into_conv(nn.Conv2d(4, 4, 1), torch.ones(3))
+    no_bias = nn.Conv2d(4, 4, 1, bias=False)
+    folded = fold_scale_into_conv(no_bias, torch.full((4,), 2.0))
+    x = torch.randn(1, 4, 3, 3)
+    assert folded.bias is None
+    torch.testing.assert_close(folded(x), 2 * no_bias(x))
+
+
+def test_a_fused_block_runs_the_fused_kernels_only_where_they_apply(monkeypatch):
+    """Inference without autograd takes the fused oneDNN path; a torch.fx trace records the plain modules (a graph
+    that still runs anywhere)."""
+    fused = FusedMetaNeXtBlock(_folded_block()).eval()
+    calls = []
+    real = fused._forward_fused
+    monkeypatch.setattr(fused, "_forward_fused", lambda x, s: calls.append(1) or real(x, s))
+    x = torch.randn(1, 160, 4, 4)
+    with torch.no_grad():
+        fused(x)
+    assert calls == [1]
+    traced = torch.fx.symbolic_trace(fused)
+    assert calls == [1] and any("fc1" in str(n.target) for n in traced.graph.nodes)
+
+
+def _eval_batchnorm(channels):
+    """An eval-mode BatchNorm whose statistics and shift are far from the identity's, so a wrong fold shows."""
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(channels)
+    with torch.no_grad():
+        bn.running_mean.normal_(0, 0.5), bn.running_var.uniform_(0.5, 2.0), bn.bias.normal_(0, 0.5)
+    return bn.eval()
+
+
+def test_batchnorm_folds_into_convs_without_a_bias_and_with_string_padding():
+    """Convs built with bias=False or padding='valid'/'same' (as other libraries build them) fold exactly; 'same'
+    padding with a kernel wider than 1 is refused, and the folded conv stays on the model's device."""
+    bn = _eval_batchnorm(4)
+    x = torch.randn(2, 4, 6, 6)
+    after = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+    torch.testing.assert_close(fold_bn_after_conv(after, bn)(x), bn(after(x)))
+    for conv in (
+        nn.Conv2d(4, 3, 2, bias=False),
+        nn.Conv2d(4, 3, 2, padding="valid"),
+        nn.Conv2d(4, 3, 1, padding="same"),
+    ):
+        torch.testing.assert_close(fold_bn_before_conv(bn, conv)(x), conv(bn(x)))
+    with pytest.raises(ValueError, match="cannot fold a BatchNorm into a conv with padding same"):
+        fold_bn_before_conv(bn, nn.Conv2d(4, 3, 3, padding="same"))
+    with pytest.raises(ValueError, match="^BatchNorm has 4 channels but the conv takes 5$"):
+        fold_bn_before_conv(bn, nn.Conv2d(5, 3, 1))
+    meta = fold_bn_before_conv(copy.deepcopy(bn).to("meta"), nn.Conv2d(4, 3, 1, bias=False, device="meta"))
+    assert meta.weight.device.type == meta.bias.device.type == "meta"
+
+
+def test_reparameterize_model_warns_only_when_nothing_was_folded_and_names_the_caller():
+    block = timm.create_model(NAME).eval().stages[0].blocks[0]
+    stem = nn.Sequential(nn.Conv2d(3, 40, 4, stride=4), nn.BatchNorm2d(40)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # something was folded: no warning, however the folds add up
+        assert isinstance(reparameterize_model(nn.Sequential(copy.deepcopy(block)).eval())[0], FusedMetaNeXtBlock)
+        reparameterize_model(nn.Sequential(copy.deepcopy(stem), copy.deepcopy(block)).eval(), fuse=False)
+    with pytest.warns(UserWarning, match="^reparameterize_model found nothing to fold in Sequential$") as record:
+        reparameterize_model(nn.Sequential(nn.ReLU()).eval())
+    assert record[0].filename == __file__ or UNDER_MUTMUT  # the warning points at the caller's line
+    with pytest.raises(TypeError, match="^expected an nn.Module, got str$"):
+        reparameterize_model("inceptionnext_a")
+    message = (
+        r"^reparameterize_model needs a model in eval mode \(call model.eval\(\) first\): folding uses BatchNorm "
+        "running statistics, which train mode ignores$"
+    )
+    with pytest.raises(RuntimeError, match=message):
+        reparameterize_model(nn.Sequential(stem).train())
+
+
+def test_a_folded_conv_keeps_the_geometry_dtype_and_padding_mode_of_the_original():
+    bn = _eval_batchnorm(4)
+    x = torch.randn(2, 3, 9, 9)
+    for conv in (
+        nn.Conv2d(3, 4, 3, padding=2, dilation=2),
+        nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"),
+        nn.Conv2d(3, 4, 3, stride=2, bias=False),
+    ):
+        folded = fold_bn_after_conv(conv, bn)
+        torch.testing.assert_close(folded(x), bn(conv(x)))
+    double = fold_bn_after_conv(nn.Conv2d(3, 4, 1).double(), copy.deepcopy(bn).double())
+    assert double.weight.dtype == double.bias.dtype == torch.float64
+    assert not is_folded(timm.create_model(NAME).eval()) and is_folded(
+        reparameterize_model(
+            nn.Sequential(copy.deepcopy(timm.create_model(NAME).stages[0].blocks[0])).eval(), fuse=False
+        )
+    )
+
+
+def test_what_cannot_be_folded_is_named_and_a_train_mode_fold_warns_the_caller():
+    conv = nn.Conv2d(4, 4, 1)
+    with pytest.raises(TypeError, match="^expected a BatchNorm module, got LayerNorm$"):
+        fold_bn_after_conv(conv, nn.LayerNorm(4))
+    with pytest.raises(TypeError, match="^expected an nn.Conv2d, got Linear$"):
+        fold_bn_after_conv(nn.Linear(4, 4), nn.BatchNorm2d(4).eval())
+    without_stats = "^cannot fold a BatchNorm without running statistics \\(track_running_stats=False\\)$"
+    with pytest.raises(ValueError, match=without_stats):
+        fold_bn_after_conv(conv, nn.BatchNorm2d(4, track_running_stats=False).eval())
+    half = nn.BatchNorm2d(4).eval()
+    half.running_var = None  # one statistic missing is as unusable as both
+    with pytest.raises(ValueError, match=without_stats):
+        fold_bn_after_conv(conv, half)
+    message = (
+        "^folding a BatchNorm that is in train mode: the fold uses its running statistics, so the folded model "
+        "matches the eval-mode model, not train mode$"
+    )
+    with pytest.warns(UserWarning, match=message) as record:
+        fold_bn_after_conv(conv, nn.BatchNorm2d(4))
+    assert record[0].filename == __file__ or UNDER_MUTMUT  # the caller's line
+
+
+def test_partly_folded_models_fold_the_rest_and_refolding_is_a_no_op():
+    """Blocks folded by hand, a fused block next to an unfolded one, a model folded before: reparameterize_model
+    folds what is left, warns only when nothing was, and the outputs stay the model's."""
+    model = timm.create_model(NAME).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    by_hand = copy.deepcopy(model)
+    for block in by_hand.stages[-1].blocks:  # the last ones reparameterize_model reaches
+        assert fold_metanext_block(block) is True and fold_metanext_block(block) is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the stem and the other stages were still to fold
+        folded = reparameterize_model(by_hand, fuse=False)
+        mixed = nn.Sequential(FusedMetaNeXtBlock(_folded_block()), copy.deepcopy(model.stages[2].blocks[1])).eval()
+        reparameterize_model(mixed, inplace=True)
+    assert all(isinstance(b, FusedMetaNeXtBlock) for b in mixed)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), expected, rtol=1e-4, atol=1e-5)
+    with pytest.warns(UserWarning, match="nothing to fold"):
+        again = reparameterize_model(folded, fuse=False)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_blocks_and_mlps_of_other_shapes_take_the_plain_path():
+    """An MLP whose fc1 is not a plain 1x1 conv (wider kernel, groups), or that has no activation, is not fused and
+    computes what its modules compute; a block without drop path (another library's) gets none."""
+    x = torch.randn(2, 160, 4, 4)
+    for fc1 in (nn.Conv2d(160, 480, 3, padding=1), nn.Conv2d(160, 480, 1, groups=2)):
+        block = _folded_block()
+        block.mlp.fc1, block.mlp.fc2 = fc1, nn.Conv2d(480, 160, 1)
+        plain = copy.deepcopy(block)
+        fused = FusedMetaNeXtBlock(block).eval()
+        assert not fused._fusable
+        with torch.no_grad():
+            torch.testing.assert_close(fused(x), plain(x))
+    no_act = nn.Module()
+    no_act.fc1, no_act.fc2 = nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1)
+    assert not FusedMetaNeXtBlock.can_fuse(no_act)
+    block = _folded_block()
+    plain = copy.deepcopy(block)
+    del block.drop_path
+    with torch.no_grad():
+        torch.testing.assert_close(FusedMetaNeXtBlock(block).train()(x), plain.eval()(x))
+
+
+# --- the paper's ConvNeXt variants (models/convnext.py) ------------------------------------------------------------
+
+CONVNEXT_ARCH = dict(depths=(1, 2, 1, 1), dims=(8, 16, 24, 32))
+
+
+def _convnext_and_timms(**kwargs):
+    """A small ConvNeXt variant and timm's ConvNeXt holding the same weights, and our name -> timm's name."""
+    from timm.models.convnext import ConvNeXt as TimmConvNeXt
+    from timm.models.convnext import checkpoint_filter_fn
+
+    torch.manual_seed(0)
+    ours = ConvNeXt(kernel_size=3, **CONVNEXT_ARCH, **kwargs)
+    with torch.no_grad():
+        for name, p in ours.named_parameters():  # layer scales far from 1e-6: every block weighs on the output
+            if name.endswith("gamma"):
+                p.normal_(0, 0.5)
+    theirs = TimmConvNeXt(kernel_sizes=3, **CONVNEXT_ARCH, **kwargs)
+    ptr = {p.data_ptr(): n for n, p in ours.named_parameters()}
+    sd = checkpoint_filter_fn(dict(ours.state_dict()), theirs)
+    theirs.load_state_dict(sd)
+    return ours, theirs, {ptr[v.data_ptr()]: k for k, v in sd.items() if v.data_ptr() in ptr}
+
+
+def test_convnext_layer_decay_gives_every_weight_timms_scale():
+    """Fine-tuning with layer decay (timm's optimizer factory reads group_matcher): every parameter gets the
+    learning-rate scale timm's ConvNeXt gives the same weight (the final norm sits with the head, at full rate),
+    and the coarse grouping puts the same weights together."""
+    from timm.models import group_parameters
+    from timm.optim import param_groups_layer_decay
+
+    ours, theirs, names = _convnext_and_timms()
+    assert len(names) == len(list(ours.parameters()))
+
+    def scales(model):
+        by_id = {id(p): g["lr_scale"] for g in param_groups_layer_decay(model, layer_decay=0.5) for p in g["params"]}
+        return {n: by_id[id(p)] for n, p in model.named_parameters()}
+
+    mine, timms = scales(ours), scales(theirs)
+    assert {n: mine[n] for n in names} == {n: timms[names[n]] for n in names}
+    assert len(set(mine.values())) == 7  # stem, 5 blocks, head
+    for coarse in (True, False):
+        groups = lambda m: sorted(sorted(g) for g in group_parameters(m, m.group_matcher(coarse)).values())  # noqa: E731
+        assert sorted(sorted(names[n] for n in g) for g in groups(ours)) == groups(theirs)
+
+
+def test_convnext_intermediates_and_pruning_follow_timms_convnext():
+    ours, theirs, _ = _convnext_and_timms(num_classes=5)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for indices in (None, 2, (0, 3)):
+            mine = ours.eval().forward_intermediates(x, indices=indices, intermediates_only=True)
+            timms = theirs.eval().forward_intermediates(x, indices=indices, intermediates_only=True)
+            assert len(mine) == len(timms)
+            for a, b in zip(mine, timms):
+                torch.testing.assert_close(a, b)
+        assert ours.prune_intermediate_layers(indices=(0, 1)) == theirs.prune_intermediate_layers(indices=(0, 1))
+        assert len(ours.stages) == len(ours.downsample_layers) == 2 and ours.num_features == 16
+        assert ours.head_hidden_size == 16 and ours(x).shape == (1, 16)  # features, not logits: norm and head gone
+        torch.testing.assert_close(ours.forward_features(x), theirs.forward_features(x))
+    full, _, _ = _convnext_and_timms(num_classes=5)
+    assert full.prune_intermediate_layers() == [3]  # by default the last stage, which keeps the norm
+    assert isinstance(full.norm, nn.LayerNorm) and full(x).shape == (1, 32)  # and drops the head
+    three, _, _ = _convnext_and_timms(num_classes=5)
+    assert three.prune_intermediate_layers(indices=(2,), prune_norm=False, prune_head=False) == [2]
+    assert isinstance(three.norm, nn.Identity) and three(x).shape == (1, 24)  # a pruned stage takes both along
+    full, _, _ = _convnext_and_timms(num_classes=5)
+    assert full.prune_intermediate_layers(indices=(3,), prune_norm=False, prune_head=False) == [3]
+    assert isinstance(full.norm, nn.LayerNorm) and full(x).shape == (1, 5)  # pruning nothing keeps norm and head
+    assert full.get_classifier() is full.head
+    full.prune_intermediate_layers(indices=(3,), prune_norm=True)
+    assert isinstance(full.norm, nn.Identity) and full(x).shape == (1, 32)
+
+
+def test_convnext_checkpointing_recomputes_blocks_in_backward_with_the_same_gradients():
+    """set_grad_checkpointing trades compute for memory: each block runs again in backward, gradients unchanged."""
+    x = torch.randn(2, 3, 32, 32)
+    grads, calls = [], []
+    for enable in (False, True):
+        torch.manual_seed(0)
+        model = ConvNeXt(kernel_size=3, **CONVNEXT_ARCH, num_classes=3)
+        if enable:  # off unless asked for
+            model.set_grad_checkpointing()
+        count = []
+        model.stages[1][0].register_forward_pre_hook(lambda *a: count.append(1))
+        model(x).square().sum().backward()
+        grads.append([p.grad for p in model.parameters()])
+        calls.append(len(count))
+    assert calls == [1, 2]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    model.set_grad_checkpointing(False)
+    assert model.grad_checkpointing is False
+
+
+def test_convnext_starts_from_timms_initialisation_and_checks_its_layout():
+    """Training from scratch: weights drawn as timm draws them (truncated normal, std 0.02; zero biases), the
+    classifier scaled by head_init_scale, and depths and dims of different lengths refused."""
+    from timm.models.convnext import ConvNeXt as TimmConvNeXt
+
+    torch.manual_seed(0)
+    wide = ConvNeXt(kernel_size=3, depths=(1, 1), dims=(64, 256), num_classes=200)
+    for m in wide.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            assert torch.equal(m.bias, torch.zeros_like(m.bias))
+            assert m.weight.abs().max() <= 2.0
+    stds = [m.weight.std().item() for m in wide.modules() if isinstance(m, nn.Linear)]
+    assert all(0.017 < s < 0.023 for s in stds), stds
+    torch.manual_seed(1)
+    ref = TimmConvNeXt(**CONVNEXT_ARCH, num_classes=4, head_init_scale=0.5)
+    torch.manual_seed(1)
+    scaled = ConvNeXt(**CONVNEXT_ARCH, num_classes=4, head_init_scale=0.5)
+    torch.testing.assert_close(scaled.head.weight, ref.head.fc.weight)
+    torch.manual_seed(1)
+    plain = ConvNeXt(**CONVNEXT_ARCH, num_classes=4)
+    torch.testing.assert_close(scaled.head.weight, 0.5 * plain.head.weight)
+    model = ConvNeXt(**CONVNEXT_ARCH, num_classes=3, drop_rate=0.2, global_pool="max")
+    assert (model.num_classes, model.global_pool, model.drop_rate) == (3, "max", 0.2)  # what timm's API reads
+    assert model.feature_info[2] == dict(num_chs=24, reduction=16, module="stages.2")
+    assert ConvNeXt(**CONVNEXT_ARCH, num_classes=1).head.out_features == 1
+    with torch.no_grad():
+        for name, p in plain.named_parameters():
+            if name.endswith("gamma"):
+                p.normal_(0, 0.5)
+        x = torch.randn(2, 3, 32, 32)
+        assert torch.equal(seeded(plain.train(), x, 1), seeded(plain, x, 2))  # no drop path unless asked for
+    with pytest.raises(ValueError, match=r"^depths \(1, 1\) and dims \(8, 16, 32\) must have the same length$"):
+        ConvNeXt(depths=(1, 1), dims=(8, 16, 32))
+
+
+def test_convnext_head_reset_and_input_check():
+    """reset_classifier records the new pool (timm's feature wrappers read it), follows the model's dtype, keeps
+    one class as one class; global_pool='' gives per-position pre-logits; a wrong input is named."""
+    model = ConvNeXt(kernel_size=3, **CONVNEXT_ARCH, num_classes=3).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        model.reset_classifier(1, "max")
+        assert model.global_pool == "max" and model(x).shape == (1, 1)
+        torch.testing.assert_close(model.forward_head(feats, pre_logits=True), model.norm(feats.amax((2, 3))))
+        model.reset_classifier(4, "")
+        assert model.global_pool == "" and model(x).shape == (1, 4, 2, 2)
+        per_position = model.norm(feats.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        torch.testing.assert_close(model.forward_head(feats, pre_logits=True), per_position)
+    partial = ConvNeXt(kernel_size=5, conv_ratio=0.5, **CONVNEXT_ARCH, output_stride=16)
+    mixer = partial.stages[3][0].dwconv  # a dilated stage of a partial-conv variant, at the asked kernel size
+    assert mixer.conv.weight.shape == (16, 1, 5, 5)
+    y = torch.randn(1, 32, 6, 6)
+    torch.testing.assert_close(mixer(y)[:, 16:], _depthwise_reference(y[:, 16:], mixer.conv, 2))
+    half = ConvNeXt(kernel_size=3, **CONVNEXT_ARCH).to(torch.bfloat16)
+    half.reset_classifier(6)
+    assert half.head.weight.dtype == torch.bfloat16
+    with pytest.raises(
+        ValueError, match=r"expects a \(batch, 3, height, width\) image tensor, got shape \(1, 1, 64, 64\)"
+    ):
+        model(torch.randn(1, 1, 64, 64))
+
+
+# --- training checkpoints (train/checkpoint.py) --------------------------------------------------------------------
+
+
+def _training_record(ema=None, **extra):
+    from inceptionnext.train.checkpoint import capture_rng, make_checkpoint
+
+    model = nn.Linear(3, 2)
+    return make_checkpoint(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        ema=ema,
+        epoch=4,
+        model_name="tiny",
+        num_classes=2,
+        config={"lr": 0.1, "sizes": [1, 2], "resume": "old.pth", "stop_after_epoch": 2, "epochs": 10},
+        history=[],
+        best={},
+        rng=[capture_rng()],
+        data_config={},
+        **{"scheduler": None, "scaler": None, **extra},
+    )
+
+
+def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
+    """A resumed run draws the same random numbers (python, numpy, torch) as the stopped one would have."""
+    import random
+
+    import numpy as np
+
+    from inceptionnext.train.checkpoint import capture_rng, restore_rng, save_atomic
+
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    random.gauss(0, 1)  # numpy and python both keep a cached gaussian: it must come back too
+    np.random.standard_normal()
+    save_atomic({"rng": capture_rng()}, str(tmp_path / "rng.pth"))
+
+    def draws():
+        return random.random(), random.gauss(0, 1), np.random.standard_normal(), np.random.random(), torch.rand(3)
+
+    expected = draws()
+    state = torch.load(tmp_path / "rng.pth", weights_only=True)["rng"]
+    # as a state passed through lists (JSON, a gathered object) arrives: the same draws
+    as_lists = dict(state, python=[state["python"][0], list(state["python"][1]), state["python"][2]])
+    for restored in (state, as_lists):
+        random.seed(9), np.random.seed(9), torch.manual_seed(9)
+        restore_rng(restored)
+        got = draws()
+        assert got[:4] == expected[:4] and torch.equal(got[4], expected[4])
+
+
+def test_a_training_checkpoint_records_what_resuming_needs_and_reads_back(tmp_path):
+    from inceptionnext.model_file import TRAINING_FORMAT
+    from inceptionnext.train.checkpoint import (
+        FORMAT_VERSION,
+        load_checkpoint_file,
+        read_checkpoint_config,
+        save_atomic,
+        training_config,
+    )
+
+    class Ema:
+        module = nn.Linear(3, 2)
+
+    plain, with_ema = _training_record(), _training_record(ema=Ema(), task="segmentation")
+    # the layout resume, timm's load_checkpoint and the tools read (a renamed entry strands every file written)
+    assert set(plain) == {
+        "format", "version", "arch", "num_classes", "epoch", "state_dict", "state_dict_ema", "optimizer", "scheduler",
+        "scaler", "rng", "config", "history", "best", "data_config", "class_to_idx", "scored_weights", checksum.KEY,
+    }  # fmt: skip
+    assert plain["arch"] == "tiny" and plain["format"] == TRAINING_FORMAT and len(plain["rng"]) == 1
+    assert plain["optimizer"]["param_groups"][0]["lr"] == 0.1 and plain["scheduler"] is plain["scaler"] is None
+    opt = torch.optim.SGD(nn.Linear(3, 2).parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 2)
+    scaler = torch.amp.GradScaler("cpu", init_scale=8.0)
+    kept = _training_record(scheduler=sched, scaler=scaler)
+    assert kept["scheduler"]["step_size"] == 2 and kept["scaler"]["scale"] == 8.0
+    assert plain["scored_weights"] == "state_dict" and plain["state_dict_ema"] is None
+    assert with_ema["scored_weights"] == "state_dict_ema" and with_ema["task"] == "segmentation"
+    assert _training_record(scored_weights="state_dict")["scored_weights"] == "state_dict"
+    assert plain["version"] == FORMAT_VERSION and plain["epoch"] == 4 and plain["num_classes"] == 2
+    path = str(tmp_path / "last.pth")
+    save_atomic(with_ema, path)
+    loaded = load_checkpoint_file(path)
+    torch.testing.assert_close(loaded["state_dict_ema"]["weight"], Ema.module.weight)
+    assert read_checkpoint_config(path) == {"lr": 0.1, "sizes": [1, 2], "epochs": 10}  # not this process's keys
+    assert training_config(path)["resume"] == "old.pth"
+    torch.save({"weight": torch.zeros(1)}, tmp_path / "weights.pth")
+    assert training_config(str(tmp_path / "weights.pth")) == {}  # another weight file: no training config
+    no_config = dict(plain, config=None)
+    no_config.pop(checksum.KEY)
+    save_atomic(no_config, str(tmp_path / "old.pth"))
+    assert read_checkpoint_config(str(tmp_path / "old.pth")) == {}
+
+
+def test_a_checkpoint_that_cannot_be_resumed_says_why(tmp_path):
+    from inceptionnext.train.checkpoint import load_checkpoint_file
+
+    missing = str(tmp_path / "none.pth")
+    with pytest.raises(CheckpointError, match=f"^checkpoint not found: {re.escape(missing)}$"):
+        load_checkpoint_file(missing)
+    (tmp_path / "empty.pth").write_bytes(b"")
+    empty = (
+        r"empty.pth: it is empty \(0 bytes\), not written by this engine \(its writes are atomic\) or cut short by a "
+        r"full disk or copy; resume from another checkpoint of the run \(model_best.pth\) or start again$"
+    )
+    with pytest.raises(CheckpointError, match=empty):
+        load_checkpoint_file(str(tmp_path / "empty.pth"))
+    (tmp_path / "text.pth").write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="^cannot read checkpoint .*text.pth: "):
+        load_checkpoint_file(str(tmp_path / "text.pth"))
+    for content in ({"state_dict": {}}, {"epoch": 1}, [1, 2]):
+        torch.save(content, tmp_path / "other.pth")
+        not_ours = r"other.pth is not a training checkpoint of this engine \(no state_dict/epoch\); to start from its "
+        with pytest.raises(CheckpointError, match=not_ours + "weights use weights: <file> instead of resume$"):
+            load_checkpoint_file(str(tmp_path / "other.pth"))
+    record = _training_record()
+    record["epoch"] = 5  # altered after sealing
+    torch.save(record, tmp_path / "altered.pth")
+    with pytest.raises(CheckpointError, match="altered.pth"):
+        load_checkpoint_file(str(tmp_path / "altered.pth"))
+
+
+def test_resuming_into_another_model_or_schedule_names_each_difference():
+    from inceptionnext.train.checkpoint import check_fits, check_same_schedule
+
+    ckpt = {"arch": "tiny", "num_classes": 2, "state_dict": nn.Linear(3, 2).state_dict()}
+    check_fits(ckpt, "last.pth", nn.Linear(3, 2), "tiny", 2)
+    with pytest.raises(CheckpointError) as e:
+        check_fits(ckpt, "last.pth", nn.Linear(4, 5), "wide", 5)
+    assert str(e.value).startswith("cannot resume from last.pth (written for tiny with 2 classes): it has 2 classes, ")
+    assert "it has 2 classes, this run has 5; its weights do not fit wide: 2 shape mismatches: " in str(e.value)
+    other = dict(ckpt, state_dict={"weight": torch.zeros(2, 3), "extra": torch.zeros(2)})
+    with pytest.raises(CheckpointError) as e:
+        check_fits(other, "last.pth", nn.Linear(3, 2), "tiny", 2)
+    assert str(e.value).endswith("fit tiny: 1 missing keys: bias, 1 unexpected keys: extra")
+    with pytest.raises(CheckpointError, match=r"\(written for an unknown model with None classes\): its weights do"):
+        check_fits({"state_dict": {}}, "x.pth", nn.Linear(3, 2), "tiny", 2)
+    saved = {"config": {"lr": 0.1, "epochs": 10, "layer_decay": None, "seed": 1, "lr_batch": [256, 512]}}
+    check_same_schedule(saved, "x.pth", {"lr": 0.1, "epochs": 10, "seed": 2, "opt": "sgd", "lr_batch": (256, 512)})
+    check_same_schedule({"config": None}, "x.pth", {"lr": 0.3})
+    with pytest.raises(CheckpointError, match=r"lr_batch \(256, 1024\) \(the run has \[256, 512\]\)"):
+        check_same_schedule(saved, "x.pth", {"lr_batch": (256, 1024)})
+    with pytest.raises(CheckpointError) as e:
+        check_same_schedule(saved, "x.pth", {"lr": 0.2, "epochs": 10, "layer_decay": 0.8})
+    assert str(e.value) == (
+        "cannot resume x.pth with a changed schedule: lr 0.2 (the run has 0.1), layer_decay 0.8 (the run has None); "
+        "resume with --resume alone (the checkpoint supplies its values), or start a new run from its weights "
+        "(weights: x.pth)"
+    )
+
+
+# --- COCO mask mAP (tasks/detection/evaluate.py) -------------------------------------------------------------------
+
+
+def test_mask_map_scores_mask_rcnn_soft_masks_apart_from_the_boxes():
+    """Mask R-CNN gives (N, 1, H, W) probabilities: a pixel counts when above 0.5 (torchvision's threshold), the
+    masks are scored apart from the boxes (segm_ keys), and the box keys keep their plain names."""
+    from inceptionnext.tasks.detection.evaluate import DetectionMAP
+
+    truth = torch.zeros(1, 32, 32, dtype=torch.bool)
+    truth[0, 8:24, 8:24] = True
+    target = dict(boxes=torch.tensor([[8.0, 8.0, 24.0, 24.0]]), labels=torch.tensor([1]), masks=truth)
+
+    def scores(soft):
+        metric = DetectionMAP(masks=True, sync=False)
+        pred = dict(boxes=target["boxes"].clone(), scores=torch.tensor([0.9]), labels=torch.tensor([1]), masks=soft)
+        metric.update([pred], [target])
+        return metric.compute()
+
+    exact = truth.float()[:, None] * 0.9 + 0.05  # inside 0.95, outside 0.05: the instance mask is the truth
+    result = scores(exact)
+    assert result["map"] == 1.0 and result["segm_map"] == 1.0 and "bbox_map" not in result
+    assert scores(exact[:, 0])["segm_map"] == 1.0  # (N, H, W) masks are taken as they are
+    at_threshold = exact.clone()
+    at_threshold[0, 0, 8:24, 8:16] = 0.5  # half the object exactly at the threshold: not part of the mask
+    half = scores(at_threshold)
+    assert half["map"] == 1.0 and half["segm_map"] < 0.5
+
+
+def test_coco_map_uses_faster_coco_eval_when_installed_and_reports_single_figures(monkeypatch):
+    import inceptionnext.tasks.detection.evaluate as evaluate
+
+    monkeypatch.setattr(
+        evaluate.importlib.util, "find_spec", lambda name: object() if name == "faster_coco_eval" else None
+    )
+    assert evaluate.coco_backend() == "faster_coco_eval"
+    monkeypatch.setattr(evaluate.importlib.util, "find_spec", lambda name: None)
+    assert evaluate.coco_backend() == "pycocotools"
+    monkeypatch.undo()
+    metric = evaluate.DetectionMAP(sync=False)
+    box = torch.tensor([[2.0, 2.0, 12.0, 12.0]])
+    metric.update(
+        [dict(boxes=box, scores=torch.tensor([0.8]), labels=torch.tensor([3]))], [dict(boxes=box, labels=[3])]
+    )
+    result = metric.compute()
+    assert result["map"] == 1.0 and "classes" not in result and not any("per_class" in k for k in result)
+    assert all(isinstance(v, float) for v in result.values())
+
+
+# --- segmentation metrics and test-time modes (tasks/segmentation/evaluate.py) ------------------------------------
+
+
+def test_segmentation_metrics_of_no_labelled_pixel_are_zero_not_nan():
+    """A validation set with no labelled pixel (all ignore_index) reports 0, not NaN nor a perfect score."""
+    from inceptionnext.tasks.segmentation.evaluate import iou_metrics
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and without numpy's mean-of-empty warning
+        metrics, per_class = iou_metrics(torch.zeros(3, 3, dtype=torch.long))
+    assert metrics == {"miou": 0.0, "macc": 0.0, "acc": 0.0} and np.isnan(per_class).all()
+
+
+def test_sliding_window_defaults_to_two_thirds_overlap_and_names_a_wrong_mode():
+    from inceptionnext.tasks.segmentation.evaluate import predict_logits, predict_probs, slide_logits
+
+    seen = []
+
+    def model(x):
+        seen.append(tuple(x.shape[2:]))
+        return x * 2.0
+
+    x = torch.randn(1, 3, 20, 30)
+    out = predict_logits(model, x, 3, mode="slide", crop=9)
+    assert torch.allclose(out, x * 2.0)  # overlapping windows averaged back to the model's own logits
+    starts = len(seen)
+    slide_logits(model, x, 9, (2 * 9 + 2) // 3, 3)
+    assert len(seen) - starts == starts  # the default stride: (2 * crop + 2) // 3, as mmsegmentation's
+    seen.clear()
+    predict_probs(model, x, 3, mode="slide", crop=9, stride=4)
+    assert len(seen) == (-(-(20 - 9) // 4) + 1) * (-(-(30 - 9) // 4) + 1)  # the stride asked for
+    seen.clear()
+    assert predict_probs(model, x, 3, scales=(2.0, 1.0)).shape == (1, 3, 20, 30)
+    assert seen == [(40, 60), (20, 30)]  # multi-scale testing runs the model at each scale
+    with pytest.raises(ValueError, match="^test mode must be 'whole' or 'slide', not 'tiles'$"):
+        predict_logits(model, x, 3, mode="tiles")

@@ -180,11 +180,7 @@ class ConvNeXt(TimmModelMixin, nn.Module):
             stem=r"^downsample_layers\.0\.",
             blocks=[(r"^downsample_layers\.([1-9]\d*)", None), (r"^stages\.(\d+)", None)]
             if coarse
-            else [
-                (r"^downsample_layers\.([1-9]\d*)", (0,)),
-                (r"^stages\.(\d+)\.(\d+)", None),
-                (r"^norm", (99999,)),
-            ],
+            else [(r"^downsample_layers\.([1-9]\d*)", (0,)), (r"^stages\.(\d+)\.(\d+)", None)],
         )
 
     @torch.jit.ignore
