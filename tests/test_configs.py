@@ -10,6 +10,7 @@ from timm.data import resolve_data_config
 from timm.layers import DropPath
 
 import inceptionnext  # noqa: F401  (registers the models the configs name)
+from inceptionnext.data.shapes import make_shapes_folder
 from inceptionnext.train import (
     ConfigError,
     TrainConfig,
@@ -33,11 +34,19 @@ def cfg_of(rel):
     return parse_config(["--config", os.path.join(REPO, "configs", rel)])
 
 
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """A small image folder for the recipes that choose from the training images (adapt_to_data)."""
+    root = tmp_path_factory.mktemp("shapes")
+    make_shapes_folder(str(root), train=8, val=2, size=64, seed=0)
+    return str(root)
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, REPO))
-def test_every_config_parses_and_builds_its_model(path):
+def test_every_config_parses_and_builds_its_model(path, image_folder):
     """Build each config's model the way the engine does (drop path, dropout, a new class count), on the meta
     device so even base costs nothing, and run a small input through it."""
-    cfg = parse_config(["--config", path])
+    cfg = parse_config(["--config", path, "--data-dir", image_folder])
     if cfg.task != "classification":
         pytest.skip(f"a {cfg.task} config: its own tests build its model")
     assert timm.is_model(cfg.model), cfg.model

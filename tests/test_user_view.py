@@ -418,12 +418,14 @@ def test_small_set_recipe_learns_a_generated_three_class_set(tmp_path, capsys):
     assert res.best_top1 >= 90.0, [round(r["val_top1"], 1) for r in res.history]
 
 
-def test_small_recipes_are_light_and_the_pretrained_one_starts_from_weights():
-    scratch = parse_config(["--config", os.path.join(REPO, "configs", "finetune", "small_scratch.yaml")])
-    tuned = parse_config(["--config", os.path.join(REPO, "configs", "finetune", "small_pretrained.yaml")])
+def test_small_recipes_are_light_and_the_pretrained_one_starts_from_weights(tmp_path):
+    make_shapes_folder(str(tmp_path / "shapes"), train=20, val=2, size=64, seed=0)
+    recipe = ["--data-dir", str(tmp_path / "shapes"), "--config"]
+    scratch = parse_config(recipe + [os.path.join(REPO, "configs", "finetune", "small_scratch.yaml")])
+    tuned = parse_config(recipe + [os.path.join(REPO, "configs", "finetune", "small_pretrained.yaml")])
     for cfg in (scratch, tuned):
         assert cfg.aa is None and cfg.mixup == cfg.cutmix == cfg.reprob == 0 and cfg.layer_decay is None
-        assert cfg.batch_size == 16 and cfg.workers is None
+        assert cfg.batch_size == 16 and cfg.workers is None and cfg.img_size == 64
     assert not scratch.pretrained and tuned.pretrained and tuned.epochs < scratch.epochs
 
 

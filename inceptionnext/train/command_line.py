@@ -12,7 +12,7 @@ from ..utils.text import excerpt
 from .checkpoint import read_checkpoint_config
 from .config import ConfigError, TrainConfig, config_fields, default_of
 from .config_files import load_yaml
-from .overrides import apply_overrides, check_schedule_keys, config_class, unknown_key_error
+from .overrides import adapt_to_data, apply_overrides, check_schedule_keys, config_class, unknown_key_error
 from .task import TASKS
 
 TRAIN_DESCRIPTION = (
@@ -152,4 +152,4 @@ def parse_config(argv: Optional[Sequence[str]] = None, prog: Optional[str] = Non
     for values, where in layers:
         if not where.startswith("checkpoint "):
             check_schedule_keys(cfg, list(values), where)
-    return cfg
+    return adapt_to_data(cfg, {str(k).replace("-", "_") for values, _ in layers for k in values})

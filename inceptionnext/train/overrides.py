@@ -3,7 +3,8 @@ learnt from the task registry), coerced to its type, and checked against what it
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Sequence, Tuple
+import os
+from typing import Any, Collection, Dict, Iterator, List, Sequence, Tuple
 
 from ..utils.text import describe_value, excerpt
 from .aliases import suggest_keys
@@ -125,7 +126,31 @@ def make_config(**values: Any) -> TrainConfig:
     Raises:
         ConfigError: as `apply_overrides`.
     """
-    return apply_overrides(TrainConfig(), values, "make_config")
+    cfg = apply_overrides(TrainConfig(), values, "make_config")
+    return adapt_to_data(cfg, [_key_name(k, "make_config") for k in values])
+
+
+def adapt_to_data(cfg: TrainConfig, set_keys: Collection[str]) -> TrainConfig:
+    """The config with the keys its task chooses from the run's data (classification's ``adapt_to_data``) and
+    `set_keys` leaves unset; what was chosen, and why, is printed (by the main process).
+
+    Args:
+        cfg: the run's config.
+        set_keys: the keys given in a config file, on the command line or to `make_config`: never changed.
+
+    Returns:
+        The config, changed only where the task's plan chose a value.
+
+    Raises:
+        DataError: the task cannot read its data to choose.
+    """
+    plan = TASKS[cfg.task].settings.plan_from_data
+    if plan is None:
+        return cfg
+    values, reasons = plan(cfg, set(set_keys))
+    if reasons and int(os.environ.get("RANK", "0")) == 0:
+        print("chosen from the training data (adapt_to_data):\n  " + "\n  ".join(reasons), flush=True)
+    return apply_overrides(cfg, values, "adapt_to_data") if values else cfg
 
 
 def _changed(cfg: TrainConfig, given: Sequence[str], names) -> Iterator[Tuple[str, str]]:

@@ -15,7 +15,7 @@ imported; a task of your own registers when its module is imported (the ``task_m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -36,6 +36,8 @@ class TaskSettings:
         best_label: how the log names it, e.g. "top-1", "mIoU".
         epoch_runs: the task trains by epochs.
         iteration_runs: the task trains by iterations (`iters`).
+        plan_from_data: fills the keys a run leaves unset from its data: (config, the keys given) -> ({key:
+            value}, one line per key saying why); None: the task chooses nothing from its data.
     """
 
     config: type
@@ -44,6 +46,7 @@ class TaskSettings:
     best_label: str  # how the log names it, e.g. "top-1", "mIoU"
     epoch_runs: bool = True
     iteration_runs: bool = False
+    plan_from_data: Optional[Callable[[Any, Collection[str]], Tuple[Dict[str, Any], List[str]]]] = None
 
     @property
     def datasets(self) -> Tuple[str, ...]:

@@ -8,6 +8,7 @@ from typing import Optional, Tuple
 
 from ...train.config import INTERPOLATIONS, TrainConfig, dataset_key, key, task_key
 from ...train.task import TaskSettings
+from .recipe import plan_from_data
 
 DATASETS = {
     "folder": "an ImageFolder with train/ and val/ under data_dir",
@@ -60,6 +61,12 @@ class ClassificationConfig(TrainConfig):
         "null: the model's own (center)",
         ("center", "squash", "border"),
     )
+    adapt_to_data: bool = key(
+        False,
+        "choose the keys a run leaves unset from the training images: img_size from their sizes, epochs from the "
+        "class count (enough updates), crops, colour jitter and RandAugment from the images per class; the run's "
+        "first lines say what was chosen and why (the small-data recipes set it)",
+    )
 
 
 SETTINGS = TaskSettings(
@@ -67,4 +74,5 @@ SETTINGS = TaskSettings(
     metrics=("loss", "top1", "top5"),
     best_metric="top1",
     best_label="top-1",
+    plan_from_data=plan_from_data,
 )
