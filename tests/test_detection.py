@@ -394,7 +394,7 @@ def _cfg(tmp_path, demo, **kw):
 def trained(tmp_path_factory, demo):
     """One uninterrupted tiny run, shared by the resume and the detect tests."""
     out = tmp_path_factory.mktemp("trained")
-    return fit(_cfg(out, demo, experiment="full")), out
+    return fit(_cfg(out, demo, experiment="full", plot=True)), out
 
 
 def test_kill_and_resume_equals_uninterrupted(trained, demo):

@@ -90,7 +90,7 @@ def test_evaluate_with_report_maps_loader_order_to_dataset_indices_through_a_sub
 def run(tmp_path_factory):
     data = make_folder(tmp_path_factory.mktemp("five"), classes=4, train=6, val=3)
     tmp = tmp_path_factory.mktemp("run")
-    return data, fit(toy_cfg(tmp, data, epochs=2))  # inceptionnext_a: validate reads its preprocessing
+    return data, fit(toy_cfg(tmp, data, epochs=2, plot=True))  # inceptionnext_a: validate reads its preprocessing
 
 
 def test_a_run_writes_per_class_results_of_its_best_epoch_and_says_what_to_do_next(run, capsys):
@@ -107,7 +107,7 @@ def test_a_run_writes_per_class_results_of_its_best_epoch_and_says_what_to_do_ne
 
 def test_the_end_of_a_run_names_best_epoch_worst_class_files_and_next_commands(tmp_path, capsys):
     data = make_folder(tmp_path / "d", classes=3, train=6, val=3)
-    res = fit(toy_cfg(tmp_path, data, epochs=1, model="_test_tiny_net"))
+    res = fit(toy_cfg(tmp_path, data, epochs=1, model="_test_tiny_net", plot=True))
     said = capsys.readouterr().out
     best = res.best_checkpoint
     assert "worst class: class_" in said
@@ -136,3 +136,15 @@ def test_validate_json_carries_per_class_results_and_plot_writes_the_pictures(ru
     for picture in (plot, mistakes):
         with Image.open(picture) as im:
             assert im.format == "PNG"
+
+
+def test_a_run_without_pictures_still_writes_its_numbers(tmp_path, capsys):
+    """plot: false draws nothing (no matplotlib work on a best epoch) and keeps log.csv and per_class.json."""
+    data = make_folder(tmp_path / "d", classes=3, train=6, val=3)
+    res = fit(toy_cfg(tmp_path, data, epochs=1, model="_test_tiny_net", plot=False))
+    written = set(os.listdir(res.out_dir))
+    assert {"per_class.json", "log.csv", "model_best.pth", "config.yaml"} <= written
+    assert not [n for n in written if n.endswith(".png")], written
+    assert json.load(open(os.path.join(res.out_dir, "per_class.json")))["epoch"] == 1
+    said = capsys.readouterr().out
+    assert "plot:       (not drawn)" in said and "confusion:" not in said and "worst class: class_" in said

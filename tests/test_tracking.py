@@ -20,7 +20,7 @@ def tracked(tmp_path_factory):
     """Two epochs with TensorBoard and MLflow, killed in the middle (stop_after_epoch) and resumed."""
     tmp = tmp_path_factory.mktemp("tracked")
     data = make_folder(tmp / "d", classes=3, train=6, val=3)
-    kw = dict(epochs=2, model="_test_tiny_net", track=("tensorboard", "mlflow"))
+    kw = dict(epochs=2, model="_test_tiny_net", track=("tensorboard", "mlflow"), plot=True)
     first = fit(toy_cfg(tmp, data, stop_after_epoch=1, **kw))
     run_id = json.load(open(os.path.join(first.out_dir, "tracking.json")))["mlflow"]["run_id"]
     second = fit(toy_cfg(tmp, data, resume=first.last_checkpoint, **kw))

@@ -92,6 +92,7 @@ def toy_cfg(tmp_path, data, **kw):
         seed=0,
         min_lr=1e-5,
         warmup_lr=1e-5,
+        plot=False,  # no pictures unless a test looks at them (plot=True): matplotlib is most of a tiny run
     )
     base.update(kw)
     return apply_overrides(TrainConfig(), base, "test")
@@ -145,7 +146,7 @@ def data(tmp_path_factory):
 
 
 def test_one_epoch_end_to_end_then_validate(tmp_path, data):
-    cfg = toy_cfg(tmp_path, data, epochs=1, grad_accum=2, ema=True, ema_decay=0.9)
+    cfg = toy_cfg(tmp_path, data, epochs=1, grad_accum=2, ema=True, ema_decay=0.9, plot=True)
     res = fit(cfg)
     for p in (res.last_checkpoint, res.best_checkpoint, res.log_path, res.plot_path, res.config_path):
         assert os.path.isfile(p), p

@@ -53,7 +53,7 @@ def test_weights_line_keeps_a_head_that_fits(tmp_path):
 
 
 def test_weights_line_from_scratch_and_the_summary_lists_every_file(tmp_path, data, capsys):
-    res = fit(toy_cfg(tmp_path, data, epochs=1))
+    res = fit(toy_cfg(tmp_path, data, epochs=1, plot=True))
     out = capsys.readouterr().out
     assert "  weights: random initialisation" in out
     summary = out[out.index("done:") :]

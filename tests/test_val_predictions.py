@@ -45,7 +45,7 @@ def test_the_run_draws_val_predictions_from_its_best_epochs_across_the_classes(t
     # and is the only one drawn
     res = fit(
         toy_cfg(
-            tmp_path, data, model="_test_plain_net", epochs=3, plot=False, lr=1e-9, sched="constant", weight_decay=0.0
+            tmp_path, data, model="_test_plain_net", epochs=3, plot=True, lr=1e-9, sched="constant", weight_decay=0.0
         )
     )
     assert len(res.history) == 3 and len({row["val_top1"] for row in res.history}) == 1

@@ -10,6 +10,7 @@ its folder (``tasks/<task>/config.py``: a subclass of TrainConfig); `train.overr
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import typing
@@ -236,7 +237,12 @@ class TrainConfig:
         None, "end the process after this epoch (scheduled interruption)", "[1, 100000]"
     )
     progress: bool = key(True, "progress bars on a terminal")
-    plot: bool = key(True, "draw curves.png when the run ends")
+    plot: bool = key(
+        True,
+        "draw the run's pictures: curves.png when it ends and the task's pictures of each best epoch "
+        "(val_predictions.png, confusion_matrix.png, mistakes.png; val_overlays.png; detections.png); false: "
+        "numbers only (log.csv, per_class.json), no matplotlib work",
+    )
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -326,7 +332,18 @@ def dataset_key(datasets: Dict[str, str]) -> Any:
 
 def config_fields(cls: type = TrainConfig) -> Dict[str, dataclasses.Field]:
     """The keys of a config class, {name: field}, in declaration order."""
+    return dict(_fields_of(cls))
+
+
+@functools.lru_cache(maxsize=None)
+def _fields_of(cls: type) -> Dict[str, dataclasses.Field]:
     return {f.name: f for f in fields(cls)}
+
+
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls: type) -> Dict[str, Any]:
+    """A config class's key types, resolved once: resolving them is most of the cost of reading a config."""
+    return typing.get_type_hints(cls)
 
 
 def default_of(f: dataclasses.Field) -> Any:
@@ -335,7 +352,7 @@ def default_of(f: dataclasses.Field) -> Any:
 
 def coerce_value(cls: type, key: str, value: Any) -> Any:
     """`value` (from YAML or the command line) as the type of `cls`'s key, or a ConfigError naming the key."""
-    return _coerce(key, value, typing.get_type_hints(cls)[key])
+    return _coerce(key, value, _type_hints(cls)[key])
 
 
 def check_allowed(cls: type, key: str, value: Any, where: str) -> None:

@@ -131,8 +131,10 @@ class ClassificationTask(Task):
     POOL = 48  # val images it chooses them from, across the classes
 
     def after_validation(self, model, out_dir, epoch):
-        """On a best epoch, with the weights model_best.pth holds: val_predictions.png and the per-class files."""
-        self._draw_predictions(model, out_dir, epoch)
+        """On a best epoch, with the weights model_best.pth holds: val_predictions.png and the per-class files
+        (per_class.json; its pictures when the run draws pictures)."""
+        if self.cfg.plot:
+            self._draw_predictions(model, out_dir, epoch)
         self._write_per_class(model, out_dir, epoch)
 
     @torch.no_grad()
@@ -188,6 +190,8 @@ class ClassificationTask(Task):
             os.path.join(out_dir, names["per-class"]),
             lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1)),
         )
+        if not self.cfg.plot:
+            return
         title = f"{self.cfg.model}, best epoch {epoch}"
         plot_per_class(report, os.path.join(out_dir, names["confusion"]), title)
         draw_mistakes(report, self.val_set, self.data_cfg, os.path.join(out_dir, names["mistakes"]), title)

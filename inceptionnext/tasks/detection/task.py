@@ -272,7 +272,7 @@ class DetectionTask(Task):
     def after_validation(self, model, out_dir, epoch):
         """A picture of the first val images with the best weights' detections: <run>/detections.png."""
         n = min(self.cfg.vis_images, len(self.vis_set))
-        if n == 0:
+        if n == 0 or not self.cfg.plot:
             return
         save_figure(self.detections_figure(model, epoch), os.path.join(out_dir, "detections.png"))
 

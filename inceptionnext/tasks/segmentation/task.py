@@ -234,6 +234,8 @@ class SegmentationTask(Task):
     @torch.no_grad()
     def after_validation(self, model, out_dir, epoch):
         """val_overlays.png: the first `overlays` val images as image | ground truth | prediction."""
+        if not self.cfg.plot:
+            return
         fig = self.overlay_figure(model, epoch)
         if fig is not None:
             save_figure(fig, os.path.join(out_dir, "val_overlays.png"))
