@@ -1367,6 +1367,14 @@ def test_weight_files_are_read_or_refused_with_the_reason(tmp_path):
         "it holds Python objects a weights-only load refuses (Unsupported global: GLOBAL os.system was not an "
         "allowed global); files are never unpickled here"
     )
+    refusal = "Weights only load failed.\nDo it only if you Trust the source.\nUnsupported global: GLOBAL a.B"
+    assert load_error_reason(RuntimeError(refusal)) == (
+        "it holds Python objects a weights-only load refuses (Unsupported global: GLOBAL a.B); files are never "
+        "unpickled here"
+    )
+    said = load_error_reason(RuntimeError("Weights only load failed.\nUnsupported global: GLOBAL " + "m" * 400))
+    whole = "it holds Python objects a weights-only load refuses (Unsupported global: GLOBAL " + "m" * 400
+    assert said == whole[:300] + "..."  # one line of at most 300 characters
     assert load_error_reason(RuntimeError("Weights only load failed.\n\t(1) trust it")) == (
         "it holds Python objects a weights-only load refuses (objects other than tensors); files are never "
         "unpickled here"
@@ -1434,6 +1442,13 @@ def test_weight_sources_hashes_and_ways_out_are_named(tmp_path, monkeypatch):
             raise OSError("x" * 250) from inner
     except OSError as e:
         assert weights._root_cause(e) == "OSError: " + "x" * 200 + " (ConnectionError: refused)"
+    try:
+        try:
+            raise ConnectionError("y" * 250)
+        except ConnectionError as inner:
+            raise OSError("failed") from inner
+    except OSError as e:
+        assert weights._root_cause(e) == "OSError: failed (ConnectionError: " + "y" * 200 + ")"
     try:
         try:
             raise TimeoutError("slow")
@@ -1542,6 +1557,36 @@ def test_release_downloads_are_cached_once_and_checked_against_their_hash(tmp_pa
             f"pinned), so it is loaded unchecked; its sha256 is {digest}. Compare it with the publisher's, or load "
             "timm's hub copy, which is checked against the sha256 the hub names it by"
         )
+    calls = []
+
+    def downloader(url, dst, hash_prefix=None, progress=True):
+        calls.append((url, progress, hash_prefix))
+        if "flaky" in url:
+            raise RuntimeError("connection reset by peer")
+        open(dst, "wb").write(b"abc")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", downloader)
+    for var in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+        monkeypatch.delenv(var.upper(), raising=False)
+    with pytest.warns(weights.UnpinnedWeightsWarning):
+        got = weights.download_cached("https://host/x.pth?download=1", tmp_path / "d")
+    assert got == tmp_path / "d" / "x.pth"  # named without the query
+    with pytest.warns(weights.UnpinnedWeightsWarning):
+        weights.download_cached("https://host/y.pth", tmp_path / "d", progress=False)
+    assert calls == [("https://host/x.pth?download=1", True, None), ("https://host/y.pth", False, None)]
+    monkeypatch.setitem(weights.KNOWN_SHA256, "https://host/flaky.pth", "ab" * 32)
+    with pytest.raises(CheckpointError) as e:  # pinned, but the download itself failed: not a hash mismatch
+        weights.download_cached("https://host/flaky.pth", tmp_path / "d")
+    assert str(e.value) == (
+        "https://host/flaky.pth (no proxy set (HTTP_PROXY/HTTPS_PROXY)): RuntimeError: connection reset by peer; "
+        f"not in the torch hub cache {tmp_path / 'd'}"
+    )
+    monkeypatch.undo()
+    monkeypatch.setitem(weights.KNOWN_SHA256, plain.as_uri(), "ab" * 32)
+    with pytest.raises(CheckpointError) as e:  # a full pinned digest, shown by its first 16 digits
+        weights.download_cached(plain.as_uri(), tmp_path / "e", progress=False)
+    assert "does not match the expected abababababababab...; the download is corrupt" in str(e.value)
     fresh, old = tmp_path / "fresh.pth", tmp_path / "link"
     fresh.write_bytes(b"abc")
     old.write_bytes(b"abc")
@@ -1604,14 +1649,43 @@ def test_hub_copies_are_read_from_the_cache_checked_against_their_sha256(tmp_pat
     with pytest.raises(CheckpointError) as e:
         weights.load_state_dict_from_hub("me/none", cache)
     said = str(e.value)
-    assert said.startswith("hf-hub:me/none (HF_HUB_OFFLINE is set, so only the cache was looked in): ")
+    assert said.startswith(
+        "hf-hub:me/none (HF_HUB_OFFLINE is set, so only the cache was looked in): LocalEntryNotFoundError: "
+    )
     assert said.endswith(f"; not in the Hugging Face cache {cache}") and "token" not in said
     assert weights.hub_cache(cache) == cache and weights.hub_cache() == Path(huggingface_hub.constants.HF_HUB_CACHE)
+    torch.save([1, 2], tmp_path / "list.bin")
+    _hub_repo(cache, "me/list", [("pytorch_model.bin", (tmp_path / "list.bin").read_bytes(), "list-blob")])
+    with pytest.raises(CheckpointError) as e:
+        weights.load_state_dict_from_hub("me/list", cache)
+    assert str(e.value) == "hf-hub:me/list: holds a list, not a state dict or training checkpoint"
+
+
+def test_a_fresh_hub_download_that_fails_its_sha256_leaves_nothing_in_the_cache(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from inceptionnext import weights
+
+    cache = tmp_path / "hf"
+    blobs = _hub_repo(cache, "me/net", [])
+    link = blobs.parent / "snapshots" / ("c" * 40) / "model.safetensors"
+
+    def download(repo_id, filename, revision=None, cache_dir=None):  # what huggingface_hub leaves in its cache
+        (blobs / ("e" * 64)).write_bytes(b"not what the hub names it by")
+        os.symlink(blobs / ("e" * 64), link)
+        return str(link)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    with pytest.raises(CheckpointError, match=r"downloaded from hf-hub:me/net/model.safetensors and removed again"):
+        weights.download_hub_file("me/net", cache)
+    assert not (blobs / ("e" * 64)).exists() and not os.path.lexists(link)
 
 
 def test_a_hub_that_cannot_be_reached_is_asked_once_and_named(tmp_path, monkeypatch):
     import huggingface_hub
     import huggingface_hub.constants
+    import requests
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
     from huggingface_hub.utils import LocalEntryNotFoundError
 
     from inceptionnext import weights
@@ -1642,6 +1716,18 @@ def test_a_hub_that_cannot_be_reached_is_asked_once_and_named(tmp_path, monkeypa
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", gated)
     monkeypatch.delenv("HF_ENDPOINT")
+    for error in (GatedRepoError, RepositoryNotFoundError):
+
+        def refused(repo_id, filename, error=error, **kwargs):
+            response = requests.Response()
+            response.status_code = 403
+            raise error("no access", response=response)
+
+        monkeypatch.setattr(huggingface_hub, "hf_hub_download", refused)
+        with pytest.raises(CheckpointError) as e:
+            weights.load_state_dict_from_hub("me/private", tmp_path)
+        assert str(e.value).endswith("; a private or gated repository needs a token (HF_TOKEN, or `hf auth login`)")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", gated)
     with pytest.raises(CheckpointError) as e:
         weights.load_state_dict_from_hub("me/private", tmp_path)
     assert str(e.value) == (
