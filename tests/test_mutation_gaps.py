@@ -1786,3 +1786,84 @@ def test_what_is_no_state_dict_is_refused_in_full(content, message):
     with pytest.raises(CheckpointError) as e:
         unwrap_state_dict(content, "w.pth")
     assert str(e.value) == "w.pth: " + message
+
+
+def test_zip_bound_and_file_checks_at_their_edges(tmp_path):
+    import zipfile
+
+    from safetensors.torch import save_file
+
+    from inceptionnext.checksum import ChecksumError
+    from inceptionnext.weights import check_zip_sizes, read_weight_file, save_state_dict
+
+    def zip_of(name, zeros, noise=0):
+        with zipfile.ZipFile(tmp_path / name, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("a/data/0", bytes(zeros))
+            if noise:
+                zf.writestr("a/data/1", np.random.RandomState(0).bytes(noise))
+        return tmp_path / name
+
+    zeros = 2**20
+    while zeros != 8 * zip_of("edge.pth", zeros).stat().st_size + 2**20:  # declared exactly at the bound
+        zeros = 8 * zip_of("edge.pth", zeros).stat().st_size + 2**20
+    assert check_zip_sizes(zip_of("edge.pth", zeros)) is None
+    with pytest.raises(CheckpointError, match=r"records declare 1 MiB of data in a 0\.0 MiB file"):
+        check_zip_sizes(zip_of("over.pth", zeros + 3 * 2**17))  # an eighth of a MiB per byte of file: over it
+    noisy = zip_of("noisy.pth", 30 * 2**20, noise=3 * 2**19)  # 1.5 MiB that does not compress
+    with pytest.raises(CheckpointError, match=r"records declare 32 MiB of data in a 1\.5 MiB file"):
+        check_zip_sizes(noisy)
+
+    save_file({"w": torch.ones(4)}, str(tmp_path / "cut.safetensors"))
+    data = (tmp_path / "cut.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[:20])  # cut inside its header: read as safetensors by its name
+    with pytest.raises(CheckpointError, match=r"cut.safetensors: cannot be read as a checkpoint \(SafetensorError"):
+        read_weight_file(tmp_path / "cut.safetensors")
+    sealed = save_state_dict({"w": torch.ones(4)}, tmp_path / "sealed.safetensors")
+    data = bytearray(sealed.read_bytes())
+    data[-4:] = bytes(4)  # one weight changed, the checksum in the metadata kept
+    sealed.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match=re.escape(str(sealed))):
+        read_weight_file(sealed)
+
+
+def test_pretrained_sources_in_order_with_every_failure_listed(tmp_path, monkeypatch):
+    import hashlib
+
+    import huggingface_hub.constants
+    from safetensors.torch import save as save_bytes
+
+    from inceptionnext import weights
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    data = save_bytes({"w": torch.ones(2)})
+    _hub_repo(tmp_path / "hf", "me/net", [("model.safetensors", data, hashlib.sha256(data).hexdigest())])
+    torch.save({"w": torch.zeros(2)}, tmp_path / "release.pth")
+    url = (tmp_path / "release.pth").as_uri()
+    got, where = weights.load_pretrained_state_dict(dict(hf_hub_id="me/net", url=url), tmp_path / "hf")
+    assert where == "hf-hub:me/net" and torch.equal(got["w"], torch.ones(2))  # the hub copy first
+    with pytest.warns(weights.UnpinnedWeightsWarning):
+        got, where = weights.load_pretrained_state_dict(dict(hf_hub_id="me/gone", url=url), tmp_path / "hf")
+    assert where == url and torch.equal(got["w"], torch.zeros(2))  # then the release file
+    cfg = dict(architecture="net", hf_hub_id="me/gone", url=(tmp_path / "gone.pth").as_uri())
+    with pytest.raises(CheckpointError) as e:
+        weights.load_pretrained_state_dict(cfg, tmp_path / "hf")
+    lines = str(e.value).splitlines()
+    assert lines[0] == "net: no pretrained weights could be loaded:"
+    assert lines[1].startswith("  hf-hub:me/gone (HF_HUB_OFFLINE is set, so only the cache was looked in): ")
+    assert lines[2].startswith(f"  {cfg['url']}: URLError: ")
+    assert lines[3:] == ["ways out:"] + ["  " + w for w in weights.ways_out("net", cfg, tmp_path / "hf")]
+    assert f"copy it to {tmp_path / 'hf'} " in lines[5]
+
+
+def test_the_timm_filter_names_its_source_and_takes_any_model():
+    from inceptionnext.weights import adaptable_keys, checkpoint_filter_fn
+
+    model = _seven_linears()  # no pretrained_cfg: nothing is adaptable
+    assert list(checkpoint_filter_fn(model.state_dict(), model)) == list(model.state_dict())
+    with pytest.raises(CheckpointError, match=r"^checkpoint: holds a list, not a state dict"):
+        checkpoint_filter_fn([1], model)
+    with pytest.raises(
+        CheckpointError, match=r"^checkpoint: does not fit Sequential; 2 missing keys: 6.bias, 6.weight$"
+    ):
+        checkpoint_filter_fn({k: v for k, v in model.state_dict().items() if k[0] != "6"}, model)
+    assert adaptable_keys(model, dict(classifier="head.fc")) == {"head.fc.weight", "head.fc.bias"}
