@@ -341,7 +341,7 @@ def expected_sha256(url: str) -> Optional[str]:
         The hex digest or prefix, or None when nothing is known for it.
     """
     if url in KNOWN_SHA256:
-        return KNOWN_SHA256[url]
+        return KNOWN_SHA256[url].lower()  # torch.hub compares hex digits as written; sha256sum prints lower case
     m = _HASH_IN_NAME.search(url.split("?")[0])
     return m.group(1) if m else None
 

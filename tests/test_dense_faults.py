@@ -3,6 +3,7 @@ files are told apart by every loading command, bad COCO data is refused before t
 overwritten or changed, and every failure is one line naming the file and what is wrong."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -694,3 +695,420 @@ def test_a_huge_image_is_refused_from_its_header_with_memory_bounded(files, tmp_
         rss_mb = int(p.stdout.split("RSS")[-1]) / 1024
         # the libraries alone take 1.4-2.0 GB; decoded, it took 4.6-6 GB
         assert rss_mb < 2500, rss_mb
+
+
+# ------------------------------------------------------------------------------- 12. COCO checks, message by message
+
+
+def _checked(tmp_path, masks=None, files=(("a.png", 40, 30),), **doc):
+    """check_annotations on a COCO document over tmp_path/img (one 40x30 image, one box, one category unless
+    `doc` says otherwise): (the checked document, the annotation file's path, the image folder)."""
+    from inceptionnext.tasks.detection.data import check_annotations
+
+    root = tmp_path / "img"
+    root.mkdir(exist_ok=True)
+    for name, w, h in files:
+        Image.new("RGB", (w, h)).save(root / name)
+    doc = dict(
+        dict(
+            images=[dict(id=1, file_name="a.png", width=40, height=30)],
+            annotations=[dict(ANN)],
+            categories=[dict(id=1, name="cat")],
+        ),
+        **doc,
+    )
+    path = str(tmp_path / "ann.json")
+    kwargs = {} if masks is None else dict(masks=masks)
+    return check_annotations(doc, path, str(root), **kwargs), path, str(root)
+
+
+def _rle_string(height, width):
+    from pycocotools import mask as mask_utils
+
+    mask = np.zeros((height, width), np.uint8, order="F")
+    mask[height // 4 : height // 2, width // 4 : width // 2] = 1
+    return mask_utils.encode(np.asfortranarray(mask))["counts"].decode()
+
+
+SEG = "{path}: annotation 1 (image a.png) "
+SEGMENTATION_DEFECTS = {
+    "two points": ([[2, 2, 12, 2]], "has a polygon of 4 coordinates; a polygon is at least 3 (x, y) points"),
+    "odd": ([[2, 2, 12, 2, 12, 12, 2]], "has a polygon of 7 coordinates; a polygon is at least 3 (x, y) points"),
+    "beyond 1e6": ([[2, 2, 12, 2, 12, 1000001]], "has a polygon coordinate that is not finite or beyond 1e6"),
+    "strings": ([["2", "2", "12", "2", "12", "12"]], "has a polygon that is not a list of numbers"),
+    "RLE size of floats": (dict(size=[30.0, 40.0], counts=[1200]), "has an RLE whose size a list of 2 items is not"),
+    "RLE size of three": (dict(size=[30, 40, 1], counts=[1200]), "has an RLE whose size a list of 3 items is not"),
+    "RLE size zero": (dict(size=[0, 40], counts=[0]), "has an RLE whose size a list of 2 items is not"),
+    "RLE size text": (dict(size="30x40", counts=[1200]), "has an RLE whose size '30x40' is not"),
+    "RLE of another size": (dict(size=[10, 20], counts=[200]), "has an RLE of size 20x10 (WxH) for an image of 40x30"),
+    "RLE counts of floats": (dict(size=[30, 40], counts=[600.0, 600.0]), "has RLE counts that do not cover its 1200"),
+    "RLE counts negative": (dict(size=[30, 40], counts=[1300, -100]), "has RLE counts that do not cover its 1200"),
+    "RLE counts short": (dict(size=[30, 40], counts=[600, 599]), "has RLE counts that do not cover its 1200"),
+    "RLE counts a number": (dict(size=[30, 40], counts=1200), "has RLE counts that are neither a string nor a list"),
+    "RLE counts empty": (dict(size=[30, 40], counts=""), "has RLE counts that are neither a string nor a list"),
+    "RLE of a larger image": (dict(size=[30, 40], counts=_rle_string(60, 80)), "has an RLE whose counts do not decode"),
+    "text": ("polygon", "has a segmentation that is 'polygon', neither polygons nor an RLE"),
+}
+SEGMENTATION_ENDS = {
+    "has an RLE whose size": " [height, width]",
+    "do not cover its 1200": " pixels",
+    "neither a string nor a list": " of run lengths",
+    "do not decode": " to a 40x30 (WxH) mask",
+}
+
+
+@pytest.mark.parametrize("case", list(SEGMENTATION_DEFECTS))
+def test_each_malformed_segmentation_is_named_in_full(tmp_path, case):
+    from inceptionnext.tasks.detection.data import AnnotationError
+
+    seg, why = SEGMENTATION_DEFECTS[case]
+    why += next((end for start, end in SEGMENTATION_ENDS.items() if start in why), "")
+    with pytest.raises(AnnotationError) as e:
+        _checked(tmp_path, masks=True, annotations=[dict(ANN, segmentation=seg)])
+    assert str(e.value) == (SEG + why).format(path=tmp_path / "ann.json")
+
+
+def test_well_formed_polygons_and_rles_are_read_as_masks(tmp_path):
+    segmentations = [
+        [[2, 2, 12, 2, 12, 12]],  # the smallest polygon, 3 points
+        [[2, 2, 12, 2, 12, 12, 2, 12], [20, 20, 30, 20, 25, 1e6]],  # 4 points; a coordinate at the bound
+        dict(size=[30, 40], counts=[0, 600, 600]),  # run lengths, the first pixel set
+        dict(size=[30, 40], counts=[1200]),
+        dict(size=[30, 40], counts=_rle_string(30, 40)),
+    ]
+    anns = [dict(ANN, id=i + 1, segmentation=s) for i, s in enumerate(segmentations)]
+    anns.append(dict(ANN, id=9, image_id=2, bbox=[0, 0, 10, 1], segmentation=dict(size=[1, 40], counts=[5, 35])))
+    images = [dict(id=1, file_name="a.png"), dict(id=2, file_name="row.png")]
+    doc, _, _ = _checked(tmp_path, True, (("a.png", 40, 30), ("row.png", 40, 1)), images=images, annotations=anns)
+    assert [a["segmentation"] for a in doc["annotations"]] == segmentations + [anns[-1]["segmentation"]]
+
+
+@pytest.fixture
+def coco_cases():
+    many = [dict(id=i, name=f"c{i}") for i in range(1, 26)]
+    return {
+        "no images": (dict(images=[]), "{path}: the image list is empty"),
+        "no categories": (dict(categories=[]), "{path}: the category list is empty"),
+        "category twice": (
+            dict(categories=[dict(id=1, name="cat"), dict(id=1, name="dog")]),
+            "{path}: category id 1 appears twice",
+        ),
+        "image without file name": (
+            dict(images=[dict(id=1, width=40, height=30)]),
+            "{path}: image entry 0 lacks an integer 'id' or a 'file_name'",
+        ),
+        "image id text": (
+            dict(images=[dict(id="1", file_name="a.png")]),
+            "{path}: image entry 0 lacks an integer 'id' or a 'file_name'",
+        ),
+        "wrong width": (
+            dict(images=[dict(id=1, file_name="a.png", width=41, height=30)]),
+            "{path}: image a.png is 40x30, but the annotations say 41x30",
+        ),
+        "wrong height": (
+            dict(images=[dict(id=1, file_name="a.png", width=40, height=29)]),
+            "{path}: image a.png is 40x30, but the annotations say 40x29",
+        ),
+        "height only, wrong": (
+            dict(images=[dict(id=1, file_name="a.png", height="30")]),
+            "{path}: image a.png is 40x30, but the annotations say Nonex'30'",
+        ),
+        "two missing": (
+            dict(images=[dict(id=i, file_name=n) for i, n in enumerate(("a.png", "b.png", "c.png"))]),
+            "{path}: image file {root}/b.png is missing (and 1 more)",
+        ),
+        "annotation not an object": (dict(annotations=["box"]), "{path}: annotation entry 0 is 'box', not an object"),
+        "annotation id text": (
+            dict(annotations=[dict(ANN, id="a1")]),
+            "{path}: annotation 'a1': its id is not an integer",
+        ),
+        "unknown image": (
+            dict(annotations=[dict(ANN, image_id=99)]),
+            "{path}: annotation 1 refers to image id 99, which is not in 'images'",
+        ),
+        "unknown category": (
+            dict(annotations=[dict(ANN, category_id=99)], categories=many),
+            "{path}: annotation 1 (image a.png) has category id 99, which is not among the categories "
+            + str(list(range(1, 21))),
+        ),
+        "2001 annotations": (
+            dict(annotations=[dict(ANN, id=i) for i in range(2001)]),
+            "{path}: image a.png has more than 2000 annotations (the limit per image, "
+            "inceptionnext.tasks.detection.data.MAX_ANNOTATIONS_PER_IMAGE)",
+        ),
+        "bbox of three": (
+            dict(annotations=[dict(ANN, bbox=[2, 2, 10])]),
+            "{path}: annotation 1 (image a.png) has bbox a list of 3 items; expected [x, y, w, h] as four numbers",
+        ),
+        "bbox of text": (
+            dict(annotations=[dict(ANN, bbox=["2", "2", "10", "10"])]),
+            "{path}: annotation 1 (image a.png) has bbox a list of 4 items; expected [x, y, w, h] as four numbers",
+        ),
+        "left": (dict(annotations=[dict(ANN, bbox=[-1.5, 2, 10, 10])]), "[-1.5, 2, 10, 10] lies outside"),
+        "top": (dict(annotations=[dict(ANN, bbox=[2, -1.5, 10, 10])]), "[2, -1.5, 10, 10] lies outside"),
+        "right": (dict(annotations=[dict(ANN, bbox=[31.5, 2, 10, 10])]), "[31.5, 2, 10, 10] lies outside"),
+        "bottom": (dict(annotations=[dict(ANN, bbox=[2, 25, 10, 10])]), "[2, 25, 10, 10] lies outside"),
+        "at the size bound": (
+            dict(annotations=[dict(ANN, bbox=[0, 0, 1e6, 10])]),
+            "[0, 0, 1000000.0, 10] lies outside",
+        ),
+        "iscrowd 2": (
+            dict(annotations=[dict(ANN, iscrowd=2)]),
+            "{path}: annotation 1 (image a.png) has iscrowd 2; expected 0 or 1",
+        ),
+        "area inf": (
+            dict(annotations=[dict(ANN, area=math.inf)]),
+            "{path}: annotation 1 (image a.png) has area inf; expected a finite number >= 0",
+        ),
+        "area text": (
+            dict(annotations=[dict(ANN, area="100")]),
+            "{path}: annotation 1 (image a.png) has area '100'; expected a finite number >= 0",
+        ),
+    }
+
+
+COCO_CASES = [
+    "no images", "no categories", "category twice", "image without file name", "image id text", "wrong width",
+    "wrong height", "height only, wrong", "two missing", "annotation not an object", "annotation id text",
+    "unknown image", "unknown category", "2001 annotations", "bbox of three", "bbox of text", "left", "top", "right",
+    "bottom", "at the size bound", "iscrowd 2", "area inf", "area text",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", COCO_CASES)
+def test_each_coco_refusal_names_the_file_the_entry_and_the_fault_in_full(tmp_path, coco_cases, case):
+    from inceptionnext.tasks.detection.data import AnnotationError
+
+    doc, message = coco_cases[case]
+    if message.endswith("lies outside"):
+        message = "{path}: annotation 1: box [x, y, w, h] = " + message + " its image a.png (40x30)"
+    with pytest.raises(AnnotationError) as e:
+        _checked(tmp_path, **doc)
+    assert str(e.value) == message.format(path=tmp_path / "ann.json", root=tmp_path / "img")
+
+
+def test_an_unreadable_or_oversized_image_is_named_with_its_path(tmp_path, monkeypatch):
+    from inceptionnext.tasks.detection.data import AnnotationError
+
+    name = "x" * 150 + ".png"  # PIL's message names the file: long enough to be cut at 150 characters
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / name).write_bytes(b"not an image")
+    with pytest.raises(AnnotationError) as e:
+        _checked(tmp_path, files=(), images=[dict(id=1, file_name=name)])
+    path, image = tmp_path / "ann.json", tmp_path / "img" / name
+    reason = f"cannot identify image file {str(image)!r}"[:150]
+    assert str(e.value) == f"{path}: image {image} cannot be read (UnidentifiedImageError: {reason}...)"
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1200)  # a 40x30 image is at the limit: read
+    assert _checked(tmp_path)[0]["images"][0]["width"] == 40
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1199)
+    with pytest.raises(AnnotationError) as e:
+        _checked(tmp_path)
+    assert str(e.value) == (
+        f"{path}: image {tmp_path / 'img' / 'a.png'} is 40x30 (1200 pixels), over the decompression limit of 1199 pixels"
+    )
+
+
+def test_the_checked_document_holds_cocos_defaults_and_what_the_file_had(tmp_path):
+    from inceptionnext.tasks.detection.data import AnnotationError
+
+    anns = [
+        dict(image_id=1, category_id=7, bbox=[2, 2, 10, 5], segmentation=[]),  # no id, iscrowd, area
+        dict(id=7, image_id=1, category_id=3, bbox=[-1, -1, 42, 32], iscrowd=True, area=0),  # on the tolerance
+        dict(image_id=1, category_id=3, bbox=[0, 0, 4, 4], iscrowd=1, segmentation={}, extra="kept"),
+    ]
+    categories = [dict(id=7), dict(id=3, name=5, supercategory="animal")]
+    images = [dict(id=1, file_name="a.png", license=2)]
+    doc, path, _ = _checked(tmp_path, images=images, annotations=anns, categories=categories, info=dict(year=2024))
+    assert doc["annotations"] == [
+        dict(id=8, image_id=1, category_id=7, bbox=[2, 2, 10, 5], iscrowd=0, area=50.0),
+        dict(id=7, image_id=1, category_id=3, bbox=[-1, -1, 42, 32], iscrowd=1, area=0),
+        dict(id=9, image_id=1, category_id=3, bbox=[0, 0, 4, 4], iscrowd=1, area=16.0, extra="kept"),
+    ]
+    assert all(type(a["iscrowd"]) is int for a in doc["annotations"])
+    assert doc["categories"] == [dict(id=7, name="7"), dict(id=3, name="5", supercategory="animal")]
+    assert doc["images"] == [dict(id=1, file_name="a.png", license=2, width=40, height=30)]
+    assert doc["info"] == dict(year=2024)  # pycocotools' COCO.info() reads it
+    anns = [dict(image_id=1, category_id=1, bbox=[2, 2, 10, 10]) for _ in range(2000)]  # the limit is inclusive
+    assert [a["id"] for a in _checked(tmp_path, annotations=anns)[0]["annotations"]] == list(range(1, 2001))
+    assert _checked(tmp_path)[0]["annotations"] == [ANN]  # boxes only unless masks are asked for
+    with pytest.raises(AnnotationError) as e:
+        _checked(tmp_path, masks=True, annotations=[dict(ANN, segmentation=[])])
+    assert str(e.value) == f"{path}: masks were asked for, but annotation 1 has no 'segmentation'"
+
+
+def test_absolute_file_names_in_the_annotation_files_folder_are_read(tmp_path):
+    from inceptionnext.tasks.detection.data import AnnotationError, check_annotations
+
+    bundle = tmp_path / "bundle"
+    (bundle / "assets").mkdir(parents=True)
+    Image.new("RGB", (40, 30)).save(bundle / "assets" / "a.png")
+    image = str(bundle / "assets" / "a.png")
+    doc = dict(images=[dict(id=1, file_name=image)], annotations=[ANN], categories=[dict(id=1, name="cat")])
+    (tmp_path / "img").mkdir()
+    assert check_annotations(doc, str(bundle / "ann.json"), str(tmp_path / "img"))["images"][0]["width"] == 40
+    with pytest.raises(AnnotationError, match=r"is an absolute path .* and the annotation file's folder .*/elsewhere"):
+        check_annotations(doc, str(tmp_path / "elsewhere" / "ann.json"), str(tmp_path / "img"))
+
+
+# ----------------------------------------------------------------------------- 13. mask folders, message by message
+
+
+def _mask_pairs(root, pairs, split="train"):
+    """root/images/<split>/<name>.png (an 8x6 RGB picture) and root/masks/<split>/<name>.png for each
+    (name, mask array); a mask of None is left out."""
+    for name, mask in pairs:
+        png(root / "images" / split / f"{name}.png", (8, 6))
+        os.makedirs(root / "masks" / split, exist_ok=True)
+        if mask is not None:
+            Image.fromarray(mask).save(root / "masks" / split / f"{name}.png")
+    return str(root)
+
+
+def test_a_mask_folder_pairs_images_and_masks_or_names_what_is_missing(tmp_path):
+    from inceptionnext.data.folders import DataError
+    from inceptionnext.tasks.segmentation.data import MaskFolderDataset
+
+    labels = np.zeros((6, 8), np.uint8)
+    root = _mask_pairs(tmp_path / "d", [("b", labels), ("a", labels + 1)])
+    ds = MaskFolderDataset(root, "train", 3)
+    assert ds.samples == [(f"{root}/images/train/{n}.png", f"{root}/masks/train/{n}.png") for n in "ab"]
+    assert ds.class_names == ["0", "1", "2"] and len(ds) == 2
+    assert MaskFolderDataset(root, "train", 3, class_names=("x", "y", "z")).class_names == ["x", "y", "z"]
+    Image.new("L", (8, 6), 77).save(f"{root}/images/train/a.png")  # a grey picture is read as RGB
+    image, mask = ds[0]  # a.png: label 1 everywhere
+    assert image.dtype == torch.uint8 and image.tolist() == [[[77] * 8] * 6] * 3 and mask.dtype == torch.int64
+    assert mask.tolist() == [[1] * 8] * 6
+    assert MaskFolderDataset(root, "train", 3, transform=lambda i, m: (i.shape, m.sum()))[1] == ((3, 6, 8), 0)
+    cases = [
+        (dict(root=str(tmp_path / "none")), f"segmentation data directory not found: {tmp_path / 'none'}"),
+        (dict(root=""), "segmentation data directory not found: "),
+        (
+            dict(split="val"),
+            f"split 'val' has no images folder {root}/images/val (found in {root}/images: ['train']); expected "
+            f"{root}/images/<split>/ and {root}/masks/<split>/",
+        ),
+        (
+            dict(mask_dir="labels"),
+            f"split 'train' has no masks folder {root}/labels/train (found in {root}/labels: nothing); expected "
+            f"{root}/images/<split>/ and {root}/labels/<split>/",
+        ),
+    ]
+    for kwargs, message in cases + [(dict(split="empty"), f"no images found in {root}/images/empty")]:
+        if kwargs.get("split") == "empty":
+            os.makedirs(tmp_path / "d" / "masks" / "empty")
+            os.makedirs(tmp_path / "d" / "images" / "empty")
+        with pytest.raises(DataError) as e:
+            MaskFolderDataset(**dict(dict(root=root, split="train", num_classes=3), **kwargs))
+        assert str(e.value) == message
+    _mask_pairs(tmp_path / "d", [("c", None)])  # an image without a mask
+    with pytest.raises(DataError) as e:
+        MaskFolderDataset(root, "train", 3)
+    assert str(e.value) == (
+        f"1 files without a partner in split 'train', e.g. {root}/images/train/c.png has no mask in {root}/masks/train"
+    )
+    os.remove(f"{root}/images/train/c.png")
+    for name in ("d", "e"):  # masks without an image
+        Image.fromarray(labels).save(f"{root}/masks/train/{name}.png")
+    with pytest.raises(DataError) as e:
+        MaskFolderDataset(root, "train", 3)
+    assert str(e.value) == (
+        f"2 files without a partner in split 'train', e.g. {root}/masks/train/d.png has no image in {root}/images/train"
+    )
+
+
+def test_mask_labels_are_checked_against_the_classes_in_every_mode(tmp_path):
+    from inceptionnext.data.folders import DataError
+    from inceptionnext.tasks.segmentation.data import MaskFolderDataset
+
+    wide = np.zeros((6, 8), np.uint16)
+    wide[0, :3] = (299, 255, 12)  # a 16-bit mask of 300 classes, 255 ignored
+    palette_mask = Image.fromarray(np.full((6, 8), 2, np.uint8)).convert("P")
+    ade = np.array([[0, 1, 150, 2] * 2] * 6, np.uint8)
+    root = _mask_pairs(tmp_path / "d", [("a", wide), ("b", np.full((6, 8), 255, np.uint8)), ("c", ade)])
+    palette_mask.save(f"{root}/masks/train/b.png")
+    ds = MaskFolderDataset(root, "train", 300)
+    ds.check_files()
+    assert ds.read_mask(f"{root}/masks/train/a.png")[0, :4].tolist() == [299, 255, 12, 0]
+    assert ds.read_mask(f"{root}/masks/train/b.png").tolist() == [[2] * 8] * 6
+    reduced = MaskFolderDataset(root, "train", 150, reduce_zero_label=True)
+    assert reduced.read_mask(f"{root}/masks/train/c.png")[0, :4].tolist() == [255, 0, 149, 1]
+    cases = [
+        (
+            MaskFolderDataset(root, "train", 299),
+            "a",
+            "299, outside the 299 classes (0..298, or 255 for ignored pixels)",
+        ),
+        (
+            MaskFolderDataset(root, "train", 150),
+            "c",
+            "150, outside the 150 classes (0..149, or 255 for ignored pixels)",
+        ),
+        (MaskFolderDataset(root, "train", 149, reduce_zero_label=True), "c", "149, outside the 149 classes"),
+    ]
+    for ds, name, says in cases:
+        with pytest.raises(DataError) as e:
+            ds.read_mask(f"{root}/masks/train/{name}.png")
+        hint = "" if ds.reduce_zero_label else "; is this ADE20K without reduce_zero_label?"
+        tail = "" if "(0.." in says else " (0..148, or 255 for ignored pixels)"
+        assert str(e.value) == f"mask {root}/masks/train/{name}.png holds label {says}{tail}{hint}"
+    png(f"{root}/masks/train/a.png", (8, 6))  # a colour picture where a mask should be
+    with pytest.raises(DataError) as e:
+        MaskFolderDataset(root, "train", 300).read_mask(f"{root}/masks/train/a.png")
+    assert str(e.value) == (
+        f"mask {root}/masks/train/a.png is a RGB image; masks are single-channel PNGs of class indices"
+    )
+
+
+def test_every_pair_of_a_mask_folder_is_checked_before_training(tmp_path, monkeypatch):
+    from inceptionnext.data.folders import DataError
+    from inceptionnext.tasks.segmentation.data import MaskFolderDataset
+
+    labels = np.zeros((6, 8), np.uint8)
+    root = _mask_pairs(tmp_path / "d", [("a", labels), ("b", labels), ("c", labels)])
+    image, mask = f"{root}/images/train/c.png", f"{root}/masks/train/c.png"
+
+    def refusal(ds=None):
+        with pytest.raises(DataError) as e:
+            (ds or MaskFolderDataset(root, "train", 3)).check_files()
+        return str(e.value)
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 48)  # an 8x6 image is at the limit: read
+    MaskFolderDataset(root, "train", 3).check_files()
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 47)
+    assert refusal() == (
+        f"image {root}/images/train/a.png is 8x6 (48 pixels), over the decompression limit of 47 pixels"
+    )
+    monkeypatch.undo()
+    Image.fromarray(np.zeros((4, 8), np.uint8)).save(mask)  # the last pair: a mask of another size
+    assert refusal() == f"mask {mask} is 8x4 but its image {image} is 8x6"
+    with pytest.raises(DataError) as e:
+        MaskFolderDataset(root, "train", 3)[2]
+    assert str(e.value) == f"mask {mask} is 8x4 but its image {image} is 8x6"
+    Image.fromarray(np.full((6, 8), 3, np.uint8)).save(mask)
+    assert refusal() == f"mask {mask} holds label 3, outside the 3 classes (0..2, or 255 for ignored pixels)" + (
+        "; is this ADE20K without reduce_zero_label?"
+    )
+    open(mask, "wb").write(b"not a picture")
+    assert refusal() == f"cannot read mask {mask}: UnidentifiedImageError: cannot identify image file {mask!r}"
+    Image.fromarray(labels).save(mask)
+    open(image, "wb").write(b"not a picture")
+    assert refusal() == f"cannot read image {image}: UnidentifiedImageError: cannot identify image file {image!r}"
+    with pytest.raises(DataError) as e:
+        MaskFolderDataset(root, "train", 3)[2]
+    assert str(e.value) == f"cannot read image {image}: cannot identify image file {image!r}"
+
+
+def test_class_names_of_a_mask_folder_come_from_classes_txt_or_the_indices(tmp_path):
+    from inceptionnext.data.folders import DataError
+    from inceptionnext.tasks.segmentation.data import read_class_names
+
+    path = tmp_path / "classes.txt"
+    assert read_class_names(str(tmp_path), 3) == ["0", "1", "2"]
+    with pytest.raises(DataError) as e:
+        read_class_names(str(tmp_path), None)
+    assert str(e.value) == f"set num_classes for the mask folder {tmp_path}, or list the class names in {path}"
+    path.write_text("road\n\n  sky \nsea lion\n")  # blank lines skipped, names stripped
+    assert read_class_names(str(tmp_path), None) == read_class_names(str(tmp_path), 3) == ["road", "sky", "sea lion"]
+    with pytest.raises(DataError) as e:
+        read_class_names(str(tmp_path), 4)
+    assert str(e.value) == f"{path} names 3 classes but num_classes is 4"

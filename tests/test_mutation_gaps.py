@@ -11,6 +11,7 @@ import math
 import os
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -1240,3 +1241,629 @@ def test_sliding_window_defaults_to_two_thirds_overlap_and_names_a_wrong_mode():
     assert seen == [(40, 60), (20, 30)]  # multi-scale testing runs the model at each scale
     with pytest.raises(ValueError, match="^test mode must be 'whole' or 'slide', not 'tiles'$"):
         predict_logits(model, x, 3, mode="tiles")
+
+
+# tasks/detection/data.py, tasks/segmentation/data.py, weights.py
+# (the COCO and mask-folder checks' tests are in tests/test_dense_faults.py, sections 12 and 13)
+# --- weight files, sources and checks (weights.py) ----------------------------------------------------------------
+
+
+def _seven_linears(**cfg):
+    model = nn.Sequential(*[nn.Linear(2, 2) for _ in range(7)])  # keys 0.weight, 0.bias, ..., 6.bias
+    if cfg:
+        model.pretrained_cfg = cfg
+    return model
+
+
+def test_a_state_dict_that_does_not_fit_is_described_key_by_key():
+    from inceptionnext.weights import (
+        adaptable_keys,
+        check_state_dict,
+        checkpoint_filter_fn,
+        describe_mismatch,
+        model_name,
+    )
+
+    model = _seven_linears(architecture="seven", classifier="6", first_conv="0")
+    fits = model.state_dict()
+    sd = {k: v for k, v in fits.items() if k[0] not in "012"}
+    sd.update({"extra.b": torch.ones(1), "extra.a": torch.ones(1)})
+    sd.update({f"{i}.weight": torch.ones(3, 2) for i in (3, 4)})
+    sd.update({f"{i}.bias": torch.ones(3) for i in (3, 4)})
+    parts = [
+        "6 missing keys: 0.bias, 0.weight, 1.bias, 1.weight, 2.bias (+1 more)",
+        "2 unexpected keys: extra.a, extra.b",
+        "4 shape mismatches: 3.weight: checkpoint (3, 2) vs model (2, 2); 3.bias: checkpoint (3,) vs model (2,); "
+        "4.weight: checkpoint (3, 2) vs model (2, 2) ...",
+    ]
+    assert describe_mismatch(sd, model) == parts
+    with pytest.raises(CheckpointError) as e:
+        check_state_dict(sd, model, "w.pth")
+    assert str(e.value) == "w.pth: does not fit seven; " + "; ".join(parts)
+    sd["2.weight"], sd["4.bias"] = fits["2.weight"], fits["4.bias"]  # five and three: named without "more"
+    assert describe_mismatch(sd, model, adaptable={"extra.a"}) == [
+        "5 missing keys: 0.bias, 0.weight, 1.bias, 1.weight, 2.bias",
+        "1 unexpected keys: extra.b",
+        "3 shape mismatches: 3.weight: checkpoint (3, 2) vs model (2, 2); 3.bias: checkpoint (3,) vs model (2,); "
+        "4.weight: checkpoint (3, 2) vs model (2, 2)",
+    ]
+    differing = {"0.bias", "0.weight", "1.bias", "1.weight", "2.bias", "extra.a", "extra.b", "3.weight", "3.bias"}
+    assert describe_mismatch(sd, model, adaptable=differing | {"4.weight"}) == []
+    # what timm adapts (the classifier, the first conv) may be missing, extra or reshaped; nothing else may
+    assert adaptable_keys(model, model.pretrained_cfg) == {"6.weight", "6.bias", "0.weight", "0.bias"}
+    assert adaptable_keys(model, dict(classifier=("5", "6"), first_conv=None)) == {
+        "5.weight",
+        "5.bias",
+        "6.weight",
+        "6.bias",
+    }
+    assert adaptable_keys(model, {}) == set()
+    new_head = {("module." + k): (torch.ones(5, 2) if k == "6.weight" else v) for k, v in fits.items()}
+    new_head = {k: v for k, v in new_head.items() if k != "module.0.bias"}
+    checked = checkpoint_filter_fn(dict(state_dict=new_head, epoch=3), model, "ckpt.pth")
+    assert sorted(checked) == sorted(k for k in fits if k != "0.bias") and checked["6.weight"].shape == (5, 2)
+    assert describe_mismatch(fits, model) == [] and check_state_dict(fits, model, "w.pth") is None
+    with pytest.raises(CheckpointError, match=r"^ckpt.pth: does not fit seven; 1 missing keys: 3.bias$"):
+        checkpoint_filter_fn({k: v for k, v in fits.items() if k != "3.bias"}, model, "ckpt.pth")
+    assert model_name(model) == "seven" and model_name(_seven_linears()) == "Sequential"
+    assert model_name(_seven_linears(classifier="6")) == "Sequential"
+
+
+def test_weight_files_are_read_or_refused_with_the_reason(tmp_path):
+    import datetime
+
+    from safetensors.torch import save_file
+
+    from inceptionnext.weights import load_error_reason, read_weight_file, save_state_dict
+
+    sd = {"w": torch.arange(6.0).reshape(2, 3)}
+    with pytest.raises(FileNotFoundError) as e:
+        read_weight_file(tmp_path / "none.pth")
+    assert str(e.value) == f"weight file not found: {tmp_path / 'none.pth'}"
+    with pytest.raises(CheckpointError) as e:
+        read_weight_file(tmp_path)
+    assert str(e.value) == f"{tmp_path}: is not a file"
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(CheckpointError) as e:
+        read_weight_file(tmp_path / "empty.pth")
+    assert (
+        str(e.value)
+        == f"{tmp_path / 'empty.pth'}: is empty (0 bytes); an interrupted download or copy? Fetch or save it again"
+    )
+    save_file(sd, str(tmp_path / "renamed.pth"), metadata={"note": "x"})  # safetensors under a torch name
+    obj, metadata = read_weight_file(tmp_path / "renamed.pth")
+    assert torch.equal(obj["w"], sd["w"]) and metadata == {"note": "x"}
+    sealed = save_state_dict(sd, tmp_path / "sealed.safetensors")
+    assert sealed == tmp_path / "sealed.safetensors" and read_weight_file(sealed)[1]  # sealed: a checksum entry
+    assert save_state_dict(sd, tmp_path / "plain.pth") == tmp_path / "plain.pth"
+    assert read_weight_file(tmp_path / "plain.pth")[1] == {}  # torch files carry no metadata
+    # 8 bytes and a "{": safetensors only when the header length it gives is below the file's size
+    (tmp_path / "short.pth").write_bytes((10).to_bytes(8, "little") + b"{}")
+    (tmp_path / "header.pth").write_bytes((9).to_bytes(8, "little") + b"{}")
+    torch.save({"w": torch.ones(1), "when": datetime.date(2020, 1, 1)}, tmp_path / "pickled.pth")
+    (tmp_path / "text.pth").write_text("not a checkpoint")
+    advice = "is the file complete, and a PyTorch or safetensors weight file?"
+    for name, reason in [
+        ("short.pth", "it holds Python objects a weights-only load refuses (Unsupported operand 10)"),
+        ("header.pth", "SafetensorError: Error while deserializing header"),
+        ("text.pth", "it holds Python objects a weights-only load refuses (Unsupported operand 110)"),
+        (
+            "pickled.pth",
+            "it holds Python objects a weights-only load refuses (Unsupported global: GLOBAL datetime.date",
+        ),
+    ]:
+        with pytest.raises(CheckpointError) as e:
+            read_weight_file(tmp_path / name)
+        said = str(e.value)
+        assert said.startswith(f"{tmp_path / name}: cannot be read as a checkpoint ({reason}"), said
+        assert said.endswith(f"); {advice}") and "weights_only" not in said and "Please" not in said
+    refusal = (
+        "Weights only load failed. Re-running with `weights_only` set to False will likely succeed.\n"
+        "\t(1) Do it only if you trust the source.\n"
+        "\tWeightsUnpickler error: Unsupported global: GLOBAL os.system was not an allowed global. Please use "
+        "`torch.serialization.add_safe_globals([os.system])`.\n\nCheck the documentation of torch.load."
+    )
+    assert load_error_reason(RuntimeError(refusal)) == (
+        "it holds Python objects a weights-only load refuses (Unsupported global: GLOBAL os.system was not an "
+        "allowed global); files are never unpickled here"
+    )
+    refusal = "Weights only load failed.\nDo it only if you Trust the source.\nUnsupported global: GLOBAL a.B"
+    assert load_error_reason(RuntimeError(refusal)) == (
+        "it holds Python objects a weights-only load refuses (Unsupported global: GLOBAL a.B); files are never "
+        "unpickled here"
+    )
+    said = load_error_reason(RuntimeError("Weights only load failed.\nUnsupported global: GLOBAL " + "m" * 400))
+    whole = "it holds Python objects a weights-only load refuses (Unsupported global: GLOBAL " + "m" * 400
+    assert said == whole[:300] + "..."  # one line of at most 300 characters
+    assert load_error_reason(RuntimeError("Weights only load failed.\n\t(1) trust it")) == (
+        "it holds Python objects a weights-only load refuses (objects other than tensors); files are never "
+        "unpickled here"
+    )
+    assert load_error_reason(EOFError()) == "the file ends too early (empty or cut short)"
+    assert load_error_reason(IndexError()) == "the file ends too early (empty or cut short)"
+    assert load_error_reason(IndexError("list index out of range")) == "IndexError: list index out of range"
+    assert load_error_reason(ValueError("")) == "ValueError"
+    assert load_error_reason(ValueError("\x1b[31m  bad header\x1b[0m\nsecond line")) == "ValueError: bad header"
+    assert load_error_reason(ValueError("x" * 400)) == "ValueError: " + "x" * 288 + "..."
+
+
+def test_weight_sources_hashes_and_ways_out_are_named(tmp_path, monkeypatch):
+    import hashlib
+
+    from inceptionnext import weights
+
+    monkeypatch.setitem(weights.KNOWN_SHA256, "https://host/pinned.pth", "ab" * 32)
+    assert weights.expected_sha256("https://host/pinned.pth") == "ab" * 32
+    assert weights.expected_sha256("https://host/m-0123abcd.pth?download=1") == "0123abcd"
+    assert weights.expected_sha256("https://host/m-0123abcd.safetensors") == "0123abcd"
+    for unpinned in (
+        "https://host/m-0123abc.pth",
+        "https://host/m-0123ABCD.pth",
+        "https://host/m.pth",
+        "m-0123abcd.txt",
+    ):
+        assert weights.expected_sha256(unpinned) is None, unpinned
+    assert weights.hub_key("timm/x", "model.safetensors") == "hf-hub:timm/x/model.safetensors"
+    data = os.urandom(2**21 + 5)  # three chunks
+    (tmp_path / "big").write_bytes(data)
+    assert weights.sha256_file(tmp_path / "big") == hashlib.sha256(data).hexdigest()
+
+    lines = weights.ways_out("net", dict(hf_hub_id="someone/net.v1@rev2"), tmp_path / "hf")
+    assert lines == [
+        "a weight file you have: timm.create_model('net', pretrained=True, pretrained_cfg_overlay=dict(file=PATH))"
+        " (CLI: --weights PATH)",
+        f"a Hugging Face cache from a machine that has it: copy it to {tmp_path / 'hf'} (or point HF_HOME at it) "
+        "and set HF_HUB_OFFLINE=1",
+        "fetch it on a machine with access: hf download someone/net.v1 --local-dir net.v1 (then PATH above is that "
+        "folder)",
+    ]
+    assert weights.ways_out("net", dict(url="https://host/a.pth", hf_hub_id=None))[1:] == [
+        "fetch it on a machine with access: curl -LO https://host/a.pth (then PATH above is that file)"
+    ]
+    assert len(weights.ways_out("net", {})) == 1
+
+    for var in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+        monkeypatch.delenv(var.upper(), raising=False)
+    assert weights._proxy_note("file:///x.pth") == ""
+    assert weights._proxy_note("https://host/a.pth") == "no proxy set (HTTP_PROXY/HTTPS_PROXY)"
+    monkeypatch.setenv("ALL_PROXY", "http://every:1")
+    assert weights._proxy_note("https://host/a.pth") == "through the proxy http://every:1"
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    assert weights._proxy_note("https://host/a.pth") == "through the proxy http://proxy:3128"
+    assert weights._proxy_note("http://host/a.pth") == "through the proxy http://every:1"
+    monkeypatch.setenv("NO_PROXY", "host")
+    assert weights._proxy_note("https://host/a.pth") == "NO_PROXY bypasses the proxy for it"
+
+    try:
+        try:
+            raise ConnectionError("refused\nat port 1")
+        except ConnectionError as inner:
+            raise OSError("x" * 250) from inner
+    except OSError as e:
+        assert weights._root_cause(e) == "OSError: " + "x" * 200 + " (ConnectionError: refused)"
+    try:
+        try:
+            raise ConnectionError("y" * 250)
+        except ConnectionError as inner:
+            raise OSError("failed") from inner
+    except OSError as e:
+        assert weights._root_cause(e) == "OSError: failed (ConnectionError: " + "y" * 200 + ")"
+    try:
+        try:
+            raise TimeoutError("slow")
+        except TimeoutError:
+            raise RuntimeError("fetch failed")  # noqa: B904 - an implicit context, as urllib's
+    except RuntimeError as e:
+        assert weights._root_cause(e) == "RuntimeError: fetch failed (TimeoutError: slow)"
+    try:
+        try:
+            raise TimeoutError("slow")
+        except TimeoutError:
+            raise RuntimeError("fetch failed") from None
+    except RuntimeError as e:
+        assert weights._root_cause(e) == "RuntimeError: fetch failed"
+
+
+def test_where_pretrained_weights_come_from_and_why_none_could_be_read(tmp_path):
+    from safetensors.torch import save_file
+
+    from inceptionnext import weights
+
+    sd = {"w": torch.ones(2)}
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    with pytest.raises(FileNotFoundError) as e:
+        weights.hub_folder_weights(folder)
+    assert str(e.value) == (
+        f"{folder}: a model folder without weights (expected one of model.safetensors, pytorch_model.bin, "
+        "pytorch_model.pth, model.pth)"
+    )
+    for name in ("model.pth", "pytorch_model.pth", "pytorch_model.bin"):
+        torch.save(sd, folder / name)
+        assert weights.hub_folder_weights(folder) == folder / name  # the most preferred one present
+    save_file(sd, str(folder / "model.safetensors"))
+    assert weights.hub_folder_weights(str(folder)) == folder / "model.safetensors"
+
+    got, where = weights.load_pretrained_state_dict(dict(state_dict={"module.w": sd["w"]}, file=str(folder)))
+    assert where == "state_dict" and list(got) == ["w"]
+    got, where = weights.load_pretrained_state_dict(dict(file=str(folder), url="https://unused.invalid/a.pth"))
+    assert where == str(folder / "model.safetensors") and torch.equal(got["w"], sd["w"])
+    got, where = weights.load_pretrained_state_dict(dict(file=str(folder / "model.pth")))
+    assert where == str(folder / "model.pth")
+    with pytest.raises(CheckpointError) as e:
+        weights.load_pretrained_state_dict(dict(url=None, hf_hub_id=None))
+    assert str(e.value) == "model: no pretrained weights are known for this name; use pretrained=False"
+    with pytest.raises(CheckpointError) as e:
+        weights.load_pretrained_state_dict(dict(architecture="net", state_dict=[1]))
+    assert str(e.value) == "net (state_dict override): holds a list, not a state dict or training checkpoint"
+    url = (tmp_path / "gone.pth").as_uri()
+    cfg = dict(architecture="net", url=url)
+    with pytest.raises(CheckpointError) as e:
+        weights.load_pretrained_state_dict(cfg, tmp_path / "cache")
+    lines = str(e.value).splitlines()
+    assert lines[0] == "net: no pretrained weights could be loaded:"
+    assert lines[1].startswith(f"  {url}: URLError: ") and lines[1].endswith(
+        f"not in the torch hub cache {tmp_path / 'cache'}"
+    )
+    assert lines[2:] == ["ways out:"] + ["  " + w for w in weights.ways_out("net", cfg, tmp_path / "cache")]
+    torch.save([1, 2], tmp_path / "list.pth")  # downloads, then is no state dict
+    with pytest.raises(CheckpointError) as e:
+        weights.load_pretrained_state_dict(dict(url=(tmp_path / "list.pth").as_uri()), tmp_path / "cache")
+    assert (
+        str(e.value).splitlines()[1]
+        == f"  {tmp_path / 'cache' / 'list.pth'}: holds a list, not a state dict or training checkpoint"
+    )
+
+
+def test_release_downloads_are_cached_once_and_checked_against_their_hash(tmp_path, monkeypatch):
+    from inceptionnext import weights
+
+    torch.save({"w": torch.ones(2)}, tmp_path / "a.pth")
+    digest = weights.sha256_file(tmp_path / "a.pth")
+    named = tmp_path / f"net-{digest[:10]}.pth"
+    named.write_bytes((tmp_path / "a.pth").read_bytes())
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    cached = weights.download_cached(named.as_uri(), progress=False)  # the torch hub cache by default
+    assert cached == tmp_path / "hub" / "checkpoints" / named.name and cached.read_bytes() == named.read_bytes()
+    cached.write_bytes(b"damaged")
+    with pytest.raises(CheckpointError) as e:
+        weights.download_cached(named.as_uri(), progress=False)
+    got = weights.sha256_file(cached)
+    assert str(e.value) == (
+        f"{cached}: sha256 {got[:16]}... is not the {digest[:10]}... published for it (the cached copy of "
+        f"{named.as_uri()}; delete it to download it again); the file is damaged or not the official one and is "
+        "not loaded"
+    )
+    assert cached.exists()  # a cached copy is the user's to delete
+    wrong = tmp_path / "net-00000000.pth"
+    wrong.write_bytes((tmp_path / "a.pth").read_bytes())
+    with pytest.raises(CheckpointError) as e:
+        weights.download_cached(wrong.as_uri(), tmp_path / "c", progress=False)
+    assert str(e.value) == (
+        f"{wrong.as_uri()}: downloaded file's sha256 does not match the expected 00000000...; the download is "
+        "corrupt or the file changed (nothing was cached)"
+    )
+    assert not (tmp_path / "c" / wrong.name).exists()
+    monkeypatch.setitem(weights.KNOWN_SHA256, (tmp_path / "a.pth").as_uri(), digest.upper())
+    assert weights.download_cached((tmp_path / "a.pth").as_uri(), tmp_path / "c", progress=False).is_file()
+    plain = tmp_path / "plain.pth"
+    plain.write_bytes((tmp_path / "a.pth").read_bytes())
+    for _ in range(2):  # downloaded, then from the cache: each time with the warning naming its sha256
+        with pytest.warns(weights.UnpinnedWeightsWarning) as w:
+            weights.download_cached(plain.as_uri(), tmp_path / "c", progress=False)
+        assert str(w[0].message) == (
+            f"{tmp_path / 'c' / 'plain.pth'}: no published sha256 to check it against ({plain.as_uri()} has none "
+            f"pinned), so it is loaded unchecked; its sha256 is {digest}. Compare it with the publisher's, or load "
+            "timm's hub copy, which is checked against the sha256 the hub names it by"
+        )
+    calls = []
+
+    def downloader(url, dst, hash_prefix=None, progress=True):
+        calls.append((url, progress, hash_prefix))
+        if "flaky" in url:
+            raise RuntimeError("connection reset by peer")
+        open(dst, "wb").write(b"abc")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", downloader)
+    for var in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+        monkeypatch.delenv(var.upper(), raising=False)
+    with pytest.warns(weights.UnpinnedWeightsWarning):
+        got = weights.download_cached("https://host/x.pth?download=1", tmp_path / "d")
+    assert got == tmp_path / "d" / "x.pth"  # named without the query
+    with pytest.warns(weights.UnpinnedWeightsWarning):
+        weights.download_cached("https://host/y.pth", tmp_path / "d", progress=False)
+    assert calls == [("https://host/x.pth?download=1", True, None), ("https://host/y.pth", False, None)]
+    monkeypatch.setitem(weights.KNOWN_SHA256, "https://host/flaky.pth", "ab" * 32)
+    with pytest.raises(CheckpointError) as e:  # pinned, but the download itself failed: not a hash mismatch
+        weights.download_cached("https://host/flaky.pth", tmp_path / "d")
+    assert str(e.value) == (
+        "https://host/flaky.pth (no proxy set (HTTP_PROXY/HTTPS_PROXY)): RuntimeError: connection reset by peer; "
+        f"not in the torch hub cache {tmp_path / 'd'}"
+    )
+    monkeypatch.undo()
+    monkeypatch.setitem(weights.KNOWN_SHA256, plain.as_uri(), "ab" * 32)
+    with pytest.raises(CheckpointError) as e:  # a full pinned digest, shown by its first 16 digits
+        weights.download_cached(plain.as_uri(), tmp_path / "e", progress=False)
+    assert "does not match the expected abababababababab...; the download is corrupt" in str(e.value)
+    fresh, old = tmp_path / "fresh.pth", tmp_path / "link"
+    fresh.write_bytes(b"abc")
+    old.write_bytes(b"abc")
+    with pytest.raises(CheckpointError, match=r"downloaded from hf-hub:x/y and removed again \(nothing was cached\)"):
+        weights._check_sha256(fresh, "f" * 64, "hf-hub:x/y", fresh=True, removable=[old, tmp_path / "never"])
+    assert not fresh.exists() and not old.exists()
+
+
+def _hub_repo(cache, repo_id, files, revision="main"):
+    """A Hugging Face cache holding `files` ((name, bytes, blob name), as huggingface_hub lays them out) of
+    `repo_id` at `revision`."""
+    commit = "c" * 40
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / revision).write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for name, data, blob in files:
+        (repo / "blobs" / blob).write_bytes(data)
+        os.symlink(repo / "blobs" / blob, repo / "snapshots" / commit / name)
+    return repo / "blobs"
+
+
+def test_hub_copies_are_read_from_the_cache_checked_against_their_sha256(tmp_path, monkeypatch):
+    import hashlib
+
+    import huggingface_hub
+    import huggingface_hub.constants
+    from safetensors.torch import save as save_bytes
+
+    from inceptionnext import weights
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    cache = tmp_path / "hf"
+    data = save_bytes({"module.w": torch.ones(2)})
+    digest = hashlib.sha256(data).hexdigest()
+    _hub_repo(cache, "me/net", [("model.safetensors", data, digest)])
+    assert list(weights.load_state_dict_from_hub("me/net", cache)) == ["w"]
+    blobs = _hub_repo(cache, "me/bad", [("model.safetensors", data, "e" * 64)])  # not the sha256 it is named by
+    with pytest.raises(CheckpointError) as e:
+        weights.load_state_dict_from_hub("me/bad", cache)
+    assert str(e.value) == (
+        f"{blobs / ('e' * 64)}: sha256 {digest[:16]}... is not the {'e' * 16}... published for it (the cached copy "
+        "of hf-hub:me/bad/model.safetensors; delete it to download it again); the file is damaged or not the "
+        "official one and is not loaded"
+    )
+    torch_file = tmp_path / "w.bin"
+    torch.save({"w": torch.zeros(3)}, torch_file)
+    _hub_repo(cache, "me/old", [("pytorch_model.bin", torch_file.read_bytes(), "old-blob")])
+    assert weights.load_state_dict_from_hub("me/old", cache)["w"].shape == (3,)  # timm's second file name
+    pinned = weights.hub_key("me/net", "model.safetensors")
+    monkeypatch.setitem(weights.KNOWN_SHA256, pinned, "0" * 64)
+    with pytest.raises(CheckpointError, match=r"is not the 0000000000000000\.\.\. published for it"):
+        weights.download_hub_file("me/net", cache)
+    with pytest.raises(CheckpointError, match=r"is not the 0000000000000000\.\.\. published for it"):
+        weights.download_hub_file("me/net@main", cache)
+    _hub_repo(cache, "me/tagged", [("model.safetensors", data, digest)], revision="v2")
+    monkeypatch.setitem(weights.KNOWN_SHA256, weights.hub_key("me/tagged", "model.safetensors"), "0" * 64)
+    assert weights.download_hub_file("me/tagged@v2", cache).name == "model.safetensors"  # pins are for main
+    with pytest.raises(CheckpointError) as e:
+        weights.load_state_dict_from_hub("me/none", cache)
+    said = str(e.value)
+    assert said.startswith(
+        "hf-hub:me/none (HF_HUB_OFFLINE is set, so only the cache was looked in): LocalEntryNotFoundError: "
+    )
+    assert said.endswith(f"; not in the Hugging Face cache {cache}") and "token" not in said
+    assert weights.hub_cache(cache) == cache and weights.hub_cache() == Path(huggingface_hub.constants.HF_HUB_CACHE)
+    torch.save([1, 2], tmp_path / "list.bin")
+    _hub_repo(cache, "me/list", [("pytorch_model.bin", (tmp_path / "list.bin").read_bytes(), "list-blob")])
+    with pytest.raises(CheckpointError) as e:
+        weights.load_state_dict_from_hub("me/list", cache)
+    assert str(e.value) == "hf-hub:me/list: holds a list, not a state dict or training checkpoint"
+
+
+def test_a_fresh_hub_download_that_fails_its_sha256_leaves_nothing_in_the_cache(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from inceptionnext import weights
+
+    cache = tmp_path / "hf"
+    blobs = _hub_repo(cache, "me/net", [])
+    link = blobs.parent / "snapshots" / ("c" * 40) / "model.safetensors"
+
+    def download(repo_id, filename, revision=None, cache_dir=None):  # what huggingface_hub leaves in its cache
+        (blobs / ("e" * 64)).write_bytes(b"not what the hub names it by")
+        os.symlink(blobs / ("e" * 64), link)
+        return str(link)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    with pytest.raises(CheckpointError, match=r"downloaded from hf-hub:me/net/model.safetensors and removed again"):
+        weights.download_hub_file("me/net", cache)
+    assert not (blobs / ("e" * 64)).exists() and not os.path.lexists(link)
+
+
+def test_a_hub_that_cannot_be_reached_is_asked_once_and_named(tmp_path, monkeypatch):
+    import huggingface_hub
+    import huggingface_hub.constants
+    import requests
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    from huggingface_hub.utils import LocalEntryNotFoundError
+
+    from inceptionnext import weights
+
+    asked = []
+
+    def unreachable(repo_id, filename, **kwargs):
+        asked.append(filename)
+        raise LocalEntryNotFoundError("cannot reach the hub")
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "https://mirror.invalid")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
+    monkeypatch.setenv("HF_ENDPOINT", "https://mirror.invalid")
+    for var in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+        monkeypatch.delenv(var.upper(), raising=False)
+    with pytest.raises(CheckpointError) as e:
+        weights.load_state_dict_from_hub("me/net", tmp_path)
+    assert asked == ["model.safetensors"]  # the next file name would only wait on the same hub again
+    assert str(e.value) == (
+        "hf-hub:me/net (from https://mirror.invalid (HF_ENDPOINT), no proxy set (HTTP_PROXY/HTTPS_PROXY)): "
+        f"LocalEntryNotFoundError: cannot reach the hub; not in the Hugging Face cache {tmp_path}"
+    )
+
+    def gated(repo_id, filename, **kwargs):
+        raise OSError("401 Client Error: access to this repository is restricted")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", gated)
+    monkeypatch.delenv("HF_ENDPOINT")
+    for error in (GatedRepoError, RepositoryNotFoundError):
+
+        def refused(repo_id, filename, error=error, **kwargs):
+            response = requests.Response()
+            response.status_code = 403
+            raise error("no access", response=response)
+
+        monkeypatch.setattr(huggingface_hub, "hf_hub_download", refused)
+        with pytest.raises(CheckpointError) as e:
+            weights.load_state_dict_from_hub("me/private", tmp_path)
+        assert str(e.value).endswith("; a private or gated repository needs a token (HF_TOKEN, or `hf auth login`)")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", gated)
+    with pytest.raises(CheckpointError) as e:
+        weights.load_state_dict_from_hub("me/private", tmp_path)
+    assert str(e.value) == (
+        "hf-hub:me/private (from https://mirror.invalid, no proxy set (HTTP_PROXY/HTTPS_PROXY)): OSError: 401 Client "
+        f"Error: access to this repository is restricted; not in the Hugging Face cache {tmp_path}; a private or "
+        "gated repository needs a token (HF_TOKEN, or `hf auth login`)"
+    )
+
+
+def test_zip_records_are_bounded_by_the_file_size_and_weights_are_saved_sealed(tmp_path):
+    import zipfile
+
+    from inceptionnext.weights import check_zip_sizes, convert_checkpoint, load_state_dict_file, save_state_dict
+
+    def zip_of(name, declared_mib):
+        with zipfile.ZipFile(tmp_path / name, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("a/data/0", bytes(declared_mib * 2**20))
+        return tmp_path / name
+
+    bomb = zip_of("bomb.pth", 24)
+    size = bomb.stat().st_size
+    with pytest.raises(CheckpointError) as e:
+        check_zip_sizes(bomb)
+    assert str(e.value) == (
+        f"{bomb}: its records declare 24 MiB of data in a {size / 2**20:.1f} MiB file (compressed records expanding "
+        f"{24 * 2**20 / size:.0f}x); torch never writes such files, refused before reading"
+    )
+    assert check_zip_sizes(zip_of("small.pth", 1)) is None  # within 8 x its size + 1 MiB
+    (tmp_path / "legacy.pth").write_bytes(b"\x80\x02not a zip")
+    assert check_zip_sizes(tmp_path / "legacy.pth") is None  # left to torch.load to report
+
+    sd = {"w": torch.arange(6.0).reshape(3, 2).t(), "b": torch.ones(2, requires_grad=True)}  # non-contiguous, grad
+    for name in ("w.safetensors", "w.pth"):
+        assert save_state_dict(sd, tmp_path / name) == tmp_path / name
+        back = load_state_dict_file(tmp_path / name)
+        assert torch.equal(back["w"], sd["w"]) and not back["b"].requires_grad
+    torch.save(dict(state_dict={"module." + k: v.detach() for k, v in sd.items()}, epoch=3), tmp_path / "ckpt.pth")
+    assert convert_checkpoint(tmp_path / "ckpt.pth", tmp_path / "plain.safetensors") == tmp_path / "plain.safetensors"
+    assert sorted(load_state_dict_file(tmp_path / "plain.safetensors")) == ["b", "w"]
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ({"w": "text"}, "entry 'w' is a str, not a tensor; expected a state dict or a training checkpoint with one "
+         "of ('state_dict_ema', 'model_ema', 'state_dict', 'model')"),
+        ({}, "holds no tensors"),
+        ({"state_dict": {}, "epoch": 1}, "holds no tensors"),
+        ({"model": {"_orig_mod.w": 3}}, "entry '_orig_mod.w' is a int, not a tensor; expected a state dict or a "
+         "training checkpoint with one of ('state_dict_ema', 'model_ema', 'state_dict', 'model')"),
+    ],
+)  # fmt: skip
+def test_what_is_no_state_dict_is_refused_in_full(content, message):
+    from inceptionnext.weights import unwrap_state_dict
+
+    with pytest.raises(CheckpointError) as e:
+        unwrap_state_dict(content, "w.pth")
+    assert str(e.value) == "w.pth: " + message
+
+
+def test_zip_bound_and_file_checks_at_their_edges(tmp_path):
+    import zipfile
+
+    from safetensors.torch import save_file
+
+    from inceptionnext.checksum import ChecksumError
+    from inceptionnext.weights import check_zip_sizes, read_weight_file, save_state_dict
+
+    def zip_of(name, zeros, noise=0):
+        with zipfile.ZipFile(tmp_path / name, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("a/data/0", bytes(zeros))
+            if noise:
+                zf.writestr("a/data/1", np.random.RandomState(0).bytes(noise))
+        return tmp_path / name
+
+    zeros = 2**20
+    while zeros != 8 * zip_of("edge.pth", zeros).stat().st_size + 2**20:  # declared exactly at the bound
+        zeros = 8 * zip_of("edge.pth", zeros).stat().st_size + 2**20
+    assert check_zip_sizes(zip_of("edge.pth", zeros)) is None
+    with pytest.raises(CheckpointError, match=r"records declare 1 MiB of data in a 0\.0 MiB file"):
+        check_zip_sizes(zip_of("over.pth", zeros + 3 * 2**17))  # an eighth of a MiB per byte of file: over it
+    noisy = zip_of("noisy.pth", 30 * 2**20, noise=3 * 2**19)  # 1.5 MiB that does not compress
+    with pytest.raises(CheckpointError, match=r"records declare 32 MiB of data in a 1\.5 MiB file"):
+        check_zip_sizes(noisy)
+
+    save_file({"w": torch.ones(4)}, str(tmp_path / "cut.safetensors"))
+    data = (tmp_path / "cut.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[:20])  # cut inside its header: read as safetensors by its name
+    with pytest.raises(CheckpointError, match=r"cut.safetensors: cannot be read as a checkpoint \(SafetensorError"):
+        read_weight_file(tmp_path / "cut.safetensors")
+    sealed = save_state_dict({"w": torch.ones(4)}, tmp_path / "sealed.safetensors")
+    data = bytearray(sealed.read_bytes())
+    data[-4:] = bytes(4)  # one weight changed, the checksum in the metadata kept
+    sealed.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match=re.escape(str(sealed))):
+        read_weight_file(sealed)
+
+
+def test_pretrained_sources_in_order_with_every_failure_listed(tmp_path, monkeypatch):
+    import hashlib
+
+    import huggingface_hub.constants
+    from safetensors.torch import save as save_bytes
+
+    from inceptionnext import weights
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    data = save_bytes({"w": torch.ones(2)})
+    _hub_repo(tmp_path / "hf", "me/net", [("model.safetensors", data, hashlib.sha256(data).hexdigest())])
+    torch.save({"w": torch.zeros(2)}, tmp_path / "release.pth")
+    url = (tmp_path / "release.pth").as_uri()
+    got, where = weights.load_pretrained_state_dict(dict(hf_hub_id="me/net", url=url), tmp_path / "hf")
+    assert where == "hf-hub:me/net" and torch.equal(got["w"], torch.ones(2))  # the hub copy first
+    with pytest.warns(weights.UnpinnedWeightsWarning):
+        got, where = weights.load_pretrained_state_dict(dict(hf_hub_id="me/gone", url=url), tmp_path / "hf")
+    assert where == url and torch.equal(got["w"], torch.zeros(2))  # then the release file
+    cfg = dict(architecture="net", hf_hub_id="me/gone", url=(tmp_path / "gone.pth").as_uri())
+    with pytest.raises(CheckpointError) as e:
+        weights.load_pretrained_state_dict(cfg, tmp_path / "hf")
+    lines = str(e.value).splitlines()
+    assert lines[0] == "net: no pretrained weights could be loaded:"
+    assert lines[1].startswith("  hf-hub:me/gone (HF_HUB_OFFLINE is set, so only the cache was looked in): ")
+    assert lines[2].startswith(f"  {cfg['url']}: URLError: ")
+    assert lines[3:] == ["ways out:"] + ["  " + w for w in weights.ways_out("net", cfg, tmp_path / "hf")]
+    assert f"copy it to {tmp_path / 'hf'} " in lines[5]
+
+
+def test_the_timm_filter_names_its_source_and_takes_any_model():
+    from inceptionnext.weights import adaptable_keys, checkpoint_filter_fn
+
+    model = _seven_linears()  # no pretrained_cfg: nothing is adaptable
+    assert list(checkpoint_filter_fn(model.state_dict(), model)) == list(model.state_dict())
+    with pytest.raises(CheckpointError, match=r"^checkpoint: holds a list, not a state dict"):
+        checkpoint_filter_fn([1], model)
+    with pytest.raises(
+        CheckpointError, match=r"^checkpoint: does not fit Sequential; 2 missing keys: 6.bias, 6.weight$"
+    ):
+        checkpoint_filter_fn({k: v for k, v in model.state_dict().items() if k[0] != "6"}, model)
+    assert adaptable_keys(model, dict(classifier="head.fc")) == {"head.fc.weight", "head.fc.bias"}

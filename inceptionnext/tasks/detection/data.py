@@ -262,7 +262,7 @@ def check_annotations(data: Dict[str, Any], path: str, image_root: str, masks: b
         if per_image[image["id"]] > MAX_ANNOTATIONS_PER_IMAGE:
             raise AnnotationError(
                 f"{path}: image {file_name} has more than {MAX_ANNOTATIONS_PER_IMAGE} annotations "
-                "(the limit per image, detection.coco.MAX_ANNOTATIONS_PER_IMAGE)"
+                "(the limit per image, inceptionnext.tasks.detection.data.MAX_ANNOTATIONS_PER_IMAGE)"
             )
         if ann.get("category_id") not in categories:
             raise AnnotationError(
