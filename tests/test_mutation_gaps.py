@@ -6,6 +6,7 @@ plain convolutions and timm, and the MLP head's reset."""
 
 import argparse
 import copy
+import functools
 import json
 import math
 import os
@@ -1488,6 +1489,8 @@ def test_model_file_picks_the_weights_asked_for_and_names_what_is_missing(tmp_pa
     torch.save(dict(state_dict=sd, epoch=3), plain)
     torch.save(dict(model_ema=ema_sd), only_ema)
     torch.save(sd, raw)
+    torch.save(dict(model=sd, epoch=3), tmp_path / "model.pth")  # DeiT's and other tools' layout
+    assert read_model_file(tmp_path / "model.pth").weights_key == "model"
     assert (read_model_file(both).weights_key, read_model_file(both).scored_key) == ("state_dict_ema", "state_dict_ema")
     assert read_model_file(both, use_ema=False).weights_key == "state_dict"
     assert read_model_file(both, use_ema=True).weights_key == "state_dict_ema"
@@ -1540,8 +1543,16 @@ def test_model_file_reads_a_training_checkpoints_record(tmp_path, two_weight_set
     loaded = load_model(path)
     assert tuple(loaded.pretrained_cfg["input_size"]) == (3, 48, 48) and loaded.pretrained_cfg["crop_pct"] == 1.0
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
+    assert loaded.weights_note == f"model weights (state_dict) of {path}, the ones scored best in training"
+    where = re.escape(str(path))
+    torch.save(dict(format="inceptionnext.train", arch=NAME, state_dict=model.state_dict()), path)
+    with pytest.raises(CheckpointError, match=rf"^{where}: holds no EMA weights \(trained with ema: false\)$"):
+        read_model_file(path, use_ema=True)
+    torch.save(dict(format="inceptionnext.train", arch=NAME, state_dict={"w": "text"}), path)
+    with pytest.raises(CheckpointError, match=rf"^{where}: entry 'w' is a str, not a tensor"):
+        read_model_file(path)
     torch.save(dict(format="inceptionnext.train", arch=NAME), path)
-    with pytest.raises(CheckpointError, match=r"last.pth: training checkpoint without weights$"):
+    with pytest.raises(CheckpointError, match=rf"^{where}: training checkpoint without weights$"):
         read_model_file(path)
 
 
@@ -1557,11 +1568,30 @@ def test_model_file_convert_folds_checks_the_copy_and_refuses_what_it_cannot_wri
         convert(src, tmp_path / "same.pth").max_abs_diff == 0.0
         and convert(src, tmp_path / "u.pth", verify=False).max_abs_diff is None
     )
+    for suffix in (".onnx", ".pt2", ".ts", ".torchscript"):  # graph formats: pointed to the command that writes them
+        with pytest.raises(
+            ValueError,
+            match=rf"x{suffix}: unknown weight format '{suffix}'; .*; an ONNX, TorchScript or torch.export file is "
+            "written by `inceptionnext export`$",
+        ):
+            convert(src, tmp_path / f"x{suffix}")
+    # a bare state dict with the model named, the class count it must have, the weights asked for
+    sd = gray_atto.state_dict()
+    torch.save(
+        dict(state_dict=sd, state_dict_ema={k: v + 1 if v.is_floating_point() else v for k, v in sd.items()}),
+        tmp_path / "two.pth",
+    )
+    plain = convert(tmp_path / "two.pth", tmp_path / "plain.pth", NAME, use_ema=False, num_classes=3)
+    assert all(torch.equal(v, sd[k]) for k, v in plain.model.state_dict().items())
+    with pytest.raises(CheckpointError, match=r"two.pth: its classifier has 3 classes, not num_classes=4$"):
+        convert(tmp_path / "two.pth", tmp_path / "x.pth", NAME, num_classes=4)
+    torch.save(timm.create_model("test_convnext").state_dict(), tmp_path / "convnext.pth")
     with pytest.raises(
         ValueError,
-        match=r"x.onnx: unknown weight format '.onnx'; .*; an ONNX, TorchScript or torch.export file is written by `inceptionnext export`$",
+        match=r"^test_convnext: nothing to fold; deploy folds the BatchNorm and layer scale of InceptionNeXt "
+        r"\(MetaNeXt\) blocks$",
     ):
-        convert(src, tmp_path / "x.onnx")
+        convert(tmp_path / "convnext.pth", tmp_path / "x.pth", "test_convnext", deploy=True)
     with pytest.raises(
         ValueError, match=r"x.txt: unknown weight format '.txt'; use one of .safetensors, .pth, .pt, .bin$"
     ):
@@ -1581,3 +1611,51 @@ def _same_outputs(a, b):
     x = torch.randn(2, 1, 64, 64)
     with torch.no_grad():
         return torch.equal(a(x), b(x))
+
+
+def test_metanext_builds_what_it_is_given_and_starts_from_timms_initialisation():
+    from inceptionnext.models import MetaNeXt
+
+    small = dict(depths=(1, 1, 1, 1), dims=(8, 8, 16, 16))
+    model = MetaNeXt(**small)
+    assert (model.in_chans, model.num_classes, model.global_pool, model.drop_rate) == (3, 1000, "avg", 0.0)
+    assert model.stem[0].in_channels == 3 and model.get_classifier().out_features == 1000
+    with pytest.raises(ValueError, match=r"^depths \(1, 1\) and dims \(8, 8, 16\) must have the same length$"):
+        MetaNeXt(depths=(1, 1), dims=(8, 8, 16))
+    identity = lambda dim: nn.Identity()  # noqa: E731
+    model = MetaNeXt(
+        **small, token_mixers=[identity, InceptionDWConv2d, InceptionDWConv2d, identity], mlp_ratios=2, num_classes=3
+    )
+    assert [type(s.blocks[0].token_mixer) for s in model.stages] == [
+        nn.Identity,
+        InceptionDWConv2d,
+        InceptionDWConv2d,
+        nn.Identity,
+    ]
+    assert [s.blocks[0].mlp.fc1.out_channels for s in model.stages] == [16, 16, 32, 32]  # one ratio for every stage
+    assert model.num_classes == 3
+    # the norm reaches the stem, every downsample and every block; the head gets its pool, ratio and dropout
+    model = MetaNeXt(
+        **small,
+        norm_layer=functools.partial(nn.BatchNorm2d, momentum=0.01),
+        global_pool="max",
+        head_mlp_ratio=2,
+        drop_rate=0.2,
+    )
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) == 1 + 3 + 4 and all(n.momentum == 0.01 for n in norms)
+    assert model.head.global_pool.pool_type == "max" and model.head_hidden_size == 2 * 16
+    assert model.head.drop.p == model.drop_rate == 0.2
+    # timm's initialisation of InceptionNeXt: truncated normal weights (std 0.02), zero biases
+    layers = [m for m in timm.create_model(NAME).modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert all(m.bias is not None and not m.bias.any() for m in layers)
+    assert all(0.015 < float(m.weight.detach().std()) < 0.025 for m in layers if m.weight.numel() >= 1000)
+
+
+def test_zoo_create_zoo_model_called_directly_builds_without_weights():
+    from inceptionnext.models import create_zoo_model
+
+    # no weights unless asked for, and none of timm's create_model arguments needed
+    model = create_zoo_model(NAME, pretrained_cfg_overlay=dict(file="/nonexistent.pth", url=None, hf_hub_id=None))
+    assert model.pretrained_cfg["file"] == "/nonexistent.pth" and model.num_classes == 1000
+    assert create_zoo_model("inceptionnext_atto", num_classes=3).get_classifier().out_features == 3
