@@ -1400,7 +1400,7 @@ def test_model_file_portable_cfg_keeps_what_describes_the_file_as_json():
 
     sources = dict(url="u", file="f", state_dict={}, hf_hub_id="h", hf_hub_filename="x", source="s", custom_load=True)
     cfg = dict(sources, input_size=(3, 224, 224), mean=(0.5, 0.5, 0.5), crop_pct=0.9, label_names=("a", "b"))
-    out = portable_cfg(dict(cfg, fn=print, unset=None, num_classes=1000), 2, in_chans=1)
+    out = portable_cfg(dict(fn=print, unset=None, **cfg, num_classes=1000), 2, in_chans=1)
     assert out == dict(
         input_size=[1, 224, 224], mean=[0.5, 0.5, 0.5], crop_pct=0.9, label_names=["a", "b"], num_classes=2
     )
@@ -1659,3 +1659,78 @@ def test_zoo_create_zoo_model_called_directly_builds_without_weights():
     model = create_zoo_model(NAME, pretrained_cfg_overlay=dict(file="/nonexistent.pth", url=None, hf_hub_id=None))
     assert model.pretrained_cfg["file"] == "/nonexistent.pth" and model.num_classes == 1000
     assert create_zoo_model("inceptionnext_atto", num_classes=3).get_classifier().out_features == 3
+
+
+def test_zoo_features_only_defaults_to_every_stage_and_names_what_convnext_cannot_do():
+    for name in ("inceptionnext_a", "convnext_tiny_k3_par1_2"):
+        backbone = timm.create_model(name, features_only=True, device="meta")  # no out_indices: every stage
+        assert backbone.feature_info.out_indices == (0, 1, 2, 3), name
+        assert backbone.feature_info.reduction() == [4, 8, 16, 32], name
+    with pytest.raises(ValueError) as err:
+        timm.create_model("convnext_tiny_k3_par1_2", features_only=True, feature_cls="dict", device="meta")
+    assert str(err.value) == (
+        "convnext_tiny_k3_par1_2: feature_cls='dict' walks the model's top-level modules in order, which the "
+        "official ConvNeXt layout (downsample_layers apart from stages) does not allow; use feature_cls='getter' "
+        "(the default), 'hook' or 'fx'"
+    )
+
+
+def test_model_file_names_agree_with_a_record_only_for_the_same_architecture(tmp_path, gray_atto):
+    from inceptionnext.model_file import load_model, save_model
+
+    path = save_model(gray_atto, tmp_path / "atto.pth")
+    for name in ("inception_next_atto", "inception_next_atto.sail_in1k"):  # timm's own, with our weights
+        theirs = load_model(path, name)
+        assert type(theirs).__module__.startswith("timm.") and _same_outputs(theirs, gray_atto)
+    for name in ("inception_next_tiny", "test_convnext", "convnext_tiny_k3"):
+        with pytest.raises(CheckpointError, match=f"holds weights for {NAME}, not {name}$"):
+            load_model(path, name)
+    other = save_model(timm.create_model("test_convnext", num_classes=2), tmp_path / "other.pth")
+    assert load_model(other, "test_convnext.r160_in1k").num_classes == 2  # a pretrained tag names the same model
+    with pytest.raises(ValueError, match="^unknown model 'Conv2d'; "):  # no name given or recorded: the class's
+        save_model(nn.Conv2d(1, 1, 1), tmp_path / "conv.pth")
+
+
+def test_model_file_checks_fail_loudly_and_keep_the_old_file(tmp_path, gray_atto, monkeypatch):
+    import inceptionnext.model_file as model_file
+
+    src = model_file.save_model(gray_atto, tmp_path / "src.pth")
+    sd = gray_atto.state_dict()
+    torch.save(
+        dict(state_dict=sd, state_dict_ema={k: v + 1 if v.is_floating_point() else v for k, v in sd.items()}),
+        tmp_path / "two.pth",
+    )
+    hub = model_file.save_hub_folder(tmp_path / "two.pth", tmp_path / "hub", NAME, use_ema=False)
+    assert all(torch.equal(v, sd[k]) for k, v in hub.state_dict().items())
+
+    def perturbed(model):
+        with torch.no_grad():
+            model.get_classifier().bias.add_(10.0)
+        return model
+
+    create, load = timm.create_model, model_file.load_model
+
+    def read_back_through_timm(name, **kwargs):  # the hub folder read back comes back different
+        model = create(name, **kwargs)
+        return perturbed(model) if name.startswith("local-dir:") else model
+
+    def read_back(path, *args, **kwargs):  # the temporary file, read back before it replaces the target, too
+        model = load(path, *args, **kwargs)
+        return perturbed(model) if str(path).endswith(".tmp") else model
+
+    monkeypatch.setattr(timm, "create_model", read_back_through_timm)
+    with pytest.raises(CheckpointError, match="hub2: read back, it does not reproduce the model's outputs$"):
+        model_file.save_hub_folder(src, tmp_path / "hub2")  # checked by default
+    monkeypatch.undo()
+    monkeypatch.setattr(model_file, "load_model", read_back)
+    with pytest.raises(
+        CheckpointError, match=r"out.pth: read back, it does not reproduce the converted model's outputs$"
+    ):
+        model_file.convert(src, tmp_path / "out.pth")
+    assert not (tmp_path / "out.pth").exists()
+    monkeypatch.undo()
+    fold = model_file.reparameterize_model
+    monkeypatch.setattr(model_file, "reparameterize_model", lambda m, **kw: perturbed(fold(m, **kw)))
+    with pytest.raises(CheckpointError, match=r"out.pth: the folded model differs from the source by \d\.\d\de\+01$"):
+        model_file.convert(src, tmp_path / "out.pth", deploy=True)
+    assert not (tmp_path / "out.pth").exists()
