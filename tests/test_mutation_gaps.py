@@ -1447,6 +1447,10 @@ def test_model_file_round_trip_rebuilds_the_model_and_refuses_what_does_not_matc
         None,
     )
     assert mf.pretrained_cfg["label_names"] == ["a", "b", "c"] and mf.pretrained_cfg["input_size"] == [1, 64, 64]
+    assert mf.pretrained_cfg["num_classes"] == 3
+    if suffix == ".pth":  # the record's layout: what any later release must still read
+        raw = torch.load(path, weights_only=True)
+        assert (raw["format"], raw["version"], raw["model"], raw["in_chans"]) == ("inceptionnext.model", 1, NAME, 1)
     x = torch.randn(2, 1, 64, 64)
     for name in (None, "inceptionnext_atto", "inceptionnext_a.sail_in1k"):  # the short name, its alias, a tag
         model = load_model(path, name)
@@ -1682,6 +1686,7 @@ def test_model_file_names_agree_with_a_record_only_for_the_same_architecture(tmp
     for name in ("inception_next_atto", "inception_next_atto.sail_in1k"):  # timm's own, with our weights
         theirs = load_model(path, name)
         assert type(theirs).__module__.startswith("timm.") and _same_outputs(theirs, gray_atto)
+        assert theirs.pretrained_cfg["architecture"] == "inception_next_atto"  # the model built, not the file's
     for name in ("inception_next_tiny", "test_convnext", "convnext_tiny_k3"):
         with pytest.raises(CheckpointError, match=f"holds weights for {NAME}, not {name}$"):
             load_model(path, name)
@@ -1689,6 +1694,15 @@ def test_model_file_names_agree_with_a_record_only_for_the_same_architecture(tmp
     assert load_model(other, "test_convnext.r160_in1k").num_classes == 2  # a pretrained tag names the same model
     with pytest.raises(ValueError, match="^unknown model 'Conv2d'; "):  # no name given or recorded: the class's
         save_model(nn.Conv2d(1, 1, 1), tmp_path / "conv.pth")
+    headless = timm.create_model(NAME, num_classes=0)  # no classifier weight to count classes from
+    assert load_model(save_model(headless, tmp_path / "headless.pth")).num_classes == 0
+    # a model without in_chans is recorded with three; a two-headed classifier is counted by its last head
+    resnet = timm.create_model("test_resnet", num_classes=2)
+    del resnet.in_chans
+    assert load_model(save_model(resnet, tmp_path / "resnet.pth")).in_chans == 3
+    deit = timm.create_model("deit_tiny_distilled_patch16_224", num_classes=4, img_size=32)
+    torch.save(deit.state_dict(), tmp_path / "deit.pth")
+    assert load_model(tmp_path / "deit.pth", "deit_tiny_distilled_patch16_224", img_size=32).num_classes == 4
 
 
 def test_model_file_checks_fail_loudly_and_keep_the_old_file(tmp_path, gray_atto, monkeypatch):
