@@ -1748,3 +1748,15 @@ def test_model_file_checks_fail_loudly_and_keep_the_old_file(tmp_path, gray_atto
     with pytest.raises(CheckpointError, match=r"out.pth: the folded model differs from the source by \d\.\d\de\+01$"):
         model_file.convert(src, tmp_path / "out.pth", deploy=True)
     assert not (tmp_path / "out.pth").exists()
+
+
+def test_zoo_pretrained_models_keep_no_second_copy_of_their_weights(tmp_path):
+    small = dict(depths=(1, 1, 1, 1), dims=(8, 8, 16, 16))  # the weights of a small ConvNeXt variant
+    name = "convnext_tiny_k3_par1_2"
+    path = tmp_path / "small.pth"
+    torch.save(timm.create_model(name, **small).state_dict(), path)
+    overlay = dict(file=str(path))
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **small)
+    backbone = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, features_only=True, **small)
+    for m in (model, backbone, backbone.model):  # the feature wrapper and the model it wraps
+        assert "state_dict" in m.pretrained_cfg and m.pretrained_cfg["state_dict"] is None
