@@ -1766,3 +1766,31 @@ def test_zoo_pretrained_models_keep_no_second_copy_of_their_weights(tmp_path):
     backbone = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, features_only=True, **small)
     for m in (model, backbone, backbone.model):  # the feature wrapper and the model it wraps
         assert "state_dict" in m.pretrained_cfg and m.pretrained_cfg["state_dict"] is None
+
+
+def test_model_file_record_limits_hold_at_their_bounds_and_name_what_is_damaged():
+    from inceptionnext.model_file import RECORD_LIMITS, ModelFile, _check_record
+
+    sd = {"stem.0.weight": torch.zeros(8, 3, 4, 4), "lin.weight": torch.zeros(4, 2)}
+
+    def check(cfg=None, **fields):
+        _check_record(ModelFile("f.pth", "model file", sd, **fields), dict(cfg or {}))
+
+    classes, chans, size = (RECORD_LIMITS[k][1] for k in ("num_classes", "in_chans", "input_size"))
+    check(num_classes=classes, in_chans=chans, pretrained_cfg=dict(input_size=[3, size, size], label_names=["a"]))
+    with pytest.raises(CheckpointError, match=rf"^f.pth: its record asks for {classes + 1} classes; allowed: 0 to"):
+        check(num_classes=classes + 1)
+    with pytest.raises(CheckpointError, match=rf"^f.pth: its record asks for {chans + 1} input channels; allowed: 1"):
+        check(in_chans=chans + 1)
+    with pytest.raises(CheckpointError, match=r"^f.pth: its record's input_size .* is not \[C, H, W\]"):
+        check(pretrained_cfg=dict(input_size=[3, size + 1, 8]))
+    for names in (["a", 1], ["x" * 1001], "abc"):
+        with pytest.raises(CheckpointError, match=r"^f.pth: its record's label_names are not a list of short strings$"):
+            check(pretrained_cfg=dict(label_names=names))
+    with pytest.raises(CheckpointError, match=r"^f.pth: its record's classifier or first_conv entry is damaged$"):
+        check(dict(classifier=5))
+    # the first conv counts input channels only when the config names a 4-D weight the file holds
+    for first_conv in ("missing", "lin", ["stem.0"]):
+        check(dict(first_conv=first_conv), in_chans=1)
+    with pytest.raises(CheckpointError, match=r"^f.pth: its record says 1 input channels, its first conv has 3$"):
+        check(dict(first_conv="stem.0"), in_chans=1)
