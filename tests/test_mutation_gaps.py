@@ -1794,3 +1794,10 @@ def test_model_file_record_limits_hold_at_their_bounds_and_name_what_is_damaged(
         check(dict(first_conv=first_conv), in_chans=1)
     with pytest.raises(CheckpointError, match=r"^f.pth: its record says 1 input channels, its first conv has 3$"):
         check(dict(first_conv="stem.0"), in_chans=1)
+
+
+def test_model_file_default_cfg_is_the_dense_models_own_or_timms():
+    from inceptionnext.model_file import default_cfg
+
+    assert default_cfg("upernet_inceptionnext_a")["classifier"] == "decode_head.cls.conv_seg"
+    assert default_cfg(NAME)["classifier"] == "head.fc2" and default_cfg("no_such_model") == {}
