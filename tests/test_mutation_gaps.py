@@ -6,6 +6,7 @@ plain convolutions and timm, and the MLP head's reset."""
 
 import argparse
 import copy
+import functools
 import json
 import math
 import os
@@ -1867,3 +1868,563 @@ def test_the_timm_filter_names_its_source_and_takes_any_model():
     ):
         checkpoint_filter_fn({k: v for k, v in model.state_dict().items() if k[0] != "6"}, model)
     assert adaptable_keys(model, dict(classifier="head.fc")) == {"head.fc.weight", "head.fc.bias"}
+
+
+# models/metanext.py, models/zoo.py, model_file.py
+
+
+def test_zoo_names_resolve_with_tags_and_unknown_ones_list_the_known():
+    from inceptionnext.models.zoo import ZOO, get_entry
+
+    assert get_entry("inceptionnext_tiny.sail_in1k") is get_entry("inceptionnext_t") is ZOO[1]
+    assert get_entry("convnext_tiny_k3_par1_2.sail_in1k").arch["conv_ratio"] == 0.5
+    with pytest.raises(KeyError) as err:
+        get_entry("inceptionnext_q.sail_in1k")
+    known = ", ".join(n for e in ZOO for n in e.names)
+    assert err.value.args[0] == f"'inceptionnext_q.sail_in1k' is not an inceptionnext model; known: {known}"
+    assert known.startswith("inceptionnext_a, inceptionnext_atto, inceptionnext_t, inceptionnext_tiny, ")
+
+
+def test_zoo_paper_figures_by_name_alias_timm_name_or_reference_model():
+    from inceptionnext.models.zoo import PAPER_REFERENCE, get_entry, paper_figures
+
+    atto = get_entry("inceptionnext_a").paper
+    assert atto["top1"] == 75.3
+    for name in ("inceptionnext_a", "inceptionnext_atto.sail_in1k", "inception_next_atto", "inception_next_atto.x"):
+        assert paper_figures(name) == atto, name
+    assert paper_figures("convnext_tiny_k5")["top1"] == 82.0
+    # timm's convnext_tiny is the paper's reference ConvNeXt, not one of the variants built after it
+    assert (
+        paper_figures("convnext_tiny.in12k") == PAPER_REFERENCE["convnext_tiny"]
+        and PAPER_REFERENCE["convnext_tiny"]["top1"] == 82.1
+    )
+    assert paper_figures("resnet50.a1_in1k")["top1"] == 78.4
+    assert paper_figures("resnet18") is None and paper_figures("inceptionnext") is None
+
+
+def _metanext_and_timms_atto(**kwargs):
+    """Our atto with the weights of timm's own (perturbed so every block weighs on the output), and timm's."""
+    theirs = perturbed_timm_atto().eval()
+    ours = timm.create_model(NAME, **kwargs).eval()
+    ours.load_state_dict(theirs.state_dict())
+    return ours, theirs
+
+
+def test_metanext_pruning_and_head_reset_follow_timms_inception_next():
+    x = torch.randn(1, 3, 64, 64)
+    pair = _metanext_and_timms_atto()
+    with torch.no_grad():
+        for kwargs in (
+            {},
+            dict(indices=(0, 1)),
+            dict(indices=(0, 2), prune_head=False),
+            dict(indices=(3,), prune_head=False),
+        ):
+            ours, theirs = copy.deepcopy(pair)
+            assert ours.prune_intermediate_layers(**kwargs) == theirs.prune_intermediate_layers(**kwargs), kwargs
+            assert len(ours.stages) == len(theirs.stages), kwargs
+            assert (ours.num_features, ours.head_hidden_size, ours.num_classes) == (
+                theirs.num_features,
+                theirs.head_hidden_size,
+                theirs.num_classes,
+            ), kwargs
+            torch.testing.assert_close(ours(x), theirs(x), msg=str(kwargs))
+        ours, theirs = pair
+        for model in (ours, theirs):
+            model.reset_classifier(5, reset_other=True)  # pool -> classifier, the MLP dropped
+        ours.head.fc2.load_state_dict(theirs.head.fc2.state_dict())
+        assert ours.head_hidden_size == theirs.head_hidden_size == 320
+        torch.testing.assert_close(ours(x), theirs(x))
+        # a pruned model keeps its own pool (timm's resets it to 'avg'); a new pool is remembered for that
+        pooled = timm.create_model(NAME, global_pool="max").eval()
+        pooled.prune_intermediate_layers(indices=(0, 1))
+        torch.testing.assert_close(pooled(x), pooled.forward_features(x).amax((2, 3)))
+        pooled = timm.create_model(NAME).eval()
+        pooled.reset_classifier(0, "max", reset_other=True)
+        assert pooled.global_pool == "max"
+        pooled.prune_intermediate_layers(indices=(0, 1))
+        torch.testing.assert_close(pooled(x), pooled.forward_features(x).amax((2, 3)))
+    # a new classifier on a head that pruning left without parameters still lands on the model's device
+    meta = timm.create_model(NAME, device="meta")
+    meta.prune_intermediate_layers(indices=(0, 1))
+    meta.reset_classifier(4)
+    assert meta.get_classifier().weight.device.type == "meta" and meta.get_classifier().weight.shape == (4, 80)
+
+
+def test_metanext_checkpointing_is_off_by_default_and_recomputes_blocks_when_on():
+    x = torch.randn(2, 3, 32, 32)
+    calls = []
+    for enable in (None, True, False):
+        model = timm.create_model(NAME)
+        if enable:
+            model.set_grad_checkpointing()
+        elif enable is False:
+            model.set_grad_checkpointing()
+            model.set_grad_checkpointing(False)
+        count = []
+        model.stages[1].blocks[0].register_forward_pre_hook(lambda *a: count.append(1))
+        model(x).square().sum().backward()
+        calls.append(len(count))
+    assert calls == [1, 2, 1]  # each block runs again in backward only when asked
+
+
+def test_metanext_stages_and_blocks_built_with_other_parts():
+    from inceptionnext.models import MetaNeXt, MetaNeXtStage
+
+    with pytest.raises(ValueError, match=r"^a stage without downsampling cannot change width \(8 -> 16\)$"):
+        MetaNeXtStage(8, 16, 1, downsample=False)
+    stage = MetaNeXtStage(8, 8, 2, downsample=False)  # no drop path rates given: none
+    assert isinstance(stage.downsample, nn.Identity) and len(stage.blocks) == 2
+    assert all(isinstance(b.drop_path, nn.Identity) for b in stage.blocks)
+    # MetaNeXt takes any mixer built from the channel count (dilation= only in dilated stages), and the activation
+    model = MetaNeXt(
+        depths=(1, 1, 1, 1),
+        dims=(8, 8, 16, 16),
+        token_mixers=lambda dim: nn.Identity(),
+        act_layer=nn.ReLU,
+        num_classes=3,
+    )
+    assert all(isinstance(b.mlp.act, nn.ReLU) for s in model.stages for b in s.blocks)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+
+
+def test_timms_reparameterize_model_folds_the_stem_and_downsamples():
+    ours, _ = _metanext_and_timms_atto()
+    folded = timm.utils.reparameterize_model(ours)  # calls every module's reparameterize() hook
+    assert isinstance(folded.stem[1], nn.Identity) and isinstance(folded.stem[0], nn.Conv2d)
+    assert all(isinstance(s.downsample[0], nn.Identity) for s in folded.stages[1:])
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), ours(x), rtol=1e-4, atol=1e-5)
+
+
+def test_model_file_describe_weights_names_the_entry_loaded_and_the_one_scored():
+    from inceptionnext.model_file import ModelFile, describe_weights
+
+    def entry(key, scored):
+        return describe_weights(
+            ModelFile("run/best.pth", "training checkpoint", {}, weights_key=key, scored_key=scored)
+        )
+
+    assert describe_weights(ModelFile("w.pth", "state dict", {})) == "w.pth (state dict)"
+    assert entry("state_dict_ema", None) == "EMA weights (state_dict_ema) of run/best.pth"
+    assert entry("state_dict", None) == "model weights (state_dict) of run/best.pth"
+    assert (
+        entry("model_ema", "model_ema") == "EMA weights (model_ema) of run/best.pth, the ones scored best in training"
+    )
+    assert (
+        entry("state_dict", "state_dict_ema")
+        == "model weights (state_dict) of run/best.pth, not the EMA weights scored best in training"
+    )
+    assert (
+        entry("state_dict_ema", "state_dict")
+        == "EMA weights (state_dict_ema) of run/best.pth, not the model weights scored best in training"
+    )
+
+
+def test_model_file_portable_cfg_keeps_what_describes_the_file_as_json():
+    from inceptionnext.model_file import portable_cfg
+
+    sources = dict(url="u", file="f", state_dict={}, hf_hub_id="h", hf_hub_filename="x", source="s", custom_load=True)
+    cfg = dict(sources, input_size=(3, 224, 224), mean=(0.5, 0.5, 0.5), crop_pct=0.9, label_names=("a", "b"))
+    out = portable_cfg(dict(fn=print, unset=None, **cfg, num_classes=1000), 2, in_chans=1)
+    assert out == dict(
+        input_size=[1, 224, 224], mean=[0.5, 0.5, 0.5], crop_pct=0.9, label_names=["a", "b"], num_classes=2
+    )
+    assert json.loads(json.dumps(out)) == out
+    assert portable_cfg(None, 5) == {"num_classes": 5}
+    assert portable_cfg(dict(input_size=(1, 32, 32)), 5)["input_size"] == [3, 32, 32]  # three channels by default
+
+
+def test_model_file_unknown_names_suggest_close_ones_or_the_list():
+    from inceptionnext.model_file import check_model_name
+
+    assert check_model_name("inceptionnext_a") == "inceptionnext_a"
+    with pytest.raises(ValueError, match=r"^unknown model 'inceptionnext_tt'; did you mean inceptionnext_t, .*\?$"):
+        check_model_name("inceptionnext_tt")
+    with pytest.raises(ValueError, match=r"^unknown model 'qqq'; `inceptionnext list` shows the names$"):
+        check_model_name("qqq")
+
+
+@pytest.fixture(scope="module")
+def gray_atto():
+    torch.manual_seed(0)
+    model = timm.create_model(NAME, num_classes=3, in_chans=1).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+    model.pretrained_cfg = dict(model.pretrained_cfg, input_size=(1, 64, 64))  # small checks on read-back
+    return model
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_model_file_round_trip_rebuilds_the_model_and_refuses_what_does_not_match(tmp_path, gray_atto, suffix):
+    from inceptionnext.model_file import load_model, read_model_file, save_model
+
+    path = tmp_path / f"m{suffix}"
+    assert save_model(gray_atto, path, label_names=["a", "b", "c"]) == path
+    mf = read_model_file(path)
+    assert (mf.kind, mf.model_name, mf.num_classes, mf.in_chans, mf.deploy, mf.weights_key) == (
+        "model file",
+        NAME,
+        3,
+        1,
+        False,
+        None,
+    )
+    assert mf.pretrained_cfg["label_names"] == ["a", "b", "c"] and mf.pretrained_cfg["input_size"] == [1, 64, 64]
+    assert mf.pretrained_cfg["num_classes"] == 3
+    if suffix == ".pth":  # the record's layout: what any later release must still read
+        raw = torch.load(path, weights_only=True)
+        assert (raw["format"], raw["version"], raw["model"], raw["in_chans"]) == ("inceptionnext.model", 1, NAME, 1)
+    x = torch.randn(2, 1, 64, 64)
+    for name in (None, "inceptionnext_atto", "inceptionnext_a.sail_in1k"):  # the short name, its alias, a tag
+        model = load_model(path, name)
+        assert not model.training and model.weights_note == f"{path} (model file)"
+        assert model.pretrained_cfg["label_names"] == ["a", "b", "c"]  # a list, as timm keeps it
+        assert model.pretrained_cfg["input_size"] == (1, 64, 64) and model.in_chans == 1
+        with torch.no_grad():
+            assert torch.equal(model(x), gray_atto(x))
+    with pytest.raises(
+        CheckpointError, match=f"^{re.escape(str(path))}: holds weights for {NAME}, not inceptionnext_t$"
+    ):
+        load_model(path, "inceptionnext_t")
+    with pytest.raises(CheckpointError, match=r": its classifier has 3 classes, not num_classes=4$"):
+        load_model(path, num_classes=4)
+    with pytest.raises(CheckpointError, match=r": a converted model file holds one set of weights; drop use_ema$"):
+        load_model(path, use_ema=True)
+
+
+def test_model_file_save_refuses_what_it_cannot_record(tmp_path, gray_atto):
+    from inceptionnext.model_file import save_model
+
+    with pytest.raises(
+        ValueError, match=r"m.onnx: unknown weight format '.onnx'; use one of .safetensors, .pth, .pt, .bin$"
+    ):
+        save_model(gray_atto, tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match="^2 label names for a model with 3 classes$"):
+        save_model(gray_atto, tmp_path / "m.pth", label_names=["a", "b"])
+    with pytest.raises(ValueError, match=f"^{NAME}: the model has no integer num_classes to record$"):
+        save_model(nn.Conv2d(1, 1, 1), tmp_path / "m.pth", model_name=NAME)
+    assert not list(tmp_path.iterdir())
+
+
+def test_model_file_picks_the_weights_asked_for_and_names_what_is_missing(tmp_path, two_weight_sets):
+    from inceptionnext.model_file import load_model, read_model_file
+
+    model, ema = two_weight_sets
+    sd, ema_sd = model.state_dict(), ema.module.state_dict()
+    both, plain, only_ema, raw = (tmp_path / f"{n}.pth" for n in ("both", "plain", "only_ema", "raw"))
+    torch.save(dict(state_dict=sd, state_dict_ema=ema_sd), both)
+    torch.save(dict(state_dict=sd, epoch=3), plain)
+    torch.save(dict(model_ema=ema_sd), only_ema)
+    torch.save(sd, raw)
+    torch.save(dict(model=sd, epoch=3), tmp_path / "model.pth")  # DeiT's and other tools' layout
+    assert read_model_file(tmp_path / "model.pth").weights_key == "model"
+    assert (read_model_file(both).weights_key, read_model_file(both).scored_key) == ("state_dict_ema", "state_dict_ema")
+    assert read_model_file(both, use_ema=False).weights_key == "state_dict"
+    assert read_model_file(both, use_ema=True).weights_key == "state_dict_ema"
+    assert (read_model_file(plain).weights_key, read_model_file(plain).scored_key) == ("state_dict", None)
+    assert read_model_file(raw).weights_key is None and read_model_file(raw, use_ema=False).kind == "state dict"
+    with pytest.raises(CheckpointError, match=r"plain.pth: holds no EMA weights \(trained with ema: false\)$"):
+        read_model_file(plain, use_ema=True)
+    with pytest.raises(CheckpointError, match=r"only_ema.pth: holds only EMA weights; drop --no-ema$"):
+        read_model_file(only_ema, use_ema=False)
+    with pytest.raises(
+        CheckpointError, match=r"raw.pth: holds no EMA weights \(no state_dict_ema or model_ema entry\)$"
+    ):
+        read_model_file(raw, use_ema=True)
+    with pytest.raises(CheckpointError, match=r"raw.pth: a plain state dict does not say which model it is for; name"):
+        load_model(raw)
+    loaded = load_model(both, NAME, use_ema=False)
+    assert loaded.weights_note == f"model weights (state_dict) of {both}, not the EMA weights scored best in training"
+    assert all(torch.equal(v, sd[k]) for k, v in loaded.state_dict().items())
+
+
+def test_model_file_reads_a_training_checkpoints_record(tmp_path, two_weight_sets):
+    from inceptionnext.model_file import load_model, read_model_file
+
+    model, ema = two_weight_sets
+    path = tmp_path / "last.pth"
+    torch.save(
+        dict(
+            format="inceptionnext.train",
+            state_dict=model.state_dict(),
+            state_dict_ema=ema.module.state_dict(),
+            scored_weights="state_dict",
+            arch=NAME,
+            num_classes=1000,
+            data_config=dict(input_size=(3, 48, 48), crop_pct=1.0, classifier=None),  # as detection models' do
+            class_to_idx={f"c{i:03d}": 999 - i for i in range(1000)},
+        ),
+        path,
+    )
+    mf = read_model_file(path)
+    assert (mf.kind, mf.model_name, mf.num_classes, mf.deploy, mf.weights_key, mf.scored_key) == (
+        "training checkpoint",
+        NAME,
+        1000,
+        False,
+        "state_dict",
+        "state_dict",
+    )
+    assert mf.pretrained_cfg["label_names"][:2] == ["c999", "c998"]  # in class-index order
+    assert read_model_file(path, use_ema=True).weights_key == "state_dict_ema"
+    loaded = load_model(path)
+    assert tuple(loaded.pretrained_cfg["input_size"]) == (3, 48, 48) and loaded.pretrained_cfg["crop_pct"] == 1.0
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
+    assert loaded.weights_note == f"model weights (state_dict) of {path}, the ones scored best in training"
+    where = re.escape(str(path))
+    torch.save(dict(format="inceptionnext.train", arch=NAME, state_dict=model.state_dict()), path)
+    with pytest.raises(CheckpointError, match=rf"^{where}: holds no EMA weights \(trained with ema: false\)$"):
+        read_model_file(path, use_ema=True)
+    torch.save(dict(format="inceptionnext.train", arch=NAME, state_dict={"w": "text"}), path)
+    with pytest.raises(CheckpointError, match=rf"^{where}: entry 'w' is a str, not a tensor"):
+        read_model_file(path)
+    torch.save(dict(format="inceptionnext.train", arch=NAME), path)
+    with pytest.raises(CheckpointError, match=rf"^{where}: training checkpoint without weights$"):
+        read_model_file(path)
+
+
+def test_model_file_convert_folds_checks_the_copy_and_refuses_what_it_cannot_write(tmp_path, gray_atto):
+    from inceptionnext.model_file import convert, load_model, save_hub_folder, save_model
+
+    src = save_model(gray_atto, tmp_path / "src.pth")
+    res = convert(src, tmp_path / "folded.safetensors", deploy=True)
+    assert res.path == tmp_path / "folded.safetensors" and is_folded(res.model)
+    assert 0 < res.max_abs_diff < 1e-4  # read back, the folded file is within fp32 rounding of the source
+    assert _same_outputs(load_model(res.path), res.model)
+    assert (
+        convert(src, tmp_path / "same.pth").max_abs_diff == 0.0
+        and convert(src, tmp_path / "u.pth", verify=False).max_abs_diff is None
+    )
+    for suffix in (".onnx", ".pt2", ".ts", ".torchscript"):  # graph formats: pointed to the command that writes them
+        with pytest.raises(
+            ValueError,
+            match=rf"x{suffix}: unknown weight format '{suffix}'; .*; an ONNX, TorchScript or torch.export file is "
+            "written by `inceptionnext export`$",
+        ):
+            convert(src, tmp_path / f"x{suffix}")
+    # a bare state dict with the model named, the class count it must have, the weights asked for
+    sd = gray_atto.state_dict()
+    torch.save(
+        dict(state_dict=sd, state_dict_ema={k: v + 1 if v.is_floating_point() else v for k, v in sd.items()}),
+        tmp_path / "two.pth",
+    )
+    plain = convert(tmp_path / "two.pth", tmp_path / "plain.pth", NAME, use_ema=False, num_classes=3)
+    assert all(torch.equal(v, sd[k]) for k, v in plain.model.state_dict().items())
+    with pytest.raises(CheckpointError, match=r"two.pth: its classifier has 3 classes, not num_classes=4$"):
+        convert(tmp_path / "two.pth", tmp_path / "x.pth", NAME, num_classes=4)
+    torch.save(timm.create_model("test_convnext").state_dict(), tmp_path / "convnext.pth")
+    with pytest.raises(
+        ValueError,
+        match=r"^test_convnext: nothing to fold; deploy folds the BatchNorm and layer scale of InceptionNeXt "
+        r"\(MetaNeXt\) blocks$",
+    ):
+        convert(tmp_path / "convnext.pth", tmp_path / "x.pth", "test_convnext", deploy=True)
+    with pytest.raises(
+        ValueError, match=r"x.txt: unknown weight format '.txt'; use one of .safetensors, .pth, .pt, .bin$"
+    ):
+        convert(src, tmp_path / "x.txt")
+    with pytest.raises(
+        ValueError, match=r"folded.safetensors: holds a folded model, which timm's hub format cannot rebuild"
+    ):
+        save_hub_folder(res.path, tmp_path / "hub")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"file: exists and is not a folder; the hub format is a folder$"):
+        save_hub_folder(src, tmp_path / "file")
+    model = save_hub_folder(src, tmp_path / "hub")
+    assert (tmp_path / "hub" / "model.safetensors").is_file() and model.num_classes == 3
+
+
+def _same_outputs(a, b):
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        return torch.equal(a(x), b(x))
+
+
+def test_metanext_builds_what_it_is_given_and_starts_from_timms_initialisation():
+    from inceptionnext.models import MetaNeXt
+
+    small = dict(depths=(1, 1, 1, 1), dims=(8, 8, 16, 16))
+    model = MetaNeXt(**small)
+    assert (model.in_chans, model.num_classes, model.global_pool, model.drop_rate) == (3, 1000, "avg", 0.0)
+    assert model.stem[0].in_channels == 3 and model.get_classifier().out_features == 1000
+    with pytest.raises(ValueError, match=r"^depths \(1, 1\) and dims \(8, 8, 16\) must have the same length$"):
+        MetaNeXt(depths=(1, 1), dims=(8, 8, 16))
+    identity = lambda dim: nn.Identity()  # noqa: E731
+    model = MetaNeXt(
+        **small, token_mixers=[identity, InceptionDWConv2d, InceptionDWConv2d, identity], mlp_ratios=2, num_classes=3
+    )
+    assert [type(s.blocks[0].token_mixer) for s in model.stages] == [
+        nn.Identity,
+        InceptionDWConv2d,
+        InceptionDWConv2d,
+        nn.Identity,
+    ]
+    assert [s.blocks[0].mlp.fc1.out_channels for s in model.stages] == [16, 16, 32, 32]  # one ratio for every stage
+    assert model.num_classes == 3
+    # the norm reaches the stem, every downsample and every block; the head gets its pool, ratio and dropout
+    model = MetaNeXt(
+        **small,
+        norm_layer=functools.partial(nn.BatchNorm2d, momentum=0.01),
+        global_pool="max",
+        head_mlp_ratio=2,
+        drop_rate=0.2,
+    )
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) == 1 + 3 + 4 and all(n.momentum == 0.01 for n in norms)
+    assert model.head.global_pool.pool_type == "max" and model.head_hidden_size == 2 * 16
+    assert model.head.drop.p == model.drop_rate == 0.2
+    # timm's initialisation of InceptionNeXt: truncated normal weights (std 0.02), zero biases
+    layers = [m for m in timm.create_model(NAME).modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert all(m.bias is not None and not m.bias.any() for m in layers)
+    assert all(0.015 < float(m.weight.detach().std()) < 0.025 for m in layers if m.weight.numel() >= 1000)
+
+
+def test_zoo_create_zoo_model_called_directly_builds_without_weights():
+    from inceptionnext.models import create_zoo_model
+
+    # no weights unless asked for, and none of timm's create_model arguments needed
+    model = create_zoo_model(NAME, pretrained_cfg_overlay=dict(file="/nonexistent.pth", url=None, hf_hub_id=None))
+    assert model.pretrained_cfg["file"] == "/nonexistent.pth" and model.num_classes == 1000
+    assert create_zoo_model("inceptionnext_atto", num_classes=3).get_classifier().out_features == 3
+
+
+def test_zoo_features_only_defaults_to_every_stage_and_names_what_convnext_cannot_do():
+    for name in ("inceptionnext_a", "convnext_tiny_k3_par1_2"):
+        backbone = timm.create_model(name, features_only=True, device="meta")  # no out_indices: every stage
+        assert backbone.feature_info.out_indices == (0, 1, 2, 3), name
+        assert backbone.feature_info.reduction() == [4, 8, 16, 32], name
+    with pytest.raises(ValueError) as err:
+        timm.create_model("convnext_tiny_k3_par1_2", features_only=True, feature_cls="dict", device="meta")
+    assert str(err.value) == (
+        "convnext_tiny_k3_par1_2: feature_cls='dict' walks the model's top-level modules in order, which the "
+        "official ConvNeXt layout (downsample_layers apart from stages) does not allow; use feature_cls='getter' "
+        "(the default), 'hook' or 'fx'"
+    )
+
+
+def test_model_file_names_agree_with_a_record_only_for_the_same_architecture(tmp_path, gray_atto):
+    from inceptionnext.model_file import load_model, save_model
+
+    path = save_model(gray_atto, tmp_path / "atto.pth")
+    for name in ("inception_next_atto", "inception_next_atto.sail_in1k"):  # timm's own, with our weights
+        theirs = load_model(path, name)
+        assert type(theirs).__module__.startswith("timm.") and _same_outputs(theirs, gray_atto)
+        assert theirs.pretrained_cfg["architecture"] == "inception_next_atto"  # the model built, not the file's
+    for name in ("inception_next_tiny", "test_convnext", "convnext_tiny_k3"):
+        with pytest.raises(CheckpointError, match=f"holds weights for {NAME}, not {name}$"):
+            load_model(path, name)
+    other = save_model(timm.create_model("test_convnext", num_classes=2), tmp_path / "other.pth")
+    assert load_model(other, "test_convnext.r160_in1k").num_classes == 2  # a pretrained tag names the same model
+    with pytest.raises(ValueError, match="^unknown model 'Conv2d'; "):  # no name given or recorded: the class's
+        save_model(nn.Conv2d(1, 1, 1), tmp_path / "conv.pth")
+    resnet_sd = timm.create_model("test_resnet", num_classes=2).state_dict()
+    torch.save(
+        dict(format="inceptionnext.train", arch="test_resnet.r160_in1k", state_dict=resnet_sd), tmp_path / "r.pth"
+    )
+    assert load_model(tmp_path / "r.pth", "test_resnet").num_classes == 2  # a run named the model with its tag
+    headless = timm.create_model(NAME, num_classes=0)  # no classifier weight to count classes from
+    assert load_model(save_model(headless, tmp_path / "headless.pth")).num_classes == 0
+    # a model without in_chans is recorded with three; a two-headed classifier is counted by its last head
+    resnet = timm.create_model("test_resnet", num_classes=2)
+    del resnet.in_chans
+    assert load_model(save_model(resnet, tmp_path / "resnet.pth")).in_chans == 3
+    deit = timm.create_model("deit_tiny_distilled_patch16_224", num_classes=4, img_size=32)
+    torch.save(deit.state_dict(), tmp_path / "deit.pth")
+    assert load_model(tmp_path / "deit.pth", "deit_tiny_distilled_patch16_224", img_size=32).num_classes == 4
+
+
+def test_model_file_checks_fail_loudly_and_keep_the_old_file(tmp_path, gray_atto, monkeypatch):
+    import inceptionnext.model_file as model_file
+
+    src = model_file.save_model(gray_atto, tmp_path / "src.pth")
+    sd = gray_atto.state_dict()
+    torch.save(
+        dict(state_dict=sd, state_dict_ema={k: v + 1 if v.is_floating_point() else v for k, v in sd.items()}),
+        tmp_path / "two.pth",
+    )
+    hub = model_file.save_hub_folder(tmp_path / "two.pth", tmp_path / "hub", NAME, use_ema=False)
+    assert all(torch.equal(v, sd[k]) for k, v in hub.state_dict().items())
+
+    def perturbed(model, by=10.0):
+        with torch.no_grad():
+            model.get_classifier().bias.add_(by)
+        return model
+
+    create, load = timm.create_model, model_file.load_model
+
+    def read_back_through_timm(name, **kwargs):  # the hub folder read back comes back different
+        model = create(name, **kwargs)
+        return perturbed(model) if name.startswith("local-dir:") else model
+
+    def read_back(path, *args, **kwargs):  # the temporary file, read back before it replaces the target, too
+        model = load(path, *args, **kwargs)
+        return perturbed(model) if str(path).endswith(".tmp") else model
+
+    monkeypatch.setattr(timm, "create_model", read_back_through_timm)
+    with pytest.raises(CheckpointError, match="hub2: read back, it does not reproduce the model's outputs$"):
+        model_file.save_hub_folder(src, tmp_path / "hub2")  # checked by default
+    monkeypatch.undo()
+    monkeypatch.setattr(model_file, "load_model", read_back)
+    with pytest.raises(
+        CheckpointError, match=r"out.pth: read back, it does not reproduce the converted model's outputs$"
+    ):
+        model_file.convert(src, tmp_path / "out.pth")
+    assert not (tmp_path / "out.pth").exists()
+    monkeypatch.undo()
+    fold = model_file.reparameterize_model
+    # off by 0.01: far beyond fp32 rounding, though within 1 (an absolute tolerance that loose would pass it)
+    monkeypatch.setattr(model_file, "reparameterize_model", lambda m, **kw: perturbed(fold(m, **kw), by=0.01))
+    with pytest.raises(CheckpointError, match=r"out.pth: the folded model differs from the source by 1\.00e-02$"):
+        model_file.convert(src, tmp_path / "out.pth", deploy=True)
+    assert not (tmp_path / "out.pth").exists()
+
+
+def test_zoo_pretrained_models_keep_no_second_copy_of_their_weights(tmp_path):
+    small = dict(depths=(1, 1, 1, 1), dims=(8, 8, 16, 16))  # the weights of a small ConvNeXt variant
+    name = "convnext_tiny_k3_par1_2"
+    path = tmp_path / "small.pth"
+    torch.save(timm.create_model(name, **small).state_dict(), path)
+    overlay = dict(file=str(path))
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **small)
+    backbone = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, features_only=True, **small)
+    for m in (model, backbone, backbone.model):  # the feature wrapper and the model it wraps
+        assert "state_dict" in m.pretrained_cfg and m.pretrained_cfg["state_dict"] is None
+
+
+def test_model_file_record_limits_hold_at_their_bounds_and_name_what_is_damaged():
+    from inceptionnext.model_file import RECORD_LIMITS, ModelFile, _check_record
+
+    sd = {"stem.0.weight": torch.zeros(8, 3, 4, 4), "lin.weight": torch.zeros(4, 2)}
+
+    def check(cfg=None, **fields):
+        _check_record(ModelFile("f.pth", "model file", sd, **fields), dict(cfg or {}))
+
+    classes, chans, size = (RECORD_LIMITS[k][1] for k in ("num_classes", "in_chans", "input_size"))
+    check(num_classes=classes, in_chans=chans, pretrained_cfg=dict(input_size=[3, size, size], label_names=["a"]))
+    with pytest.raises(CheckpointError, match=rf"^f.pth: its record asks for {classes + 1} classes; allowed: 0 to"):
+        check(num_classes=classes + 1)
+    with pytest.raises(CheckpointError, match=rf"^f.pth: its record asks for {chans + 1} input channels; allowed: 1"):
+        check(in_chans=chans + 1)
+    with pytest.raises(CheckpointError, match=r"^f.pth: its record's input_size .* is not \[C, H, W\]"):
+        check(pretrained_cfg=dict(input_size=[3, size + 1, 8]))
+    for names in (["a", 1], ["x" * 1001], "abc"):
+        with pytest.raises(CheckpointError, match=r"^f.pth: its record's label_names are not a list of short strings$"):
+            check(pretrained_cfg=dict(label_names=names))
+    with pytest.raises(CheckpointError, match=r"^f.pth: its record's classifier or first_conv entry is damaged$"):
+        check(dict(classifier=5))
+    # the first conv counts input channels only when the config names a 4-D weight the file holds
+    for first_conv in ("missing", "lin", ["stem.0"]):
+        check(dict(first_conv=first_conv), in_chans=1)
+    with pytest.raises(CheckpointError, match=r"^f.pth: its record says 1 input channels, its first conv has 3$"):
+        check(dict(first_conv="stem.0"), in_chans=1)
+
+
+def test_model_file_default_cfg_is_the_dense_models_own_or_timms():
+    from inceptionnext.model_file import default_cfg
+
+    assert default_cfg("upernet_inceptionnext_a")["classifier"] == "decode_head.cls.conv_seg"
+    assert default_cfg(NAME)["classifier"] == "head.fc2" and default_cfg("no_such_model") == {}
