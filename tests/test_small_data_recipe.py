@@ -67,6 +67,7 @@ def test_the_input_size_follows_the_side_the_crop_keeps_within_its_bounds():
     assert size("center", longer_side=90, shorter_side=50) == 48  # a centre crop keeps the shorter side
     why = plan_recipe(summary(), 16, "border", False)["img_size"][1]
     assert why == "the images' median longer side is 90 px, at most 64 px from scratch"
+    assert plan_recipe(summary(longer_side=64), 16, "border", False)["img_size"][1].endswith("side is 64 px")
 
 
 def test_the_schedule_gives_updates_per_class_within_bounds():

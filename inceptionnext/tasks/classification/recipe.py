@@ -114,8 +114,9 @@ def plan_recipe(
     side = summary.longer_side if crop_mode == "border" else summary.shorter_side
     which = "longer" if crop_mode == "border" else "shorter"
     top = 224 if from_weights else 64
-    size = min(top, max(32, 16 * math.floor(side / 16 + 0.5)))  # halves round up
-    capped = f", at most {top} px {'from weights' if from_weights else 'from scratch'}" if size == top else ""
+    rounded = max(32, 16 * math.floor(side / 16 + 0.5))  # halves round up
+    size = min(top, rounded)
+    capped = f", at most {top} px {'from weights' if from_weights else 'from scratch'}" if rounded > top else ""
     per_update, floor, ceiling = (75, 300, 750) if from_weights else (150, 600, 1500)
     updates = min(ceiling, max(floor, per_update * summary.classes))
     per_epoch = max(1, summary.images // (batch_size * processes))
