@@ -2428,3 +2428,126 @@ def test_model_file_default_cfg_is_the_dense_models_own_or_timms():
 
     assert default_cfg("upernet_inceptionnext_a")["classifier"] == "decode_head.cls.conv_seg"
     assert default_cfg(NAME)["classifier"] == "head.fc2" and default_cfg("no_such_model") == {}
+
+
+def test_model_file_unknown_names_get_five_suggestions_at_most_the_closest_first():
+    from inceptionnext.model_file import check_model_name
+    from inceptionnext.models.dense import is_model
+
+    with pytest.raises(ValueError) as err:
+        check_model_name("inceptionnext_tt")
+    close = re.fullmatch(r"unknown model 'inceptionnext_tt'; did you mean (.*)\?", str(err.value)).group(1).split(", ")
+    assert len(close) == 5 and close[0] == "inceptionnext_t" and all(is_model(n) for n in close)
+    with pytest.raises(ValueError, match=r"^unknown model 'fpn_inceptionnext_aa'; did you mean fpn_inceptionnext_a, "):
+        check_model_name("fpn_inceptionnext_aa")  # the dense models are suggested too
+
+
+def _resealed(path, change):
+    """The .pth model file at `path` with its record changed by `change` and sealed again (a hand-edited file)."""
+    raw = torch.load(path, weights_only=True)
+    change(raw)
+    raw.pop(checksum.KEY, None)
+    torch.save(checksum.seal(raw), path)
+    return path
+
+
+def test_model_file_folded_weights_are_read_off_the_record_or_the_keys_and_deploy_forces_either(tmp_path, gray_atto):
+    from inceptionnext.model_file import load_model, save_model
+
+    folded = reparameterize_model(gray_atto)
+    bare = tmp_path / "folded_sd.pth"
+    torch.save(folded.state_dict(), bare)
+    plain_file, folded_file = save_model(gray_atto, tmp_path / "plain.pth"), save_model(folded, tmp_path / "folded.pth")
+    x = torch.randn(2, 1, 64, 64)
+    for path, name in ((bare, NAME), (folded_file, None)):
+        model = load_model(path, name)  # a bare state dict: folding is read off its keys
+        assert is_folded(model) and (model.in_chans, model.num_classes) == (1, 3)
+        with torch.no_grad():
+            assert torch.equal(model(x), folded(x))
+    # deploy forces the model's form: weights of the other form are refused, naming the file and the keys
+    lying = _resealed(save_model(folded, tmp_path / "lying.pth"), lambda raw: raw.update(deploy=False))
+    for path, name, deploy in (
+        (bare, NAME, False),
+        (plain_file, None, True),
+        (lying, None, None),
+    ):
+        with pytest.raises(
+            CheckpointError, match=rf"^{re.escape(str(path))}: does not fit {NAME}; \d+ (missing|unexpected) keys: "
+        ):
+            load_model(path, name, deploy=deploy)  # a record saying unfolded is believed, not second-guessed
+
+
+def test_model_file_read_errors_name_the_file_and_the_fault(tmp_path, gray_atto):
+    from inceptionnext.model_file import FORMAT, read_model_file
+
+    path = tmp_path / "m.pth"
+    where = re.escape(str(path))
+    record = dict(format=FORMAT, version=1, model=NAME, num_classes=3, in_chans=1, deploy=False)
+    sd = gray_atto.state_dict()
+    torch.save(dict({k: v for k, v in record.items() if k != "num_classes"}, state_dict=sd), path)
+    with pytest.raises(CheckpointError, match=rf"^{where}: its model record is damaged \(KeyError: 'num_classes'\)$"):
+        read_model_file(path)
+    torch.save(dict(record, num_classes="x" * 300, state_dict=sd), path)  # the reason, cut at 200 characters
+    detail = ("invalid literal for int() with base 10: '" + "x" * 300)[:200] + "..."
+    with pytest.raises(CheckpointError) as err:
+        read_model_file(path)
+    assert str(err.value) == f"{path}: its model record is damaged (ValueError: {detail})"
+    bad_entry = f"{path}: entry 'w' is a str, not a tensor; expected a state dict or a training checkpoint"
+    torch.save(dict(record, state_dict={"w": "text"}), path)  # a model file's weights
+    with pytest.raises(CheckpointError) as err:
+        read_model_file(path)
+    assert bad_entry in str(err.value)
+    torch.save({"w": "text"}, path)  # a bare state dict
+    with pytest.raises(CheckpointError, match=f"^{re.escape(bad_entry)}"):
+        read_model_file(path)
+    torch.save([torch.zeros(1)], path)
+    with pytest.raises(CheckpointError, match=rf"^{where}: holds a list, not a state dict or training checkpoint$"):
+        read_model_file(path)
+
+
+def test_model_file_label_names_are_bounded_in_count_and_length():
+    from inceptionnext.model_file import ModelFile, _check_record
+
+    def check(names):
+        _check_record(ModelFile("f.pth", "model file", {}, pretrained_cfg=dict(label_names=names)), {})
+
+    most = 4096 * 1000  # far beyond the largest class count a record may ask for
+    check(["x" * 1000])
+    check(["a"] * most)
+    for names in (["x" * 1001], ["a"] * (most + 1)):
+        with pytest.raises(CheckpointError, match=r"^f.pth: its record's label_names are not a list of short strings$"):
+            check(names)
+
+
+def test_model_file_input_channels_come_from_the_record_or_the_first_conv(tmp_path, gray_atto):
+    from inceptionnext.model_file import load_model, save_model
+    from inceptionnext.models.dense import create_dense_model
+
+    torch.save(gray_atto.state_dict(), tmp_path / "gray.pth")
+    model = load_model(tmp_path / "gray.pth", NAME)  # no record: channels and classes read off the weights
+    assert (model.in_chans, model.num_classes) == (1, 3) and _same_outputs(model, gray_atto)
+    assert tuple(model.pretrained_cfg["input_size"]) == (1, 224, 224)  # the model's size, the file's channels
+    torch.save(timm.create_model(NAME, num_classes=2, in_chans=224).state_dict(), tmp_path / "wide.pth")
+    assert tuple(load_model(tmp_path / "wide.pth", NAME).pretrained_cfg["input_size"]) == (224, 224, 224)
+    # a segmentation model takes its channels from load_model, not from the config's input size
+    seg = create_dense_model("fpn_inceptionnext_a", num_classes=2, in_chans=1).eval()
+    torch.save(seg.state_dict(), tmp_path / "seg.pth")
+    x = torch.randn(1, 1, 32, 32)
+    assert seg.get_classifier() is seg.decode_head.head.cls.conv_seg
+    for path, name in (
+        (save_model(seg, tmp_path / "seg.safetensors"), None),
+        (tmp_path / "seg.pth", "fpn_inceptionnext_a"),
+    ):
+        model = load_model(path, name)
+        assert (model.in_chans, model.num_classes) == (1, 2)
+        assert tuple(model.pretrained_cfg["input_size"]) == (1, 512, 512)
+        with torch.no_grad():
+            assert torch.equal(model(x), seg(x))
+    # a record's own config is what its weights are checked against
+    named = _resealed(
+        save_model(gray_atto, tmp_path / "named.pth"), lambda raw: raw["pretrained_cfg"].update(classifier="head.fc1")
+    )
+    with pytest.raises(
+        CheckpointError, match=rf"^{re.escape(str(named))}: its record says 3 classes, its classifier has \d+$"
+    ):
+        load_model(named)

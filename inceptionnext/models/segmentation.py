@@ -208,6 +208,11 @@ class SemanticFPNHead(nn.Module):
     def forward(self, features: List[torch.Tensor]) -> torch.Tensor:
         return self.head(self.neck(features))
 
+    @property
+    def cls(self) -> ClassifierConv:
+        """The classifier, where `UPerHead` keeps its own (`EncoderDecoder.get_classifier` reads it)."""
+        return self.head.cls
+
 
 class EncoderDecoder(nn.Module):
     """Backbone (classifier without head) -> one norm per stage output -> decode head (+ auxiliary head).
@@ -440,7 +445,7 @@ def _seg_cfg(spec: SegSpec) -> Dict[str, Any]:
         mean=IMAGENET_DEFAULT_MEAN,
         std=IMAGENET_DEFAULT_STD,
         first_conv=first_conv,
-        classifier="decode_head.cls.conv_seg",
+        classifier="decode_head.head.cls.conv_seg" if spec.head == "fpn" else "decode_head.cls.conv_seg",
         license="apache-2.0",
         paper_name="InceptionNeXt: When Inception Meets ConvNeXt",
         paper_ids="arXiv:2303.16900",
