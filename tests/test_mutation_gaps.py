@@ -2551,3 +2551,31 @@ def test_model_file_input_channels_come_from_the_record_or_the_first_conv(tmp_pa
         CheckpointError, match=rf"^{re.escape(str(named))}: its record says 3 classes, its classifier has \d+$"
     ):
         load_model(named)
+
+
+def test_zoo_pretrained_weights_of_a_local_dir_are_read_once(tmp_path, monkeypatch):
+    """create_model reads a `local-dir:` folder's weights once, through the library's checked loader: timm's own
+    loader must not read the folder a second time (a second read of a large file, and one outside the checks)."""
+    from timm.models import save_for_hf
+
+    from inceptionnext import weights
+
+    torch.manual_seed(0)
+    model = timm.create_model("inceptionnext_atto", num_classes=5).eval()
+    folder = tmp_path / "shared"
+    save_for_hf(model, str(folder), safe_serialization=True)
+    read = weights.load_pretrained_state_dict
+    reads = []
+
+    def read_then_remove(*args, **kwargs):
+        out = read(*args, **kwargs)
+        reads.append(args)
+        for f in folder.glob("*.safetensors"):  # once read, the folder's weights are no longer needed
+            f.unlink()
+        return out
+
+    monkeypatch.setattr(weights, "load_pretrained_state_dict", read_then_remove)
+    loaded = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert len(reads) == 1 and loaded.num_classes == 5 and torch.equal(loaded(x), model(x))
