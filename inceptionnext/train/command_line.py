@@ -120,6 +120,7 @@ def parse_config(argv: Optional[Sequence[str]] = None, prog: Optional[str] = Non
         ConfigError: an unknown key or argument, a bad value, a `--set` that is not KEY=VALUE, a config file
             that cannot be read, or a task_module that cannot be imported.
         CheckpointError: the checkpoint named by --resume cannot be read.
+        DataError: the task chooses keys from its data (``adapt_to_data``) and cannot read it.
         SystemExit: argparse's own exit for --help or a malformed option.
     """
     first, sets = _first_pass(argv)

@@ -125,6 +125,7 @@ def make_config(**values: Any) -> TrainConfig:
 
     Raises:
         ConfigError: as `apply_overrides`.
+        DataError: the task chooses keys from its data (``adapt_to_data``) and cannot read it.
     """
     cfg = apply_overrides(TrainConfig(), values, "make_config")
     return adapt_to_data(cfg, [_key_name(k, "make_config") for k in values])
